@@ -1,1 +1,146 @@
-fn main() {}
+//! `fedsynth`: the one binary. Argument parsing and dispatch live here; each command's work
+//! lives in its own module and in the libraries.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod budget;
+mod keys;
+
+/// fedsynth trains differentially private generators of tabular data, on one machine or
+/// federated across data holders, and hands back encrypted synthetic datasets.
+#[derive(Debug, Parser)]
+#[command(name = "fedsynth", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Privacy accounting: ε spent by DP-SGD, or the noise needed for a target ε.
+    Budget(BudgetArgs),
+    /// Create a recipient key pair: NAME.key (secret, mode 0600) and NAME.pub.
+    Keygen(KeygenArgs),
+    /// Encrypt a file for one or more recipients' public keys.
+    Encrypt(EncryptArgs),
+    /// Decrypt a fedsynth encrypted file with a recipient's secret key.
+    Decrypt(DecryptArgs),
+}
+
+/// Arguments of `fedsynth budget`.
+#[derive(Debug, Args)]
+#[command(
+    allow_negative_numbers = true,
+    after_help = "Examples:\n  \
+    fedsynth budget --sampling-rate 0.01 --noise-multiplier 1.1 --steps 2000 --delta 1e-5\n  \
+    fedsynth budget --calibrate --epsilon 3 --sampling-rate 0.01 --steps 2000 --delta 1e-5"
+)]
+pub struct BudgetArgs {
+    /// Poisson sampling rate q: the chance that a row joins a batch (0 < q ≤ 1).
+    #[arg(long, value_name = "Q")]
+    sampling_rate: f64,
+    /// Noise multiplier σ: noise std dev over the clipping norm (not with --calibrate).
+    #[arg(
+        long,
+        value_name = "S",
+        required_unless_present = "calibrate",
+        conflicts_with = "calibrate"
+    )]
+    noise_multiplier: Option<f64>,
+    /// Number of DP-SGD steps.
+    #[arg(long, value_name = "T")]
+    steps: u64,
+    /// Target δ of the (ε, δ) guarantee (0 < δ < 1); a common choice is below 1/rows.
+    #[arg(long, value_name = "D")]
+    delta: f64,
+    /// Accountant: pld (tight privacy loss distributions) or rdp (Rényi DP).
+    #[arg(long, default_value = "pld", value_parser = ["pld", "rdp"])]
+    accountant: String,
+    /// Find the smallest noise multiplier that keeps ε at or below --epsilon.
+    #[arg(long, requires = "epsilon")]
+    calibrate: bool,
+    /// Target ε for --calibrate.
+    #[arg(long, value_name = "E")]
+    epsilon: Option<f64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `fedsynth keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Base name: writes NAME.key and NAME.pub (never overwrites existing files).
+    #[arg(long, value_name = "NAME")]
+    out: PathBuf,
+}
+
+/// Arguments of `fedsynth encrypt`.
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// File to encrypt.
+    file: PathBuf,
+    /// A recipient's public key file (NAME.pub); repeat for several recipients.
+    #[arg(long = "recipient", value_name = "PUB", required = true)]
+    recipients: Vec<PathBuf>,
+    /// Encrypted file to write (conventionally *.fsx).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+/// Arguments of `fedsynth decrypt`.
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// Encrypted file.
+    file: PathBuf,
+    /// Your secret key file (NAME.key, readable only by you).
+    #[arg(long, value_name = "NAME.key")]
+    key: PathBuf,
+    /// Where to write the plaintext; written only once the whole file has authenticated.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // One line: clap's message up to its usage block, joined.
+            let text = e.to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see fedsynth --help)", message.join(" "));
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Budget(args) => budget::run(&args),
+        Command::Keygen(args) => keys::keygen(&args),
+        Command::Encrypt(args) => keys::encrypt(&args),
+        Command::Decrypt(args) => keys::decrypt(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

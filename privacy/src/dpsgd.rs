@@ -14,7 +14,7 @@ use crate::rng::SecureRng;
 const CLIP_MARGIN: f64 = 1.0 - 1e-6;
 
 fn check_shape(len: usize, dim: usize) -> Result<usize> {
-    if dim == 0 || len % dim != 0 {
+    if dim == 0 || !len.is_multiple_of(dim) {
         return Err(PrivacyError::Shape(format!(
             "a gradient buffer of {len} values is not a whole number of rows of {dim}"
         )));

@@ -90,10 +90,10 @@ impl DpEvent {
 
     /// Checks invariants that field types alone cannot express (used after deserialising).
     pub fn validate(&self) -> Result<()> {
-        if let Self::ApproxDp { delta, .. } = self {
-            if !(0.0..1.0).contains(delta) {
-                return Err(invalid("delta", delta, "must be in [0, 1)"));
-            }
+        if let Self::ApproxDp { delta, .. } = self
+            && !(0.0..1.0).contains(delta)
+        {
+            return Err(invalid("delta", delta, "must be in [0, 1)"));
         }
         Ok(())
     }

@@ -106,6 +106,7 @@ impl std::fmt::Display for Steps {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -34,6 +34,7 @@ pub fn poisson_sample(n: usize, q: SamplingRate, rng: &mut SecureRng) -> Vec<usi
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

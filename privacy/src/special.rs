@@ -101,6 +101,7 @@ pub fn ndtri(p: f64) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,7 @@
 //! Known-answer tests for the accountants against Google dp_accounting's reference values
 //! (`tests/data/dp_accounting.json`), properties of ε, calibration, and a cross-check of the
 //! single Gaussian release against OpenDP.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use fedsynth_privacy::pld::PldAccountant;
 use fedsynth_privacy::rdp::RdpAccountant;
@@ -152,7 +153,7 @@ fn pld_is_never_looser_than_rdp() {
         )
         .unwrap();
         let pld = PldAccountant::default()
-            .epsilon(&[event.clone()], delta)
+            .epsilon(std::slice::from_ref(&event), delta)
             .unwrap();
         let mut rdp = RdpAccountant::default();
         rdp.compose(&event).unwrap();
@@ -169,7 +170,7 @@ fn heterogeneous_composition() {
     ];
     let sgd = DpEvent::subsampled_gaussian(0.01, 1.0, 1000).unwrap();
     let pld = PldAccountant::default();
-    let training_only = pld.epsilon(&[sgd.clone()], 1e-5).unwrap();
+    let training_only = pld.epsilon(std::slice::from_ref(&sgd), 1e-5).unwrap();
     let mut all = stats.clone();
     all.push(sgd);
     let total = pld.epsilon(&all, 1e-5).unwrap();

@@ -1,0 +1,59 @@
+//! `fedsynth keygen`, `encrypt` and `decrypt`: recipient keys and encrypted files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use fedsynth_privacy::envelope::{PublicKey, SecretKey, decrypt_file, encrypt_file};
+use fedsynth_privacy::rng::SecureRng;
+
+use crate::{DecryptArgs, EncryptArgs, KeygenArgs};
+
+fn with_ext(base: &Path, ext: &str) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+pub fn keygen(args: &KeygenArgs) -> Result<()> {
+    let (sk, pk) = (with_ext(&args.out, "key"), with_ext(&args.out, "pub"));
+    let key = SecretKey::generate(&mut SecureRng::from_os());
+    key.write_pair(&sk, &pk)?;
+    println!(
+        "wrote {} (secret: keep it, mode 0600) and {} (public: share it); key id {}",
+        sk.display(),
+        pk.display(),
+        key.public().key_id()
+    );
+    Ok(())
+}
+
+pub fn encrypt(args: &EncryptArgs) -> Result<()> {
+    let recipients = args
+        .recipients
+        .iter()
+        .map(PublicKey::read)
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.out == args.file {
+        bail!("--out must differ from the input file");
+    }
+    let n = encrypt_file(&args.file, &args.out, &recipients)?;
+    let ids: Vec<String> = recipients.iter().map(PublicKey::key_id).collect();
+    println!(
+        "encrypted {n} bytes into {} for {}",
+        args.out.display(),
+        ids.join(", ")
+    );
+    Ok(())
+}
+
+pub fn decrypt(args: &DecryptArgs) -> Result<()> {
+    let key = SecretKey::read(&args.key)?;
+    if args.out == args.file {
+        bail!("--out must differ from the input file");
+    }
+    let n = decrypt_file(&args.file, &args.out, &key)
+        .with_context(|| format!("cannot decrypt {}", args.file.display()))?;
+    println!("decrypted {n} bytes into {}", args.out.display());
+    Ok(())
+}
