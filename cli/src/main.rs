@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod budget;
 mod keys;
+mod synth;
 
 /// fedsynth trains differentially private generators of tabular data, on one machine or
 /// federated across data holders, and hands back encrypted synthetic datasets.
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Turn one sensitive table into a differentially private synthetic table.
+    Synth(SynthArgs),
     /// Privacy accounting: ε spent by DP-SGD, or the noise needed for a target ε.
     Budget(BudgetArgs),
     /// Create a recipient key pair: NAME.key (secret, mode 0600) and NAME.pub.
@@ -68,6 +71,62 @@ pub struct BudgetArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Arguments of `fedsynth synth`.
+#[derive(Debug, Args)]
+#[command(after_help = "Every privacy spend is checked against the dataset's cap in the ledger before \
+any row is used; a run that would pass the cap stops before training.\n\nExample:\n  \
+fedsynth synth --input customers.csv --out synth.csv --epsilon 1")]
+pub struct SynthArgs {
+    /// The sensitive table (.csv or .parquet).
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Where to write the synthetic table (.csv, .parquet, or .fsx with --recipient).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Schema (TOML): column kinds and public bounds or categories; inferred when absent.
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
+    /// Generator model.
+    #[arg(long, default_value = "tvae", value_parser = ["tvae", "ctgan"])]
+    model: String,
+    /// Total privacy budget ε for this run (preprocessing + training); `inf` disables DP.
+    #[arg(long, default_value = "3", value_name = "E")]
+    epsilon: String,
+    /// δ of the guarantee (default 1/n^1.5 for n rows).
+    #[arg(long, value_name = "D")]
+    delta: Option<f64>,
+    /// Training epochs.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    epochs: usize,
+    /// Rows to generate (default: as many as the input).
+    #[arg(long, value_name = "N")]
+    rows: Option<usize>,
+    /// Encrypt the output for this public key (NAME.pub); repeat for several recipients.
+    #[arg(long = "recipient", value_name = "PUB")]
+    recipients: Vec<PathBuf>,
+    /// Seed for reproducible runs (same seed and device: same output).
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Where to train: cpu (burn's CPU backend) or wgpu (GPU).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu"])]
+    device: String,
+    /// Privacy ledger (default ~/.local/share/fedsynth/ledger.db).
+    #[arg(long, value_name = "FILE")]
+    ledger: Option<PathBuf>,
+    /// Name of the dataset in the ledger (default: the input's absolute path).
+    #[arg(long, value_name = "NAME")]
+    dataset: Option<String>,
+    /// Cap on total ε for the dataset, set on its first run (later runs keep the stored cap).
+    #[arg(long, default_value_t = 10.0, value_name = "E")]
+    cap: f64,
+    /// Expected batch size (Poisson sampling rate = batch / rows).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 2e-3, value_name = "LR")]
+    learning_rate: f64,
 }
 
 /// Arguments of `fedsynth keygen`.
@@ -131,6 +190,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Synth(args) => synth::run(&args),
         Command::Budget(args) => budget::run(&args),
         Command::Keygen(args) => keys::keygen(&args),
         Command::Encrypt(args) => keys::encrypt(&args),

@@ -115,14 +115,9 @@ pub fn calibrate_noise(
     let (mut lo, mut hi) = match kind {
         AccountantKind::Rdp => (0.05_f64, 1.0_f64),
         AccountantKind::Pld => {
-            let rdp = calibrate_noise(
-                AccountantKind::Rdp,
-                Epsilon::new(target)?,
-                q,
-                steps,
-                delta,
-                prior,
-            )?;
+            // The bracket ignores the prior events (RDP cannot express (ε, δ) ones); the
+            // doubling below widens it when they need more noise.
+            let rdp = calibrate_noise(AccountantKind::Rdp, Epsilon::new(target - prior_eps)?, q, steps, delta, &[])?;
             (0.7 * rdp.get(), rdp.get())
         }
     };

@@ -201,79 +201,81 @@ impl Ledger {
 
     /// Checks that `event` fits within the cap of (holder, dataset) composed with everything
     /// already spent, and records it, atomically. Refused spends record nothing.
-    pub fn try_spend(
-        &self,
-        holder: &str,
-        dataset: &str,
-        event: &DpEvent,
-        note: &str,
-    ) -> Result<Spend> {
-        self.try_spend_then(holder, dataset, event, note, || {})
+    pub fn try_spend(&self, holder: &str, dataset: &str, event: &DpEvent, note: &str) -> Result<Spend> {
+        let mut spends = self.try_spend_all(holder, dataset, std::slice::from_ref(event), note)?;
+        Ok(spends.remove(0))
     }
 
-    /// [`Ledger::try_spend`] that runs `before_commit` inside the transaction, after the entry
-    /// is written and before it commits. For crash tests only: a release must never happen
-    /// before the spend has committed.
+    /// Checks and records several events as one spend: all of them or none.
+    pub fn try_spend_all(&self, holder: &str, dataset: &str, events: &[DpEvent], note: &str) -> Result<Vec<Spend>> {
+        self.try_spend_then(holder, dataset, events, note, || {})
+    }
+
+    /// [`Ledger::try_spend_all`] that runs `before_commit` inside the transaction, after the
+    /// entries are written and before they commit. For crash tests only: a release must never
+    /// happen before the spend has committed.
     #[doc(hidden)]
     pub fn try_spend_then(
         &self,
         holder: &str,
         dataset: &str,
-        event: &DpEvent,
+        new: &[DpEvent],
         note: &str,
         before_commit: impl FnOnce(),
-    ) -> Result<Spend> {
-        event.validate()?;
+    ) -> Result<Vec<Spend>> {
+        if new.is_empty() {
+            return Ok(vec![]);
+        }
+        for event in new {
+            event.validate()?;
+        }
         // IMMEDIATE takes the write lock before reading what was spent, so no other
         // spender can commit between our check and our insert.
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
-        let cap = read_cap(&tx, holder, dataset)
-            .map_err(|e| self.wrap(e))?
-            .ok_or_else(|| no_cap(holder, dataset))?;
+        let cap = read_cap(&tx, holder, dataset).map_err(|e| self.wrap(e))?.ok_or_else(|| no_cap(holder, dataset))?;
         let mut events: Vec<DpEvent> = read_spends(&tx, holder, dataset)
             .map_err(|e| self.wrap(e))?
             .into_iter()
             .map(|s| s.event)
             .collect();
-        events.push(event.clone());
+        let existing = events.len();
+        events.extend(new.iter().cloned());
         let would_be = self.accountant.epsilon(&events, cap.delta)?;
         if would_be > cap.epsilon.get() {
             tx.rollback().map_err(|e| self.err(e))?;
             return Err(PrivacyError::BudgetExceeded {
                 holder: holder.into(),
                 dataset: dataset.into(),
-                requested: event.describe(),
+                requested: new.iter().map(DpEvent::describe).collect::<Vec<_>>().join(" + "),
                 would_be,
                 cap: cap.epsilon.get(),
                 delta: cap.delta.get(),
             });
         }
-        let json = serde_json::to_string(event).map_err(|e| PrivacyError::LedgerCorrupt {
-            path: self.path.display().to_string(),
-            message: format!("cannot encode event: {e}"),
-        })?;
-        tx.execute(
-            "INSERT INTO spends (holder, dataset, event, note, epsilon_after, record_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![holder, dataset, json, note, would_be, RECORD_VERSION],
-        )
-        .map_err(|e| self.err(e))?;
-        let id = tx.last_insert_rowid();
-        let created_at: String = tx
-            .query_row("SELECT created_at FROM spends WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+        let mut recorded = Vec::with_capacity(new.len());
+        for (k, event) in new.iter().enumerate() {
+            let upto = existing + k + 1;
+            let after = if upto == events.len() { would_be } else { self.accountant.epsilon(&events[..upto], cap.delta)? };
+            let json = serde_json::to_string(event).map_err(|e| PrivacyError::LedgerCorrupt {
+                path: self.path.display().to_string(),
+                message: format!("cannot encode event: {e}"),
+            })?;
+            tx.execute(
+                "INSERT INTO spends (holder, dataset, event, note, epsilon_after, record_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![holder, dataset, json, note, after, RECORD_VERSION],
+            )
             .map_err(|e| self.err(e))?;
+            let id = tx.last_insert_rowid();
+            let created_at: String = tx
+                .query_row("SELECT created_at FROM spends WHERE id = ?1", [id], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+            recorded.push(Spend { id, event: event.clone(), note: note.into(), epsilon_after: after, created_at });
+        }
         before_commit();
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(Spend {
-            id,
-            event: event.clone(),
-            note: note.into(),
-            epsilon_after: would_be,
-            created_at,
-        })
+        Ok(recorded)
     }
 }
 

@@ -1,0 +1,193 @@
+//! `fedsynth synth`: one sensitive table in, one DP synthetic table out.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use fedsynth_privacy::envelope::{self, PublicKey};
+use fedsynth_privacy::ledger::{Budget, Ledger};
+use fedsynth_privacy::rng::SecureRng;
+use fedsynth_privacy::{AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps};
+use fedsynth_synth::device::{self, DeviceChoice};
+use fedsynth_synth::encoder::Encoder;
+use fedsynth_synth::model::TvaeConfig;
+use fedsynth_synth::plan::{PlanRequest, plan};
+use fedsynth_synth::schema::Schema;
+use fedsynth_synth::stats::{Plan, complete_schema};
+use fedsynth_synth::table::{Format, read_table, table_bytes};
+use fedsynth_synth::{sample, train};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::RngCore;
+
+use crate::SynthArgs;
+
+/// The default ledger: `$XDG_DATA_HOME/fedsynth/ledger.db` or `~/.local/share/fedsynth/ledger.db`.
+pub fn default_ledger() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("fedsynth").join("ledger.db")
+}
+
+/// The plaintext format of an output path: its extension, or for `NAME.fsx` the extension
+/// inside (`synth.csv.fsx`), CSV by default.
+fn output_format(out: &Path, encrypted: bool) -> Result<Format> {
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if encrypted && ext.eq_ignore_ascii_case("fsx") {
+        let inner = Path::new(out.file_stem().unwrap_or_default());
+        return Ok(Format::of(inner).unwrap_or(Format::Csv));
+    }
+    Format::of(out).map_err(|_| anyhow::anyhow!("--out {}: use a .csv or .parquet name (or .fsx with --recipient)", out.display()))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+pub fn run(args: &SynthArgs) -> Result<()> {
+    let started = Instant::now();
+    if args.model != "tvae" {
+        bail!("--model {}: only tvae is available in this version", args.model);
+    }
+    let device_choice: DeviceChoice = args.device.parse()?;
+    let recipients = args.recipients.iter().map(PublicKey::read).collect::<Result<Vec<_>, _>>()?;
+    let format = output_format(&args.out, !recipients.is_empty())?;
+    if args.out == args.input {
+        bail!("--out must differ from --input");
+    }
+    let epsilon: f64 = match args.epsilon.as_str() {
+        "inf" | "infinity" | "∞" => f64::INFINITY,
+        text => text.parse().map_err(|_| anyhow::anyhow!("--epsilon {text}: not a number (or inf)"))?,
+    };
+    if !(epsilon > 0.0) {
+        bail!("--epsilon must be > 0 (or inf for no privacy)");
+    }
+
+    let table = read_table(&args.input)?;
+    let schema = match &args.schema {
+        Some(p) => Schema::read(p)?,
+        None => Schema::infer(&table),
+    };
+    schema.check_against(&table)?;
+    let rows = table.rows();
+    let stats_plan = Plan::for_schema(&schema);
+    let request = PlanRequest {
+        epsilon: Some(epsilon),
+        delta: args.delta,
+        rows,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        preprocess_share: 0.1,
+        learning_rate: args.learning_rate,
+        clip_norm: 1.0,
+    };
+    let privacy = plan(&request, stats_plan)?;
+
+    // Spend before touching the data: a refusal stops here with nothing released.
+    let dataset = args.dataset.clone().unwrap_or_else(|| {
+        std::fs::canonicalize(&args.input).unwrap_or_else(|_| args.input.clone()).display().to_string()
+    });
+    match privacy.target {
+        None => eprintln!(
+            "WARNING: --epsilon inf trains WITHOUT differential privacy: the output carries NO privacy \
+             guarantee and may reveal individual rows. Use it only to compare against private runs."
+        ),
+        Some((eps, delta)) => {
+            let ledger_path = args.ledger.clone().unwrap_or_else(default_ledger);
+            let ledger = Ledger::open(&ledger_path)?;
+            if ledger.cap("local", &dataset)?.is_none() {
+                let cap = Budget { epsilon: Epsilon::new(args.cap.max(eps.get()))?, delta };
+                ledger.set_cap("local", &dataset, cap)?;
+            }
+            ledger
+                .try_spend_all("local", &dataset, &privacy.events, &format!("synth → {}", args.out.display()))
+                .context("refused before training")?;
+            eprintln!(
+                "privacy: ε = {:.3} at δ = {:.2e} (preprocessing {:.3}, DP-SGD σ = {:.3} over {} steps at q = {:.4}); recorded in {}",
+                privacy.epsilon_total,
+                delta.get(),
+                privacy.epsilon_preprocess,
+                privacy.training.noise_multiplier.unwrap_or(0.0),
+                privacy.training.steps(),
+                privacy.training.sampling_rate,
+                ledger_path.display()
+            );
+        }
+    }
+
+    let mut rng = match args.seed {
+        Some(s) => SecureRng::from_seed(s),
+        None => SecureRng::from_os(),
+    };
+    let device = device::open(device_choice, rng.next_u64())?;
+    let completed = complete_schema(&table, &schema, Some(privacy.preprocess), &mut rng)?;
+    let encoder = Encoder::new(&completed, &table)?;
+    let data = encoder.encode(&table)?;
+    drop(table);
+    let mut model = TvaeConfig::new(encoder.width()).init(&device);
+
+    let bar = ProgressBar::new(privacy.training.epochs as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] epoch {pos}/{len} {msg} ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("training");
+    let pre_events: Vec<DpEvent> = privacy.events.iter().filter(|e| !matches!(e, DpEvent::SubsampledGaussian { .. })).cloned().collect();
+    let spent_after = |steps: u64| -> Option<f64> {
+        let (_, delta) = privacy.target?;
+        let mut events = pre_events.clone();
+        events.push(DpEvent::SubsampledGaussian {
+            sampling_rate: SamplingRate::new(privacy.training.sampling_rate).ok()?,
+            noise_multiplier: fedsynth_privacy::NoiseMultiplier::new(privacy.training.noise_multiplier?).ok()?,
+            steps: Steps::new(steps).ok()?,
+        });
+        AccountantKind::Pld.epsilon(&events, delta).ok()
+    };
+    train::train(&mut model, &data, encoder.width(), encoder.spans(), &privacy.training, &device, &mut rng, |r| {
+        let eps = spent_after(r.steps).map_or_else(|| "ε ∞".to_string(), |e| format!("ε {e:.2}"));
+        bar.set_message(format!("loss {:.3}  {eps}", r.loss));
+        bar.inc(1);
+        if !bar.is_hidden() {
+            return;
+        }
+        eprintln!("epoch {}/{}: loss {:.3}, {eps}", r.epoch, privacy.training.epochs, r.loss);
+    })?;
+    bar.finish_and_clear();
+
+    let n_out = args.rows.unwrap_or(rows);
+    let synthetic = sample::sample(&model, &encoder, n_out, &device, &mut rng);
+    let bytes = table_bytes(&synthetic, format)?;
+    if recipients.is_empty() {
+        envelope::write_atomically(&args.out, |w| std::io::Write::write_all(w, &bytes))?;
+    } else {
+        envelope::try_write_atomically(&args.out, |w| {
+            envelope::encrypt(Cursor::new(&bytes), w, &recipients, &mut SecureRng::from_os()).map(|_| ())
+        })?;
+    }
+    let schema_path = with_suffix(&args.out, ".schema.toml");
+    envelope::write_atomically(&schema_path, |w| std::io::Write::write_all(w, completed.to_toml().as_bytes()))?;
+
+    let privacy_line = match privacy.target {
+        None => "NO differential privacy (ε = ∞)".to_string(),
+        Some((_, delta)) => format!(
+            "ε = {:.3} at δ = {:.2e} (preprocessing {:.3} + training, composed)",
+            privacy.epsilon_total,
+            delta.get(),
+            privacy.epsilon_preprocess
+        ),
+    };
+    eprintln!(
+        "wrote {n_out} rows to {}{} and the schema to {}; {privacy_line}; {:.1} s",
+        args.out.display(),
+        if recipients.is_empty() { String::new() } else { format!(" (encrypted for {} recipient(s))", recipients.len()) },
+        schema_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = Delta::new;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The reversible encoding between table rows and model vectors, built only from a completed
+//! schema (public or DP facts), never from raw rows.
+//!
+//! - Numeric column: one-hot of its quantile bin (plus a null slot when nullable) and the
+//!   position within the bin in [0, 1] (a DP-friendly analogue of CTGAN's mode-specific
+//!   normalisation). Decoding stays inside the bounds; integers stay integers.
+//! - Categorical column: one-hot over its category set, plus a null slot when nullable and an
+//!   "unseen" slot for values outside the set (rare categories the DP discovery did not
+//!   release). Decoding never emits the unseen slot, so no value outside the set appears.
+
+use crate::error::{Result, SynthError};
+use crate::schema::{ColumnKind, Schema};
+use crate::stats::category_key;
+use crate::table::{ColumnData, Table};
+
+/// A block of the encoded vector, and how the model's output for it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// A one-hot block of `len` slots; only the first `sampleable` may be generated.
+    Softmax {
+        /// First slot.
+        start: usize,
+        /// Number of slots.
+        len: usize,
+        /// Slots that decoding may produce (the rest are "unseen" placeholders).
+        sampleable: usize,
+    },
+    /// One value in [0, 1].
+    Offset {
+        /// Its position.
+        index: usize,
+    },
+}
+
+/// The type values take in the output table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueType {
+    Float,
+    Int,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+enum Codec {
+    Numeric { edges: Vec<f64>, integer: bool },
+    Categorical { categories: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+struct ColumnCodec {
+    name: String,
+    codec: Codec,
+    nullable: bool,
+    value_type: ValueType,
+    onehot: usize,
+}
+
+impl ColumnCodec {
+    /// Slots of the one-hot block.
+    fn slots(&self) -> usize {
+        let base = match &self.codec {
+            Codec::Numeric { edges, .. } => edges.len() - 1,
+            Codec::Categorical { categories } => categories.len() + 1,
+        };
+        base + usize::from(self.nullable)
+    }
+
+    fn null_slot(&self) -> Option<usize> {
+        self.nullable.then(|| match &self.codec {
+            Codec::Numeric { edges, .. } => edges.len() - 1,
+            Codec::Categorical { categories } => categories.len(),
+        })
+    }
+}
+
+/// Encodes rows to vectors and decodes generated vectors to rows.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    columns: Vec<ColumnCodec>,
+    spans: Vec<Span>,
+    width: usize,
+}
+
+/// One generated column value: the chosen slot of its one-hot block and, for numeric
+/// columns, the position within the bin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    /// Index within the column's one-hot block.
+    pub slot: usize,
+    /// Position in [0, 1] within the bin (ignored for categorical columns).
+    pub offset: f32,
+}
+
+impl Encoder {
+    /// Builds the encoder from a completed schema; `table` supplies the column value types.
+    pub fn new(schema: &Schema, table: &Table) -> Result<Self> {
+        let mut columns = Vec::with_capacity(schema.columns.len());
+        let mut spans = Vec::new();
+        let mut width = 0;
+        for spec in &schema.columns {
+            let data = table.column(&spec.name).ok_or_else(|| SynthError::Schema(format!("column '{}' is not in the input", spec.name)))?;
+            let value_type = match (spec.kind, data) {
+                (ColumnKind::Continuous, _) => ValueType::Float,
+                (ColumnKind::Integer, _) => ValueType::Int,
+                (ColumnKind::Categorical, ColumnData::Int(_)) => ValueType::Int,
+                (ColumnKind::Categorical, ColumnData::Float(_)) => ValueType::Float,
+                (ColumnKind::Categorical, ColumnData::Text(_)) => ValueType::Text,
+            };
+            let codec = match spec.kind {
+                ColumnKind::Categorical => Codec::Categorical {
+                    categories: spec.categories.clone().ok_or_else(|| SynthError::Schema(format!("column '{}' has no category set", spec.name)))?,
+                },
+                ColumnKind::Continuous | ColumnKind::Integer => Codec::Numeric {
+                    edges: spec.edges.clone().ok_or_else(|| SynthError::Schema(format!("column '{}' has no bin edges", spec.name)))?,
+                    integer: spec.kind == ColumnKind::Integer,
+                },
+            };
+            let mut col = ColumnCodec { name: spec.name.clone(), codec, nullable: spec.nullable.unwrap_or(true), value_type, onehot: width };
+            let slots = col.slots();
+            // Categorical layout: categories, [null], unseen — the unseen slot is last.
+            let sampleable = match col.codec {
+                Codec::Categorical { .. } => slots - 1,
+                Codec::Numeric { .. } => slots,
+            };
+            spans.push(Span::Softmax { start: width, len: slots, sampleable });
+            col.onehot = width;
+            width += slots;
+            if matches!(col.codec, Codec::Numeric { .. }) {
+                spans.push(Span::Offset { index: width });
+                width += 1;
+            }
+            columns.push(col);
+        }
+        Ok(Self { columns, spans, width })
+    }
+
+    /// Length of an encoded row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The blocks of an encoded row, in order.
+    pub fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+
+    /// Number of columns.
+    pub fn columns(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Encodes every row of `table` into a row-major `[rows, width]` matrix.
+    pub fn encode(&self, table: &Table) -> Result<Vec<f32>> {
+        let rows = table.rows();
+        let mut out = vec![0.0f32; rows * self.width];
+        for col in &self.columns {
+            let data = table.column(&col.name).ok_or_else(|| SynthError::Schema(format!("column '{}' is not in the input", col.name)))?;
+            for r in 0..rows {
+                let row = &mut out[r * self.width..(r + 1) * self.width];
+                match &col.codec {
+                    Codec::Numeric { edges, .. } => {
+                        let k = edges.len() - 1;
+                        match data.number(r) {
+                            None => {
+                                let slot = col.null_slot().unwrap_or(0);
+                                row[col.onehot + slot] = 1.0;
+                                row[col.onehot + col.slots()] = 0.5;
+                            }
+                            Some(x) => {
+                                let x = x.clamp(edges[0], edges[k]);
+                                let b = edges.partition_point(|&e| e <= x).saturating_sub(1).min(k - 1);
+                                let u = ((x - edges[b]) / (edges[b + 1] - edges[b])).clamp(0.0, 1.0);
+                                row[col.onehot + b] = 1.0;
+                                row[col.onehot + col.slots()] = u as f32;
+                            }
+                        }
+                    }
+                    Codec::Categorical { categories } => {
+                        let slot = match category_key(data, r) {
+                            None => col.null_slot().unwrap_or(categories.len()),
+                            Some(v) => categories.iter().position(|c| *c == v).unwrap_or(col.slots() - 1),
+                        };
+                        row[col.onehot + slot] = 1.0;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decodes generated choices (one `Choice` per column per row) into a table.
+    pub fn decode(&self, rows: &[Vec<Choice>]) -> Table {
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (c, col) in self.columns.iter().enumerate() {
+            let null = col.null_slot();
+            let data = match &col.codec {
+                Codec::Numeric { edges, integer } => {
+                    let k = edges.len() - 1;
+                    let values = rows.iter().map(|r| {
+                        let ch = r[c];
+                        if Some(ch.slot) == null {
+                            return None;
+                        }
+                        let b = ch.slot.min(k - 1);
+                        let u = f64::from(ch.offset).clamp(0.0, 1.0);
+                        Some(edges[b] + u * (edges[b + 1] - edges[b]))
+                    });
+                    if *integer {
+                        let (lo, hi) = (edges[0].ceil(), edges[k].floor());
+                        ColumnData::Int(values.map(|v| v.map(|x| x.round().clamp(lo, hi.max(lo)) as i64)).collect())
+                    } else {
+                        ColumnData::Float(values.map(|v| v.map(|x| x.clamp(edges[0], edges[k]))).collect())
+                    }
+                }
+                Codec::Categorical { categories } => {
+                    let values = rows.iter().map(|r| {
+                        let slot = r[c].slot;
+                        if Some(slot) == null { None } else { Some(categories[slot.min(categories.len() - 1)].as_str()) }
+                    });
+                    match col.value_type {
+                        ValueType::Text => ColumnData::Text(values.map(|v| v.map(str::to_string)).collect()),
+                        ValueType::Int => ColumnData::Int(values.map(|v| v.and_then(|s| s.parse().ok())).collect()),
+                        ValueType::Float => ColumnData::Float(values.map(|v| v.and_then(|s| s.parse().ok())).collect()),
+                    }
+                }
+            };
+            columns.push(data);
+        }
+        Table { names: self.columns.iter().map(|c| c.name.clone()).collect(), columns }
+    }
+}

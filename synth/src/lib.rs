@@ -1,0 +1,18 @@
+//! fedsynth's tabular synthesis: tables in and out (polars), the schema, private statistics
+//! behind the encoding, the TVAE generator in burn, DP-SGD training with exact per-example
+//! clipping, sampling, privacy planning, and quality metrics.
+//!
+//! Depends on `fedsynth-privacy` for accounting, noise, sampling and encryption.
+
+pub mod device;
+pub mod encoder;
+pub mod error;
+pub mod model;
+pub mod plan;
+pub mod sample;
+pub mod schema;
+pub mod stats;
+pub mod table;
+pub mod train;
+
+pub use error::{Result, SynthError};

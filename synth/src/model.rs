@@ -1,0 +1,173 @@
+//! The TVAE-style generator: an MLP encoder to a Gaussian latent and an MLP decoder whose
+//! output is read block by block (softmax cross-entropy for one-hot blocks, squared error on
+//! a sigmoid for within-bin offsets), with the usual KL term.
+//!
+//! Its forward pass can thread a zero "probe" tensor through every Linear output
+//! (`z = a·W + b + probe`). After `backward()` on the *sum* of per-example losses, the probe's
+//! gradient is the per-example output gradient δᵢ of that layer, which gives exact
+//! per-example gradients without a loop over examples: ‖gᵢ‖² = Σ_layers (‖aᵢ‖² + 1)·‖δᵢ‖²
+//! (the +1 is the bias), and the clipped sum is aᵀ(c ⊙ δ) (see [`crate::train`]).
+
+use burn::module::Param;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, relu, sigmoid, softmax};
+
+use crate::encoder::Span;
+
+/// Weight of the squared error on within-bin offsets (a Gaussian likelihood with std 0.15).
+const OFFSET_WEIGHT: f64 = 1.0 / (2.0 * 0.15 * 0.15);
+
+/// Shape of the generator.
+#[derive(Config, Debug)]
+pub struct TvaeConfig {
+    /// Width of an encoded row.
+    pub input: usize,
+    /// Width of the hidden layers.
+    #[config(default = 128)]
+    pub hidden: usize,
+    /// Dimension of the latent space.
+    #[config(default = 32)]
+    pub latent: usize,
+}
+
+impl TvaeConfig {
+    /// Builds the model on `device` (random initialisation from the device's generator).
+    pub fn init(&self, device: &Device) -> Tvae {
+        let (i, h, l) = (self.input, self.hidden, self.latent);
+        let dims = [(i, h), (h, h), (h, 2 * l), (l, h), (h, h), (h, i)];
+        Tvae { layers: dims.iter().map(|&(a, b)| LinearConfig::new(a, b).init(device)).collect(), latent: l }
+    }
+}
+
+/// The generator: layers 0–2 encode, layers 3–5 decode.
+#[derive(Module, Debug)]
+pub struct Tvae {
+    /// The six Linear layers.
+    pub layers: Vec<Linear>,
+    /// Latent dimension.
+    pub latent: usize,
+}
+
+/// What a training forward pass returns.
+pub struct TrainPass {
+    /// Per-example loss, `[B, 1]`.
+    pub loss: Tensor<2>,
+    /// The input of every Linear layer, `[B, d_in]`, in layer order.
+    pub inputs: Vec<Tensor<2>>,
+}
+
+/// How the weights take part in a training pass.
+pub enum Weights<'a> {
+    /// Constants; per-example gradients are read from these probes (one per layer).
+    Probed(&'a [Tensor<2>]),
+    /// Leaves with `require_grad` (ordinary, non-private training).
+    Tracked(&'a [(Tensor<2>, Tensor<1>)]),
+}
+
+impl Tvae {
+    /// Total number of parameters.
+    pub fn parameters(&self) -> usize {
+        self.layers.iter().map(|l| l.weight.val().dims().iter().product::<usize>() + l.weight.val().dims()[1]).sum()
+    }
+
+    /// (d_in, d_out) of every layer.
+    pub fn shapes(&self) -> Vec<(usize, usize)> {
+        self.layers.iter().map(|l| {
+            let d = l.weight.val().dims();
+            (d[0], d[1])
+        }).collect()
+    }
+
+    fn weights_ad(&self) -> Vec<(Tensor<2>, Tensor<1>)> {
+        self.layers
+            .iter()
+            .map(|l| {
+                let b = l.bias.as_ref().map(Param::val).unwrap_or_else(|| Tensor::zeros([l.weight.val().dims()[1]], &l.weight.val().device()));
+                (l.weight.val().autodiff(), b.autodiff())
+            })
+            .collect()
+    }
+
+    /// The model's weights as autodiff leaves that track gradients (for non-private steps).
+    pub fn tracked_weights(&self) -> Vec<(Tensor<2>, Tensor<1>)> {
+        self.weights_ad().into_iter().map(|(w, b)| (w.require_grad(), b.require_grad())).collect()
+    }
+
+    /// A training pass on autodiff tensors: `x` the encoded batch, `eps` the latent noise.
+    pub fn train_pass(&self, x: Tensor<2>, eps: Tensor<2>, spans: &[Span], weights: Weights<'_>) -> TrainPass {
+        let constant;
+        let (ws, probes): (&[(Tensor<2>, Tensor<1>)], Option<&[Tensor<2>]>) = match weights {
+            Weights::Probed(p) => {
+                constant = self.weights_ad();
+                (&constant, Some(p))
+            }
+            Weights::Tracked(w) => (w, None),
+        };
+        let mut inputs = Vec::with_capacity(6);
+        let layer = |l: usize, a: Tensor<2>, inputs: &mut Vec<Tensor<2>>| {
+            inputs.push(a.clone());
+            let (w, b) = &ws[l];
+            let z = a.matmul(w.clone()) + b.clone().unsqueeze::<2>();
+            match probes {
+                Some(p) => z + p[l].clone(),
+                None => z,
+            }
+        };
+        let h = relu(layer(0, x.clone(), &mut inputs));
+        let h = relu(layer(1, h, &mut inputs));
+        let stats = layer(2, h, &mut inputs);
+        let mu = stats.clone().narrow(1, 0, self.latent);
+        let logvar = stats.narrow(1, self.latent, self.latent).clamp(-8.0, 8.0);
+        let z = mu.clone() + (logvar.clone() * 0.5).exp() * eps;
+        let h = relu(layer(3, z, &mut inputs));
+        let h = relu(layer(4, h, &mut inputs));
+        let out = layer(5, h, &mut inputs);
+        let recon = reconstruction_loss(out, x, spans);
+        let kl = (mu.square() + logvar.clone().exp() - logvar - 1.0).sum_dim(1) * 0.5;
+        TrainPass { loss: recon + kl, inputs }
+    }
+
+    /// Decodes latent points into output blocks: probabilities for one-hot blocks and values
+    /// in [0, 1] for offsets, as a row-major `[n, width]` vector.
+    pub fn generate(&self, z: Tensor<2>, spans: &[Span]) -> Vec<f32> {
+        let mut a = z;
+        for l in 3..6 {
+            let layer = &self.layers[l];
+            a = layer.forward(a);
+            if l < 5 {
+                a = relu(a);
+            }
+        }
+        let mut blocks = Vec::with_capacity(spans.len());
+        for s in spans {
+            blocks.push(match *s {
+                Span::Softmax { start, len, .. } => softmax(a.clone().narrow(1, start, len), 1),
+                Span::Offset { index } => sigmoid(a.clone().narrow(1, index, 1)),
+            });
+        }
+        Tensor::cat(blocks, 1).into_data().try_to_vec::<f32>().unwrap_or_default()
+    }
+}
+
+/// Per-example reconstruction loss, `[B, 1]`.
+fn reconstruction_loss(out: Tensor<2>, x: Tensor<2>, spans: &[Span]) -> Tensor<2> {
+    let mut total: Option<Tensor<2>> = None;
+    for s in spans {
+        let term = match *s {
+            Span::Softmax { start, len, .. } => {
+                let logp = log_softmax(out.clone().narrow(1, start, len), 1);
+                (x.clone().narrow(1, start, len) * logp).sum_dim(1).neg()
+            }
+            Span::Offset { index } => {
+                let pred = sigmoid(out.clone().narrow(1, index, 1));
+                (pred - x.clone().narrow(1, index, 1)).square() * OFFSET_WEIGHT
+            }
+        };
+        total = Some(match total {
+            None => term,
+            Some(t) => t + term,
+        });
+    }
+    total.unwrap_or_else(|| Tensor::zeros([x.dims()[0], 1], &x.device()))
+}

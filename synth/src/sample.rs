@@ -1,0 +1,70 @@
+//! Sampling: latent points through the decoder, one-hot blocks sampled from their softmax
+//! (never the "unseen" slot), offsets from the decoder's value with a little jitter, then
+//! decoded to typed rows. Pure post-processing of the trained model.
+
+use burn::prelude::*;
+use fedsynth_privacy::rng::SecureRng;
+use rand::Rng;
+use rand_distr::StandardNormal;
+
+use crate::encoder::{Choice, Encoder, Span};
+use crate::model::Tvae;
+use crate::table::Table;
+
+/// Spread added to generated within-bin offsets (reflected into [0, 1]).
+const OFFSET_JITTER: f64 = 0.2;
+const CHUNK: usize = 4096;
+
+fn reflect(u: f64) -> f64 {
+    let u = u.rem_euclid(2.0);
+    if u > 1.0 { 2.0 - u } else { u }
+}
+
+/// Generates `rows` synthetic rows.
+pub fn sample(model: &Tvae, encoder: &Encoder, rows: usize, device: &Device, rng: &mut SecureRng) -> Table {
+    let spans = encoder.spans();
+    let width = encoder.width();
+    let mut out: Vec<Vec<Choice>> = Vec::with_capacity(rows);
+    let mut done = 0;
+    while done < rows {
+        let n = CHUNK.min(rows - done);
+        let z: Vec<f32> = (0..n * model.latent).map(|_| rng.sample::<f64, _>(StandardNormal) as f32).collect();
+        let zt = Tensor::<2>::from_data(TensorData::new(z, [n, model.latent]), device);
+        let generated = model.generate(zt, spans);
+        for r in 0..n {
+            let row = &generated[r * width..(r + 1) * width];
+            let mut choices = Vec::with_capacity(encoder.columns());
+            let mut pos = 0;
+            for s in spans {
+                match *s {
+                    Span::Softmax { len, sampleable, .. } => {
+                        let probs = &row[pos..pos + len];
+                        let total: f64 = probs[..sampleable].iter().map(|&p| f64::from(p)).sum();
+                        let mut u = rng.random::<f64>() * total;
+                        let mut slot = sampleable - 1;
+                        for (k, &p) in probs[..sampleable].iter().enumerate() {
+                            u -= f64::from(p);
+                            if u <= 0.0 {
+                                slot = k;
+                                break;
+                            }
+                        }
+                        choices.push(Choice { slot, offset: 0.5 });
+                        pos += len;
+                    }
+                    Span::Offset { .. } => {
+                        let mean = f64::from(row[pos]);
+                        let z: f64 = rng.sample(StandardNormal);
+                        if let Some(last) = choices.last_mut() {
+                            last.offset = reflect(mean + OFFSET_JITTER * z) as f32;
+                        }
+                        pos += 1;
+                    }
+                }
+            }
+            out.push(choices);
+        }
+        done += n;
+    }
+    encoder.decode(&out)
+}

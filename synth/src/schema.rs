@@ -1,0 +1,203 @@
+//! The table schema: which columns to synthesise, their kinds, and any public facts about
+//! them (bounds, bin edges, category sets) that cost no privacy budget. Written beside every
+//! output as `OUT.schema.toml` so a user can edit and reuse it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SynthError};
+use crate::table::{ColumnData, Table};
+
+/// Schema file format version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How a column is modelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnKind {
+    /// Real numbers.
+    Continuous,
+    /// Whole numbers, modelled as numbers and rounded on the way out.
+    Integer,
+    /// A finite set of values (text, booleans, or integers declared categorical).
+    Categorical,
+}
+
+/// Where a column's bounds, bins or categories came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Declared by the user: public, costs no privacy budget.
+    #[default]
+    Public,
+    /// Estimated by fedsynth with a DP mechanism (charged to the ledger); reusing it is
+    /// post-processing and costs nothing more.
+    Dp,
+}
+
+/// One column of the schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// Column name, as in the input file.
+    pub name: String,
+    /// How it is modelled.
+    pub kind: ColumnKind,
+    /// Whether nulls may occur (default: true; a null indicator costs little).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nullable: Option<bool>,
+    /// Public lower bound (numeric columns); values below are clamped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Public upper bound (numeric columns); values above are clamped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Bin edges (numeric columns), increasing, from min to max.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edges: Option<Vec<f64>>,
+    /// The category set (categorical columns); other values are treated as unseen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+    /// Where bounds, edges and categories came from.
+    #[serde(default)]
+    pub source: Source,
+}
+
+/// A table schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schema {
+    /// Format version (1).
+    pub version: u32,
+    /// The columns to synthesise, in output order.
+    pub columns: Vec<ColumnSpec>,
+}
+
+impl Schema {
+    /// Reads and validates a schema file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SynthError::Schema(format!("cannot read {}: {e}", path.display())))?;
+        let schema: Self = toml::from_str(&text).map_err(|e| {
+            SynthError::Schema(format!("{}: {}", path.display(), e.message().lines().next().unwrap_or("invalid")))
+        })?;
+        schema.validate()?;
+        Ok(schema)
+    }
+
+    /// The schema as TOML text, with a comment saying what it is.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).unwrap_or_default();
+        format!(
+            "# fedsynth schema: column kinds and public facts (bounds, edges, categories).\n\
+             # Values with source = \"public\" cost no privacy budget; \"dp\" values were estimated\n\
+             # privately and may be reused at no further cost. Edit and pass with --schema.\n{body}"
+        )
+    }
+
+    /// Checks internal consistency.
+    pub fn validate(&self) -> Result<()> {
+        if self.version != SCHEMA_VERSION {
+            return Err(SynthError::Schema(format!("version {} is not supported (expected {SCHEMA_VERSION})", self.version)));
+        }
+        if self.columns.is_empty() {
+            return Err(SynthError::Schema("no columns".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.columns {
+            if !seen.insert(c.name.as_str()) {
+                return Err(SynthError::Schema(format!("column '{}' appears twice", c.name)));
+            }
+            let bad = |m: &str| Err(SynthError::Schema(format!("column '{}': {m}", c.name)));
+            match c.kind {
+                ColumnKind::Categorical => {
+                    if c.min.is_some() || c.max.is_some() || c.edges.is_some() {
+                        return bad("min, max and edges apply to numeric columns only");
+                    }
+                    if let Some(cats) = &c.categories
+                        && cats.is_empty()
+                    {
+                        return bad("categories is empty");
+                    }
+                }
+                ColumnKind::Continuous | ColumnKind::Integer => {
+                    if c.categories.is_some() {
+                        return bad("categories apply to categorical columns only");
+                    }
+                    if c.min.is_some() != c.max.is_some() {
+                        return bad("give both min and max, or neither");
+                    }
+                    if let (Some(lo), Some(hi)) = (c.min, c.max)
+                        && !(lo.is_finite() && hi.is_finite() && lo < hi)
+                    {
+                        return bad("min must be finite and below max");
+                    }
+                    if let Some(edges) = &c.edges {
+                        if edges.len() < 2 || edges.windows(2).any(|w| !(w[0] < w[1])) || edges.iter().any(|e| !e.is_finite()) {
+                            return bad("edges must be at least two finite, strictly increasing numbers");
+                        }
+                        if c.min.is_some_and(|m| m != edges[0]) || c.max.is_some_and(|m| m != edges[edges.len() - 1]) {
+                            return bad("edges must start at min and end at max");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A schema inferred from column types only (names and types are treated as public).
+    pub fn infer(table: &Table) -> Self {
+        let columns = table
+            .names
+            .iter()
+            .zip(&table.columns)
+            .map(|(name, data)| ColumnSpec {
+                name: name.clone(),
+                kind: match data {
+                    ColumnData::Float(_) => ColumnKind::Continuous,
+                    ColumnData::Int(_) => ColumnKind::Integer,
+                    ColumnData::Text(_) => ColumnKind::Categorical,
+                },
+                nullable: None,
+                min: None,
+                max: None,
+                edges: None,
+                categories: None,
+                source: Source::Public,
+            })
+            .collect();
+        Self { version: SCHEMA_VERSION, columns }
+    }
+
+    /// Checks the schema against a table: every column exists with a compatible type.
+    pub fn check_against(&self, table: &Table) -> Result<()> {
+        for c in &self.columns {
+            let Some(data) = table.column(&c.name) else {
+                return Err(SynthError::Schema(format!(
+                    "column '{}' is not in the input (it has: {})",
+                    c.name,
+                    table.names.join(", ")
+                )));
+            };
+            let ok = match (c.kind, data) {
+                (ColumnKind::Continuous | ColumnKind::Integer, ColumnData::Text(_)) => false,
+                (ColumnKind::Integer, ColumnData::Float(v)) => v.iter().flatten().all(|x| x.fract() == 0.0),
+                _ => true,
+            };
+            if !ok {
+                return Err(SynthError::Schema(format!(
+                    "column '{}' is declared {:?} but holds {} values",
+                    c.name,
+                    c.kind,
+                    data.type_name()
+                )));
+            }
+            if c.nullable == Some(false) && data.null_count() > 0 {
+                return Err(SynthError::Schema(format!("column '{}' is declared not nullable but has nulls", c.name)));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! DP-SGD training of the generator: Poisson-sampled batches, exact per-example clipping
+//! through probe gradients, Gaussian noise from the privacy crate's secure generator, and
+//! Adam. Each step is one Poisson-subsampled Gaussian release, accounted by the caller.
+
+use burn::module::Param;
+use burn::prelude::*;
+use fedsynth_privacy::dpsgd::GaussianNoise;
+use fedsynth_privacy::rng::SecureRng;
+use fedsynth_privacy::sampling::poisson_sample;
+use fedsynth_privacy::SamplingRate;
+use rand::Rng;
+use rand_distr::StandardNormal;
+
+use crate::encoder::Span;
+use crate::error::{Result, SynthError};
+use crate::model::{Tvae, Weights};
+
+/// How to train.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainConfig {
+    /// Passes over the data (in expectation: steps = epochs / q).
+    pub epochs: usize,
+    /// Poisson sampling rate q.
+    pub sampling_rate: f64,
+    /// Per-example clipping norm C.
+    pub clip_norm: f64,
+    /// Noise multiplier σ (noise std σ·C on the clipped sum); `None` trains without DP.
+    pub noise_multiplier: Option<f64>,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+}
+
+impl TrainConfig {
+    /// Steps per epoch, ⌈1/q⌉.
+    pub fn steps_per_epoch(&self) -> u64 {
+        (1.0 / self.sampling_rate).ceil() as u64
+    }
+
+    /// Total number of steps.
+    pub fn steps(&self) -> u64 {
+        self.steps_per_epoch() * self.epochs as u64
+    }
+}
+
+/// Adam moments for one layer.
+struct Moments {
+    mw: Tensor<2>,
+    vw: Tensor<2>,
+    mb: Tensor<1>,
+    vb: Tensor<1>,
+}
+
+/// Adam over the model's Linear layers, on plain tensors.
+pub struct Adam {
+    moments: Vec<Moments>,
+    t: i32,
+    lr: f64,
+}
+
+impl Adam {
+    /// Zero moments shaped like `model`.
+    pub fn new(model: &Tvae, lr: f64, device: &Device) -> Self {
+        let moments = model
+            .shapes()
+            .into_iter()
+            .map(|(i, o)| Moments {
+                mw: Tensor::zeros([i, o], device),
+                vw: Tensor::zeros([i, o], device),
+                mb: Tensor::zeros([o], device),
+                vb: Tensor::zeros([o], device),
+            })
+            .collect();
+        Self { moments, t: 0, lr }
+    }
+
+    /// One Adam step with per-layer gradients (weight `[d_in, d_out]`, bias `[d_out]`).
+    pub fn step(&mut self, model: &mut Tvae, grads: Vec<(Tensor<2>, Tensor<1>)>) {
+        const B1: f64 = 0.9;
+        const B2: f64 = 0.999;
+        const EPS: f64 = 1e-8;
+        self.t += 1;
+        let c1 = 1.0 - B1.powi(self.t);
+        let c2 = 1.0 - B2.powi(self.t);
+        let lr = self.lr;
+        for ((layer, m), (gw, gb)) in model.layers.iter_mut().zip(&mut self.moments).zip(grads) {
+            m.mw = m.mw.clone() * B1 + gw.clone() * (1.0 - B1);
+            m.vw = m.vw.clone() * B2 + gw.square() * (1.0 - B2);
+            m.mb = m.mb.clone() * B1 + gb.clone() * (1.0 - B1);
+            m.vb = m.vb.clone() * B2 + gb.square() * (1.0 - B2);
+            let uw = (m.mw.clone() / c1) / ((m.vw.clone() / c2).sqrt() + EPS) * lr;
+            let ub = (m.mb.clone() / c1) / ((m.vb.clone() / c2).sqrt() + EPS) * lr;
+            layer.weight = layer.weight.clone().map(|w| w - uw);
+            if let Some(bias) = layer.bias.take() {
+                layer.bias = Some(bias.map(|b| b - ub));
+            }
+        }
+    }
+}
+
+/// What one epoch reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochReport {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Steps taken so far.
+    pub steps: u64,
+    /// Mean per-example loss over the epoch's batches.
+    pub loss: f64,
+}
+
+fn tensor2(values: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+fn normal_vec(n: usize, rng: &mut SecureRng) -> Vec<f32> {
+    (0..n).map(|_| rng.sample::<f64, _>(StandardNormal) as f32).collect()
+}
+
+/// Trains `model` on the encoded rows `data` (row-major, `width` per row).
+pub fn train(
+    model: &mut Tvae,
+    data: &[f32],
+    width: usize,
+    spans: &[Span],
+    cfg: &TrainConfig,
+    device: &Device,
+    rng: &mut SecureRng,
+    mut on_epoch: impl FnMut(EpochReport),
+) -> Result<()> {
+    let n = data.len() / width;
+    if n == 0 {
+        return Err(SynthError::Setting("no rows to train on".into()));
+    }
+    let q = SamplingRate::new(cfg.sampling_rate)?;
+    let mut adam = Adam::new(model, cfg.learning_rate, device);
+    let mut noise = GaussianNoise::new(rng.fork());
+    let per_epoch = cfg.steps_per_epoch();
+    let mut steps = 0;
+    for epoch in 1..=cfg.epochs {
+        let (mut loss_sum, mut rows_seen) = (0.0, 0usize);
+        for _ in 0..per_epoch {
+            let batch = poisson_sample(n, q, rng);
+            let mut x = Vec::with_capacity(batch.len() * width);
+            for &i in &batch {
+                x.extend_from_slice(&data[i * width..(i + 1) * width]);
+            }
+            let b = batch.len();
+            let eps = normal_vec(b * model.latent, rng);
+            let (grads, loss) = match cfg.noise_multiplier {
+                Some(sigma) => private_step(model, x, eps, b, width, spans, cfg.clip_norm, sigma, n as f64 * cfg.sampling_rate, &mut noise, device)?,
+                None => plain_step(model, x, eps, b, width, spans, device),
+            };
+            if let Some(grads) = grads {
+                adam.step(model, grads);
+            }
+            loss_sum += loss;
+            rows_seen += b;
+            steps += 1;
+        }
+        on_epoch(EpochReport { epoch, steps, loss: loss_sum / rows_seen.max(1) as f64 });
+    }
+    Ok(())
+}
+
+/// Per-example gradient norms and the clipped, noised, averaged gradient of one step.
+#[allow(clippy::too_many_arguments)]
+pub fn private_step(
+    model: &Tvae,
+    x: Vec<f32>,
+    eps: Vec<f32>,
+    b: usize,
+    width: usize,
+    spans: &[Span],
+    clip: f64,
+    sigma: f64,
+    expected_batch: f64,
+    noise: &mut GaussianNoise,
+    device: &Device,
+) -> Result<(Option<Vec<(Tensor<2>, Tensor<1>)>>, f64)> {
+    let shapes = model.shapes();
+    let (mut sums, loss) = if b == 0 {
+        // An empty Poisson batch still releases (pure noise): skipping it would reveal it.
+        let zeros = shapes.iter().map(|&(i, o)| (Tensor::zeros([i, o], device), Tensor::zeros([o], device))).collect();
+        (zeros, 0.0)
+    } else {
+        clipped_sums(model, x, eps, b, width, spans, clip, device)
+    };
+    let std = sigma * clip;
+    for ((gw, gb), &(i, o)) in sums.iter_mut().zip(&shapes) {
+        let mut nw = vec![0.0f32; i * o];
+        noise.add_to(&mut nw, std)?;
+        let mut nb = vec![0.0f32; o];
+        noise.add_to(&mut nb, std)?;
+        *gw = (gw.clone() + tensor2(nw, i, o, device)) / expected_batch;
+        *gb = (gb.clone() + Tensor::from_data(TensorData::new(nb, [o]), device)) / expected_batch;
+    }
+    Ok((Some(sums), loss))
+}
+
+/// Σᵢ clip(gᵢ, C) per layer, from one backward pass, and the batch's summed loss.
+#[allow(clippy::too_many_arguments)]
+pub fn clipped_sums(
+    model: &Tvae,
+    x: Vec<f32>,
+    eps: Vec<f32>,
+    b: usize,
+    width: usize,
+    spans: &[Span],
+    clip: f64,
+    device: &Device,
+) -> (Vec<(Tensor<2>, Tensor<1>)>, f64) {
+    let (deltas, inputs, loss) = per_example_parts(model, x, eps, b, width, spans, device);
+    let mut norm2: Option<Tensor<2>> = None;
+    for (a, d) in inputs.iter().zip(&deltas) {
+        let term = (a.clone().square().sum_dim(1) + 1.0) * d.clone().square().sum_dim(1);
+        norm2 = Some(match norm2 {
+            None => term,
+            Some(n) => n + term,
+        });
+    }
+    let norm = norm2.unwrap_or_else(|| Tensor::zeros([b, 1], device)).sqrt();
+    // c = min(1, C/‖g‖), shrunk by 10⁻⁶ so float rounding never leaves a norm above C.
+    let scale = (norm.clamp_min(1e-12).recip() * (clip * (1.0 - 1e-6))).clamp_max(1.0);
+    let sums = inputs
+        .into_iter()
+        .zip(deltas)
+        .map(|(a, d)| {
+            let cd = d * scale.clone();
+            let gb = cd.clone().sum_dim(0).squeeze_dim::<1>(0);
+            (a.transpose().matmul(cd), gb)
+        })
+        .collect();
+    (sums, loss)
+}
+
+/// Per-layer output gradients δ (`[B, d_out]`), layer inputs a (`[B, d_in]`) and the summed
+/// loss of a batch: everything per-example gradients are made of.
+pub fn per_example_parts(
+    model: &Tvae,
+    x: Vec<f32>,
+    eps: Vec<f32>,
+    b: usize,
+    width: usize,
+    spans: &[Span],
+    device: &Device,
+) -> (Vec<Tensor<2>>, Vec<Tensor<2>>, f64) {
+    let probes: Vec<Tensor<2>> = model
+        .shapes()
+        .iter()
+        .map(|&(_, o)| Tensor::zeros([b, o], device).autodiff().require_grad())
+        .collect();
+    let xt = tensor2(x, b, width, device).autodiff();
+    let et = tensor2(eps, b, model.latent, device).autodiff();
+    let pass = model.train_pass(xt, et, spans, Weights::Probed(&probes));
+    let total = pass.loss.sum();
+    let grads = total.backward();
+    let loss = f64::from(total.inner().into_scalar::<f32>());
+    let deltas = probes
+        .iter()
+        .map(|p| p.grad(&grads).map(Tensor::inner).unwrap_or_else(|| Tensor::zeros(p.dims(), device)))
+        .collect();
+    let inputs = pass.inputs.into_iter().map(Tensor::inner).collect();
+    (deltas, inputs, loss)
+}
+
+/// An ordinary (non-private) step: mean gradient of the batch by autodiff.
+pub fn plain_step(
+    model: &Tvae,
+    x: Vec<f32>,
+    eps: Vec<f32>,
+    b: usize,
+    width: usize,
+    spans: &[Span],
+    device: &Device,
+) -> (Option<Vec<(Tensor<2>, Tensor<1>)>>, f64) {
+    if b == 0 {
+        return (None, 0.0);
+    }
+    let weights = model.tracked_weights();
+    let xt = tensor2(x, b, width, device).autodiff();
+    let et = tensor2(eps, b, model.latent, device).autodiff();
+    let pass = model.train_pass(xt, et, spans, Weights::Tracked(&weights));
+    let total = pass.loss.sum();
+    let grads = total.backward();
+    let loss = f64::from(total.inner().into_scalar::<f32>());
+    let g = weights
+        .iter()
+        .map(|(w, bias)| {
+            let gw = w.grad(&grads).map(Tensor::inner).unwrap_or_else(|| Tensor::zeros(w.dims(), device));
+            let gb = bias.grad(&grads).map(Tensor::inner).unwrap_or_else(|| Tensor::zeros(bias.dims(), device));
+            (gw / b as f64, gb / b as f64)
+        })
+        .collect();
+    (Some(g), loss)
+}
+
+/// Replaces a model's weights (for tests that compare against brute force).
+pub fn set_weights(model: &mut Tvae, weights: Vec<(Tensor<2>, Tensor<1>)>) {
+    for (layer, (w, b)) in model.layers.iter_mut().zip(weights) {
+        layer.weight = Param::from_tensor(w);
+        layer.bias = Some(Param::from_tensor(b));
+    }
+}
