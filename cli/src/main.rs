@@ -98,7 +98,7 @@ pub struct SynthArgs {
     #[arg(long, value_name = "D")]
     delta: Option<f64>,
     /// Training epochs.
-    #[arg(long, default_value_t = 10, value_name = "N")]
+    #[arg(long, default_value_t = 30, value_name = "N")]
     epochs: usize,
     /// Rows to generate (default: as many as the input).
     #[arg(long, value_name = "N")]
@@ -125,7 +125,7 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     batch_size: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 2e-3, value_name = "LR")]
+    #[arg(long, default_value_t = 5e-3, value_name = "LR")]
     learning_rate: f64,
 }
 

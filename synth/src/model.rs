@@ -29,6 +29,11 @@ pub struct TvaeConfig {
     /// Dimension of the latent space.
     #[config(default = 32)]
     pub latent: usize,
+    /// Weight of the KL term. Below 1 (like TVAE's loss factor) it keeps the noisy DP
+    /// gradients from collapsing the posterior onto the prior, so the decoder learns the
+    /// dependencies between columns rather than only their marginals.
+    #[config(default = 0.3)]
+    pub kl_weight: f64,
 }
 
 impl TvaeConfig {
@@ -36,7 +41,11 @@ impl TvaeConfig {
     pub fn init(&self, device: &Device) -> Tvae {
         let (i, h, l) = (self.input, self.hidden, self.latent);
         let dims = [(i, h), (h, h), (h, 2 * l), (l, h), (h, h), (h, i)];
-        Tvae { layers: dims.iter().map(|&(a, b)| LinearConfig::new(a, b).init(device)).collect(), latent: l }
+        Tvae {
+            layers: dims.iter().map(|&(a, b)| LinearConfig::new(a, b).init(device)).collect(),
+            latent: l,
+            kl_weight: self.kl_weight,
+        }
     }
 }
 
@@ -47,6 +56,8 @@ pub struct Tvae {
     pub layers: Vec<Linear>,
     /// Latent dimension.
     pub latent: usize,
+    /// Weight of the KL term.
+    pub kl_weight: f64,
 }
 
 /// What a training forward pass returns.
@@ -124,7 +135,7 @@ impl Tvae {
         let h = relu(layer(4, h, &mut inputs));
         let out = layer(5, h, &mut inputs);
         let recon = reconstruction_loss(out, x, spans);
-        let kl = (mu.square() + logvar.clone().exp() - logvar - 1.0).sum_dim(1) * 0.5;
+        let kl = (mu.square() + logvar.clone().exp() - logvar - 1.0).sum_dim(1) * (0.5 * self.kl_weight);
         TrainPass { loss: recon + kl, inputs }
     }
 
