@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod budget;
+mod evaluate;
 mod keys;
 mod synth;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Turn one sensitive table into a differentially private synthetic table.
     Synth(SynthArgs),
+    /// Score a synthetic table against the real one: shapes, pair trends, marginals, utility, privacy.
+    Evaluate(EvaluateArgs),
     /// Privacy accounting: ε spent by DP-SGD, or the noise needed for a target ε.
     Budget(BudgetArgs),
     /// Create a recipient key pair: NAME.key (secret, mode 0600) and NAME.pub.
@@ -75,9 +78,11 @@ pub struct BudgetArgs {
 
 /// Arguments of `fedsynth synth`.
 #[derive(Debug, Args)]
-#[command(after_help = "Every privacy spend is checked against the dataset's cap in the ledger before \
+#[command(
+    after_help = "Every privacy spend is checked against the dataset's cap in the ledger before \
 any row is used; a run that would pass the cap stops before training.\n\nExample:\n  \
-fedsynth synth --input customers.csv --out synth.csv --epsilon 1")]
+fedsynth synth --input customers.csv --out synth.csv --epsilon 1"
+)]
 pub struct SynthArgs {
     /// The sensitive table (.csv or .parquet).
     #[arg(long, value_name = "FILE")]
@@ -106,6 +111,9 @@ pub struct SynthArgs {
     /// Encrypt the output for this public key (NAME.pub); repeat for several recipients.
     #[arg(long = "recipient", value_name = "PUB")]
     recipients: Vec<PathBuf>,
+    /// Write a quality report (metrics.json, computed against the input) into this directory.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
     /// Seed for reproducible runs (same seed and device: same output).
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
@@ -127,6 +135,26 @@ pub struct SynthArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 5e-3, value_name = "LR")]
     learning_rate: f64,
+}
+
+/// Arguments of `fedsynth evaluate`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// The real (training) table.
+    #[arg(long, value_name = "FILE")]
+    real: PathBuf,
+    /// The synthetic table.
+    #[arg(long, value_name = "FILE")]
+    synth: PathBuf,
+    /// Real rows held out of training: baseline for marginals and DCR, test set for utility.
+    #[arg(long, value_name = "FILE")]
+    holdout: Option<PathBuf>,
+    /// Column to predict for the utility score (needs --holdout).
+    #[arg(long, value_name = "COL")]
+    target: Option<String>,
+    /// Directory for metrics.json.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 /// Arguments of `fedsynth keygen`.
@@ -191,6 +219,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Synth(args) => synth::run(&args),
+        Command::Evaluate(args) => evaluate::run(&args),
         Command::Budget(args) => budget::run(&args),
         Command::Keygen(args) => keys::keygen(&args),
         Command::Encrypt(args) => keys::encrypt(&args),

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use fedsynth_privacy::envelope::{self, PublicKey};
 use fedsynth_privacy::ledger::{Budget, Ledger};
 use fedsynth_privacy::rng::SecureRng;
-use fedsynth_privacy::{AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps};
+use fedsynth_privacy::{AccountantKind, DpEvent, Epsilon, SamplingRate, Steps};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::TvaeConfig;
@@ -39,7 +39,12 @@ fn output_format(out: &Path, encrypted: bool) -> Result<Format> {
         let inner = Path::new(out.file_stem().unwrap_or_default());
         return Ok(Format::of(inner).unwrap_or(Format::Csv));
     }
-    Format::of(out).map_err(|_| anyhow::anyhow!("--out {}: use a .csv or .parquet name (or .fsx with --recipient)", out.display()))
+    Format::of(out).map_err(|_| {
+        anyhow::anyhow!(
+            "--out {}: use a .csv or .parquet name (or .fsx with --recipient)",
+            out.display()
+        )
+    })
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -51,17 +56,26 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 pub fn run(args: &SynthArgs) -> Result<()> {
     let started = Instant::now();
     if args.model != "tvae" {
-        bail!("--model {}: only tvae is available in this version", args.model);
+        bail!(
+            "--model {}: only tvae is available in this version",
+            args.model
+        );
     }
     let device_choice: DeviceChoice = args.device.parse()?;
-    let recipients = args.recipients.iter().map(PublicKey::read).collect::<Result<Vec<_>, _>>()?;
+    let recipients = args
+        .recipients
+        .iter()
+        .map(PublicKey::read)
+        .collect::<Result<Vec<_>, _>>()?;
     let format = output_format(&args.out, !recipients.is_empty())?;
     if args.out == args.input {
         bail!("--out must differ from --input");
     }
     let epsilon: f64 = match args.epsilon.as_str() {
         "inf" | "infinity" | "∞" => f64::INFINITY,
-        text => text.parse().map_err(|_| anyhow::anyhow!("--epsilon {text}: not a number (or inf)"))?,
+        text => text
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--epsilon {text}: not a number (or inf)"))?,
     };
     if !(epsilon > 0.0) {
         bail!("--epsilon must be > 0 (or inf for no privacy)");
@@ -89,22 +103,33 @@ pub fn run(args: &SynthArgs) -> Result<()> {
 
     // Spend before touching the data: a refusal stops here with nothing released.
     let dataset = args.dataset.clone().unwrap_or_else(|| {
-        std::fs::canonicalize(&args.input).unwrap_or_else(|_| args.input.clone()).display().to_string()
+        std::fs::canonicalize(&args.input)
+            .unwrap_or_else(|_| args.input.clone())
+            .display()
+            .to_string()
     });
     match privacy.target {
         None => eprintln!(
             "WARNING: --epsilon inf trains WITHOUT differential privacy: the output carries NO privacy \
              guarantee and may reveal individual rows. Use it only to compare against private runs."
         ),
-        Some((eps, delta)) => {
+        Some((_, delta)) => {
             let ledger_path = args.ledger.clone().unwrap_or_else(default_ledger);
             let ledger = Ledger::open(&ledger_path)?;
             if ledger.cap("local", &dataset)?.is_none() {
-                let cap = Budget { epsilon: Epsilon::new(args.cap.max(eps.get()))?, delta };
+                let cap = Budget {
+                    epsilon: Epsilon::new(args.cap)?,
+                    delta,
+                };
                 ledger.set_cap("local", &dataset, cap)?;
             }
             ledger
-                .try_spend_all("local", &dataset, &privacy.events, &format!("synth → {}", args.out.display()))
+                .try_spend_all(
+                    "local",
+                    &dataset,
+                    &privacy.events,
+                    &format!("synth → {}", args.out.display()),
+                )
                 .context("refused before training")?;
             eprintln!(
                 "privacy: ε = {:.3} at δ = {:.2e} (preprocessing {:.3}, DP-SGD σ = {:.3} over {} steps at q = {:.4}); recorded in {}",
@@ -127,36 +152,58 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let completed = complete_schema(&table, &schema, Some(privacy.preprocess), &mut rng)?;
     let encoder = Encoder::new(&completed, &table)?;
     let data = encoder.encode(&table)?;
-    drop(table);
     let mut model = TvaeConfig::new(encoder.width()).init(&device);
 
     let bar = ProgressBar::new(privacy.training.epochs as u64);
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] epoch {pos}/{len} {msg} ({elapsed}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] epoch {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_prefix("training");
-    let pre_events: Vec<DpEvent> = privacy.events.iter().filter(|e| !matches!(e, DpEvent::SubsampledGaussian { .. })).cloned().collect();
+    let pre_events: Vec<DpEvent> = privacy
+        .events
+        .iter()
+        .filter(|e| !matches!(e, DpEvent::SubsampledGaussian { .. }))
+        .cloned()
+        .collect();
     let spent_after = |steps: u64| -> Option<f64> {
         let (_, delta) = privacy.target?;
         let mut events = pre_events.clone();
         events.push(DpEvent::SubsampledGaussian {
             sampling_rate: SamplingRate::new(privacy.training.sampling_rate).ok()?,
-            noise_multiplier: fedsynth_privacy::NoiseMultiplier::new(privacy.training.noise_multiplier?).ok()?,
+            noise_multiplier: fedsynth_privacy::NoiseMultiplier::new(
+                privacy.training.noise_multiplier?,
+            )
+            .ok()?,
             steps: Steps::new(steps).ok()?,
         });
         AccountantKind::Pld.epsilon(&events, delta).ok()
     };
-    train::train(&mut model, &data, encoder.width(), encoder.spans(), &privacy.training, &device, &mut rng, |r| {
-        let eps = spent_after(r.steps).map_or_else(|| "ε ∞".to_string(), |e| format!("ε {e:.2}"));
-        bar.set_message(format!("loss {:.3}  {eps}", r.loss));
-        bar.inc(1);
-        if !bar.is_hidden() {
-            return;
-        }
-        eprintln!("epoch {}/{}: loss {:.3}, {eps}", r.epoch, privacy.training.epochs, r.loss);
-    })?;
+    train::train(
+        &mut model,
+        &data,
+        encoder.width(),
+        encoder.spans(),
+        &privacy.training,
+        &device,
+        &mut rng,
+        |r| {
+            let eps =
+                spent_after(r.steps).map_or_else(|| "ε ∞".to_string(), |e| format!("ε {e:.2}"));
+            bar.set_message(format!("loss {:.3}  {eps}", r.loss));
+            bar.inc(1);
+            if !bar.is_hidden() {
+                return;
+            }
+            eprintln!(
+                "epoch {}/{}: loss {:.3}, {eps}",
+                r.epoch, privacy.training.epochs, r.loss
+            );
+        },
+    )?;
     bar.finish_and_clear();
 
     let n_out = args.rows.unwrap_or(rows);
@@ -166,11 +213,28 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         envelope::write_atomically(&args.out, |w| std::io::Write::write_all(w, &bytes))?;
     } else {
         envelope::try_write_atomically(&args.out, |w| {
-            envelope::encrypt(Cursor::new(&bytes), w, &recipients, &mut SecureRng::from_os()).map(|_| ())
+            envelope::encrypt(
+                Cursor::new(&bytes),
+                w,
+                &recipients,
+                &mut SecureRng::from_os(),
+            )
+            .map(|_| ())
         })?;
     }
+    if let Some(dir) = &args.report {
+        let metrics = crate::evaluate::report(&table, &synthetic, None, None, dir)?;
+        eprintln!(
+            "report: {} → {}",
+            crate::evaluate::headline(&metrics),
+            dir.join("metrics.json").display()
+        );
+    }
+    drop(table);
     let schema_path = with_suffix(&args.out, ".schema.toml");
-    envelope::write_atomically(&schema_path, |w| std::io::Write::write_all(w, completed.to_toml().as_bytes()))?;
+    envelope::write_atomically(&schema_path, |w| {
+        std::io::Write::write_all(w, completed.to_toml().as_bytes())
+    })?;
 
     let privacy_line = match privacy.target {
         None => "NO differential privacy (ε = ∞)".to_string(),
@@ -184,10 +248,13 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     eprintln!(
         "wrote {n_out} rows to {}{} and the schema to {}; {privacy_line}; {:.1} s",
         args.out.display(),
-        if recipients.is_empty() { String::new() } else { format!(" (encrypted for {} recipient(s))", recipients.len()) },
+        if recipients.is_empty() {
+            String::new()
+        } else {
+            format!(" (encrypted for {} recipient(s))", recipients.len())
+        },
         schema_path.display(),
         started.elapsed().as_secs_f64()
     );
-    let _ = Delta::new;
     Ok(())
 }

@@ -117,7 +117,14 @@ pub fn calibrate_noise(
         AccountantKind::Pld => {
             // The bracket ignores the prior events (RDP cannot express (ε, δ) ones); the
             // doubling below widens it when they need more noise.
-            let rdp = calibrate_noise(AccountantKind::Rdp, Epsilon::new(target - prior_eps)?, q, steps, delta, &[])?;
+            let rdp = calibrate_noise(
+                AccountantKind::Rdp,
+                Epsilon::new(target - prior_eps)?,
+                q,
+                steps,
+                delta,
+                &[],
+            )?;
             (0.7 * rdp.get(), rdp.get())
         }
     };

@@ -201,13 +201,25 @@ impl Ledger {
 
     /// Checks that `event` fits within the cap of (holder, dataset) composed with everything
     /// already spent, and records it, atomically. Refused spends record nothing.
-    pub fn try_spend(&self, holder: &str, dataset: &str, event: &DpEvent, note: &str) -> Result<Spend> {
+    pub fn try_spend(
+        &self,
+        holder: &str,
+        dataset: &str,
+        event: &DpEvent,
+        note: &str,
+    ) -> Result<Spend> {
         let mut spends = self.try_spend_all(holder, dataset, std::slice::from_ref(event), note)?;
         Ok(spends.remove(0))
     }
 
     /// Checks and records several events as one spend: all of them or none.
-    pub fn try_spend_all(&self, holder: &str, dataset: &str, events: &[DpEvent], note: &str) -> Result<Vec<Spend>> {
+    pub fn try_spend_all(
+        &self,
+        holder: &str,
+        dataset: &str,
+        events: &[DpEvent],
+        note: &str,
+    ) -> Result<Vec<Spend>> {
         self.try_spend_then(holder, dataset, events, note, || {})
     }
 
@@ -233,7 +245,9 @@ impl Ledger {
         // spender can commit between our check and our insert.
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
-        let cap = read_cap(&tx, holder, dataset).map_err(|e| self.wrap(e))?.ok_or_else(|| no_cap(holder, dataset))?;
+        let cap = read_cap(&tx, holder, dataset)
+            .map_err(|e| self.wrap(e))?
+            .ok_or_else(|| no_cap(holder, dataset))?;
         let mut events: Vec<DpEvent> = read_spends(&tx, holder, dataset)
             .map_err(|e| self.wrap(e))?
             .into_iter()
@@ -247,7 +261,11 @@ impl Ledger {
             return Err(PrivacyError::BudgetExceeded {
                 holder: holder.into(),
                 dataset: dataset.into(),
-                requested: new.iter().map(DpEvent::describe).collect::<Vec<_>>().join(" + "),
+                requested: new
+                    .iter()
+                    .map(DpEvent::describe)
+                    .collect::<Vec<_>>()
+                    .join(" + "),
                 would_be,
                 cap: cap.epsilon.get(),
                 delta: cap.delta.get(),
@@ -256,7 +274,11 @@ impl Ledger {
         let mut recorded = Vec::with_capacity(new.len());
         for (k, event) in new.iter().enumerate() {
             let upto = existing + k + 1;
-            let after = if upto == events.len() { would_be } else { self.accountant.epsilon(&events[..upto], cap.delta)? };
+            let after = if upto == events.len() {
+                would_be
+            } else {
+                self.accountant.epsilon(&events[..upto], cap.delta)?
+            };
             let json = serde_json::to_string(event).map_err(|e| PrivacyError::LedgerCorrupt {
                 path: self.path.display().to_string(),
                 message: format!("cannot encode event: {e}"),
@@ -269,9 +291,17 @@ impl Ledger {
             .map_err(|e| self.err(e))?;
             let id = tx.last_insert_rowid();
             let created_at: String = tx
-                .query_row("SELECT created_at FROM spends WHERE id = ?1", [id], |r| r.get(0))
+                .query_row("SELECT created_at FROM spends WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
                 .map_err(|e| self.err(e))?;
-            recorded.push(Spend { id, event: event.clone(), note: note.into(), epsilon_after: after, created_at });
+            recorded.push(Spend {
+                id,
+                event: event.clone(),
+                note: note.into(),
+                epsilon_after: after,
+                created_at,
+            });
         }
         before_commit();
         tx.commit().map_err(|e| self.err(e))?;

@@ -52,10 +52,23 @@ fn spends_compose_and_the_cap_refuses_without_recording() {
     assert!(st.remaining() > 0.0);
     // Several events spend together or not at all.
     let both = [DpEvent::laplace(1.0, 10.0, 1).unwrap(), sgd(5000)];
-    assert!(ledger.try_spend_all("alice", "customers", &both, "job 4").is_err());
-    assert_eq!(ledger.statement("alice", "customers").unwrap().spends.len(), 2);
+    assert!(
+        ledger
+            .try_spend_all("alice", "customers", &both, "job 4")
+            .is_err()
+    );
+    assert_eq!(
+        ledger.statement("alice", "customers").unwrap().spends.len(),
+        2
+    );
     let small = [DpEvent::laplace(1.0, 100.0, 1).unwrap(), sgd(10)];
-    assert_eq!(ledger.try_spend_all("alice", "customers", &small, "job 5").unwrap().len(), 2);
+    assert_eq!(
+        ledger
+            .try_spend_all("alice", "customers", &small, "job 5")
+            .unwrap()
+            .len(),
+        2
+    );
     // Other holders and datasets are separate, and need their own cap.
     assert!(ledger.try_spend("bob", "customers", &sgd(10), "x").is_err());
     assert!(ledger.statement("alice", "other").is_err());

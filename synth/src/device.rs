@@ -21,7 +21,9 @@ impl std::str::FromStr for DeviceChoice {
         match s {
             "cpu" => Ok(Self::Cpu),
             "wgpu" => Ok(Self::Wgpu),
-            other => Err(SynthError::Setting(format!("unknown device '{other}' (use cpu or wgpu)"))),
+            other => Err(SynthError::Setting(format!(
+                "unknown device '{other}' (use cpu or wgpu)"
+            ))),
         }
     }
 }

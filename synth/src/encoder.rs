@@ -98,7 +98,9 @@ impl Encoder {
         let mut spans = Vec::new();
         let mut width = 0;
         for spec in &schema.columns {
-            let data = table.column(&spec.name).ok_or_else(|| SynthError::Schema(format!("column '{}' is not in the input", spec.name)))?;
+            let data = table.column(&spec.name).ok_or_else(|| {
+                SynthError::Schema(format!("column '{}' is not in the input", spec.name))
+            })?;
             let value_type = match (spec.kind, data) {
                 (ColumnKind::Continuous, _) => ValueType::Float,
                 (ColumnKind::Integer, _) => ValueType::Int,
@@ -108,21 +110,35 @@ impl Encoder {
             };
             let codec = match spec.kind {
                 ColumnKind::Categorical => Codec::Categorical {
-                    categories: spec.categories.clone().ok_or_else(|| SynthError::Schema(format!("column '{}' has no category set", spec.name)))?,
+                    categories: spec.categories.clone().ok_or_else(|| {
+                        SynthError::Schema(format!("column '{}' has no category set", spec.name))
+                    })?,
                 },
                 ColumnKind::Continuous | ColumnKind::Integer => Codec::Numeric {
-                    edges: spec.edges.clone().ok_or_else(|| SynthError::Schema(format!("column '{}' has no bin edges", spec.name)))?,
+                    edges: spec.edges.clone().ok_or_else(|| {
+                        SynthError::Schema(format!("column '{}' has no bin edges", spec.name))
+                    })?,
                     integer: spec.kind == ColumnKind::Integer,
                 },
             };
-            let mut col = ColumnCodec { name: spec.name.clone(), codec, nullable: spec.nullable.unwrap_or(true), value_type, onehot: width };
+            let mut col = ColumnCodec {
+                name: spec.name.clone(),
+                codec,
+                nullable: spec.nullable.unwrap_or(true),
+                value_type,
+                onehot: width,
+            };
             let slots = col.slots();
             // Categorical layout: categories, [null], unseen — the unseen slot is last.
             let sampleable = match col.codec {
                 Codec::Categorical { .. } => slots - 1,
                 Codec::Numeric { .. } => slots,
             };
-            spans.push(Span::Softmax { start: width, len: slots, sampleable });
+            spans.push(Span::Softmax {
+                start: width,
+                len: slots,
+                sampleable,
+            });
             col.onehot = width;
             width += slots;
             if matches!(col.codec, Codec::Numeric { .. }) {
@@ -131,7 +147,11 @@ impl Encoder {
             }
             columns.push(col);
         }
-        Ok(Self { columns, spans, width })
+        Ok(Self {
+            columns,
+            spans,
+            width,
+        })
     }
 
     /// Length of an encoded row.
@@ -154,7 +174,9 @@ impl Encoder {
         let rows = table.rows();
         let mut out = vec![0.0f32; rows * self.width];
         for col in &self.columns {
-            let data = table.column(&col.name).ok_or_else(|| SynthError::Schema(format!("column '{}' is not in the input", col.name)))?;
+            let data = table.column(&col.name).ok_or_else(|| {
+                SynthError::Schema(format!("column '{}' is not in the input", col.name))
+            })?;
             for r in 0..rows {
                 let row = &mut out[r * self.width..(r + 1) * self.width];
                 match &col.codec {
@@ -168,8 +190,12 @@ impl Encoder {
                             }
                             Some(x) => {
                                 let x = x.clamp(edges[0], edges[k]);
-                                let b = edges.partition_point(|&e| e <= x).saturating_sub(1).min(k - 1);
-                                let u = ((x - edges[b]) / (edges[b + 1] - edges[b])).clamp(0.0, 1.0);
+                                let b = edges
+                                    .partition_point(|&e| e <= x)
+                                    .saturating_sub(1)
+                                    .min(k - 1);
+                                let u =
+                                    ((x - edges[b]) / (edges[b + 1] - edges[b])).clamp(0.0, 1.0);
                                 row[col.onehot + b] = 1.0;
                                 row[col.onehot + col.slots()] = u as f32;
                             }
@@ -178,7 +204,10 @@ impl Encoder {
                     Codec::Categorical { categories } => {
                         let slot = match category_key(data, r) {
                             None => col.null_slot().unwrap_or(categories.len()),
-                            Some(v) => categories.iter().position(|c| *c == v).unwrap_or(col.slots() - 1),
+                            Some(v) => categories
+                                .iter()
+                                .position(|c| *c == v)
+                                .unwrap_or(col.slots() - 1),
                         };
                         row[col.onehot + slot] = 1.0;
                     }
@@ -207,25 +236,46 @@ impl Encoder {
                     });
                     if *integer {
                         let (lo, hi) = (edges[0].ceil(), edges[k].floor());
-                        ColumnData::Int(values.map(|v| v.map(|x| x.round().clamp(lo, hi.max(lo)) as i64)).collect())
+                        ColumnData::Int(
+                            values
+                                .map(|v| v.map(|x| x.round().clamp(lo, hi.max(lo)) as i64))
+                                .collect(),
+                        )
                     } else {
-                        ColumnData::Float(values.map(|v| v.map(|x| x.clamp(edges[0], edges[k]))).collect())
+                        ColumnData::Float(
+                            values
+                                .map(|v| v.map(|x| x.clamp(edges[0], edges[k])))
+                                .collect(),
+                        )
                     }
                 }
                 Codec::Categorical { categories } => {
                     let values = rows.iter().map(|r| {
                         let slot = r[c].slot;
-                        if Some(slot) == null { None } else { Some(categories[slot.min(categories.len() - 1)].as_str()) }
+                        if Some(slot) == null {
+                            None
+                        } else {
+                            Some(categories[slot.min(categories.len() - 1)].as_str())
+                        }
                     });
                     match col.value_type {
-                        ValueType::Text => ColumnData::Text(values.map(|v| v.map(str::to_string)).collect()),
-                        ValueType::Int => ColumnData::Int(values.map(|v| v.and_then(|s| s.parse().ok())).collect()),
-                        ValueType::Float => ColumnData::Float(values.map(|v| v.and_then(|s| s.parse().ok())).collect()),
+                        ValueType::Text => {
+                            ColumnData::Text(values.map(|v| v.map(str::to_string)).collect())
+                        }
+                        ValueType::Int => ColumnData::Int(
+                            values.map(|v| v.and_then(|s| s.parse().ok())).collect(),
+                        ),
+                        ValueType::Float => ColumnData::Float(
+                            values.map(|v| v.and_then(|s| s.parse().ok())).collect(),
+                        ),
                     }
                 }
             };
             columns.push(data);
         }
-        Table { names: self.columns.iter().map(|c| c.name.clone()).collect(), columns }
+        Table {
+            names: self.columns.iter().map(|c| c.name.clone()).collect(),
+            columns,
+        }
     }
 }

@@ -47,5 +47,8 @@ pub enum SynthError {
 pub type Result<T, E = SynthError> = std::result::Result<T, E>;
 
 pub(crate) fn column_err(column: &str, message: impl Into<String>) -> SynthError {
-    SynthError::Column { column: column.to_string(), message: message.into() }
+    SynthError::Column {
+        column: column.to_string(),
+        message: message.into(),
+    }
 }

@@ -9,6 +9,7 @@ pub mod encoder;
 pub mod error;
 pub mod model;
 pub mod plan;
+pub mod quality;
 pub mod sample;
 pub mod schema;
 pub mod stats;

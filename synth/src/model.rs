@@ -42,7 +42,10 @@ impl TvaeConfig {
         let (i, h, l) = (self.input, self.hidden, self.latent);
         let dims = [(i, h), (h, h), (h, 2 * l), (l, h), (h, h), (h, i)];
         Tvae {
-            layers: dims.iter().map(|&(a, b)| LinearConfig::new(a, b).init(device)).collect(),
+            layers: dims
+                .iter()
+                .map(|&(a, b)| LinearConfig::new(a, b).init(device))
+                .collect(),
             latent: l,
             kl_weight: self.kl_weight,
         }
@@ -79,22 +82,30 @@ pub enum Weights<'a> {
 impl Tvae {
     /// Total number of parameters.
     pub fn parameters(&self) -> usize {
-        self.layers.iter().map(|l| l.weight.val().dims().iter().product::<usize>() + l.weight.val().dims()[1]).sum()
+        self.layers
+            .iter()
+            .map(|l| l.weight.val().dims().iter().product::<usize>() + l.weight.val().dims()[1])
+            .sum()
     }
 
     /// (d_in, d_out) of every layer.
     pub fn shapes(&self) -> Vec<(usize, usize)> {
-        self.layers.iter().map(|l| {
-            let d = l.weight.val().dims();
-            (d[0], d[1])
-        }).collect()
+        self.layers
+            .iter()
+            .map(|l| {
+                let d = l.weight.val().dims();
+                (d[0], d[1])
+            })
+            .collect()
     }
 
     fn weights_ad(&self) -> Vec<(Tensor<2>, Tensor<1>)> {
         self.layers
             .iter()
             .map(|l| {
-                let b = l.bias.as_ref().map(Param::val).unwrap_or_else(|| Tensor::zeros([l.weight.val().dims()[1]], &l.weight.val().device()));
+                let b = l.bias.as_ref().map(Param::val).unwrap_or_else(|| {
+                    Tensor::zeros([l.weight.val().dims()[1]], &l.weight.val().device())
+                });
                 (l.weight.val().autodiff(), b.autodiff())
             })
             .collect()
@@ -102,11 +113,20 @@ impl Tvae {
 
     /// The model's weights as autodiff leaves that track gradients (for non-private steps).
     pub fn tracked_weights(&self) -> Vec<(Tensor<2>, Tensor<1>)> {
-        self.weights_ad().into_iter().map(|(w, b)| (w.require_grad(), b.require_grad())).collect()
+        self.weights_ad()
+            .into_iter()
+            .map(|(w, b)| (w.require_grad(), b.require_grad()))
+            .collect()
     }
 
     /// A training pass on autodiff tensors: `x` the encoded batch, `eps` the latent noise.
-    pub fn train_pass(&self, x: Tensor<2>, eps: Tensor<2>, spans: &[Span], weights: Weights<'_>) -> TrainPass {
+    pub fn train_pass(
+        &self,
+        x: Tensor<2>,
+        eps: Tensor<2>,
+        spans: &[Span],
+        weights: Weights<'_>,
+    ) -> TrainPass {
         let constant;
         let (ws, probes): (&[(Tensor<2>, Tensor<1>)], Option<&[Tensor<2>]>) = match weights {
             Weights::Probed(p) => {
@@ -135,8 +155,12 @@ impl Tvae {
         let h = relu(layer(4, h, &mut inputs));
         let out = layer(5, h, &mut inputs);
         let recon = reconstruction_loss(out, x, spans);
-        let kl = (mu.square() + logvar.clone().exp() - logvar - 1.0).sum_dim(1) * (0.5 * self.kl_weight);
-        TrainPass { loss: recon + kl, inputs }
+        let kl =
+            (mu.square() + logvar.clone().exp() - logvar - 1.0).sum_dim(1) * (0.5 * self.kl_weight);
+        TrainPass {
+            loss: recon + kl,
+            inputs,
+        }
     }
 
     /// Decodes latent points into output blocks: probabilities for one-hot blocks and values
@@ -157,7 +181,10 @@ impl Tvae {
                 Span::Offset { index } => sigmoid(a.clone().narrow(1, index, 1)),
             });
         }
-        Tensor::cat(blocks, 1).into_data().try_to_vec::<f32>().unwrap_or_default()
+        Tensor::cat(blocks, 1)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default()
     }
 }
 

@@ -3,7 +3,9 @@
 //! calibrated so that preprocessing and training *composed* stay within (ε, δ). The row
 //! count is treated as public (it sets q and the default δ).
 
-use fedsynth_privacy::{AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps, calibrate_noise};
+use fedsynth_privacy::{
+    AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps, calibrate_noise,
+};
 
 use crate::error::{Result, SynthError};
 use crate::stats::{Noise, Plan};
@@ -53,7 +55,10 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         return Err(SynthError::Setting("no rows".into()));
     }
     if req.epochs == 0 || req.epochs > 100_000 {
-        return Err(SynthError::Setting(format!("epochs must be between 1 and 100000, not {}", req.epochs)));
+        return Err(SynthError::Setting(format!(
+            "epochs must be between 1 and 100000, not {}",
+            req.epochs
+        )));
     }
     let q = (req.batch_size as f64 / req.rows as f64).min(1.0);
     let mut training = TrainConfig {
@@ -66,7 +71,10 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
     let Some(eps) = req.epsilon.filter(|e| e.is_finite()) else {
         return Ok(PrivacyPlan {
             target: None,
-            preprocess: Noise { sigma: 0.0, threshold_delta: 0.5 },
+            preprocess: Noise {
+                sigma: 0.0,
+                threshold_delta: 0.5,
+            },
             training,
             events: vec![],
             epsilon_preprocess: f64::INFINITY,
@@ -75,28 +83,62 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
     };
     let epsilon = Epsilon::new(eps)?;
     if eps <= 0.0 {
-        return Err(SynthError::Setting("ε must be > 0 (or inf for no privacy)".into()));
+        return Err(SynthError::Setting(
+            "ε must be > 0 (or inf for no privacy)".into(),
+        ));
     }
-    let delta = Delta::new(req.delta.unwrap_or_else(|| 1.0 / (req.rows as f64).powf(1.5)))?;
+    let delta = Delta::new(
+        req.delta
+            .unwrap_or_else(|| 1.0 / (req.rows as f64).powf(1.5)),
+    )?;
     if !(0.0..1.0).contains(&req.preprocess_share) {
-        return Err(SynthError::Setting("the preprocessing share must be in [0, 1)".into()));
+        return Err(SynthError::Setting(
+            "the preprocessing share must be in [0, 1)".into(),
+        ));
     }
     let (preprocess, pre_events) = if stats.is_free() {
-        (Noise { sigma: 0.0, threshold_delta: 0.5 }, vec![])
+        (
+            Noise {
+                sigma: 0.0,
+                threshold_delta: 0.5,
+            },
+            vec![],
+        )
     } else {
         if req.preprocess_share <= 0.0 {
-            return Err(SynthError::Setting("the schema needs private statistics, so the preprocessing share must be > 0".into()));
+            return Err(SynthError::Setting(
+                "the schema needs private statistics, so the preprocessing share must be > 0"
+                    .into(),
+            ));
         }
         let noise = Noise::calibrate(stats, Epsilon::new(eps * req.preprocess_share)?, delta)?;
         let events = noise.events(stats)?;
         (noise, events)
     };
     let steps = Steps::new(training.steps())?;
-    let sigma = calibrate_noise(AccountantKind::Pld, epsilon, SamplingRate::new(q)?, steps, delta, &pre_events)?;
+    let sigma = calibrate_noise(
+        AccountantKind::Pld,
+        epsilon,
+        SamplingRate::new(q)?,
+        steps,
+        delta,
+        &pre_events,
+    )?;
     training.noise_multiplier = Some(sigma.get());
     let mut events = pre_events.clone();
-    events.push(DpEvent::SubsampledGaussian { sampling_rate: SamplingRate::new(q)?, noise_multiplier: sigma, steps });
+    events.push(DpEvent::SubsampledGaussian {
+        sampling_rate: SamplingRate::new(q)?,
+        noise_multiplier: sigma,
+        steps,
+    });
     let epsilon_preprocess = AccountantKind::Pld.epsilon(&pre_events, delta)?;
     let epsilon_total = AccountantKind::Pld.epsilon(&events, delta)?;
-    Ok(PrivacyPlan { target: Some((epsilon, delta)), preprocess, training, events, epsilon_preprocess, epsilon_total })
+    Ok(PrivacyPlan {
+        target: Some((epsilon, delta)),
+        preprocess,
+        training,
+        events,
+        epsilon_preprocess,
+        epsilon_total,
+    })
 }

@@ -21,14 +21,22 @@ fn reflect(u: f64) -> f64 {
 }
 
 /// Generates `rows` synthetic rows.
-pub fn sample(model: &Tvae, encoder: &Encoder, rows: usize, device: &Device, rng: &mut SecureRng) -> Table {
+pub fn sample(
+    model: &Tvae,
+    encoder: &Encoder,
+    rows: usize,
+    device: &Device,
+    rng: &mut SecureRng,
+) -> Table {
     let spans = encoder.spans();
     let width = encoder.width();
     let mut out: Vec<Vec<Choice>> = Vec::with_capacity(rows);
     let mut done = 0;
     while done < rows {
         let n = CHUNK.min(rows - done);
-        let z: Vec<f32> = (0..n * model.latent).map(|_| rng.sample::<f64, _>(StandardNormal) as f32).collect();
+        let z: Vec<f32> = (0..n * model.latent)
+            .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
+            .collect();
         let zt = Tensor::<2>::from_data(TensorData::new(z, [n, model.latent]), device);
         let generated = model.generate(zt, spans);
         for r in 0..n {
@@ -37,7 +45,9 @@ pub fn sample(model: &Tvae, encoder: &Encoder, rows: usize, device: &Device, rng
             let mut pos = 0;
             for s in spans {
                 match *s {
-                    Span::Softmax { len, sampleable, .. } => {
+                    Span::Softmax {
+                        len, sampleable, ..
+                    } => {
                         let probs = &row[pos..pos + len];
                         let total: f64 = probs[..sampleable].iter().map(|&p| f64::from(p)).sum();
                         let mut u = rng.random::<f64>() * total;

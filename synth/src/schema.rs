@@ -80,7 +80,11 @@ impl Schema {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SynthError::Schema(format!("cannot read {}: {e}", path.display())))?;
         let schema: Self = toml::from_str(&text).map_err(|e| {
-            SynthError::Schema(format!("{}: {}", path.display(), e.message().lines().next().unwrap_or("invalid")))
+            SynthError::Schema(format!(
+                "{}: {}",
+                path.display(),
+                e.message().lines().next().unwrap_or("invalid")
+            ))
         })?;
         schema.validate()?;
         Ok(schema)
@@ -99,7 +103,10 @@ impl Schema {
     /// Checks internal consistency.
     pub fn validate(&self) -> Result<()> {
         if self.version != SCHEMA_VERSION {
-            return Err(SynthError::Schema(format!("version {} is not supported (expected {SCHEMA_VERSION})", self.version)));
+            return Err(SynthError::Schema(format!(
+                "version {} is not supported (expected {SCHEMA_VERSION})",
+                self.version
+            )));
         }
         if self.columns.is_empty() {
             return Err(SynthError::Schema("no columns".into()));
@@ -107,7 +114,10 @@ impl Schema {
         let mut seen = std::collections::HashSet::new();
         for c in &self.columns {
             if !seen.insert(c.name.as_str()) {
-                return Err(SynthError::Schema(format!("column '{}' appears twice", c.name)));
+                return Err(SynthError::Schema(format!(
+                    "column '{}' appears twice",
+                    c.name
+                )));
             }
             let bad = |m: &str| Err(SynthError::Schema(format!("column '{}': {m}", c.name)));
             match c.kind {
@@ -134,10 +144,17 @@ impl Schema {
                         return bad("min must be finite and below max");
                     }
                     if let Some(edges) = &c.edges {
-                        if edges.len() < 2 || edges.windows(2).any(|w| !(w[0] < w[1])) || edges.iter().any(|e| !e.is_finite()) {
-                            return bad("edges must be at least two finite, strictly increasing numbers");
+                        if edges.len() < 2
+                            || edges.windows(2).any(|w| !(w[0] < w[1]))
+                            || edges.iter().any(|e| !e.is_finite())
+                        {
+                            return bad(
+                                "edges must be at least two finite, strictly increasing numbers",
+                            );
                         }
-                        if c.min.is_some_and(|m| m != edges[0]) || c.max.is_some_and(|m| m != edges[edges.len() - 1]) {
+                        if c.min.is_some_and(|m| m != edges[0])
+                            || c.max.is_some_and(|m| m != edges[edges.len() - 1])
+                        {
                             return bad("edges must start at min and end at max");
                         }
                     }
@@ -168,7 +185,10 @@ impl Schema {
                 source: Source::Public,
             })
             .collect();
-        Self { version: SCHEMA_VERSION, columns }
+        Self {
+            version: SCHEMA_VERSION,
+            columns,
+        }
     }
 
     /// Checks the schema against a table: every column exists with a compatible type.
@@ -183,7 +203,9 @@ impl Schema {
             };
             let ok = match (c.kind, data) {
                 (ColumnKind::Continuous | ColumnKind::Integer, ColumnData::Text(_)) => false,
-                (ColumnKind::Integer, ColumnData::Float(v)) => v.iter().flatten().all(|x| x.fract() == 0.0),
+                (ColumnKind::Integer, ColumnData::Float(v)) => {
+                    v.iter().flatten().all(|x| x.fract() == 0.0)
+                }
                 _ => true,
             };
             if !ok {
@@ -195,7 +217,10 @@ impl Schema {
                 )));
             }
             if c.nullable == Some(false) && data.null_count() > 0 {
-                return Err(SynthError::Schema(format!("column '{}' is declared not nullable but has nulls", c.name)));
+                return Err(SynthError::Schema(format!(
+                    "column '{}' is declared not nullable but has nulls",
+                    c.name
+                )));
             }
         }
         Ok(())

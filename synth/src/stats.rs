@@ -89,7 +89,11 @@ impl Noise {
             events.push(DpEvent::gaussian(1.0, self.sigma, plan.releases)?);
         }
         if plan.discoveries > 0 {
-            events.push(DpEvent::approx_dp(0.0, self.threshold_delta, plan.discoveries)?);
+            events.push(DpEvent::approx_dp(
+                0.0,
+                self.threshold_delta,
+                plan.discoveries,
+            )?);
         }
         Ok(events)
     }
@@ -99,7 +103,10 @@ impl Noise {
     pub fn calibrate(plan: Plan, epsilon: Epsilon, delta: Delta) -> Result<Self> {
         let threshold_delta = delta.get() / 10.0 / plan.discoveries.max(1) as f64;
         let cost = |sigma: f64| -> Result<f64> {
-            let noise = Self { sigma, threshold_delta };
+            let noise = Self {
+                sigma,
+                threshold_delta,
+            };
             Ok(AccountantKind::Pld.epsilon(&noise.events(plan)?, delta)?)
         };
         let (mut lo, mut hi) = (0.5_f64, 4.0_f64);
@@ -109,15 +116,25 @@ impl Noise {
             hi *= 2.0;
             guard += 1;
             if guard > 30 {
-                return Err(PrivacyError::Calibration(format!("no noise level meets ε={epsilon} for preprocessing")).into());
+                return Err(PrivacyError::Calibration(format!(
+                    "no noise level meets ε={epsilon} for preprocessing"
+                ))
+                .into());
             }
         }
         while (hi - lo) / hi > 1e-3 {
             let mid = 0.5 * (lo + hi);
-            if cost(mid)? <= epsilon.get() { hi = mid } else { lo = mid }
+            if cost(mid)? <= epsilon.get() {
+                hi = mid
+            } else {
+                lo = mid
+            }
         }
         NoiseMultiplier::new(hi)?;
-        Ok(Self { sigma: hi, threshold_delta })
+        Ok(Self {
+            sigma: hi,
+            threshold_delta,
+        })
     }
 }
 
@@ -134,7 +151,11 @@ fn log_bucket(v: f64) -> usize {
     }
     let k = (v.abs().log2().floor() as i32).clamp(LOG_MIN, LOG_MAX);
     let idx = (k - LOG_MIN) as usize;
-    if v < 0.0 { span - 1 - idx } else { span + 1 + idx }
+    if v < 0.0 {
+        span - 1 - idx
+    } else {
+        span + 1 + idx
+    }
 }
 
 /// The interval a range-finding bucket covers.
@@ -154,16 +175,28 @@ fn log_bucket_edges(b: usize) -> (f64, f64) {
 
 /// DP range of a numeric column: the run of power-of-two buckets around the fullest one
 /// (see [`contiguous_run`]; thresholds 4σ and σ).
-fn private_range(name: &str, values: &[f64], noise: &Noise, rng: &mut SecureRng) -> Result<(f64, f64)> {
+fn private_range(
+    name: &str,
+    values: &[f64],
+    noise: &Noise,
+    rng: &mut SecureRng,
+) -> Result<(f64, f64)> {
     let n_buckets = 2 * (LOG_MAX - LOG_MIN + 1) as usize + 1;
     let mut counts = vec![0.0; n_buckets];
     for &v in values {
         counts[log_bucket(v)] += 1.0;
     }
     let noisy_counts: Vec<f64> = counts.iter().map(|&c| noisy(c, noise.sigma, rng)).collect();
-    let (strong, weak) = if noise.sigma == 0.0 { (0.0, 0.0) } else { (4.0 * noise.sigma, noise.sigma) };
+    let (strong, weak) = if noise.sigma == 0.0 {
+        (0.0, 0.0)
+    } else {
+        (4.0 * noise.sigma, noise.sigma)
+    };
     let Some((first, last)) = contiguous_run(&noisy_counts, strong, weak) else {
-        return Err(column_err(name, "too few rows to estimate its range privately; give min and max in the schema"));
+        return Err(column_err(
+            name,
+            "too few rows to estimate its range privately; give min and max in the schema",
+        ));
     };
     Ok((log_bucket_edges(first).0, log_bucket_edges(last).1))
 }
@@ -173,7 +206,9 @@ fn private_range(name: &str, values: &[f64], noise: &Noise, rng: &mut SecureRng)
 /// threshold keeps sparse but real tails; an isolated noisy bin far away is never reached.
 fn contiguous_run(counts: &[f64], strong: f64, weak: f64) -> Option<(usize, usize)> {
     let n = counts.len();
-    let peak = (0..n).filter(|&i| counts[i] > strong).max_by(|&a, &b| counts[a].total_cmp(&counts[b]))?;
+    let peak = (0..n)
+        .filter(|&i| counts[i] > strong)
+        .max_by(|&a, &b| counts[a].total_cmp(&counts[b]))?;
     let (mut first, mut last) = (peak, peak);
     while let Some(g) = (1..=3).find(|&g| first >= g && counts[first - g] > strong) {
         first -= g;
@@ -216,7 +251,11 @@ fn cdf_quantile(cdf: &[f64], lo: f64, hi: f64, q: f64) -> f64 {
     let target = q * total;
     let i = cdf.partition_point(|&c| c < target).clamp(1, bins);
     let (c0, c1) = (cdf[i - 1], cdf[i]);
-    let frac = if c1 > c0 { ((target - c0) / (c1 - c0)).clamp(0.0, 1.0) } else { 0.5 };
+    let frac = if c1 > c0 {
+        ((target - c0) / (c1 - c0)).clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
     lo + width * ((i - 1) as f64 + frac)
 }
 
@@ -226,14 +265,24 @@ const NARROW_BINS: usize = 16;
 
 /// Narrows a coarse range to the run of histogram bins around the fullest one (see
 /// [`contiguous_run`]; thresholds 3σ and σ/2), widened by one bin on each side.
-fn narrow_range(values: &[f64], lo: f64, hi: f64, noise: &Noise, rng: &mut SecureRng) -> (f64, f64) {
+fn narrow_range(
+    values: &[f64],
+    lo: f64,
+    hi: f64,
+    noise: &Noise,
+    rng: &mut SecureRng,
+) -> (f64, f64) {
     let width = (hi - lo) / NARROW_BINS as f64;
     let mut counts = vec![0.0; NARROW_BINS];
     for &v in values {
         counts[(((v.clamp(lo, hi) - lo) / width) as usize).min(NARROW_BINS - 1)] += 1.0;
     }
     let noisy_counts: Vec<f64> = counts.iter().map(|&c| noisy(c, noise.sigma, rng)).collect();
-    let (strong, weak) = if noise.sigma == 0.0 { (0.0, 0.0) } else { (3.0 * noise.sigma, 0.5 * noise.sigma) };
+    let (strong, weak) = if noise.sigma == 0.0 {
+        (0.0, 0.0)
+    } else {
+        (3.0 * noise.sigma, 0.5 * noise.sigma)
+    };
     match contiguous_run(&noisy_counts, strong, weak) {
         Some((first, last)) => {
             let a = lo + width * first.saturating_sub(1) as f64;
@@ -245,10 +294,26 @@ fn narrow_range(values: &[f64], lo: f64, hi: f64, noise: &Noise, rng: &mut Secur
 }
 
 /// DP quantile edges of a numeric column within [lo, hi], read from a noisy histogram.
-fn private_edges(values: &[f64], lo: f64, hi: f64, bins: usize, integer: bool, noise: &Noise, rng: &mut SecureRng) -> Vec<f64> {
+fn private_edges(
+    values: &[f64],
+    lo: f64,
+    hi: f64,
+    bins: usize,
+    integer: bool,
+    noise: &Noise,
+    rng: &mut SecureRng,
+) -> Vec<f64> {
     let cdf = noisy_cdf(values, lo, hi, noise, rng);
     let mut edges: Vec<f64> = (0..=bins)
-        .map(|j| if j == 0 { lo } else if j == bins { hi } else { cdf_quantile(&cdf, lo, hi, j as f64 / bins as f64) })
+        .map(|j| {
+            if j == 0 {
+                lo
+            } else if j == bins {
+                hi
+            } else {
+                cdf_quantile(&cdf, lo, hi, j as f64 / bins as f64)
+            }
+        })
         .collect();
     if integer {
         for e in &mut edges {
@@ -293,23 +358,39 @@ pub fn category_key(data: &ColumnData, i: usize) -> Option<String> {
 
 /// Completes `schema` with the facts the encoder needs, estimating privately (with `noise`)
 /// whatever the schema does not declare. Returns the completed schema.
-pub fn complete_schema(table: &Table, schema: &Schema, noise: Option<Noise>, rng: &mut SecureRng) -> Result<Schema> {
+pub fn complete_schema(
+    table: &Table,
+    schema: &Schema,
+    noise: Option<Noise>,
+    rng: &mut SecureRng,
+) -> Result<Schema> {
     let need = |what: &str| -> Result<Noise> {
-        noise.ok_or_else(|| SynthError::Setting(format!("{what} needs a privacy budget (ε > 0) or public values in the schema")))
+        noise.ok_or_else(|| {
+            SynthError::Setting(format!(
+                "{what} needs a privacy budget (ε > 0) or public values in the schema"
+            ))
+        })
     };
     let mut out = schema.clone();
     for spec in &mut out.columns {
-        let data = table.column(&spec.name).ok_or_else(|| SynthError::Schema(format!("column '{}' is not in the input", spec.name)))?;
+        let data = table.column(&spec.name).ok_or_else(|| {
+            SynthError::Schema(format!("column '{}' is not in the input", spec.name))
+        })?;
         let nullable = data.null_count() > 0 || spec.nullable == Some(true);
         spec.nullable = Some(spec.nullable.unwrap_or(nullable));
         match spec.kind {
             ColumnKind::Categorical => {
                 if spec.categories.is_none() {
                     let noise = need("discovering categories")?;
-                    let values: Vec<String> = (0..data.len()).filter_map(|i| category_key(data, i)).collect();
+                    let values: Vec<String> = (0..data.len())
+                        .filter_map(|i| category_key(data, i))
+                        .collect();
                     let cats = private_categories(&values, &noise, rng);
                     if cats.is_empty() {
-                        return Err(column_err(&spec.name, "no category is frequent enough to be released privately; list the categories in the schema"));
+                        return Err(column_err(
+                            &spec.name,
+                            "no category is frequent enough to be released privately; list the categories in the schema",
+                        ));
                     }
                     spec.categories = Some(cats);
                     spec.source = Source::Dp;
@@ -371,7 +452,10 @@ mod tests {
     fn private_edges_track_quantiles() {
         let mut rng = SecureRng::from_seed(3);
         let values: Vec<f64> = (0..20_000).map(|i| (i % 1000) as f64 / 10.0).collect();
-        let noise = Noise { sigma: 20.0, threshold_delta: 1e-8 };
+        let noise = Noise {
+            sigma: 20.0,
+            threshold_delta: 1e-8,
+        };
         let (lo, hi) = private_range("x", &values, &noise, &mut rng).unwrap();
         assert_eq!((lo, hi), (-(2f64.powi(LOG_MIN)), 128.0));
         let (lo, hi) = narrow_range(&values, lo, hi, &noise, &mut rng);

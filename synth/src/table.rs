@@ -81,7 +81,10 @@ impl Table {
 
     /// The column called `name`.
     pub fn column(&self, name: &str) -> Option<&ColumnData> {
-        self.names.iter().position(|n| n == name).map(|i| &self.columns[i])
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.columns[i])
     }
 }
 
@@ -97,7 +100,12 @@ pub enum Format {
 impl Format {
     /// The format named by a path's extension (`.csv`, `.parquet`, `.pq`).
     pub fn of(path: &Path) -> Result<Self> {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("csv") => Ok(Self::Csv),
             Some("parquet" | "pq") => Ok(Self::Parquet),
             _ => Err(SynthError::Input {
@@ -109,12 +117,20 @@ impl Format {
 }
 
 fn input_err(path: &Path, message: impl Into<String>) -> SynthError {
-    SynthError::Input { path: path.display().to_string(), message: message.into() }
+    SynthError::Input {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
 }
 
 /// First line of a polars error, without its backtrace-like context.
 fn polars_message(e: &PolarsError) -> String {
-    e.to_string().lines().next().unwrap_or("unreadable").trim().to_string()
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or("unreadable")
+        .trim()
+        .to_string()
 }
 
 /// Reads a CSV or Parquet file and checks that every column is usable.
@@ -134,11 +150,17 @@ pub fn read_table(path: &Path) -> Result<Table> {
             .try_into_reader_with_file_path(Some(path.to_path_buf()))
             .and_then(|r| r.finish()),
         Format::Parquet => {
-            let file = File::open(path).map_err(|e| input_err(path, format!("cannot read: {e}")))?;
+            let file =
+                File::open(path).map_err(|e| input_err(path, format!("cannot read: {e}")))?;
             ParquetReader::new(file).finish()
         }
     }
-    .map_err(|e| input_err(path, format!("not a readable {format:?} file: {}", polars_message(&e))))?;
+    .map_err(|e| {
+        input_err(
+            path,
+            format!("not a readable {format:?} file: {}", polars_message(&e)),
+        )
+    })?;
     if df.width() == 0 {
         return Err(input_err(path, "the file has no columns"));
     }
@@ -151,7 +173,10 @@ pub fn read_table(path: &Path) -> Result<Table> {
         let name = col.name().to_string();
         let data = convert(col.as_materialized_series(), &name)?;
         if data.null_count() == data.len() {
-            return Err(column_err(&name, "every value is null; drop the column or fill it"));
+            return Err(column_err(
+                &name,
+                "every value is null; drop the column or fill it",
+            ));
         }
         names.push(name);
         columns.push(data);
@@ -162,22 +187,46 @@ pub fn read_table(path: &Path) -> Result<Table> {
 fn convert(s: &Series, name: &str) -> Result<ColumnData> {
     let dtype = s.dtype().clone();
     if dtype.is_float() {
-        let ca = s.cast(&DataType::Float64).map_err(|e| column_err(name, polars_message(&e)))?;
-        let values: Vec<Option<f64>> = ca.f64().map_err(|e| column_err(name, polars_message(&e)))?.iter().collect();
-        if let Some(row) = values.iter().position(|v| v.is_some_and(|x| !x.is_finite())) {
-            return Err(column_err(name, format!("row {}: {} is not a finite number", row + 1, values[row].unwrap_or_default())));
+        let ca = s
+            .cast(&DataType::Float64)
+            .map_err(|e| column_err(name, polars_message(&e)))?;
+        let values: Vec<Option<f64>> = ca
+            .f64()
+            .map_err(|e| column_err(name, polars_message(&e)))?
+            .iter()
+            .collect();
+        if let Some(row) = values
+            .iter()
+            .position(|v| v.is_some_and(|x| !x.is_finite()))
+        {
+            return Err(column_err(
+                name,
+                format!(
+                    "row {}: {} is not a finite number",
+                    row + 1,
+                    values[row].unwrap_or_default()
+                ),
+            ));
         }
         return Ok(ColumnData::Float(values));
     }
     if dtype.is_integer() {
-        let ca = s.cast(&DataType::Int64).map_err(|e| column_err(name, polars_message(&e)))?;
-        let values = ca.i64().map_err(|e| column_err(name, polars_message(&e)))?.iter().collect();
+        let ca = s
+            .cast(&DataType::Int64)
+            .map_err(|e| column_err(name, polars_message(&e)))?;
+        let values = ca
+            .i64()
+            .map_err(|e| column_err(name, polars_message(&e)))?
+            .iter()
+            .collect();
         return Ok(ColumnData::Int(values));
     }
     match dtype {
         DataType::Boolean => {
             let ca = s.bool().map_err(|e| column_err(name, polars_message(&e)))?;
-            Ok(ColumnData::Text(ca.iter().map(|v| v.map(|b| b.to_string())).collect()))
+            Ok(ColumnData::Text(
+                ca.iter().map(|v| v.map(|b| b.to_string())).collect(),
+            ))
         }
         DataType::String => {
             let ca = s.str().map_err(|e| column_err(name, polars_message(&e)))?;
@@ -185,26 +234,43 @@ fn convert(s: &Series, name: &str) -> Result<ColumnData> {
             check_not_mixed(name, &values)?;
             Ok(ColumnData::Text(values))
         }
-        DataType::Null => Err(column_err(name, "every value is null; drop the column or fill it")),
-        other => Err(column_err(name, format!("type {other} is not supported (use numbers, text or booleans)"))),
+        DataType::Null => Err(column_err(
+            name,
+            "every value is null; drop the column or fill it",
+        )),
+        other => Err(column_err(
+            name,
+            format!("type {other} is not supported (use numbers, text or booleans)"),
+        )),
     }
 }
 
 /// A text column whose values are mostly numbers, with some text, is almost always a data
 /// error (a stray "n/a", "NaN" or "inf"): refuse it instead of treating numbers as categories.
 fn check_not_mixed(name: &str, values: &[Option<String>]) -> Result<()> {
-    let present: Vec<&str> = values.iter().flatten().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+    let present: Vec<&str> = values
+        .iter()
+        .flatten()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
     let is_number = |s: &str| s.parse::<f64>().is_ok_and(f64::is_finite);
     let numeric = present.iter().filter(|s| is_number(s)).count();
     if numeric * 2 >= present.len() && numeric < present.len() {
         let row = values
             .iter()
-            .position(|v| v.as_deref().is_some_and(|s| !s.trim().is_empty() && !is_number(s.trim())))
+            .position(|v| {
+                v.as_deref()
+                    .is_some_and(|s| !s.trim().is_empty() && !is_number(s.trim()))
+            })
             .unwrap_or(0);
         let bad = values[row].as_deref().unwrap_or("");
         return Err(column_err(
             name,
-            format!("mixed types: mostly numbers, but row {} holds '{bad}' (NaN, inf and text are not numbers)", row + 1),
+            format!(
+                "mixed types: mostly numbers, but row {} holds '{bad}' (NaN, inf and text are not numbers)",
+                row + 1
+            ),
         ));
     }
     Ok(())
@@ -233,9 +299,16 @@ pub fn table_bytes(table: &Table, format: Format) -> Result<Vec<u8>> {
     let mut df = to_dataframe(table)?;
     let mut buf = Cursor::new(Vec::new());
     match format {
-        Format::Csv => CsvWriter::new(&mut buf).include_header(true).finish(&mut df),
+        Format::Csv => CsvWriter::new(&mut buf)
+            .include_header(true)
+            .finish(&mut df),
         Format::Parquet => ParquetWriter::new(&mut buf).finish(&mut df).map(|_| ()),
     }
-    .map_err(|e| SynthError::Setting(format!("cannot serialise the table: {}", polars_message(&e))))?;
+    .map_err(|e| {
+        SynthError::Setting(format!(
+            "cannot serialise the table: {}",
+            polars_message(&e)
+        ))
+    })?;
     Ok(buf.into_inner())
 }

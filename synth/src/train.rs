@@ -4,10 +4,10 @@
 
 use burn::module::Param;
 use burn::prelude::*;
+use fedsynth_privacy::SamplingRate;
 use fedsynth_privacy::dpsgd::GaussianNoise;
 use fedsynth_privacy::rng::SecureRng;
 use fedsynth_privacy::sampling::poisson_sample;
-use fedsynth_privacy::SamplingRate;
 use rand::Rng;
 use rand_distr::StandardNormal;
 
@@ -113,7 +113,9 @@ fn tensor2(values: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Tenso
 }
 
 fn normal_vec(n: usize, rng: &mut SecureRng) -> Vec<f32> {
-    (0..n).map(|_| rng.sample::<f64, _>(StandardNormal) as f32).collect()
+    (0..n)
+        .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
+        .collect()
 }
 
 /// Trains `model` on the encoded rows `data` (row-major, `width` per row).
@@ -147,7 +149,19 @@ pub fn train(
             let b = batch.len();
             let eps = normal_vec(b * model.latent, rng);
             let (grads, loss) = match cfg.noise_multiplier {
-                Some(sigma) => private_step(model, x, eps, b, width, spans, cfg.clip_norm, sigma, n as f64 * cfg.sampling_rate, &mut noise, device)?,
+                Some(sigma) => private_step(
+                    model,
+                    x,
+                    eps,
+                    b,
+                    width,
+                    spans,
+                    cfg.clip_norm,
+                    sigma,
+                    n as f64 * cfg.sampling_rate,
+                    &mut noise,
+                    device,
+                )?,
                 None => plain_step(model, x, eps, b, width, spans, device),
             };
             if let Some(grads) = grads {
@@ -157,7 +171,11 @@ pub fn train(
             rows_seen += b;
             steps += 1;
         }
-        on_epoch(EpochReport { epoch, steps, loss: loss_sum / rows_seen.max(1) as f64 });
+        on_epoch(EpochReport {
+            epoch,
+            steps,
+            loss: loss_sum / rows_seen.max(1) as f64,
+        });
     }
     Ok(())
 }
@@ -180,7 +198,10 @@ pub fn private_step(
     let shapes = model.shapes();
     let (mut sums, loss) = if b == 0 {
         // An empty Poisson batch still releases (pure noise): skipping it would reveal it.
-        let zeros = shapes.iter().map(|&(i, o)| (Tensor::zeros([i, o], device), Tensor::zeros([o], device))).collect();
+        let zeros = shapes
+            .iter()
+            .map(|&(i, o)| (Tensor::zeros([i, o], device), Tensor::zeros([o], device)))
+            .collect();
         (zeros, 0.0)
     } else {
         clipped_sums(model, x, eps, b, width, spans, clip, device)
@@ -218,7 +239,9 @@ pub fn clipped_sums(
             Some(n) => n + term,
         });
     }
-    let norm = norm2.unwrap_or_else(|| Tensor::zeros([b, 1], device)).sqrt();
+    let norm = norm2
+        .unwrap_or_else(|| Tensor::zeros([b, 1], device))
+        .sqrt();
     // c = min(1, C/‖g‖), shrunk by 10⁻⁶ so float rounding never leaves a norm above C.
     let scale = (norm.clamp_min(1e-12).recip() * (clip * (1.0 - 1e-6))).clamp_max(1.0);
     let sums = inputs
@@ -257,7 +280,11 @@ pub fn per_example_parts(
     let loss = f64::from(total.inner().into_scalar::<f32>());
     let deltas = probes
         .iter()
-        .map(|p| p.grad(&grads).map(Tensor::inner).unwrap_or_else(|| Tensor::zeros(p.dims(), device)))
+        .map(|p| {
+            p.grad(&grads)
+                .map(Tensor::inner)
+                .unwrap_or_else(|| Tensor::zeros(p.dims(), device))
+        })
         .collect();
     let inputs = pass.inputs.into_iter().map(Tensor::inner).collect();
     (deltas, inputs, loss)
@@ -286,8 +313,14 @@ pub fn plain_step(
     let g = weights
         .iter()
         .map(|(w, bias)| {
-            let gw = w.grad(&grads).map(Tensor::inner).unwrap_or_else(|| Tensor::zeros(w.dims(), device));
-            let gb = bias.grad(&grads).map(Tensor::inner).unwrap_or_else(|| Tensor::zeros(bias.dims(), device));
+            let gw = w
+                .grad(&grads)
+                .map(Tensor::inner)
+                .unwrap_or_else(|| Tensor::zeros(w.dims(), device));
+            let gb = bias
+                .grad(&grads)
+                .map(Tensor::inner)
+                .unwrap_or_else(|| Tensor::zeros(bias.dims(), device));
             (gw / b as f64, gb / b as f64)
         })
         .collect();
