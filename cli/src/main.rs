@@ -79,6 +79,7 @@ pub struct BudgetArgs {
 /// Arguments of `fedsynth synth`.
 #[derive(Debug, Args)]
 #[command(
+    allow_negative_numbers = true,
     after_help = "Every privacy spend is checked against the dataset's cap in the ledger before \
 any row is used; a run that would pass the cap stops before training.\n\nExample:\n  \
 fedsynth synth --input customers.csv --out synth.csv --epsilon 1"

@@ -101,7 +101,14 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     };
     let privacy = plan(&request, stats_plan)?;
 
-    // Spend before touching the data: a refusal stops here with nothing released.
+    let mut rng = match args.seed {
+        Some(s) => SecureRng::from_seed(s),
+        None => SecureRng::from_os(),
+    };
+    let device = device::open(device_choice, rng.next_u64())?;
+
+    // Spend before touching the data: a refusal stops here with nothing released. Everything
+    // that can fail for reasons other than the data (device, settings) is checked above.
     let dataset = args.dataset.clone().unwrap_or_else(|| {
         std::fs::canonicalize(&args.input)
             .unwrap_or_else(|_| args.input.clone())
@@ -144,11 +151,6 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         }
     }
 
-    let mut rng = match args.seed {
-        Some(s) => SecureRng::from_seed(s),
-        None => SecureRng::from_os(),
-    };
-    let device = device::open(device_choice, rng.next_u64())?;
     let completed = complete_schema(&table, &schema, Some(privacy.preprocess), &mut rng)?;
     let encoder = Encoder::new(&completed, &table)?;
     let data = encoder.encode(&table)?;

@@ -1,0 +1,338 @@
+//! `fedsynth synth` and `fedsynth evaluate` end to end on a real table shipped with the repo
+//! (ISLR `Wage`, 3,000 rows): types, bounds, categories, ε within target, a quality floor,
+//! every kind of bad input, the ledger's refusal, reproducibility and encryption.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fedsynth_privacy::ledger::Ledger;
+use fedsynth_synth::schema::Schema;
+use fedsynth_synth::table::{ColumnData, read_table};
+
+fn wage() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wage.csv")
+}
+
+fn fedsynth(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fedsynth"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn synth(input: &Path, out: &Path, ledger: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "synth",
+        "--input",
+        s(input),
+        "--out",
+        s(out),
+        "--ledger",
+        s(ledger),
+        "--epochs",
+        "3",
+        "--dataset",
+        "wage",
+    ];
+    args.extend_from_slice(extra);
+    fedsynth(&args)
+}
+
+#[test]
+fn synth_then_evaluate_keeps_types_bounds_categories_and_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ledger, report) = (
+        dir.path().join("synth.csv"),
+        dir.path().join("ledger.db"),
+        dir.path().join("report"),
+    );
+    let o = synth(
+        &wage(),
+        &out,
+        &ledger,
+        &["--epsilon", "3", "--seed", "7", "--report", s(&report)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("wrote 3000 rows"), "{err}");
+
+    let real = read_table(&wage()).unwrap();
+    let fake = read_table(&out).unwrap();
+    assert_eq!(fake.names, real.names);
+    assert_eq!(fake.rows(), 3000);
+    let schema = Schema::read(&dir.path().join("synth.csv.schema.toml")).unwrap();
+    for spec in &schema.columns {
+        let (r, f) = (
+            real.column(&spec.name).unwrap(),
+            fake.column(&spec.name).unwrap(),
+        );
+        match (r, f) {
+            (ColumnData::Int(_), ColumnData::Int(v)) => {
+                let (lo, hi) = (spec.min.unwrap(), spec.max.unwrap());
+                assert!(
+                    v.iter()
+                        .flatten()
+                        .all(|&x| (x as f64) >= lo && (x as f64) <= hi),
+                    "{} out of bounds",
+                    spec.name
+                );
+            }
+            (ColumnData::Float(_), ColumnData::Float(v)) => {
+                let (lo, hi) = (spec.min.unwrap(), spec.max.unwrap());
+                assert!(
+                    v.iter().flatten().all(|&x| x >= lo && x <= hi),
+                    "{} out of bounds",
+                    spec.name
+                );
+            }
+            (ColumnData::Text(rv), ColumnData::Text(fv)) => {
+                let allowed: HashSet<&String> = rv.iter().flatten().collect();
+                assert!(
+                    fv.iter().flatten().all(|v| allowed.contains(v)),
+                    "{}: value outside the category set",
+                    spec.name
+                );
+                let declared: HashSet<&String> = spec.categories.as_ref().unwrap().iter().collect();
+                assert!(
+                    fv.iter().flatten().all(|v| declared.contains(v)),
+                    "{}: value outside the schema",
+                    spec.name
+                );
+            }
+            (r, f) => panic!("{}: {} became {}", spec.name, r.type_name(), f.type_name()),
+        }
+    }
+    // The ledger holds the spend, composed, within the target.
+    let st = Ledger::open(&ledger)
+        .unwrap()
+        .statement("local", "wage")
+        .unwrap();
+    assert!(
+        st.spent <= 3.0 + 1e-9 && st.spent > 2.9,
+        "spent {}",
+        st.spent
+    );
+    // The report is the holder's: computed against the input, written beside.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("metrics.json")).unwrap()).unwrap();
+    let shapes = m["quality"]["column_shapes"].as_f64().unwrap();
+    let pairs = m["quality"]["column_pair_trends"].as_f64().unwrap();
+    // Floors a model that ignores the data (or outputs garbage) misses by far.
+    assert!(shapes > 0.75, "column shapes {shapes}");
+    assert!(pairs > 0.70, "pair trends {pairs}");
+
+    // evaluate on its own agrees with the report and writes metrics.json.
+    let eval_dir = dir.path().join("eval");
+    let o = fedsynth(&[
+        "evaluate",
+        "--real",
+        s(&wage()),
+        "--synth",
+        s(&out),
+        "--out",
+        s(&eval_dir),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_dir.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        m2["quality"]["column_shapes"],
+        m["quality"]["column_shapes"]
+    );
+}
+
+fn assert_clean_failure(o: &Output, needle: &str, out: &Path) {
+    assert!(!o.status.success(), "expected failure");
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert!(!out.exists(), "output written despite the error");
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("out.csv");
+    let ledger = d.join("ledger.db");
+    let cases: Vec<(&str, &str, &str)> = vec![
+        ("empty.csv", "", "empty"),
+        ("header.csv", "a,b\n", "no rows"),
+        (
+            "nan.csv",
+            "a,b\n1.5,x\nNaN,y\n2.5,z\n",
+            "not a finite number",
+        ),
+        (
+            "inf.csv",
+            "a,b\n1.5,x\ninf,y\n2.5,z\n",
+            "not a finite number",
+        ),
+        ("mixed.csv", "a,b\n1,x\n2,y\nthree,z\n4,w\n", "mixed types"),
+        ("allnull.csv", "a,b\n1,\n2,\n3,\n", "every value is null"),
+        ("data.txt", "a,b\n1,2\n", "expected a .csv or .parquet"),
+    ];
+    for (name, body, needle) in cases {
+        let input = d.join(name);
+        std::fs::write(&input, body).unwrap();
+        assert_clean_failure(&synth(&input, &out, &ledger, &[]), needle, &out);
+    }
+    assert_clean_failure(
+        &synth(&d.join("missing.csv"), &out, &ledger, &[]),
+        "cannot read",
+        &out,
+    );
+    // A Parquet file that is not Parquet.
+    let fake = d.join("fake.parquet");
+    std::fs::write(&fake, "a,b\n1,2\n").unwrap();
+    assert_clean_failure(&synth(&fake, &out, &ledger, &[]), "not a readable", &out);
+    // A schema naming a column the input lacks.
+    let schema = d.join("schema.toml");
+    std::fs::write(
+        &schema,
+        "version = 1\n[[columns]]\nname = \"salary\"\nkind = \"continuous\"\n",
+    )
+    .unwrap();
+    assert_clean_failure(
+        &synth(&wage(), &out, &ledger, &["--schema", s(&schema)]),
+        "'salary' is not in the input",
+        &out,
+    );
+    // Bad settings.
+    assert_clean_failure(
+        &synth(&wage(), &out, &ledger, &["--epsilon", "-1"]),
+        "epsilon",
+        &out,
+    );
+    assert_clean_failure(
+        &synth(&wage(), &out, &ledger, &["--epsilon", "abc"]),
+        "epsilon",
+        &out,
+    );
+    assert_clean_failure(
+        &synth(&wage(), &out, &ledger, &["--device", "wgpu"]),
+        "GPU",
+        &out,
+    );
+    // Nothing was spent by any refused run.
+    if ledger.exists() {
+        assert!(
+            Ledger::open(&ledger)
+                .unwrap()
+                .statement("local", "wage")
+                .map(|s| s.spends.is_empty())
+                .unwrap_or(true)
+        );
+    }
+}
+
+#[test]
+fn the_ledger_refuses_a_run_past_the_cap_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.db");
+    let first = dir.path().join("a.csv");
+    let o = synth(
+        &wage(),
+        &first,
+        &ledger,
+        &["--epsilon", "2.5", "--cap", "3"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second = dir.path().join("b.csv");
+    let o = synth(&wage(), &second, &ledger, &["--epsilon", "2.5"]);
+    assert_clean_failure(&o, "budget exceeded", &second);
+    assert!(!stderr(&o).contains("epoch"), "training started");
+    let st = Ledger::open(&ledger)
+        .unwrap()
+        .statement("local", "wage")
+        .unwrap();
+    assert!(st.spent <= 2.5 + 1e-9);
+}
+
+#[test]
+fn same_seed_same_output_and_inf_says_so_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, b) = (d.join("a.csv"), d.join("b.csv"));
+    let o1 = synth(
+        &wage(),
+        &a,
+        &d.join("l1.db"),
+        &["--seed", "11", "--rows", "500"],
+    );
+    let o2 = synth(
+        &wage(),
+        &b,
+        &d.join("l2.db"),
+        &["--seed", "11", "--rows", "500"],
+    );
+    assert!(
+        o1.status.success() && o2.status.success(),
+        "{}",
+        stderr(&o1)
+    );
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let c = d.join("c.csv");
+    let o = synth(
+        &wage(),
+        &c,
+        &d.join("l3.db"),
+        &["--epsilon", "inf", "--rows", "100"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("WITHOUT differential privacy"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !d.join("l3.db").exists(),
+        "a non-private run must not touch the ledger"
+    );
+}
+
+#[test]
+fn encrypted_output_opens_only_for_the_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        fedsynth(&["keygen", "--out", s(&d.join("team"))])
+            .status
+            .success()
+    );
+    let sealed = d.join("synth.fsx");
+    let o = synth(
+        &wage(),
+        &sealed,
+        &d.join("l.db"),
+        &["--recipient", s(&d.join("team.pub")), "--rows", "200"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&sealed).unwrap();
+    assert!(
+        !bytes.windows(4).any(|w| w == b"year"),
+        "plaintext in the encrypted output"
+    );
+    let plain = d.join("synth.csv");
+    let o = fedsynth(&[
+        "decrypt",
+        s(&sealed),
+        "--key",
+        s(&d.join("team.key")),
+        "--out",
+        s(&plain),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_table(&plain).unwrap().rows(), 200);
+}
