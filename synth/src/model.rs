@@ -2,8 +2,8 @@
 //! output is read block by block (softmax cross-entropy for one-hot blocks, squared error on
 //! a sigmoid for within-bin offsets), with the usual KL term.
 //!
-//! Its forward pass can thread a zero "probe" tensor through every Linear output
-//! (`z = a·W + b + probe`). After `backward()` on the *sum* of per-example losses, the probe's
+//! Its forward pass can thread a "probe" leaf through every Linear output
+//! (`z = a·W + probe`, the probe holding the bias repeated per example). After `backward()` on the *sum* of per-example losses, the probe's
 //! gradient is the per-example output gradient δᵢ of that layer, which gives exact
 //! per-example gradients without a loop over examples: ‖gᵢ‖² = Σ_layers (‖aᵢ‖² + 1)·‖δᵢ‖²
 //! (the +1 is the bias), and the clipped sum is aᵀ(c ⊙ δ) (see [`crate::train`]).
@@ -73,7 +73,9 @@ pub struct TrainPass {
 
 /// How the weights take part in a training pass.
 pub enum Weights<'a> {
-    /// Constants; per-example gradients are read from these probes (one per layer).
+    /// Constants; per-example gradients are read from these probes (one per layer): leaves
+    /// of shape `[B, d_out]` holding each layer's bias repeated per example, so that
+    /// `z = a·W + probe` and ∂loss/∂probe = δ, the per-example output gradient.
     Probed(&'a [Tensor<2>]),
     /// Leaves with `require_grad` (ordinary, non-private training).
     Tracked(&'a [(Tensor<2>, Tensor<1>)]),
@@ -139,10 +141,10 @@ impl Tvae {
         let layer = |l: usize, a: Tensor<2>, inputs: &mut Vec<Tensor<2>>| {
             inputs.push(a.clone());
             let (w, b) = &ws[l];
-            let z = a.matmul(w.clone()) + b.clone().unsqueeze::<2>();
             match probes {
-                Some(p) => z + p[l].clone(),
-                None => z,
+                // The probe already holds the bias, broadcast per example: one add, not two.
+                Some(p) => a.matmul(w.clone()) + p[l].clone(),
+                None => a.matmul(w.clone()) + b.clone().unsqueeze::<2>(),
             }
         };
         let h = relu(layer(0, x.clone(), &mut inputs));

@@ -268,9 +268,19 @@ pub fn per_example_parts(
     device: &Device,
 ) -> (Vec<Tensor<2>>, Vec<Tensor<2>>, f64) {
     let probes: Vec<Tensor<2>> = model
-        .shapes()
+        .layers
         .iter()
-        .map(|&(_, o)| Tensor::zeros([b, o], device).autodiff().require_grad())
+        .map(|l| {
+            let o = l.weight.val().dims()[1];
+            let bias = l
+                .bias
+                .as_ref()
+                .map_or_else(|| Tensor::zeros([o], device), |p| p.val());
+            bias.unsqueeze::<2>()
+                .expand([b, o])
+                .autodiff()
+                .require_grad()
+        })
         .collect();
     let xt = tensor2(x, b, width, device).autodiff();
     let et = tensor2(eps, b, model.latent, device).autodiff();

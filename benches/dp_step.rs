@@ -1,0 +1,102 @@
+//! DP-SGD step against a non-private step of the same TVAE and batch, on burn's CPU backend
+//! (flex): the private step computes exact per-example gradients through probe tensors,
+//! clips them, and adds Gaussian noise from the secure generator.
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+use burn::prelude::*;
+use criterion::{Criterion, criterion_group, criterion_main};
+use fedsynth_privacy::dpsgd::GaussianNoise;
+use fedsynth_privacy::rng::SecureRng;
+use fedsynth_synth::encoder::Span;
+use fedsynth_synth::model::TvaeConfig;
+use fedsynth_synth::train::{clipped_sums, per_example_parts, plain_step, private_step};
+
+/// Encoded-row layout of a diamonds-like table: 7 numeric columns (20 bins + offset) and
+/// categoricals of 6, 8 and 9 slots.
+fn spans() -> (Vec<Span>, usize) {
+    let mut spans = Vec::new();
+    let mut w = 0;
+    for _ in 0..7 {
+        spans.push(Span::Softmax {
+            start: w,
+            len: 20,
+            sampleable: 20,
+        });
+        spans.push(Span::Offset { index: w + 20 });
+        w += 21;
+    }
+    for len in [6, 8, 9] {
+        spans.push(Span::Softmax {
+            start: w,
+            len,
+            sampleable: len - 1,
+        });
+        w += len;
+    }
+    (spans, w)
+}
+
+fn batch(b: usize, width: usize, latent: usize) -> (Vec<f32>, Vec<f32>) {
+    let x = (0..b * width)
+        .map(|i| if i % 7 == 0 { 1.0 } else { 0.0 })
+        .collect();
+    let eps = (0..b * latent).map(|i| ((i as f32) * 0.61).sin()).collect();
+    (x, eps)
+}
+
+fn steps(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(1);
+    let (spans, width) = spans();
+    let mut g = c.benchmark_group("tvae_step");
+    g.sample_size(20);
+    for (hidden, b) in [(128usize, 1000usize), (256, 500)] {
+        let model = TvaeConfig::new(width).with_hidden(hidden).init(&device);
+        let (x, eps) = batch(b, width, model.latent);
+        let mut noise = GaussianNoise::new(SecureRng::from_os());
+        g.bench_function(format!("plain_h{hidden}_b{b}"), |bench| {
+            bench.iter(|| plain_step(&model, x.clone(), eps.clone(), b, width, &spans, &device))
+        });
+        g.bench_function(format!("probe_parts_h{hidden}_b{b}"), |bench| {
+            bench.iter(|| {
+                per_example_parts(&model, x.clone(), eps.clone(), b, width, &spans, &device)
+            })
+        });
+        g.bench_function(format!("clipped_sums_h{hidden}_b{b}"), |bench| {
+            bench.iter(|| {
+                clipped_sums(
+                    &model,
+                    x.clone(),
+                    eps.clone(),
+                    b,
+                    width,
+                    &spans,
+                    1.0,
+                    &device,
+                )
+            })
+        });
+        g.bench_function(format!("dp_h{hidden}_b{b}"), |bench| {
+            bench.iter(|| {
+                private_step(
+                    &model,
+                    x.clone(),
+                    eps.clone(),
+                    b,
+                    width,
+                    &spans,
+                    1.0,
+                    1.1,
+                    b as f64,
+                    &mut noise,
+                    &device,
+                )
+                .expect("step")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, steps);
+criterion_main!(benches);
