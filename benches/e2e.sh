@@ -16,8 +16,11 @@ epsilons=("$@")
 [ ${#epsilons[@]} -gt 0 ] || epsilons=(3 1)
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedsynth/target}"
-cargo build -q --release -p fedsynth-cli
-bin="$CARGO_TARGET_DIR/release/fedsynth"
+# The dev profile optimises every dependency and fedsynth's numeric crates (see Cargo.toml),
+# so it shares the test build; PROFILE=release for a separate release build.
+profile=${PROFILE:-dev}
+cargo build -q --profile "$profile" -p fedsynth-cli
+bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/fedsynth"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod budget;
 mod evaluate;
+mod federation;
 mod keys;
 mod synth;
 
@@ -34,6 +35,129 @@ enum Command {
     Encrypt(EncryptArgs),
     /// Decrypt a fedsynth encrypted file with a recipient's secret key.
     Decrypt(DecryptArgs),
+    /// Run the coordinator of a federation (gRPC server; state in SQLite or PostgreSQL).
+    Coordinator(ConfigArgs),
+    /// Run a data holder's worker: connects out to the coordinator and trains locally with DP.
+    Worker(ConfigArgs),
+    /// Submit a federated job (JOB.toml); prints the job id.
+    Submit(SubmitArgs),
+    /// Show jobs: one or all, once or until they finish (--watch).
+    Status(StatusArgs),
+    /// Download a finished job's encrypted synthetic dataset.
+    Fetch(FetchArgs),
+    /// List the coordinator's audit trail: who did what, when.
+    Audit(AuditArgs),
+    /// Create a development CA and TLS certificates for a local federation.
+    Certs(CertsArgs),
+}
+
+/// `--config FILE` of a long-running process.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Config file (TOML); see configs/ for commented examples.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// How the job owner's CLI reaches the coordinator.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The coordinator's URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FEDSYNTH_COORDINATOR",
+        default_value = "https://localhost:7443"
+    )]
+    coordinator: String,
+    /// File holding the owner token (the coordinator's owner_token).
+    #[arg(long, value_name = "FILE", env = "FEDSYNTH_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The owner token itself (prefer --token-file).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FEDSYNTH_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// CA certificate that signed the coordinator's certificate (PEM); omit for http://.
+    #[arg(long, value_name = "FILE", env = "FEDSYNTH_CA")]
+    ca: Option<PathBuf>,
+    /// Name to check the coordinator's certificate against (default: the URL's host).
+    #[arg(long, value_name = "NAME")]
+    tls_domain: Option<String>,
+}
+
+/// Arguments of `fedsynth submit`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "JOB.toml names the federation, the schema file (public bin edges and \
+categories for every column), the recipients' public key files, ε and δ per holder, rounds, \
+local steps, min_workers and the output rows; see configs/job.toml."
+)]
+pub struct SubmitArgs {
+    /// The job file.
+    job: PathBuf,
+    /// Idempotency key: submitting twice with the same id gives one job (default: random).
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Arguments of `fedsynth status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One job (default: all).
+    job: Option<String>,
+    /// Refresh every second until the job(s) finish.
+    #[arg(long)]
+    watch: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Arguments of `fedsynth fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The job.
+    job: String,
+    /// Directory to write JOB_ID.fsx into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Arguments of `fedsynth audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this job's entries.
+    #[arg(long, value_name = "JOB_ID")]
+    job: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Arguments of `fedsynth certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory for ca.pem and NAME.pem / NAME.key pairs.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The coordinator's certificate name (also valid for localhost and 127.0.0.1).
+    #[arg(long, value_name = "NAME", default_value = "coordinator")]
+    server: String,
+    /// A worker's certificate name; repeat for each worker.
+    #[arg(long = "client", value_name = "NAME")]
+    clients: Vec<String>,
 }
 
 /// Arguments of `fedsynth budget`.
@@ -225,6 +349,13 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keys::keygen(&args),
         Command::Encrypt(args) => keys::encrypt(&args),
         Command::Decrypt(args) => keys::decrypt(&args),
+        Command::Coordinator(args) => federation::coordinator(&args.config),
+        Command::Worker(args) => federation::worker(&args.config),
+        Command::Submit(args) => federation::submit(&args),
+        Command::Status(args) => federation::status(&args),
+        Command::Fetch(args) => federation::fetch(&args),
+        Command::Audit(args) => federation::audit(&args),
+        Command::Certs(args) => federation::certs(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -220,7 +220,22 @@ impl Ledger {
         events: &[DpEvent],
         note: &str,
     ) -> Result<Vec<Spend>> {
-        self.try_spend_then(holder, dataset, events, note, || {})
+        self.spend(holder, dataset, events, note, false, || {})
+            .map(|(spends, _)| spends)
+    }
+
+    /// [`Ledger::try_spend_all`] at most once per `key` (stored as the spends' note): when
+    /// (holder, dataset) already has spends under `key`, they are returned with `false` and
+    /// nothing new is recorded — checked inside the same transaction, so a job offered again
+    /// after a crash or a restart is charged exactly once.
+    pub fn try_spend_once(
+        &self,
+        holder: &str,
+        dataset: &str,
+        events: &[DpEvent],
+        key: &str,
+    ) -> Result<(Vec<Spend>, bool)> {
+        self.spend(holder, dataset, events, key, true, || {})
     }
 
     /// [`Ledger::try_spend_all`] that runs `before_commit` inside the transaction, after the
@@ -235,8 +250,21 @@ impl Ledger {
         note: &str,
         before_commit: impl FnOnce(),
     ) -> Result<Vec<Spend>> {
+        self.spend(holder, dataset, new, note, false, before_commit)
+            .map(|(spends, _)| spends)
+    }
+
+    fn spend(
+        &self,
+        holder: &str,
+        dataset: &str,
+        new: &[DpEvent],
+        note: &str,
+        once: bool,
+        before_commit: impl FnOnce(),
+    ) -> Result<(Vec<Spend>, bool)> {
         if new.is_empty() {
-            return Ok(vec![]);
+            return Ok((vec![], false));
         }
         for event in new {
             event.validate()?;
@@ -248,11 +276,15 @@ impl Ledger {
         let cap = read_cap(&tx, holder, dataset)
             .map_err(|e| self.wrap(e))?
             .ok_or_else(|| no_cap(holder, dataset))?;
-        let mut events: Vec<DpEvent> = read_spends(&tx, holder, dataset)
-            .map_err(|e| self.wrap(e))?
-            .into_iter()
-            .map(|s| s.event)
-            .collect();
+        let spent = read_spends(&tx, holder, dataset).map_err(|e| self.wrap(e))?;
+        if once && spent.iter().any(|s| s.note == note) {
+            tx.rollback().map_err(|e| self.err(e))?;
+            return Ok((
+                spent.into_iter().filter(|s| s.note == note).collect(),
+                false,
+            ));
+        }
+        let mut events: Vec<DpEvent> = spent.into_iter().map(|s| s.event).collect();
         let existing = events.len();
         events.extend(new.iter().cloned());
         let would_be = self.accountant.epsilon(&events, cap.delta)?;
@@ -305,7 +337,7 @@ impl Ledger {
         }
         before_commit();
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(recorded)
+        Ok((recorded, true))
     }
 }
 

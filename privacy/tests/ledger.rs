@@ -244,3 +244,48 @@ fn killed_while_spending_in_a_loop_leaves_a_consistent_ledger() {
     assert!((st.spent - last).abs() < 1e-9, "{} vs {last}", st.spent);
     ledger.try_spend("h", "d", &sgd(1), "after").unwrap();
 }
+
+#[test]
+fn a_keyed_spend_is_charged_once_even_when_asked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(&path).unwrap();
+    ledger.set_cap("clinics/a", "wage", cap(3.0)).unwrap();
+    let events = [DpEvent::gaussian(1.0, 20.0, 1).unwrap(), sgd(300)];
+    let (first, charged) = ledger
+        .try_spend_once("clinics/a", "wage", &events, "job j1")
+        .unwrap();
+    assert!(charged);
+    assert_eq!(first.len(), 2);
+    // The same job again, from a new handle as after a restart: nothing new is recorded.
+    let reopened = Ledger::open(&path).unwrap();
+    let (again, charged) = reopened
+        .try_spend_once("clinics/a", "wage", &events, "job j1")
+        .unwrap();
+    assert!(!charged);
+    assert_eq!(again, first);
+    let st = reopened.statement("clinics/a", "wage").unwrap();
+    assert_eq!(st.spends.len(), 2);
+    // Another job is charged, and refused at the cap like any spend.
+    assert!(
+        reopened
+            .try_spend_once("clinics/a", "wage", &events, "job j2")
+            .unwrap()
+            .1
+    );
+    let big = [sgd(100_000)];
+    assert!(matches!(
+        reopened
+            .try_spend_once("clinics/a", "wage", &big, "job j3")
+            .unwrap_err(),
+        PrivacyError::BudgetExceeded { .. }
+    ));
+    assert_eq!(
+        reopened
+            .statement("clinics/a", "wage")
+            .unwrap()
+            .spends
+            .len(),
+        4
+    );
+}

@@ -32,12 +32,38 @@ impl std::str::FromStr for DeviceChoice {
 pub fn open(choice: DeviceChoice, seed: u64) -> Result<Device> {
     let device = match choice {
         DeviceChoice::Cpu => Device::flex(),
-        DeviceChoice::Wgpu => {
-            return Err(SynthError::Device(
-                "this build of fedsynth has no GPU support: rebuild with `--features wgpu` (cargo build --release --features wgpu)".into(),
-            ));
-        }
+        DeviceChoice::Wgpu => wgpu()?,
     };
     device.seed(seed);
     Ok(device)
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu() -> Result<Device> {
+    Err(SynthError::Device(
+        "this build of fedsynth has no GPU support: build it with `cargo build --release --features wgpu`, or use --device cpu"
+            .into(),
+    ))
+}
+
+/// The wgpu device (`CUBECL_WGPU_DEFAULT_DEVICE` may pick one, e.g. `Cpu` for a software
+/// adapter), checked with a small computation: wgpu devices open lazily and fail on first
+/// use when no adapter exists, which must become a clear error before any budget is spent.
+#[cfg(feature = "wgpu")]
+fn wgpu() -> Result<Device> {
+    use burn::prelude::{Tensor, TensorData};
+    use burn::tensor::DeviceKind;
+    let probe = std::panic::catch_unwind(|| {
+        let device = Device::wgpu(DeviceKind::DefaultDevice);
+        let t = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &device);
+        let sum = t.sum().into_scalar::<f32>();
+        (device, sum)
+    });
+    match probe {
+        Ok((device, sum)) if (sum - 3.0).abs() < 1e-6 => Ok(device),
+        Ok(_) => Err(SynthError::Device("the wgpu adapter computed a wrong result".into())),
+        Err(_) => Err(SynthError::Device(
+            "no wgpu adapter is available (no GPU, or no Vulkan/Metal/DX12 driver); use --device cpu".into(),
+        )),
+    }
 }

@@ -13,6 +13,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, relu, sigmoid, softmax};
 
+use fedsynth_privacy::rng::SecureRng;
+use rand::Rng;
+
 use crate::encoder::Span;
 
 /// Weight of the squared error on within-bin offsets (a Gaussian likelihood with std 0.15).
@@ -39,16 +42,34 @@ pub struct TvaeConfig {
 impl TvaeConfig {
     /// Builds the model on `device` (random initialisation from the device's generator).
     pub fn init(&self, device: &Device) -> Tvae {
-        let (i, h, l) = (self.input, self.hidden, self.latent);
-        let dims = [(i, h), (h, h), (h, 2 * l), (l, h), (h, h), (h, i)];
         Tvae {
-            layers: dims
+            layers: self
+                .dims()
                 .iter()
                 .map(|&(a, b)| LinearConfig::new(a, b).init(device))
                 .collect(),
-            latent: l,
+            latent: self.latent,
             kl_weight: self.kl_weight,
         }
+    }
+
+    /// (d_in, d_out) of the six layers.
+    fn dims(&self) -> [(usize, usize); 6] {
+        let (i, h, l) = (self.input, self.hidden, self.latent);
+        [(i, h), (h, h), (h, 2 * l), (l, h), (h, h), (h, i)]
+    }
+
+    /// Initial weights drawn from `seed` in the layout of [`Tvae::to_flat`] (uniform in
+    /// ±1/√fan_in, burn's default for Linear), the same on every device: federated workers
+    /// start from one model without the coordinator ever holding one.
+    pub fn seeded_flat(&self, seed: u64) -> Vec<f32> {
+        let mut rng = SecureRng::from_seed(seed);
+        let mut out = Vec::new();
+        for (i, o) in self.dims() {
+            let bound = 1.0 / (i as f64).sqrt();
+            out.extend((0..i * o + o).map(|_| rng.random_range(-bound..bound) as f32));
+        }
+        out
     }
 }
 
@@ -82,6 +103,49 @@ pub enum Weights<'a> {
 }
 
 impl Tvae {
+    /// Every weight and bias as one flat vector: per layer, the weight `[d_in, d_out]`
+    /// row-major, then the bias.
+    pub fn to_flat(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.parameters());
+        for l in &self.layers {
+            let w = l.weight.val();
+            let o = w.dims()[1];
+            out.extend(w.into_data().iter::<f32>());
+            match &l.bias {
+                Some(b) => out.extend(b.val().into_data().iter::<f32>()),
+                None => out.extend(std::iter::repeat_n(0.0, o)),
+            }
+        }
+        out
+    }
+
+    /// Replaces every weight and bias from `flat` (the layout of [`Tvae::to_flat`]).
+    pub fn load_flat(&mut self, flat: &[f32]) -> std::result::Result<(), String> {
+        if flat.len() != self.parameters() {
+            return Err(format!(
+                "the weights have {} values, the model {}",
+                flat.len(),
+                self.parameters()
+            ));
+        }
+        let mut at = 0;
+        for l in &mut self.layers {
+            let device = l.weight.val().device();
+            let [i, o] = l.weight.val().dims();
+            let w = Tensor::<2>::from_data(
+                TensorData::new(flat[at..at + i * o].to_vec(), [i, o]),
+                &device,
+            );
+            at += i * o;
+            let b =
+                Tensor::<1>::from_data(TensorData::new(flat[at..at + o].to_vec(), [o]), &device);
+            at += o;
+            l.weight = Param::from_tensor(w);
+            l.bias = Some(Param::from_tensor(b));
+        }
+        Ok(())
+    }
+
     /// Total number of parameters.
     pub fn parameters(&self) -> usize {
         self.layers

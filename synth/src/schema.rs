@@ -74,17 +74,26 @@ pub struct Schema {
     pub columns: Vec<ColumnSpec>,
 }
 
+fn schema_message(e: &SynthError) -> String {
+    match e {
+        SynthError::Schema(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
 impl Schema {
     /// Reads and validates a schema file.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SynthError::Schema(format!("cannot read {}: {e}", path.display())))?;
-        let schema: Self = toml::from_str(&text).map_err(|e| {
-            SynthError::Schema(format!(
-                "{}: {}",
-                path.display(),
-                e.message().lines().next().unwrap_or("invalid")
-            ))
+        Self::from_toml(&text)
+            .map_err(|e| SynthError::Schema(format!("{}: {}", path.display(), schema_message(&e))))
+    }
+
+    /// Parses and validates schema text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let schema: Self = toml::from_str(text).map_err(|e| {
+            SynthError::Schema(e.message().lines().next().unwrap_or("invalid").to_string())
         })?;
         schema.validate()?;
         Ok(schema)

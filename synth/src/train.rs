@@ -118,6 +118,79 @@ fn normal_vec(n: usize, rng: &mut SecureRng) -> Vec<f32> {
         .collect()
 }
 
+/// Everything one DP-SGD step needs besides the model: the data, the optimiser and the
+/// randomness. Built once per training run (or per federated round).
+pub struct Stepper<'a> {
+    data: &'a [f32],
+    width: usize,
+    spans: &'a [Span],
+    cfg: TrainConfig,
+    q: SamplingRate,
+    adam: Adam,
+    noise: GaussianNoise,
+    device: Device,
+}
+
+impl<'a> Stepper<'a> {
+    /// Prepares steps over the encoded rows `data` (row-major, `width` per row).
+    pub fn new(
+        model: &Tvae,
+        data: &'a [f32],
+        width: usize,
+        spans: &'a [Span],
+        cfg: &TrainConfig,
+        device: &Device,
+        rng: &mut SecureRng,
+    ) -> Result<Self> {
+        if data.is_empty() || width == 0 {
+            return Err(SynthError::Setting("no rows to train on".into()));
+        }
+        Ok(Self {
+            data,
+            width,
+            spans,
+            cfg: *cfg,
+            q: SamplingRate::new(cfg.sampling_rate)?,
+            adam: Adam::new(model, cfg.learning_rate, device),
+            noise: GaussianNoise::new(rng.fork()),
+            device: device.clone(),
+        })
+    }
+
+    /// One step: a Poisson batch, its clipped and noised (or plain) gradient, an Adam
+    /// update. Returns the batch's summed loss and its size.
+    pub fn step(&mut self, model: &mut Tvae, rng: &mut SecureRng) -> Result<(f64, usize)> {
+        let (width, n) = (self.width, self.data.len() / self.width);
+        let batch = poisson_sample(n, self.q, rng);
+        let mut x = Vec::with_capacity(batch.len() * width);
+        for &i in &batch {
+            x.extend_from_slice(&self.data[i * width..(i + 1) * width]);
+        }
+        let b = batch.len();
+        let eps = normal_vec(b * model.latent, rng);
+        let (grads, loss) = match self.cfg.noise_multiplier {
+            Some(sigma) => private_step(
+                model,
+                x,
+                eps,
+                b,
+                width,
+                self.spans,
+                self.cfg.clip_norm,
+                sigma,
+                n as f64 * self.cfg.sampling_rate,
+                &mut self.noise,
+                &self.device,
+            )?,
+            None => plain_step(model, x, eps, b, width, self.spans, &self.device),
+        };
+        if let Some(grads) = grads {
+            self.adam.step(model, grads);
+        }
+        Ok((loss, b))
+    }
+}
+
 /// Trains `model` on the encoded rows `data` (row-major, `width` per row).
 pub fn train(
     model: &mut Tvae,
@@ -129,44 +202,13 @@ pub fn train(
     rng: &mut SecureRng,
     mut on_epoch: impl FnMut(EpochReport),
 ) -> Result<()> {
-    let n = data.len() / width;
-    if n == 0 {
-        return Err(SynthError::Setting("no rows to train on".into()));
-    }
-    let q = SamplingRate::new(cfg.sampling_rate)?;
-    let mut adam = Adam::new(model, cfg.learning_rate, device);
-    let mut noise = GaussianNoise::new(rng.fork());
+    let mut stepper = Stepper::new(model, data, width, spans, cfg, device, rng)?;
     let per_epoch = cfg.steps_per_epoch();
     let mut steps = 0;
     for epoch in 1..=cfg.epochs {
         let (mut loss_sum, mut rows_seen) = (0.0, 0usize);
         for _ in 0..per_epoch {
-            let batch = poisson_sample(n, q, rng);
-            let mut x = Vec::with_capacity(batch.len() * width);
-            for &i in &batch {
-                x.extend_from_slice(&data[i * width..(i + 1) * width]);
-            }
-            let b = batch.len();
-            let eps = normal_vec(b * model.latent, rng);
-            let (grads, loss) = match cfg.noise_multiplier {
-                Some(sigma) => private_step(
-                    model,
-                    x,
-                    eps,
-                    b,
-                    width,
-                    spans,
-                    cfg.clip_norm,
-                    sigma,
-                    n as f64 * cfg.sampling_rate,
-                    &mut noise,
-                    device,
-                )?,
-                None => plain_step(model, x, eps, b, width, spans, device),
-            };
-            if let Some(grads) = grads {
-                adam.step(model, grads);
-            }
+            let (loss, b) = stepper.step(model, rng)?;
             loss_sum += loss;
             rows_seen += b;
             steps += 1;

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Federated against single-party quality on diamonds (80/20 split by shared/eval/split.py):
+# the training split is cut into three equal shards held by three workers (real processes,
+# mutual TLS on loopback); each holder gets the same ε as the single-party run, and the same
+# expected batch fraction and number of DP-SGD steps. Both outputs are scored by
+# `fedsynth evaluate` against the holdout (target `cut`).
+#
+#   bash benches/federated.sh [EPSILON]        (default: 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared=${SHARED:-../shared}
+py=${EVAL_PY:-$HOME/.cache/fedsynth-eval/bin/python}
+[ -x "$py" ] || py=python3
+eps=${1:-3}
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedsynth/target}"
+# The dev profile optimises every dependency and fedsynth's numeric crates (see Cargo.toml),
+# so it shares the test build; PROFILE=release for a separate release build.
+profile=${PROFILE:-dev}
+cargo build -q --profile "$profile" -p fedsynth-cli
+bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/fedsynth"
+
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+"$py" "$shared/eval/split.py" "$shared/data/diamonds.csv" --out-dir "$work" > /dev/null
+train="$work/diamonds_train.csv"
+holdout="$work/diamonds_holdout.csv"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+
+# Single party: the whole table, ε per run; its schema (DP estimated) is reused as public.
+start=$(date +%s.%N)
+"$bin" synth --input "$train" --out "$work/single.csv" --epsilon "$eps" --seed 1 \
+  --ledger "$work/ledger.db" --dataset single --cap 100 2> "$work/single.log"
+single_s=$(echo "$(date +%s.%N) - $start" | bc)
+rows=$(($(wc -l < "$train") - 1))
+
+# Three shards.
+head -1 "$train" > "$work/header"
+for k in 0 1 2; do
+  { cat "$work/header"; tail -n +2 "$train" | awk -v k=$k 'NR % 3 == k'; } > "$work/shard$k.csv"
+done
+shard_rows=$(($(wc -l < "$work/shard0.csv") - 1))
+# Same expected batch fraction (1000 of all rows) and the same number of steps (30 epochs).
+batch=$(( (1000 * shard_rows + rows / 2) / rows ))
+steps=$(( 30 * ( (rows + 999) / 1000 ) ))
+local_steps=25
+rounds=$(( (steps + local_steps - 1) / local_steps ))
+
+cd "$work"
+"$bin" certs --out certs --client h0 --client h1 --client h2 > /dev/null
+"$bin" keygen --out team > /dev/null
+cp single.csv.schema.toml job.schema.toml
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > coordinator.toml <<TOML
+listen = "127.0.0.1:$port"
+owner_token = "bench-owner-token-000000"
+poll_interval_ms = 100
+[tls]
+cert = "certs/coordinator.pem"
+key = "certs/coordinator.key"
+client_ca = "certs/ca.pem"
+[[federation]]
+name = "bench"
+enrolment_token = "bench-federation-token-00"
+TOML
+"$bin" coordinator --config coordinator.toml 2> coordinator.log & pids+=($!)
+for k in 0 1 2; do
+  cat > h$k.toml <<TOML
+coordinator = "https://localhost:$port"
+federation = "bench"
+name = "h$k"
+enrolment_token = "bench-federation-token-00"
+data = "shard$k.csv"
+dataset = "diamonds"
+state_dir = "state-h$k"
+cap_epsilon = 100
+cap_delta = 1e-5
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/h$k.pem"
+key = "certs/h$k.key"
+domain = "coordinator"
+TOML
+done
+sleep 1
+for k in 0 1 2; do "$bin" worker --config h$k.toml 2> h$k.log & pids+=($!); done
+# The single-party run spent 10% of ε on the schema statistics the federation reuses as
+# public: holders get the remaining 90% for training, at the same δ.
+delta=$(python3 -c "print(1 / $rows ** 1.5)")
+fed_eps=$(python3 -c "print(0.9 * $eps)")
+cat > job.toml <<TOML
+name = "diamonds, three holders"
+federation = "bench"
+schema = "job.schema.toml"
+epsilon = $fed_eps
+delta = $delta
+rounds = $rounds
+local_steps = $local_steps
+batch_size = $batch
+min_workers = 3
+round_deadline_s = 600
+rows = $rows
+recipients = ["team.pub"]
+TOML
+export FEDSYNTH_COORDINATOR="https://localhost:$port" FEDSYNTH_TOKEN="bench-owner-token-000000" FEDSYNTH_CA=certs/ca.pem
+start=$(date +%s.%N)
+job=$("$bin" submit job.toml)
+"$bin" status "$job" --watch > /dev/null
+fed_s=$(echo "$(date +%s.%N) - $start" | bc)
+"$bin" status "$job"
+"$bin" fetch "$job" --out fetched > /dev/null
+"$bin" decrypt "fetched/$job.fsx" --key team.key --out federated.csv > /dev/null
+
+echo "ε = $eps (single party, 10% of it on the schema) / $fed_eps per holder for training (federated); single party: $rows rows, 30 epochs (${single_s%.*} s); federated: 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
+for name in single federated; do
+  echo "  $name: $("$bin" evaluate --real "$train" --synth "$name.csv" --holdout "$holdout" --target cut --out "eval-$name" | sed 's/; wrote.*//')"
+done

@@ -1,0 +1,423 @@
+//! The federation commands: `coordinator` and `worker` (long-running processes), the job
+//! owner's `submit`, `status`, `fetch` and `audit`, and `certs` (a development CA).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use fedsynth_coordinator::CoordinatorConfig;
+use fedsynth_privacy::envelope::{self, PublicKey};
+use fedsynth_proto::client::{ClientTls, Token, connect};
+use fedsynth_proto::v1::jobs_client::JobsClient;
+use fedsynth_proto::v1::{self as pb};
+use fedsynth_proto::{JobSpec, MAX_MESSAGE_BYTES};
+use fedsynth_synth::schema::Schema;
+use fedsynth_synth::stats::Plan;
+use fedsynth_worker::WorkerConfig;
+use serde_json::json;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::{AuditArgs, CertsArgs, ClientArgs, FetchArgs, StatusArgs, SubmitArgs};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `fedsynth coordinator --config FILE`.
+pub fn coordinator(config: &Path) -> Result<()> {
+    let config = CoordinatorConfig::read(config)?;
+    if config.insecure_plaintext {
+        eprintln!(
+            "WARNING: insecure_plaintext = true: no TLS, tokens travel in clear. Loopback experiments only."
+        );
+    }
+    let port_file = config.port_file.clone();
+    let db = config.database_url.clone();
+    runtime()?.block_on(async move {
+        fedsynth_coordinator::serve(
+            config,
+            |addr| {
+                eprintln!("coordinator listening on {addr} (store {db})");
+                if let Some(path) = &port_file {
+                    let text = addr.port().to_string();
+                    if let Err(e) = envelope::write_atomically(path, |w| {
+                        std::io::Write::write_all(w, text.as_bytes())
+                    }) {
+                        eprintln!("cannot write the port file: {e}");
+                    }
+                }
+            },
+            ctrl_c(),
+        )
+        .await
+    })?;
+    Ok(())
+}
+
+/// `fedsynth worker --config FILE`.
+pub fn worker(config: &Path) -> Result<()> {
+    let config = WorkerConfig::read(config)?;
+    if config.insecure_plaintext {
+        eprintln!("WARNING: insecure_plaintext = true: no TLS. Loopback experiments only.");
+    }
+    runtime()?.block_on(fedsynth_worker::run(config, ctrl_c()))?;
+    Ok(())
+}
+
+type Jobs = JobsClient<InterceptedService<Channel, Token>>;
+
+async fn jobs_client(args: &ClientArgs) -> Result<Jobs> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?,
+        (None, None) => bail!("give the owner token: --token-file FILE or FEDSYNTH_TOKEN"),
+    };
+    let tls = args.ca.as_ref().map(|ca| ClientTls {
+        ca: ca.clone(),
+        cert: None,
+        key: None,
+        domain: args.tls_domain.clone(),
+    });
+    let channel = connect(&args.coordinator, tls.as_ref())
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let token = Token::new(&token).map_err(|e| anyhow!(e))?;
+    Ok(JobsClient::with_interceptor(channel, token)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{}: {}", code_name(s.code()), s.message())
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Unauthenticated => "UNAUTHENTICATED",
+        PermissionDenied => "PERMISSION_DENIED",
+        InvalidArgument => "INVALID_ARGUMENT",
+        NotFound => "NOT_FOUND",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Unavailable => "UNAVAILABLE",
+        _ => "ERROR",
+    }
+}
+
+/// Turns the user's job file (paths to the schema and public keys) into a [`JobSpec`]
+/// with both inlined, and validates it.
+pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}: {}",
+            path.display(),
+            e.message().lines().next().unwrap_or("invalid TOML")
+        )
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let relative = |p: &str| -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_relative() { base.join(p) } else { p }
+    };
+    let request_id = match table.remove("request_id") {
+        Some(toml::Value::String(s)) => Some(s),
+        Some(_) => bail!("{}: request_id must be text", path.display()),
+        None => None,
+    };
+    let schema_path = match table.remove("schema") {
+        Some(toml::Value::String(s)) => relative(&s),
+        _ => bail!(
+            "{}: give schema = \"FILE.schema.toml\" (public bin edges and categories for every column)",
+            path.display()
+        ),
+    };
+    let schema = Schema::read(&schema_path)?;
+    if !Plan::for_schema(&schema).is_free() {
+        bail!(
+            "{}: every column needs public bin edges or categories in a federated job (a schema written by `fedsynth synth` has them)",
+            schema_path.display()
+        );
+    }
+    table.insert("schema_toml".into(), toml::Value::String(schema.to_toml()));
+    let recipients = match table.remove("recipients") {
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                let p = v
+                    .as_str()
+                    .ok_or_else(|| anyhow!("recipients: list the public key files"))?;
+                Ok(toml::Value::String(PublicKey::read(relative(p))?.to_text()))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => bail!(
+            "{}: give recipients = [\"team.pub\", …]: the artifact is always encrypted",
+            path.display()
+        ),
+    };
+    table.insert("recipients".into(), toml::Value::Array(recipients));
+    if !table.contains_key("init_seed") {
+        table.insert(
+            "init_seed".into(),
+            toml::Value::Integer((rand::random::<u32>()) as i64),
+        );
+    }
+    let spec: JobSpec = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            anyhow!(
+                "{}: {}",
+                path.display(),
+                e.message().lines().next().unwrap_or("invalid")
+            )
+        })?;
+    spec.validate()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok((spec, request_id))
+}
+
+/// `fedsynth submit JOB.toml`.
+pub fn submit(args: &SubmitArgs) -> Result<()> {
+    let (spec, request_id) = job_spec(&args.job)?;
+    let request_id = args
+        .request_id
+        .clone()
+        .or(request_id)
+        .unwrap_or_else(|| format!("req-{}", hex::encode(rand::random::<[u8; 12]>())));
+    runtime()?.block_on(async {
+        let mut client = jobs_client(&args.client).await?;
+        let reply = client
+            .submit(pb::SubmitRequest {
+                client_request_id: request_id,
+                spec_toml: spec.to_toml(),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        println!("{}", reply.job_id);
+        if !reply.created {
+            eprintln!("(this request id was submitted before: same job)");
+        }
+        Ok(())
+    })
+}
+
+fn status_json(s: &pb::JobStatus) -> serde_json::Value {
+    json!({
+        "job_id": s.job_id, "name": s.name, "federation": s.federation, "state": s.state,
+        "round": s.round, "rounds": s.rounds, "workers": s.workers, "refusals": s.refusals,
+        "reason": s.reason, "artifact_bytes": s.artifact_bytes,
+        "created_at_ms": s.created_at_ms, "updated_at_ms": s.updated_at_ms,
+    })
+}
+
+fn status_line(s: &pb::JobStatus) -> String {
+    let mut line = format!(
+        "{}  {:<9} round {}/{}  {} worker(s)  {}",
+        s.job_id,
+        s.state,
+        s.round,
+        s.rounds,
+        s.workers.len(),
+        s.name
+    );
+    if !s.reason.is_empty() {
+        line.push_str(&format!("  — {}", s.reason));
+    }
+    if s.state == "done" {
+        line.push_str(&format!("  ({} bytes, encrypted)", s.artifact_bytes));
+    }
+    for r in &s.refusals {
+        line.push_str(&format!("\n    refused by {r}"));
+    }
+    line
+}
+
+/// `fedsynth status [JOB_ID] [--watch] [--json]`.
+pub fn status(args: &StatusArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let mut client = jobs_client(&args.client).await?;
+        loop {
+            let jobs = match &args.job {
+                Some(id) => vec![
+                    client
+                        .get_job(pb::GetJobRequest { job_id: id.clone() })
+                        .await
+                        .map_err(status_err)?
+                        .into_inner(),
+                ],
+                None => {
+                    client
+                        .list_jobs(pb::ListJobsRequest {})
+                        .await
+                        .map_err(status_err)?
+                        .into_inner()
+                        .jobs
+                }
+            };
+            if args.json {
+                let values: Vec<_> = jobs.iter().map(status_json).collect();
+                let out = if args.job.is_some() {
+                    values[0].clone()
+                } else {
+                    json!(values)
+                };
+                println!("{out}");
+            } else if jobs.is_empty() {
+                println!("no jobs");
+            } else {
+                for j in &jobs {
+                    println!("{}", status_line(j));
+                }
+            }
+            let finished = jobs
+                .iter()
+                .all(|j| j.state == "done" || j.state == "failed");
+            if !args.watch || finished {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// `fedsynth fetch JOB_ID --out DIR`.
+pub fn fetch(args: &FetchArgs) -> Result<()> {
+    fedsynth_proto::JobId::new(args.job.clone()).map_err(|e| anyhow!(e))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let target = args.out.join(format!("{}.fsx", args.job));
+    runtime()?.block_on(async {
+        let mut client = jobs_client(&args.client).await?;
+        let mut stream = client
+            .fetch_artifact(pb::FetchArtifactRequest { job_id: args.job.clone() })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(status_err)? {
+            chunks.push(chunk.data);
+        }
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        envelope::write_atomically(&target, |w| {
+            for c in &chunks {
+                std::io::Write::write_all(w, c)?;
+            }
+            Ok(())
+        })?;
+        println!(
+            "wrote {} ({total} bytes, encrypted): open it with fedsynth decrypt {} --key NAME.key --out FILE",
+            target.display(),
+            target.display()
+        );
+        Ok(())
+    })
+}
+
+/// `fedsynth audit [--job ID] [--json]`.
+pub fn audit(args: &AuditArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let mut client = jobs_client(&args.client).await?;
+        let entries = client
+            .list_audit(pb::ListAuditRequest {
+                job_id: args.job.clone().unwrap_or_default(),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner()
+            .entries;
+        for e in &entries {
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"seq": e.seq, "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "job_id": e.job_id, "detail": e.detail})
+                );
+            } else {
+                let secs = e.at_ms / 1000;
+                println!(
+                    "{:>5}  {}.{:03}  {:<24} {:<9} {:<22} {}",
+                    e.seq,
+                    secs,
+                    e.at_ms % 1000,
+                    e.actor,
+                    e.action,
+                    if e.job_id.is_empty() { "-" } else { &e.job_id },
+                    e.detail
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `fedsynth certs --out DIR --server NAME --client NAME…`: a development CA and
+/// certificates for a local federation.
+pub fn certs(args: &CertsArgs) -> Result<()> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let write = |name: &str, text: &str, secret: bool| -> Result<()> {
+        let path = args.out.join(name);
+        if path.exists() {
+            bail!("{} exists: refusing to overwrite", path.display());
+        }
+        envelope::write_atomically(&path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
+        if secret {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "fedsynth development CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    write("ca.pem", &ca_cert.pem(), false)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let issue = |name: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| -> Result<()> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(sans)?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer)?;
+        write(&format!("{name}.pem"), &cert.pem(), false)?;
+        write(&format!("{name}.key"), &key.serialize_pem(), true)?;
+        Ok(())
+    };
+    issue(
+        &args.server,
+        vec![args.server.clone(), "localhost".into(), "127.0.0.1".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    for client in &args.clients {
+        issue(
+            client,
+            vec![client.clone()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+    }
+    println!(
+        "wrote {}/ca.pem, {} and {} client certificate(s) (development use only: the CA key is not kept)",
+        args.out.display(),
+        args.server,
+        args.clients.len()
+    );
+    Ok(())
+}

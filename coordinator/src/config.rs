@@ -1,0 +1,152 @@
+//! The coordinator's config file (`fedsynth coordinator --config FILE`); see
+//! `configs/coordinator.toml` for a commented example.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{CoordinatorError, Result};
+
+/// TLS files of the coordinator. Workers must present a certificate signed by `client_ca`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The coordinator's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA that signs worker certificates (PEM).
+    pub client_ca: PathBuf,
+}
+
+/// One federation: a group of workers that may see each other's jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Its name.
+    pub name: String,
+    /// The enrolment token its workers present.
+    pub enrolment_token: String,
+}
+
+/// The whole config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Address to listen on (`127.0.0.1:7443`; port 0 picks one, printed at start).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The job store: `sqlite://FILE` (default `sqlite://coordinator.db`) or `postgres://…`.
+    #[serde(default = "default_db")]
+    pub database_url: String,
+    /// Directory of the artifact store (job weights and encrypted outputs).
+    #[serde(default = "default_artifacts")]
+    pub artifacts: PathBuf,
+    /// Token of the job owner's CLI (`fedsynth submit/status/fetch/audit`).
+    pub owner_token: String,
+    /// Mutual TLS; required unless `insecure_plaintext = true`.
+    pub tls: Option<TlsConfig>,
+    /// Serve without TLS (loopback experiments only; says so loudly).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// How often workers poll, in milliseconds.
+    #[serde(default = "default_poll")]
+    pub poll_interval_ms: u32,
+    /// The federations.
+    #[serde(rename = "federation", default)]
+    pub federations: Vec<FederationConfig>,
+    /// Where a port file is written once listening (for scripts and tests).
+    pub port_file: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7443".into()
+}
+fn default_db() -> String {
+    "sqlite://coordinator.db".into()
+}
+fn default_artifacts() -> PathBuf {
+    PathBuf::from("artifacts")
+}
+fn default_poll() -> u32 {
+    200
+}
+
+impl CoordinatorConfig {
+    /// Reads a config file; relative paths inside it are taken from the file's directory.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| {
+            CoordinatorError::Config(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string().lines().next().unwrap_or("invalid TOML")
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.artifacts);
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            fix(&mut tls.client_ca);
+        }
+        if let Some(p) = &mut self.port_file {
+            fix(p);
+        }
+        if let Some(rest) = self.database_url.strip_prefix("sqlite://")
+            && !rest.starts_with('/')
+            && !rest.starts_with(':')
+        {
+            self.database_url = format!("sqlite://{}", base.join(rest).display());
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(CoordinatorError::Config(m.into()));
+        if self.owner_token.len() < 16 {
+            return bad("owner_token must be at least 16 characters");
+        }
+        if self.tls.is_none() && !self.insecure_plaintext {
+            return bad(
+                "[tls] is required (or insecure_plaintext = true for loopback experiments)",
+            );
+        }
+        if self.federations.is_empty() {
+            return bad("declare at least one [[federation]]");
+        }
+        for (i, f) in self.federations.iter().enumerate() {
+            fedsynth_proto::FederationName::new(f.name.clone())
+                .map_err(|e| CoordinatorError::Config(format!("federation: {e}")))?;
+            if f.enrolment_token.len() < 16 {
+                return bad("every federation's enrolment_token must be at least 16 characters");
+            }
+            if self.federations[..i].iter().any(|g| g.name == f.name) {
+                return bad("federation names must be unique");
+            }
+            if self.federations[..i]
+                .iter()
+                .any(|g| g.enrolment_token == f.enrolment_token)
+                || f.enrolment_token == self.owner_token
+            {
+                return bad("every token must be different");
+            }
+        }
+        if !(10..=60_000).contains(&self.poll_interval_ms) {
+            return bad("poll_interval_ms must be 10-60000");
+        }
+        Ok(())
+    }
+}

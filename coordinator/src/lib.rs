@@ -1,0 +1,75 @@
+//! fedsynth's coordinator: it stores jobs, offers them to the workers of their federation,
+//! drives rounds (open, collect, aggregate, commit; stragglers dropped, short rounds retried),
+//! and stores the encrypted artifact a designated worker samples. It never touches a row of
+//! data and never depends on the training code.
+//!
+//! - [`config`]: the config file;
+//! - [`store`]: jobs, rounds, workers and the audit trail in SQLite or PostgreSQL (sqlx);
+//! - [`artifacts`]: weights and encrypted outputs through object_store;
+//! - [`server`]: the gRPC services and the round driver.
+
+pub mod artifacts;
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use fedsynth_proto::MAX_MESSAGE_BYTES;
+use fedsynth_proto::v1::federation_server::FederationServer;
+use fedsynth_proto::v1::jobs_server::JobsServer;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+pub use config::CoordinatorConfig;
+pub use error::{CoordinatorError, Result};
+pub use server::Coordinator;
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))
+}
+
+/// Binds the listening socket, then serves until `shutdown` resolves. `on_listen` receives
+/// the bound address (port 0 in the config picks a free port).
+pub async fn serve(
+    config: CoordinatorConfig,
+    on_listen: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let mut server = Server::builder();
+    if let Some(tls) = &config.tls {
+        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        let tls_config = ServerTlsConfig::new()
+            .identity(identity)
+            .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?))
+            // The job owner's CLI authenticates with its token; workers must show a
+            // certificate, which the Federation service checks on every call.
+            .client_auth_optional(true);
+        server = server
+            .tls_config(tls_config)
+            .map_err(|e| CoordinatorError::Transport(e.to_string()))?;
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| {
+            CoordinatorError::Transport(format!("cannot listen on {}: {e}", config.listen))
+        })?;
+    let addr = listener.local_addr()?;
+    let coordinator = Coordinator::open(config).await?;
+    tokio::spawn(coordinator.clone().drive());
+    let jobs = JobsServer::new(server::JobsService(coordinator.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let federation = FederationServer::new(server::FederationService(coordinator))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    on_listen(addr);
+    server
+        .add_service(jobs)
+        .add_service(federation)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| CoordinatorError::Transport(e.to_string()))
+}

@@ -1,0 +1,1236 @@
+//! The coordinator at run time: the `Jobs` and `Federation` gRPC services, the live state of
+//! every active job, and the driver that opens, closes, retries and commits rounds.
+//!
+//! The coordinator never sees a row of data: it stores specs, aggregates the weights workers
+//! upload (FedAvg weighted by their DP-noised row counts), and stores the ciphertext the
+//! designated sampler uploads. Each round moves through [`Stage`]s so that secure
+//! aggregation can wrap it; with `secure_aggregation = "none"` only `Collect` runs.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsynth_proto::v1::federation_server::Federation;
+use fedsynth_proto::v1::jobs_server::Jobs;
+use fedsynth_proto::v1::{self as pb, poll_response::Task};
+use fedsynth_proto::{CHUNK_BYTES, JobSpec, MAX_PARAMETERS, PROTOCOL_VERSION, WorkerId};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::artifacts::Artifacts;
+use crate::config::CoordinatorConfig;
+use crate::error::{CoordinatorError, Result};
+use crate::store::{JobRecord, JobState, Store};
+
+/// Largest artifact accepted: 16 GiB.
+const MAX_ARTIFACT_BYTES: u64 = 16 << 30;
+
+/// The stages of one round. Secure aggregation runs all four; plain FedAvg only `Collect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Workers publish their key-agreement keys.
+    AdvertiseKeys,
+    /// Workers exchange encrypted shares of their mask seeds.
+    ShareKeys,
+    /// Workers upload (masked) weighted updates.
+    Collect,
+    /// Survivors reveal what is needed to remove the masks.
+    Unmask,
+}
+
+impl Stage {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AdvertiseKeys => "advertise_keys",
+            Self::ShareKeys => "share_keys",
+            Self::Collect => "collect",
+            Self::Unmask => "unmask",
+        }
+    }
+
+    /// The first stage of a round under `mode`.
+    pub fn first(mode: fedsynth_proto::SecureAggregation) -> Self {
+        match mode {
+            fedsynth_proto::SecureAggregation::None => Self::Collect,
+            _ => Self::AdvertiseKeys,
+        }
+    }
+}
+
+/// One open round.
+#[derive(Debug)]
+struct LiveRound {
+    round: u32,
+    stage: Stage,
+    deadline: Instant,
+    /// Σ wᵢ·θᵢ over the uploads so far.
+    sum: Vec<f32>,
+    /// Σ wᵢ.
+    weight: f64,
+    uploaded: Vec<String>,
+    parameters: Option<u64>,
+}
+
+/// An active job as the coordinator tracks it between store writes.
+#[derive(Debug)]
+struct LiveJob {
+    record: JobRecord,
+    accepted: Vec<String>,
+    answered: HashSet<String>,
+    enrol_deadline: Instant,
+    round: Option<LiveRound>,
+    sampler: Option<String>,
+    sampling_since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Worker id → last time it was heard from.
+    seen: HashMap<String, Instant>,
+    /// Worker id → federation, for workers heard from since start.
+    federation_of: HashMap<String, String>,
+    jobs: HashMap<String, LiveJob>,
+}
+
+/// The coordinator: shared by both services and the round driver.
+#[derive(Debug)]
+pub struct Coordinator {
+    store: Store,
+    artifacts: Artifacts,
+    config: CoordinatorConfig,
+    state: Mutex<State>,
+    /// Wakes the driver as soon as an update or an answer arrives.
+    wake: tokio::sync::Notify,
+}
+
+fn live_window(config: &CoordinatorConfig) -> Duration {
+    Duration::from_millis(u64::from(config.poll_interval_ms) * 10).max(Duration::from_secs(3))
+}
+
+fn bearer<T>(req: &Request<T>) -> Option<String> {
+    let value = req.metadata().get("authorization")?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn new_job_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    format!("job-{}", hex::encode(bytes))
+}
+
+/// What a request says about its sender.
+struct Credentials {
+    token: Option<String>,
+    /// SHA-256 of the client certificate ("" without TLS); `None` when TLS is on and the
+    /// client showed no certificate.
+    digest: Option<String>,
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, Status>> + Send + 'static>>;
+
+impl Coordinator {
+    /// Opens the store and the artifact directory and reloads every active job.
+    pub async fn open(config: CoordinatorConfig) -> Result<Arc<Self>> {
+        let store = Store::open(&config.database_url).await?;
+        let artifacts = Artifacts::local(&config.artifacts)?;
+        let mut state = State::default();
+        let now = Instant::now();
+        for record in store.active_jobs().await? {
+            let participants = store.participants(&record.id).await?;
+            let mut live = LiveJob {
+                accepted: participants
+                    .iter()
+                    .filter(|p| p.accepted)
+                    .map(|p| p.worker_id.clone())
+                    .collect(),
+                answered: participants.iter().map(|p| p.worker_id.clone()).collect(),
+                enrol_deadline: now + Duration::from_secs(record.spec.enrol_deadline_s),
+                round: None,
+                sampler: None,
+                sampling_since: now,
+                record,
+            };
+            if live.record.state == JobState::Running {
+                live.round = Some(open_round(&live.record, live.record.round));
+                store
+                    .audit(
+                        "coordinator",
+                        "resume",
+                        &live.record.id,
+                        &format!("resumed at round {} after a restart", live.record.round),
+                    )
+                    .await?;
+            }
+            state.jobs.insert(live.record.id.clone(), live);
+        }
+        Ok(Arc::new(Self {
+            store,
+            artifacts,
+            config,
+            state: Mutex::new(state),
+            wake: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// The job store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs the round driver until the process ends.
+    pub async fn drive(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.wake.notified() => {}
+            }
+            if let Err(e) = self.step().await {
+                eprintln!("coordinator: {e}");
+            }
+        }
+    }
+
+    /// One pass of the driver over every active job.
+    pub async fn step(&self) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        let window = live_window(&self.config);
+        let live: HashSet<String> = state
+            .seen
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) < window)
+            .map(|(w, _)| w.clone())
+            .collect();
+        let federation_of = state.federation_of.clone();
+        let ids: Vec<String> = state.jobs.keys().cloned().collect();
+        for id in ids {
+            let Some(job) = state.jobs.get_mut(&id) else {
+                continue;
+            };
+            match job.record.state {
+                JobState::Enrolling => self.step_enrolling(job, &live, &federation_of, now).await?,
+                JobState::Running => self.step_running(job, &live, now).await?,
+                JobState::Sampling => self.step_sampling(job, &live, now).await?,
+                JobState::Done | JobState::Failed => {}
+            }
+            if !job.record.state.is_active() {
+                state.jobs.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail(&self, job: &mut LiveJob, reason: String) -> Result<()> {
+        self.store
+            .set_state(&job.record.id, JobState::Failed, &reason)
+            .await?;
+        self.store
+            .audit("coordinator", "failed", &job.record.id, &reason)
+            .await?;
+        job.record.state = JobState::Failed;
+        job.record.reason = reason;
+        Ok(())
+    }
+
+    async fn step_enrolling(
+        &self,
+        job: &mut LiveJob,
+        live: &HashSet<String>,
+        federation_of: &HashMap<String, String>,
+        now: Instant,
+    ) -> Result<()> {
+        let spec = &job.record.spec;
+        let min = spec.min_workers as usize;
+        let all_answered = live
+            .iter()
+            .filter(|w| federation_of.get(*w) == Some(&spec.federation))
+            .all(|w| job.answered.contains(w));
+        if job.accepted.len() >= min && (all_answered || now >= job.enrol_deadline) {
+            self.store
+                .set_state(&job.record.id, JobState::Running, "")
+                .await?;
+            self.store
+                .audit(
+                    "coordinator",
+                    "start",
+                    &job.record.id,
+                    &format!("training with {}", job.accepted.join(", ")),
+                )
+                .await?;
+            job.record.state = JobState::Running;
+            job.round = Some(open_round(&job.record, job.record.round));
+        } else if now >= job.enrol_deadline {
+            let reason = format!(
+                "enrolment closed with {} of the {} workers needed accepting",
+                job.accepted.len(),
+                min
+            );
+            self.fail(job, reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn step_running(
+        &self,
+        job: &mut LiveJob,
+        live: &HashSet<String>,
+        now: Instant,
+    ) -> Result<()> {
+        let spec = job.record.spec.clone();
+        let min = spec.min_workers as usize;
+        let Some(round) = job.round.as_mut() else {
+            job.round = Some(open_round(&job.record, job.record.round));
+            return Ok(());
+        };
+        let everyone_live_delivered = job
+            .accepted
+            .iter()
+            .filter(|w| live.contains(*w))
+            .all(|w| round.uploaded.contains(w));
+        let enough = round.uploaded.len() >= min;
+        if enough && (everyone_live_delivered || now >= round.deadline) {
+            if let Some(round) = job.round.take() {
+                return self.commit(job, round).await;
+            }
+            return Ok(());
+        }
+        if now < round.deadline {
+            return Ok(());
+        }
+        let r = round.round;
+        let delivered = round.uploaded.len();
+        let tries = job.record.tries + 1;
+        self.store.set_tries(&job.record.id, tries).await?;
+        job.record.tries = tries;
+        if tries >= spec.round_tries {
+            let reason = format!(
+                "round {r}: only {delivered} of the {min} workers needed delivered an update before the deadline, {tries} tries"
+            );
+            return self.fail(job, reason).await;
+        }
+        self.store
+            .audit(
+                "coordinator",
+                "retry",
+                &job.record.id,
+                &format!(
+                    "round {r}: {delivered} of {min} updates by the deadline; try {} of {}",
+                    tries + 1,
+                    spec.round_tries
+                ),
+            )
+            .await?;
+        job.round = Some(open_round(&job.record, r));
+        Ok(())
+    }
+
+    async fn commit(&self, job: &mut LiveJob, round: LiveRound) -> Result<()> {
+        let r = round.round;
+        let inv = (1.0 / round.weight) as f32;
+        let weights: Vec<f32> = round.sum.iter().map(|v| v * inv).collect();
+        let (key, digest) = self
+            .artifacts
+            .put_weights(&job.record.id, r + 1, &weights)
+            .await?;
+        drop(weights);
+        let committed = self
+            .store
+            .commit_round(
+                &job.record.id,
+                r,
+                &round.uploaded,
+                round.weight,
+                &key,
+                &digest,
+            )
+            .await?;
+        if !committed {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "job {}: round {r} was already committed",
+                job.record.id
+            )));
+        }
+        let dropped: Vec<&String> = job
+            .accepted
+            .iter()
+            .filter(|w| !round.uploaded.contains(w))
+            .collect();
+        if !dropped.is_empty() {
+            let names: Vec<&str> = dropped.iter().map(|s| s.as_str()).collect();
+            self.store
+                .audit(
+                    "coordinator",
+                    "dropped",
+                    &job.record.id,
+                    &format!("round {r}: no update from {}", names.join(", ")),
+                )
+                .await?;
+        }
+        job.record.round = r + 1;
+        job.record.tries = 0;
+        job.record.weights_key = key;
+        job.record.weights_digest = digest;
+        if job.record.round >= job.record.spec.rounds {
+            self.store
+                .set_state(&job.record.id, JobState::Sampling, "")
+                .await?;
+            job.record.state = JobState::Sampling;
+            job.sampling_since = Instant::now();
+        } else {
+            job.round = Some(open_round(&job.record, r + 1));
+        }
+        Ok(())
+    }
+
+    async fn step_sampling(
+        &self,
+        job: &mut LiveJob,
+        live: &HashSet<String>,
+        now: Instant,
+    ) -> Result<()> {
+        let sampler_live = job.sampler.as_ref().is_some_and(|s| live.contains(s));
+        if !sampler_live {
+            if let Some(next) = job.accepted.iter().find(|w| live.contains(*w)).cloned() {
+                self.store
+                    .audit(
+                        "coordinator",
+                        "sampler",
+                        &job.record.id,
+                        &format!("{next} samples the final generator"),
+                    )
+                    .await?;
+                job.sampler = Some(next);
+                job.sampling_since = now;
+            } else if now.duration_since(job.sampling_since)
+                > Duration::from_secs(
+                    job.record.spec.round_deadline_s * u64::from(job.record.spec.round_tries),
+                )
+            {
+                return self
+                    .fail(
+                        job,
+                        "no participating worker was reachable to sample the final generator"
+                            .into(),
+                    )
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- authentication -------------------------------------------------------------------
+    // Credentials are read from the request synchronously, so that no future holds a borrow
+    // of a (non-`Sync`) streaming request across an await.
+
+    async fn owner(&self, token: Option<String>, what: &str) -> Result<()> {
+        match token {
+            Some(t) if same_secret(&t, &self.config.owner_token) => Ok(()),
+            other => {
+                let why = if other.is_none() {
+                    "no token"
+                } else {
+                    "a wrong token"
+                };
+                self.store
+                    .audit("unknown", "denied", "", &format!("{what} with {why}"))
+                    .await?;
+                Err(CoordinatorError::Unauthenticated(format!(
+                    "{what}: the job owner's token is missing or wrong"
+                )))
+            }
+        }
+    }
+
+    fn credentials<T>(&self, req: &Request<T>) -> Credentials {
+        let digest = if self.config.tls.is_none() {
+            Some(String::new())
+        } else {
+            req.peer_certs()
+                .filter(|c| !c.is_empty())
+                .map(|c| hex::encode(Sha256::digest(c[0].as_ref())))
+        };
+        Credentials {
+            token: bearer(req),
+            digest,
+        }
+    }
+
+    /// Checks a worker's credentials; returns its federation and, when `worker` is given,
+    /// its checked id. Every refusal goes to the audit trail.
+    async fn worker(
+        &self,
+        creds: &Credentials,
+        worker: Option<&str>,
+        what: &str,
+    ) -> Result<(String, String)> {
+        let result = self.check_worker(creds, worker).await;
+        if let Err(e) = &result {
+            self.store
+                .audit(
+                    worker.unwrap_or("unknown"),
+                    "denied",
+                    "",
+                    &format!("{what}: {e}"),
+                )
+                .await?;
+        }
+        result
+    }
+
+    async fn check_worker(
+        &self,
+        creds: &Credentials,
+        worker: Option<&str>,
+    ) -> Result<(String, String)> {
+        let token = creds.token.as_deref().ok_or_else(|| {
+            CoordinatorError::Unauthenticated("no enrolment token (authorization: Bearer …)".into())
+        })?;
+        let federation = self
+            .config
+            .federations
+            .iter()
+            .find(|f| same_secret(token, &f.enrolment_token))
+            .map(|f| f.name.clone())
+            .ok_or_else(|| CoordinatorError::Unauthenticated("unknown enrolment token".into()))?;
+        let digest = creds.digest.as_deref().ok_or_else(|| {
+            CoordinatorError::Unauthenticated(
+                "workers must present a client certificate (mutual TLS)".into(),
+            )
+        })?;
+        let Some(worker) = worker else {
+            return Ok((federation, String::new()));
+        };
+        let id = WorkerId::new(worker).map_err(CoordinatorError::Invalid)?;
+        if !id.as_str().starts_with(&format!("{federation}/")) {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "worker '{id}' is not enrolled in federation '{federation}'"
+            )));
+        }
+        match self.store.worker_cert(id.as_str()).await? {
+            None => Err(CoordinatorError::Unauthenticated(format!(
+                "worker '{id}' has not registered"
+            ))),
+            Some(d) if d != digest => Err(CoordinatorError::PermissionDenied(format!(
+                "worker '{id}' registered with another certificate"
+            ))),
+            Some(_) => Ok((federation, id.to_string())),
+        }
+    }
+
+    fn status_of(
+        &self,
+        record: &JobRecord,
+        participants: &[crate::store::Participant],
+    ) -> pb::JobStatus {
+        pb::JobStatus {
+            job_id: record.id.clone(),
+            name: record.spec.name.clone(),
+            federation: record.spec.federation.clone(),
+            state: record.state.as_str().into(),
+            round: record.round,
+            rounds: record.spec.rounds,
+            workers: participants
+                .iter()
+                .filter(|p| p.accepted)
+                .map(|p| p.worker_id.clone())
+                .collect(),
+            reason: record.reason.clone(),
+            created_at_ms: record.created_ms,
+            updated_at_ms: record.updated_ms,
+            artifact_bytes: record.artifact_bytes,
+            refusals: participants
+                .iter()
+                .filter(|p| !p.accepted)
+                .map(|p| format!("{}: {}", p.worker_id, p.reason))
+                .collect(),
+        }
+    }
+
+    async fn stream_object(&self, key: &str) -> Result<ChunkStream> {
+        let inner = self.artifacts.stream(key).await?;
+        let out = futures_util::StreamExt::flat_map(inner, |r| {
+            let items: Vec<Result<pb::Chunk, Status>> = match r {
+                Ok(bytes) => bytes
+                    .chunks(CHUNK_BYTES)
+                    .map(|c| Ok(pb::Chunk { data: c.to_vec() }))
+                    .collect(),
+                Err(e) => vec![Err(Status::from(e))],
+            };
+            tokio_stream::iter(items)
+        });
+        Ok(Box::pin(out))
+    }
+}
+
+fn open_round(record: &JobRecord, round: u32) -> LiveRound {
+    LiveRound {
+        round,
+        stage: Stage::first(record.spec.secure_aggregation),
+        deadline: Instant::now() + Duration::from_secs(record.spec.round_deadline_s),
+        sum: Vec::new(),
+        weight: 0.0,
+        uploaded: Vec::new(),
+        parameters: None,
+    }
+}
+
+/// The `Jobs` service over a shared [`Coordinator`].
+#[derive(Debug, Clone)]
+pub struct JobsService(pub Arc<Coordinator>);
+
+/// The `Federation` service over a shared [`Coordinator`].
+#[derive(Debug, Clone)]
+pub struct FederationService(pub Arc<Coordinator>);
+
+#[tonic::async_trait]
+impl Jobs for JobsService {
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let c = &self.0;
+        c.owner(bearer(&req), "submit").await?;
+        let body = req.into_inner();
+        let request_id = body.client_request_id.trim();
+        if request_id.is_empty() || request_id.len() > 128 {
+            return Err(CoordinatorError::Invalid(
+                "client_request_id must be 1-128 characters".into(),
+            )
+            .into());
+        }
+        let spec = JobSpec::from_toml(&body.spec_toml).map_err(CoordinatorError::Invalid)?;
+        if !c
+            .config
+            .federations
+            .iter()
+            .any(|f| f.name == spec.federation)
+        {
+            return Err(CoordinatorError::Invalid(format!(
+                "job spec: federation '{}' is not known to this coordinator",
+                spec.federation
+            ))
+            .into());
+        }
+        let mut state = c.state.lock().await;
+        let (record, created) = c.store.submit(&new_job_id(), request_id, &spec).await?;
+        if created {
+            c.store
+                .audit(
+                    "owner",
+                    "submit",
+                    &record.id,
+                    &format!(
+                        "'{}' for federation {}: ε = {} per holder, {} rounds × {} steps, min {} workers",
+                        spec.name, spec.federation, spec.epsilon, spec.rounds, spec.local_steps, spec.min_workers
+                    ),
+                )
+                .await?;
+            state.jobs.insert(
+                record.id.clone(),
+                LiveJob {
+                    enrol_deadline: Instant::now() + Duration::from_secs(spec.enrol_deadline_s),
+                    accepted: vec![],
+                    answered: HashSet::new(),
+                    round: None,
+                    sampler: None,
+                    sampling_since: Instant::now(),
+                    record: record.clone(),
+                },
+            );
+        } else {
+            c.store
+                .audit(
+                    "owner",
+                    "submit",
+                    &record.id,
+                    &format!("repeated request id {request_id}: same job"),
+                )
+                .await?;
+        }
+        Ok(Response::new(pb::SubmitResponse {
+            job_id: record.id,
+            created,
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobStatus>, Status> {
+        let c = &self.0;
+        c.owner(bearer(&req), "status").await?;
+        let id = req.into_inner().job_id;
+        let record = c
+            .store
+            .job(&id)
+            .await?
+            .ok_or_else(|| CoordinatorError::NotFound(format!("no job '{id}'")))?;
+        let participants = c.store.participants(&id).await?;
+        Ok(Response::new(c.status_of(&record, &participants)))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let c = &self.0;
+        c.owner(bearer(&req), "status").await?;
+        let mut jobs = Vec::new();
+        for record in c.store.jobs().await? {
+            let participants = c.store.participants(&record.id).await?;
+            jobs.push(c.status_of(&record, &participants));
+        }
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    type FetchArtifactStream = ChunkStream;
+
+    async fn fetch_artifact(
+        &self,
+        req: Request<pb::FetchArtifactRequest>,
+    ) -> Result<Response<Self::FetchArtifactStream>, Status> {
+        let c = &self.0;
+        c.owner(bearer(&req), "fetch").await?;
+        let id = req.into_inner().job_id;
+        let record = c
+            .store
+            .job(&id)
+            .await?
+            .ok_or_else(|| CoordinatorError::NotFound(format!("no job '{id}'")))?;
+        if record.state != JobState::Done {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "job {id} is {}, not done: nothing to fetch yet",
+                record.state.as_str()
+            ))
+            .into());
+        }
+        c.store
+            .audit(
+                "owner",
+                "fetch",
+                &id,
+                &format!("artifact of {} bytes", record.artifact_bytes),
+            )
+            .await?;
+        Ok(Response::new(c.stream_object(&record.artifact_key).await?))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let c = &self.0;
+        c.owner(bearer(&req), "audit").await?;
+        let job = req.into_inner().job_id;
+        let entries = c
+            .store
+            .audit_trail((!job.is_empty()).then_some(job.as_str()))
+            .await?
+            .into_iter()
+            .map(|a| pb::AuditEntry {
+                seq: a.seq,
+                at_ms: a.at_ms,
+                actor: a.actor,
+                action: a.action,
+                job_id: a.job_id,
+                detail: a.detail,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { entries }))
+    }
+}
+
+#[tonic::async_trait]
+impl Federation for FederationService {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let c = &self.0;
+        let creds = c.credentials(&req);
+        let federation = c.worker(&creds, None, "register").await?.0;
+        let digest = creds.digest.clone().unwrap_or_default();
+        let body = req.get_ref();
+        if body.protocol_version != PROTOCOL_VERSION {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "protocol version {} is not supported: this coordinator speaks {PROTOCOL_VERSION}; upgrade the worker",
+                body.protocol_version
+            ))
+            .into());
+        }
+        if body.federation != federation {
+            c.store
+                .audit(
+                    &body.worker_name,
+                    "denied",
+                    "",
+                    &format!(
+                        "register: token of {federation}, claimed {}",
+                        body.federation
+                    ),
+                )
+                .await?;
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "the enrolment token is not the one of federation '{}'",
+                body.federation
+            ))
+            .into());
+        }
+        let id = WorkerId::new(format!("{federation}/{}", body.worker_name))
+            .map_err(CoordinatorError::Invalid)?;
+        let first = match c
+            .store
+            .register_worker(id.as_str(), &federation, &digest)
+            .await
+        {
+            Ok(first) => first,
+            Err(e) => {
+                c.store
+                    .audit(id.as_str(), "denied", "", &format!("register: {e}"))
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        c.store
+            .audit(
+                id.as_str(),
+                "enrol",
+                "",
+                if first { "enrolled" } else { "reconnected" },
+            )
+            .await?;
+        let mut state = c.state.lock().await;
+        state.seen.insert(id.to_string(), Instant::now());
+        state.federation_of.insert(id.to_string(), federation);
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id: id.to_string(),
+            poll_interval_ms: c.config.poll_interval_ms,
+        }))
+    }
+
+    async fn poll(
+        &self,
+        req: Request<pb::PollRequest>,
+    ) -> Result<Response<pb::PollResponse>, Status> {
+        let c = &self.0;
+        let worker = req.get_ref().worker_id.clone();
+        let creds = c.credentials(&req);
+        let (federation, worker) = c.worker(&creds, Some(&worker), "poll").await?;
+        let mut state = c.state.lock().await;
+        state.seen.insert(worker.clone(), Instant::now());
+        state
+            .federation_of
+            .insert(worker.clone(), federation.clone());
+        let mut jobs: Vec<&LiveJob> = state
+            .jobs
+            .values()
+            .filter(|j| j.record.spec.federation == federation)
+            .collect();
+        jobs.sort_by_key(|j| (j.record.created_ms, j.record.id.clone()));
+        let mut task = Task::Idle(pb::Idle {});
+        for job in jobs {
+            let id = job.record.id.clone();
+            match job.record.state {
+                JobState::Enrolling if !job.answered.contains(&worker) => {
+                    task = Task::Offer(pb::JobOffer {
+                        job_id: id,
+                        spec_toml: job.record.spec.to_toml(),
+                    });
+                }
+                JobState::Running if job.accepted.contains(&worker) => match &job.round {
+                    Some(r) if !r.uploaded.contains(&worker) => {
+                        task = Task::Train(pb::TrainRound {
+                            job_id: id,
+                            round: r.round,
+                            base_digest: job.record.weights_digest.clone(),
+                            stage: r.stage.as_str().into(),
+                        });
+                    }
+                    _ => continue,
+                },
+                JobState::Sampling if job.sampler.as_deref() == Some(worker.as_str()) => {
+                    task = Task::Sample(pb::SampleJob {
+                        job_id: id,
+                        base_digest: job.record.weights_digest.clone(),
+                    });
+                }
+                _ => continue,
+            }
+            break;
+        }
+        Ok(Response::new(pb::PollResponse { task: Some(task) }))
+    }
+
+    async fn answer(
+        &self,
+        req: Request<pb::AnswerRequest>,
+    ) -> Result<Response<pb::AnswerResponse>, Status> {
+        let c = &self.0;
+        let worker = req.get_ref().worker_id.clone();
+        let creds = c.credentials(&req);
+        let (federation, worker) = c.worker(&creds, Some(&worker), "answer").await?;
+        let body = req.into_inner();
+        let mut state = c.state.lock().await;
+        let job = state
+            .jobs
+            .get_mut(&body.job_id)
+            .filter(|j| j.record.spec.federation == federation)
+            .ok_or_else(|| {
+                CoordinatorError::PermissionDenied(format!(
+                    "job '{}' is not open to federation '{federation}'",
+                    body.job_id
+                ))
+            })?;
+        if job.record.state != JobState::Enrolling {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "job {} is no longer enrolling",
+                body.job_id
+            ))
+            .into());
+        }
+        let reason: String = body.reason.chars().take(500).collect();
+        if c.store
+            .answer(&body.job_id, &worker, body.accept, &reason)
+            .await?
+        {
+            job.answered.insert(worker.clone());
+            if body.accept {
+                job.accepted.push(worker.clone());
+                c.store
+                    .audit(&worker, "accept", &body.job_id, "accepted the job")
+                    .await?;
+            } else {
+                c.store
+                    .audit(&worker, "refuse", &body.job_id, &reason)
+                    .await?;
+            }
+            c.wake.notify_one();
+        }
+        Ok(Response::new(pb::AnswerResponse {}))
+    }
+
+    type DownloadWeightsStream = ChunkStream;
+
+    async fn download_weights(
+        &self,
+        req: Request<pb::DownloadWeightsRequest>,
+    ) -> Result<Response<Self::DownloadWeightsStream>, Status> {
+        let c = &self.0;
+        let worker = req.get_ref().worker_id.clone();
+        let creds = c.credentials(&req);
+        let (_, worker) = c.worker(&creds, Some(&worker), "download").await?;
+        let job_id = req.into_inner().job_id;
+        let key = {
+            let state = c.state.lock().await;
+            let job = state
+                .jobs
+                .get(&job_id)
+                .filter(|j| j.accepted.contains(&worker))
+                .ok_or_else(|| {
+                    CoordinatorError::PermissionDenied(format!(
+                        "{worker} takes no part in job '{job_id}'"
+                    ))
+                })?;
+            if job.record.weights_key.is_empty() {
+                return Err(CoordinatorError::FailedPrecondition(
+                    "no global weights yet: round 0 starts from the job's seed".into(),
+                )
+                .into());
+            }
+            job.record.weights_key.clone()
+        };
+        Ok(Response::new(c.stream_object(&key).await?))
+    }
+
+    async fn upload_update(
+        &self,
+        req: Request<Streaming<pb::UpdateChunk>>,
+    ) -> Result<Response<pb::UploadAck>, Status> {
+        let c = &self.0;
+        let creds = c.credentials(&req);
+        let (federation, _) = c.worker(&creds, None, "upload").await?;
+        let digest = creds.digest.clone().unwrap_or_default();
+        let mut stream = req.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::UpdateChunk {
+                part: Some(pb::update_chunk::Part::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(
+                    CoordinatorError::Invalid("an update starts with its header".into()).into(),
+                );
+            }
+        };
+        let worker = WorkerId::new(header.worker_id.clone()).map_err(CoordinatorError::Invalid)?;
+        if !worker.as_str().starts_with(&format!("{federation}/"))
+            || c.store.worker_cert(worker.as_str()).await?.as_deref() != Some(digest.as_str())
+        {
+            c.store
+                .audit(
+                    worker.as_str(),
+                    "denied",
+                    &header.job_id,
+                    "upload: not this worker's credentials",
+                )
+                .await?;
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "upload: credentials do not belong to worker '{worker}'"
+            ))
+            .into());
+        }
+        let worker = worker.to_string();
+        if header.parameters == 0 || header.parameters > MAX_PARAMETERS {
+            return Err(CoordinatorError::Invalid(format!(
+                "an update has 1 to {MAX_PARAMETERS} parameters, not {}",
+                header.parameters
+            ))
+            .into());
+        }
+        if !(header.weight.is_finite() && header.weight > 0.0 && header.weight <= 1e12) {
+            return Err(CoordinatorError::Invalid(
+                "an update's weight must be in (0, 1e12]".into(),
+            )
+            .into());
+        }
+        // Check the round before receiving anything large.
+        {
+            let state = c.state.lock().await;
+            check_round(&state, &header, &worker)?;
+        }
+        let n = header.parameters as usize;
+        let mut values: Vec<f32> = Vec::with_capacity(n);
+        while let Some(chunk) = stream.next().await {
+            match chunk?.part {
+                Some(pb::update_chunk::Part::Data(bytes)) => {
+                    if values.len() + bytes.len() / 4 > n {
+                        return Err(CoordinatorError::Invalid(
+                            "the update is longer than its header says".into(),
+                        )
+                        .into());
+                    }
+                    fedsynth_proto::extend_f32(&mut values, &bytes).ok_or_else(|| {
+                        CoordinatorError::Invalid("an update chunk is not whole f32 values".into())
+                    })?;
+                }
+                _ => {
+                    return Err(
+                        CoordinatorError::Invalid("a second header in one update".into()).into(),
+                    );
+                }
+            }
+        }
+        if values.len() != n {
+            return Err(CoordinatorError::Invalid(format!(
+                "the update ended after {} of {n} values",
+                values.len()
+            ))
+            .into());
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(CoordinatorError::Invalid(
+                "the update holds NaN or infinite values".into(),
+            )
+            .into());
+        }
+        let mut state = c.state.lock().await;
+        check_round(&state, &header, &worker)?;
+        let job = state
+            .jobs
+            .get_mut(&header.job_id)
+            .ok_or_else(|| CoordinatorError::NotFound("job gone".into()))?;
+        let Some(round) = job.round.as_mut() else {
+            return Err(CoordinatorError::FailedPrecondition("the round closed".into()).into());
+        };
+        if round.sum.is_empty() {
+            round.sum = vec![0.0; n];
+            round.parameters = Some(header.parameters);
+        }
+        let w = header.weight as f32;
+        for (s, v) in round.sum.iter_mut().zip(&values) {
+            *s += w * v;
+        }
+        round.weight += header.weight;
+        round.uploaded.push(worker.clone());
+        let r = round.round;
+        drop(state);
+        c.wake.notify_one();
+        c.store
+            .audit(
+                &worker,
+                "update",
+                &header.job_id,
+                &format!("round {r}: {n} parameters"),
+            )
+            .await?;
+        Ok(Response::new(pb::UploadAck {
+            accepted: true,
+            message: format!("round {r} update received"),
+        }))
+    }
+
+    async fn upload_artifact(
+        &self,
+        req: Request<Streaming<pb::ArtifactChunk>>,
+    ) -> Result<Response<pb::UploadAck>, Status> {
+        let c = &self.0;
+        let creds = c.credentials(&req);
+        let (federation, _) = c.worker(&creds, None, "artifact").await?;
+        let digest = creds.digest.clone().unwrap_or_default();
+        let mut stream = req.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::ArtifactChunk {
+                part: Some(pb::artifact_chunk::Part::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(
+                    CoordinatorError::Invalid("an artifact starts with its header".into()).into(),
+                );
+            }
+        };
+        let worker = header.worker_id.clone();
+        if !worker.starts_with(&format!("{federation}/"))
+            || c.store.worker_cert(&worker).await?.as_deref() != Some(digest.as_str())
+        {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "artifact: credentials do not belong to worker '{worker}'"
+            ))
+            .into());
+        }
+        if header.size > MAX_ARTIFACT_BYTES || header.sha256.len() != 64 {
+            return Err(
+                CoordinatorError::Invalid("artifact header: bad size or SHA-256".into()).into(),
+            );
+        }
+        let format = {
+            let state = c.state.lock().await;
+            let job = state
+                .jobs
+                .get(&header.job_id)
+                .filter(|j| {
+                    j.record.state == JobState::Sampling
+                        && j.sampler.as_deref() == Some(worker.as_str())
+                })
+                .ok_or_else(|| {
+                    CoordinatorError::PermissionDenied(format!(
+                        "{worker} is not the sampler of job '{}'",
+                        header.job_id
+                    ))
+                })?;
+            job.record.spec.format.clone()
+        };
+        let key = format!("jobs/{}/synthetic.{format}.fsx", header.job_id);
+        let mut upload = c.artifacts.upload(&key).await?;
+        while let Some(chunk) = stream.next().await {
+            let part = match chunk {
+                Ok(pb::ArtifactChunk {
+                    part: Some(pb::artifact_chunk::Part::Data(bytes)),
+                }) => bytes,
+                Ok(_) => {
+                    upload.abort().await;
+                    return Err(CoordinatorError::Invalid(
+                        "a second header in one artifact".into(),
+                    )
+                    .into());
+                }
+                Err(e) => {
+                    upload.abort().await;
+                    return Err(e);
+                }
+            };
+            if upload.bytes() + part.len() as u64 > header.size {
+                upload.abort().await;
+                return Err(CoordinatorError::Invalid(
+                    "the artifact is longer than its header says".into(),
+                )
+                .into());
+            }
+            upload.put(part.into()).await?;
+        }
+        upload.finish(header.size, &header.sha256).await?;
+        let mut state = c.state.lock().await;
+        if c.store.finish(&header.job_id, &key, header.size).await? {
+            c.store
+                .audit(
+                    &worker,
+                    "artifact",
+                    &header.job_id,
+                    &format!("encrypted synthetic dataset, {} bytes", header.size),
+                )
+                .await?;
+            if let Some(job) = state.jobs.get_mut(&header.job_id) {
+                job.record.state = JobState::Done;
+            }
+            state.jobs.remove(&header.job_id);
+        }
+        Ok(Response::new(pb::UploadAck {
+            accepted: true,
+            message: "artifact stored".into(),
+        }))
+    }
+}
+
+fn check_round(state: &State, header: &pb::UpdateHeader, worker: &str) -> Result<()> {
+    let job = state
+        .jobs
+        .get(&header.job_id)
+        .filter(|j| j.accepted.iter().any(|w| w == worker))
+        .ok_or_else(|| {
+            CoordinatorError::PermissionDenied(format!(
+                "{worker} takes no part in job '{}'",
+                header.job_id
+            ))
+        })?;
+    let round = job
+        .round
+        .as_ref()
+        .filter(|r| job.record.state == JobState::Running && r.round == header.round)
+        .ok_or_else(|| {
+            CoordinatorError::FailedPrecondition(format!(
+                "job {}: round {} is not open (the job is {} at round {})",
+                header.job_id,
+                header.round,
+                job.record.state.as_str(),
+                job.record.round
+            ))
+        })?;
+    if round.stage != Stage::Collect {
+        return Err(CoordinatorError::FailedPrecondition(
+            "the round is not collecting updates".into(),
+        ));
+    }
+    if round.uploaded.iter().any(|w| w == worker) {
+        return Err(CoordinatorError::FailedPrecondition(format!(
+            "{worker} already delivered round {}",
+            header.round
+        )));
+    }
+    if header.base_digest != job.record.weights_digest {
+        return Err(CoordinatorError::FailedPrecondition(
+            "the update starts from other weights than this round's".into(),
+        ));
+    }
+    if let Some(p) = round.parameters
+        && p != header.parameters
+    {
+        return Err(CoordinatorError::Invalid(format!(
+            "the update has {} parameters, the model {p}",
+            header.parameters
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,517 @@
+//! The coordinator's gRPC services in process, over an ephemeral loopback port: protocol
+//! version, authentication, federation isolation, validation, idempotent submission and the
+//! FedAvg arithmetic of a round, with two scripted workers.
+
+use std::time::Duration;
+
+use fedsynth_coordinator::config::{CoordinatorConfig, FederationConfig};
+use fedsynth_proto::client::{Token, connect};
+use fedsynth_proto::v1::federation_client::FederationClient;
+use fedsynth_proto::v1::jobs_client::JobsClient;
+use fedsynth_proto::v1::{self as pb, poll_response::Task};
+use fedsynth_proto::{JobSpec, PROTOCOL_VERSION, SecureAggregation};
+use tonic::Code;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+
+const OWNER: &str = "owner-token-0123456789";
+const CLINICS: &str = "clinics-token-0123456789";
+const OTHER: &str = "other-token-0123456789";
+
+type Fed = FederationClient<InterceptedService<Channel, Token>>;
+type Jobs = JobsClient<InterceptedService<Channel, Token>>;
+
+async fn start(dir: &std::path::Path) -> String {
+    let config = CoordinatorConfig {
+        listen: "127.0.0.1:0".into(),
+        database_url: format!("sqlite://{}", dir.join("c.db").display()),
+        artifacts: dir.join("artifacts"),
+        owner_token: OWNER.into(),
+        tls: None,
+        insecure_plaintext: true,
+        poll_interval_ms: 50,
+        federations: vec![
+            FederationConfig {
+                name: "clinics".into(),
+                enrolment_token: CLINICS.into(),
+            },
+            FederationConfig {
+                name: "other".into(),
+                enrolment_token: OTHER.into(),
+            },
+        ],
+        port_file: None,
+    };
+    config.validate().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        fedsynth_coordinator::serve(
+            config,
+            move |addr| {
+                let _ = tx.send(addr);
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+    });
+    format!("http://{}", rx.await.unwrap())
+}
+
+async fn fed(url: &str, token: &str) -> Fed {
+    FederationClient::with_interceptor(
+        connect(url, None).await.unwrap(),
+        Token::new(token).unwrap(),
+    )
+}
+
+async fn jobs(url: &str, token: &str) -> Jobs {
+    JobsClient::with_interceptor(
+        connect(url, None).await.unwrap(),
+        Token::new(token).unwrap(),
+    )
+}
+
+fn spec() -> JobSpec {
+    JobSpec {
+        version: 1,
+        name: "round test".into(),
+        federation: "clinics".into(),
+        model: "tvae".into(),
+        schema_toml: "version = 1\ncolumns = []\n".into(),
+        epsilon: 3.0,
+        delta: 1e-6,
+        rounds: 1,
+        local_steps: 1,
+        batch_size: 10,
+        learning_rate: 5e-3,
+        clip_norm: 1.0,
+        secure_aggregation: SecureAggregation::None,
+        min_workers: 2,
+        round_deadline_s: 30,
+        enrol_deadline_s: 30,
+        round_tries: 2,
+        rows: 10,
+        format: "csv".into(),
+        recipients: vec!["pk".into()],
+        init_seed: 1,
+    }
+}
+
+async fn register(client: &mut Fed, federation: &str, name: &str) -> String {
+    client
+        .register(pb::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION,
+            federation: federation.into(),
+            worker_name: name.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id
+}
+
+async fn poll(client: &mut Fed, me: &str) -> Task {
+    client
+        .poll(pb::PollRequest {
+            worker_id: me.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+}
+
+async fn upload(
+    client: &mut Fed,
+    me: &str,
+    job: &str,
+    values: &[f32],
+    weight: f64,
+) -> Result<(), tonic::Status> {
+    let mut messages = vec![pb::UpdateChunk {
+        part: Some(pb::update_chunk::Part::Header(pb::UpdateHeader {
+            worker_id: me.into(),
+            job_id: job.into(),
+            round: 0,
+            parameters: values.len() as u64,
+            weight,
+            base_digest: String::new(),
+        })),
+    }];
+    messages.extend(fedsynth_proto::f32_chunks(values).map(|c| pb::UpdateChunk {
+        part: Some(pb::update_chunk::Part::Data(c)),
+    }));
+    client
+        .upload_update(tokio_stream::iter(messages))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn refusals_carry_the_right_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start(dir.path()).await;
+
+    // Another protocol version: FAILED_PRECONDITION.
+    let mut a = fed(&url, CLINICS).await;
+    let e = a
+        .register(pb::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION + 1,
+            federation: "clinics".into(),
+            worker_name: "a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("protocol version"));
+
+    // Unknown enrolment token, or another federation's: UNAUTHENTICATED / PERMISSION_DENIED.
+    let mut bad = fed(&url, "not-a-token-at-all-000").await;
+    let e = bad
+        .register(pb::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION,
+            federation: "clinics".into(),
+            worker_name: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let mut o = fed(&url, OTHER).await;
+    let e = o
+        .register(pb::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION,
+            federation: "clinics".into(),
+            worker_name: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // A worker id of another federation.
+    let e = o
+        .poll(pb::PollRequest {
+            worker_id: "clinics/a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // The job CLI without or with a wrong token.
+    let mut j = jobs(&url, "wrong-owner-token-000").await;
+    assert_eq!(
+        j.list_jobs(pb::ListJobsRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    let mut j = jobs(&url, OWNER).await;
+
+    // Malformed specs: INVALID_ARGUMENT; an oversized message is refused and the server lives on.
+    let e = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "r0".into(),
+            spec_toml: "rounds = -1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let mut s = spec();
+    s.federation = "nowhere".into();
+    let e = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "r0".into(),
+            spec_toml: s.to_toml(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let huge = "x".repeat(5 << 20);
+    let e = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "r0".into(),
+            spec_toml: huge,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            Code::ResourceExhausted | Code::OutOfRange | Code::Internal | Code::Unknown
+        ),
+        "{e:?}"
+    );
+    assert!(
+        j.list_jobs(pb::ListJobsRequest {}).await.is_ok(),
+        "the coordinator must survive an oversized message"
+    );
+
+    // Same request id twice: one job.
+    let first = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "same".into(),
+            spec_toml: spec().to_toml(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let second = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "same".into(),
+            spec_toml: spec().to_toml(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.created && !second.created);
+    assert_eq!(first.job_id, second.job_id);
+    assert_eq!(
+        j.list_jobs(pb::ListJobsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+            .len(),
+        1
+    );
+
+    // A worker of another federation neither sees nor joins the job.
+    let other = register(&mut o, "other", "z").await;
+    assert!(matches!(poll(&mut o, &other).await, Task::Idle(_)));
+    let e = o
+        .answer(pb::AnswerRequest {
+            worker_id: other.clone(),
+            job_id: first.job_id.clone(),
+            accept: true,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // Every refusal is in the audit trail.
+    let trail = j
+        .list_audit(pb::ListAuditRequest {
+            job_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(
+        trail.iter().filter(|e| e.action == "denied").count() >= 4,
+        "{trail:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_round_is_the_weighted_average_of_the_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start(dir.path()).await;
+    let mut j = jobs(&url, OWNER).await;
+    let job = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "r".into(),
+            spec_toml: spec().to_toml(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+
+    let (mut a, mut b) = (fed(&url, CLINICS).await, fed(&url, CLINICS).await);
+    let (wa, wb) = (
+        register(&mut a, "clinics", "a").await,
+        register(&mut b, "clinics", "b").await,
+    );
+    for (client, me) in [(&mut a, &wa), (&mut b, &wb)] {
+        let Task::Offer(offer) = poll(client, me).await else {
+            panic!("expected an offer")
+        };
+        assert_eq!(JobSpec::from_toml(&offer.spec_toml).unwrap(), spec());
+        client
+            .answer(pb::AnswerRequest {
+                worker_id: me.clone(),
+                job_id: job.clone(),
+                accept: true,
+                reason: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    // Both accepted: the driver opens round 0.
+    let mut task = poll(&mut a, &wa).await;
+    for _ in 0..50 {
+        if matches!(task, Task::Train(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        task = poll(&mut a, &wa).await;
+    }
+    let Task::Train(train) = task else {
+        panic!("expected a round, got {task:?}")
+    };
+    assert_eq!(
+        (
+            train.round,
+            train.stage.as_str(),
+            train.base_digest.as_str()
+        ),
+        (0, "collect", "")
+    );
+
+    // Several chunks' worth of parameters, two workers with weights 1 and 3.
+    let n = fedsynth_proto::CHUNK_BYTES / 4 * 2 + 5;
+    let va: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let vb: Vec<f32> = (0..n).map(|i| 1.0 + (i % 5) as f32).collect();
+    // Bad updates first: wrong length, NaN, a second header.
+    let e = upload(&mut a, &wa, &job, &[f32::NAN; 4], 1.0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = upload(&mut a, &wa, &job, &va, f64::INFINITY)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    upload(&mut a, &wa, &job, &va, 1.0).await.unwrap();
+    let e = upload(&mut a, &wa, &job, &va, 1.0).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "a second update for one round is refused"
+    );
+    let e = upload(&mut b, &wb, &job, &vb[..n - 1], 3.0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::InvalidArgument,
+        "the model size is fixed by the first update"
+    );
+    upload(&mut b, &wb, &job, &vb, 3.0).await.unwrap();
+
+    // The round commits; the job moves to sampling with one of them designated.
+    let mut state = String::new();
+    for _ in 0..50 {
+        let s = j
+            .get_job(pb::GetJobRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        state = s.state.clone();
+        if s.state == "sampling" {
+            assert_eq!(s.round, 1);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "sampling");
+    let mut sampler = None;
+    for _ in 0..50 {
+        for (client, me) in [(&mut a, &wa), (&mut b, &wb)] {
+            if let Task::Sample(s) = poll(client, me).await {
+                sampler = Some((me.clone(), s));
+            }
+        }
+        if sampler.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (me, sample) = sampler.expect("a sampler is designated");
+    let mut client = fed(&url, CLINICS).await;
+    let mut stream = client
+        .download_weights(pb::DownloadWeightsRequest {
+            worker_id: me.clone(),
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(c) = stream.message().await.unwrap() {
+        fedsynth_proto::extend_f32(&mut got, &c.data).unwrap();
+    }
+    assert_eq!(got.len(), n);
+    for i in 0..n {
+        let want = (va[i] + 3.0 * vb[i]) / 4.0;
+        assert!(
+            (got[i] - want).abs() < 1e-5,
+            "parameter {i}: {} vs {want}",
+            got[i]
+        );
+    }
+    assert_eq!(
+        fedsynth_coordinator::artifacts::weights_digest(&got),
+        sample.base_digest
+    );
+
+    // An artifact whose bytes do not match its header is refused; then a good one lands.
+    let body = b"ciphertext".to_vec();
+    let send = |sha: String| {
+        vec![
+            pb::ArtifactChunk {
+                part: Some(pb::artifact_chunk::Part::Header(pb::ArtifactHeader {
+                    worker_id: me.clone(),
+                    job_id: job.clone(),
+                    size: body.len() as u64,
+                    sha256: sha,
+                })),
+            },
+            pb::ArtifactChunk {
+                part: Some(pb::artifact_chunk::Part::Data(body.clone())),
+            },
+        ]
+    };
+    let e = client
+        .upload_artifact(tokio_stream::iter(send("0".repeat(64))))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = j
+        .fetch_artifact(pb::FetchArtifactRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    use sha2::Digest;
+    client
+        .upload_artifact(tokio_stream::iter(send(hex::encode(sha2::Sha256::digest(
+            &body,
+        )))))
+        .await
+        .unwrap();
+    let mut stream = j
+        .fetch_artifact(pb::FetchArtifactRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut fetched = Vec::new();
+    while let Some(c) = stream.message().await.unwrap() {
+        fetched.extend(c.data);
+    }
+    assert_eq!(fetched, body);
+    let trail = j
+        .list_audit(pb::ListAuditRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
+    for needed in [
+        "submit", "accept", "start", "update", "round", "sampler", "artifact", "fetch",
+    ] {
+        assert!(
+            actions.contains(&needed),
+            "audit lacks {needed}: {actions:?}"
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! The job spec: what a job owner submits (`fedsynth submit JOB.toml`), stored by the
+//! coordinator and offered to the workers of the job's federation. Part of the contract, so
+//! it lives beside the wire types. The schema and the recipients' public keys travel inlined.
+
+use serde::{Deserialize, Serialize};
+
+/// Version tag of stored and transmitted specs.
+pub const SPEC_VERSION: u32 = 1;
+
+/// How updates are aggregated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureAggregation {
+    /// Pairwise masking with dropout recovery: the coordinator sees only the sum.
+    Secagg,
+    /// Additive homomorphic encryption (tfhe): the coordinator adds ciphertexts.
+    He,
+    /// No protection of individual updates (trusted coordinator only).
+    #[default]
+    None,
+}
+
+/// A federated synthesis job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Spec format version (1).
+    #[serde(default = "spec_version")]
+    pub version: u32,
+    /// A name for people.
+    pub name: String,
+    /// The federation whose workers train the job.
+    pub federation: String,
+    /// Generator model (`tvae`).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// The table schema (TOML text): every column with public bounds/edges or categories,
+    /// so that all holders share one encoder without spending budget on it.
+    pub schema_toml: String,
+    /// Per-holder ε for the whole job (row count release + every DP-SGD step).
+    pub epsilon: f64,
+    /// Per-holder δ.
+    pub delta: f64,
+    /// Federated rounds.
+    pub rounds: u32,
+    /// Local DP-SGD steps per round.
+    pub local_steps: u32,
+    /// Expected local batch size (Poisson sampling rate = batch / local rows).
+    #[serde(default = "default_batch")]
+    pub batch_size: u32,
+    /// Adam learning rate of local training.
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// Per-example clipping norm.
+    #[serde(default = "default_clip")]
+    pub clip_norm: f64,
+    /// Aggregation protection.
+    #[serde(default)]
+    pub secure_aggregation: SecureAggregation,
+    /// Fewest workers a round may commit with.
+    pub min_workers: u32,
+    /// Seconds a round waits for uploads.
+    #[serde(default = "default_deadline")]
+    pub round_deadline_s: u64,
+    /// Seconds the coordinator waits for workers to answer the offer.
+    #[serde(default = "default_enrol")]
+    pub enrol_deadline_s: u64,
+    /// Tries of one round before the job fails.
+    #[serde(default = "default_tries")]
+    pub round_tries: u32,
+    /// Rows of synthetic output.
+    pub rows: u64,
+    /// Output format: `csv` or `parquet`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// Recipients' public keys (the text of `NAME.pub`); the artifact is encrypted for them.
+    pub recipients: Vec<String>,
+    /// Seed of the initial weights (every worker starts from the same model).
+    #[serde(default)]
+    pub init_seed: u64,
+}
+
+fn spec_version() -> u32 {
+    SPEC_VERSION
+}
+fn default_model() -> String {
+    "tvae".into()
+}
+fn default_batch() -> u32 {
+    500
+}
+fn default_lr() -> f64 {
+    5e-3
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_deadline() -> u64 {
+    120
+}
+fn default_enrol() -> u64 {
+    30
+}
+fn default_tries() -> u32 {
+    3
+}
+fn default_format() -> String {
+    "csv".into()
+}
+
+impl JobSpec {
+    /// Parses and validates a spec.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let spec: Self = toml::from_str(text).map_err(|e| {
+            format!(
+                "job spec: {}",
+                e.to_string().lines().next().unwrap_or("invalid TOML")
+            )
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The spec as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks every field; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let fail = |m: String| Err(format!("job spec: {m}"));
+        if self.version != SPEC_VERSION {
+            return fail(format!(
+                "version {} is not supported (use {SPEC_VERSION})",
+                self.version
+            ));
+        }
+        if self.name.trim().is_empty() || self.name.len() > 200 {
+            return fail("name must be 1-200 characters".into());
+        }
+        crate::FederationName::new(self.federation.clone())
+            .map_err(|e| format!("job spec: federation: {e}"))?;
+        if self.model != "tvae" {
+            return fail(format!("model '{}': only tvae is available", self.model));
+        }
+        if self.schema_toml.trim().is_empty() || self.schema_toml.len() > 1 << 20 {
+            return fail("schema is empty or larger than 1 MiB".into());
+        }
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return fail("epsilon must be a positive number".into());
+        }
+        if !(self.delta > 0.0 && self.delta < 1.0) {
+            return fail("delta must be in (0, 1)".into());
+        }
+        if self.rounds == 0 || self.rounds > 100_000 {
+            return fail("rounds must be 1-100000".into());
+        }
+        if self.local_steps == 0 || self.local_steps > 100_000 {
+            return fail("local_steps must be 1-100000".into());
+        }
+        if self.batch_size == 0 {
+            return fail("batch_size must be positive".into());
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return fail("learning_rate must be positive".into());
+        }
+        if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
+            return fail("clip_norm must be positive".into());
+        }
+        if self.secure_aggregation != SecureAggregation::None {
+            return fail(format!(
+                "secure_aggregation = {:?}: this coordinator supports only \"none\" so far",
+                self.secure_aggregation
+            ));
+        }
+        if self.min_workers == 0 || self.min_workers > 10_000 {
+            return fail("min_workers must be 1-10000".into());
+        }
+        if self.round_deadline_s == 0 || self.round_deadline_s > 86_400 {
+            return fail("round_deadline_s must be 1-86400".into());
+        }
+        if self.enrol_deadline_s == 0 || self.enrol_deadline_s > 86_400 {
+            return fail("enrol_deadline_s must be 1-86400".into());
+        }
+        if self.round_tries == 0 || self.round_tries > 100 {
+            return fail("round_tries must be 1-100".into());
+        }
+        if self.rows == 0 || self.rows > 100_000_000 {
+            return fail("rows must be 1-100000000".into());
+        }
+        if self.format != "csv" && self.format != "parquet" {
+            return fail(format!("format '{}': use csv or parquet", self.format));
+        }
+        if self.recipients.is_empty() || self.recipients.len() > 64 {
+            return fail("name 1-64 recipients: the artifact is always encrypted".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            version: 1,
+            name: "demo".into(),
+            federation: "f".into(),
+            model: "tvae".into(),
+            schema_toml: "version = 1\ncolumns = []\n".into(),
+            epsilon: 3.0,
+            delta: 1e-6,
+            rounds: 3,
+            local_steps: 5,
+            batch_size: 100,
+            learning_rate: 5e-3,
+            clip_norm: 1.0,
+            secure_aggregation: SecureAggregation::None,
+            min_workers: 2,
+            round_deadline_s: 10,
+            enrol_deadline_s: 10,
+            round_tries: 3,
+            rows: 100,
+            format: "csv".into(),
+            recipients: vec!["k".into()],
+            init_seed: 1,
+        }
+    }
+
+    #[test]
+    fn specs_round_trip_and_bad_fields_are_named() {
+        let s = spec();
+        assert_eq!(JobSpec::from_toml(&s.to_toml()).unwrap(), s);
+        let mut bad = spec();
+        bad.epsilon = f64::NAN;
+        assert!(bad.validate().unwrap_err().contains("epsilon"));
+        let mut bad = spec();
+        bad.recipients.clear();
+        assert!(bad.validate().unwrap_err().contains("recipients"));
+        assert!(
+            JobSpec::from_toml("name = 1")
+                .unwrap_err()
+                .starts_with("job spec:")
+        );
+    }
+}

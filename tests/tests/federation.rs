@@ -1,0 +1,546 @@
+//! End to end: a coordinator and three workers as real processes on loopback, with mutual
+//! TLS, each worker holding a third of a real table (ISLR Wage), training one generator.
+//! Also the crash cases: the coordinator killed mid-job and restarted, a worker killed
+//! mid-round and restarted.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// These tests start several processes each; they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const OWNER: &str = "owner-token-for-tests-0001";
+const CLINICS: &str = "clinics-token-for-tests-01";
+const OTHER: &str = "other-token-for-tests-0001";
+const WORKERS: [&str; 3] = ["clinic-a", "clinic-b", "clinic-c"];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `fedsynth` binary built beside this test (cargo test --workspace builds it).
+fn bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join("fedsynth");
+    assert!(
+        path.exists(),
+        "{} is missing: run cargo test --workspace (or cargo build -p fedsynth-cli)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    port: u16,
+    coordinator: Option<Child>,
+    workers: Vec<Option<Child>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.coordinator))
+            .flatten()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let c = Self {
+            dir,
+            port,
+            coordinator: None,
+            workers: vec![None, None, None],
+        };
+        let mut certs = vec!["certs", "--out", "certs"];
+        for w in WORKERS {
+            certs.extend(["--client", w]);
+        }
+        c.ok(&certs);
+        c.ok(&["keygen", "--out", "team"]);
+        // Three shards of the table, each with the header.
+        let text = std::fs::read_to_string(repo().join("cli/tests/data/wage.csv")).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        let rows: Vec<&str> = lines.collect();
+        for (k, w) in WORKERS.iter().enumerate() {
+            let shard: Vec<&str> = rows.iter().skip(k).step_by(3).copied().collect();
+            std::fs::write(
+                c.path(&format!("{w}.csv")),
+                format!("{header}\n{}\n", shard.join("\n")),
+            )
+            .unwrap();
+        }
+        std::fs::copy(
+            repo().join("configs/wage.schema.toml"),
+            c.path("wage.schema.toml"),
+        )
+        .unwrap();
+        std::fs::write(
+            c.path("coordinator.toml"),
+            format!(
+                r#"listen = "127.0.0.1:{port}"
+database_url = "sqlite://coordinator.db"
+artifacts = "artifacts"
+owner_token = "{OWNER}"
+poll_interval_ms = 100
+[tls]
+cert = "certs/coordinator.pem"
+key = "certs/coordinator.key"
+client_ca = "certs/ca.pem"
+[[federation]]
+name = "clinics"
+enrolment_token = "{CLINICS}"
+[[federation]]
+name = "other"
+enrolment_token = "{OTHER}"
+"#
+            ),
+        )
+        .unwrap();
+        for w in WORKERS {
+            std::fs::write(
+                c.path(&format!("{w}.toml")),
+                format!(
+                    r#"coordinator = "https://localhost:{port}"
+federation = "clinics"
+name = "{w}"
+enrolment_token = "{CLINICS}"
+data = "{w}.csv"
+dataset = "wage"
+state_dir = "state-{w}"
+cap_epsilon = 10.0
+cap_delta = 1e-5
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/{w}.pem"
+key = "certs/{w}.key"
+domain = "coordinator"
+"#
+                ),
+            )
+            .unwrap();
+        }
+        c
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env(
+                "FEDSYNTH_COORDINATOR",
+                format!("https://localhost:{}", self.port),
+            )
+            .env("FEDSYNTH_TOKEN", OWNER)
+            .env("FEDSYNTH_CA", self.path("certs/ca.pem"))
+            .env_remove("FEDSYNTH_TOKEN_FILE");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "fedsynth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn spawn(&self, args: &[&str], log: &str) -> Child {
+        let log = std::fs::File::create(self.path(log)).unwrap();
+        self.command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn start_coordinator(&mut self) {
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        self.coordinator = Some(self.spawn(
+            &["coordinator", "--config", "coordinator.toml"],
+            &format!("coordinator-{n}.log"),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the coordinator did not start: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    fn start_worker(&mut self, k: usize) {
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let config = format!("{}.toml", WORKERS[k]);
+        self.workers[k] = Some(self.spawn(
+            &["worker", "--config", &config],
+            &format!("{}-{n}.log", WORKERS[k]),
+        ));
+    }
+
+    fn kill_worker(&mut self, k: usize) {
+        if let Some(mut c) = self.workers[k].take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                out.push_str(&format!(
+                    "--- {}\n{}\n",
+                    e.path().display(),
+                    std::fs::read_to_string(e.path()).unwrap_or_default()
+                ));
+            }
+        }
+        out
+    }
+
+    fn job_file(&self, rounds: u32, local_steps: u32, min_workers: u32, rows: u32) -> PathBuf {
+        let path = self.path("job.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"name = "wage, three clinics"
+federation = "clinics"
+schema = "wage.schema.toml"
+epsilon = 3.0
+delta = 1e-5
+rounds = {rounds}
+local_steps = {local_steps}
+batch_size = 100
+min_workers = {min_workers}
+round_deadline_s = 60
+enrol_deadline_s = 20
+round_tries = 3
+rows = {rows}
+format = "csv"
+recipients = ["team.pub"]
+init_seed = 11
+"#
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Waits until `ready(status)`; panics with the logs on timeout or failure.
+    fn wait(&self, job: &str, secs: u64, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let out = self.run(&["status", job, "--json"]);
+            if out.status.success() {
+                let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+                if ready(&s) {
+                    return s;
+                }
+                assert_ne!(s["state"], "failed", "job failed: {s}\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for job {job}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Each worker's ledger: its spends (notes) and composed ε.
+    fn ledger(&self, k: usize) -> (Vec<String>, f64) {
+        let ledger = fedsynth_privacy::ledger::Ledger::open(
+            self.path(&format!("state-{}/ledger.db", WORKERS[k])),
+        )
+        .unwrap();
+        let st = ledger
+            .statement(&format!("clinics/{}", WORKERS[k]), "wage")
+            .unwrap();
+        (st.spends.iter().map(|s| s.note.clone()).collect(), st.spent)
+    }
+
+    fn audit(&self, job: &str) -> Vec<Value> {
+        self.ok(&["audit", "--job", job, "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Round numbers committed, in audit order, with their worker counts.
+fn committed_rounds(audit: &[Value]) -> Vec<(u32, u32)> {
+    audit
+        .iter()
+        .filter(|e| e["action"] == "round")
+        .map(|e| {
+            let d = e["detail"].as_str().unwrap();
+            // "round R committed with N worker(s): …"
+            let words: Vec<&str> = d.split_whitespace().collect();
+            (words[1].parse().unwrap(), words[4].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn three_holders_train_one_generator_over_mutual_tls() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    c.start_coordinator();
+    for k in 0..3 {
+        c.start_worker(k);
+    }
+    let job_file = c.job_file(4, 15, 3, 600);
+    let job = c.ok(&[
+        "submit",
+        job_file.to_str().unwrap(),
+        "--request-id",
+        "demo-1",
+    ]);
+    // The same request id again: the same job.
+    assert_eq!(
+        c.ok(&[
+            "submit",
+            job_file.to_str().unwrap(),
+            "--request-id",
+            "demo-1"
+        ]),
+        job
+    );
+    let done = c.wait(&job, 300, |s| s["state"] == "done");
+    assert_eq!(done["round"], 4);
+    assert_eq!(done["workers"].as_array().unwrap().len(), 3);
+
+    // The artifact is ciphertext; only the recipient opens it.
+    c.ok(&["fetch", &job, "--out", "fetched"]);
+    let sealed = std::fs::read(c.path(&format!("fetched/{job}.fsx"))).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("wage"),
+        "the artifact must be encrypted"
+    );
+    c.ok(&[
+        "decrypt",
+        &format!("fetched/{job}.fsx"),
+        "--key",
+        "team.key",
+        "--out",
+        "synthetic.csv",
+    ]);
+    let text = std::fs::read_to_string(c.path("synthetic.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let real = std::fs::read_to_string(repo().join("cli/tests/data/wage.csv")).unwrap();
+    let real_header = real.lines().next().unwrap();
+    assert_eq!(header.split(',').count(), real_header.split(',').count());
+    assert_eq!(lines.count(), 600);
+
+    // Each holder was charged once, within its cap and the job's ε.
+    for k in 0..3 {
+        let (notes, spent) = c.ledger(k);
+        assert_eq!(notes, vec![format!("job {job}"); notes.len()]);
+        assert!(!notes.is_empty() && notes.len() <= 2, "{notes:?}");
+        assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
+    }
+    let audit = c.audit(&job);
+    assert_eq!(
+        committed_rounds(&audit),
+        vec![(0, 3), (1, 3), (2, 3), (3, 3)]
+    );
+    let actions: Vec<&str> = audit
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for needed in ["submit", "accept", "round", "artifact", "fetch"] {
+        assert!(actions.contains(&needed), "{actions:?}");
+    }
+
+    // The owner's commands refuse a wrong token with one clear line.
+    let out = c
+        .command(&["status", &job])
+        .env("FEDSYNTH_TOKEN", "a-wrong-token-000000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UNAUTHENTICATED") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn a_coordinator_killed_mid_job_resumes_from_the_last_committed_round() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    c.start_coordinator();
+    for k in 0..3 {
+        c.start_worker(k);
+    }
+    let job_file = c.job_file(8, 25, 3, 100);
+    let job = c.ok(&["submit", job_file.to_str().unwrap()]);
+    c.wait(&job, 300, |s| s["round"].as_u64().unwrap_or(0) >= 2);
+    c.kill_coordinator();
+    std::thread::sleep(Duration::from_millis(500));
+    c.start_coordinator();
+    let done = c.wait(&job, 300, |s| s["state"] == "done");
+    assert_eq!(done["round"], 8);
+    let audit = c.audit(&job);
+    let rounds: Vec<u32> = committed_rounds(&audit).iter().map(|r| r.0).collect();
+    assert_eq!(
+        rounds,
+        (0..8).collect::<Vec<_>>(),
+        "every round committed exactly once, in order"
+    );
+    assert!(
+        audit.iter().any(|e| e["action"] == "resume"),
+        "the restart is in the audit trail"
+    );
+    for k in 0..3 {
+        let (notes, spent) = c.ledger(k);
+        assert!(
+            notes.iter().all(|n| n == &format!("job {job}")),
+            "{notes:?}"
+        );
+        assert!(
+            notes.len() <= 2 && spent <= 3.0 + 1e-9,
+            "holder {k} charged {} times, ε {spent}",
+            notes.len()
+        );
+    }
+}
+
+#[test]
+fn a_killed_worker_is_dropped_and_a_restarted_one_rejoins() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    c.start_coordinator();
+    for k in 0..3 {
+        c.start_worker(k);
+    }
+    let job_file = c.job_file(14, 25, 2, 100);
+    let job = c.ok(&["submit", job_file.to_str().unwrap()]);
+    c.wait(&job, 300, |s| {
+        s["state"] == "running" && s["round"].as_u64().unwrap_or(0) >= 1
+    });
+    c.kill_worker(2);
+    // The others carry on without it.
+    let after_kill = c.wait(&job, 300, |s| s["round"].as_u64().unwrap_or(0) >= 4)["round"]
+        .as_u64()
+        .unwrap();
+    c.start_worker(2);
+    let done = c.wait(&job, 300, |s| s["state"] == "done");
+    assert_eq!(done["round"], 14);
+    let rounds = committed_rounds(&c.audit(&job));
+    assert_eq!(
+        rounds.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..14).collect::<Vec<_>>()
+    );
+    assert!(
+        rounds.iter().any(|&(_, n)| n == 2),
+        "some round went on with two workers: {rounds:?}"
+    );
+    assert!(
+        rounds
+            .iter()
+            .any(|&(r, n)| u64::from(r) > after_kill && n == 3),
+        "the restarted worker delivered a later round: {rounds:?}"
+    );
+    let (notes, spent) = c.ledger(2);
+    assert!(
+        notes.iter().all(|n| n == &format!("job {job}")) && notes.len() <= 2,
+        "{notes:?}"
+    );
+    assert!(spent <= 3.0 + 1e-9);
+}
+
+#[test]
+fn a_worker_with_another_federations_credentials_is_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    c.start_coordinator();
+    // A worker of federation "other" (its token) that claims to belong to "clinics".
+    let config = std::fs::read_to_string(c.path("clinic-a.toml"))
+        .unwrap()
+        .replace(CLINICS, OTHER);
+    std::fs::write(c.path("intruder.toml"), config).unwrap();
+    let out = c.run(&["worker", "--config", "intruder.toml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused") && err.contains("federation"),
+        "{err}"
+    );
+    // A worker without a client certificate cannot even connect for work.
+    let plain = std::fs::read_to_string(c.path("clinic-b.toml"))
+        .unwrap()
+        .replace("cert = \"certs/clinic-b.pem\"\n", "")
+        .replace("key = \"certs/clinic-b.key\"\n", "");
+    std::fs::write(c.path("nocert.toml"), plain).unwrap();
+    let out = c.run(&["worker", "--config", "nocert.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("client certificate"));
+
+    // A holder whose cap the job would pass refuses it, says why, and is charged nothing.
+    let config = std::fs::read_to_string(c.path("clinic-c.toml"))
+        .unwrap()
+        .replace("cap_epsilon = 10.0", "cap_epsilon = 0.5");
+    std::fs::write(c.path("clinic-c.toml"), config).unwrap();
+    for k in 0..3 {
+        c.start_worker(k);
+    }
+    let job_file = c.job_file(2, 5, 2, 50);
+    let job = c.ok(&["submit", job_file.to_str().unwrap()]);
+    let s = c.wait(&job, 120, |s| {
+        !s["refusals"].as_array().unwrap().is_empty() && s["state"] != "enrolling"
+    });
+    let refusal = s["refusals"][0].as_str().unwrap();
+    assert!(
+        refusal.starts_with("clinics/clinic-c") && refusal.contains("cap"),
+        "{refusal}"
+    );
+    assert_eq!(c.ledger(2).0.len(), 0, "a refused job costs nothing");
+    c.wait(&job, 300, |s| s["state"] == "done");
+}

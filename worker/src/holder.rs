@@ -1,0 +1,392 @@
+//! The data holder's side of a job, with no networking: deciding whether a job fits the
+//! holder's budget (and charging it once), training a round from given weights, and
+//! sampling the final generator into an encrypted file.
+//!
+//! Promises kept here:
+//! - a job is charged to the holder's ledger once, before anything is released, and covers
+//!   the noisy row count and every DP-SGD step of every round;
+//! - each round is trained at most once: its result is cached in the state directory and
+//!   re-sent as is when asked again (after a coordinator or worker restart), so a retry
+//!   never releases a second, differently-noised update that the charge did not cover.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fedsynth_privacy::envelope::{self, PublicKey};
+use fedsynth_privacy::ledger::{Budget, Ledger};
+use fedsynth_privacy::rng::SecureRng;
+use fedsynth_privacy::{
+    AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps, calibrate_noise,
+};
+use fedsynth_proto::JobSpec;
+use fedsynth_synth::device::{self, DeviceChoice};
+use fedsynth_synth::encoder::Encoder;
+use fedsynth_synth::model::{Tvae, TvaeConfig};
+use fedsynth_synth::schema::Schema;
+use fedsynth_synth::stats::Plan;
+use fedsynth_synth::table::{Format, Table, read_table, table_bytes};
+use fedsynth_synth::train::{Stepper, TrainConfig};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::WorkerConfig;
+use crate::error::{Result, WorkerError};
+
+/// Standard deviation of the Gaussian noise on the row count that weights FedAvg.
+pub const COUNT_NOISE: f64 = 20.0;
+
+/// What the holder decided for a job, stored before the answer is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobPlan {
+    /// The job.
+    pub job_id: String,
+    /// SHA-256 of the accepted spec: later tasks must be for this very spec.
+    pub spec_digest: String,
+    /// Poisson sampling rate of local steps.
+    pub sampling_rate: f64,
+    /// Noise multiplier of local steps.
+    pub noise_multiplier: f64,
+    /// The DP-noised row count (the FedAvg weight).
+    pub noisy_rows: f64,
+    /// ε charged for the job (count + training, composed).
+    pub epsilon: f64,
+}
+
+/// SHA-256 of little-endian f32 values, hex (the same digest the coordinator computes).
+pub fn weights_digest(values: &[f32]) -> String {
+    let mut h = Sha256::new();
+    for v in values {
+        h.update(v.to_le_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The holder: its table, its ledger, its state directory.
+pub struct Holder {
+    holder: String,
+    dataset: String,
+    table: Arc<Table>,
+    ledger_path: PathBuf,
+    state_dir: PathBuf,
+    device: DeviceChoice,
+    rng: std::sync::Mutex<SecureRng>,
+}
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder")
+            .field("holder", &self.holder)
+            .field("dataset", &self.dataset)
+            .finish()
+    }
+}
+
+impl Holder {
+    /// Reads the table, opens the ledger and sets the cap from the config.
+    pub fn open(config: &WorkerConfig) -> Result<Self> {
+        let table = read_table(&config.data)?;
+        let device: DeviceChoice = config.device.parse()?;
+        std::fs::create_dir_all(config.state_dir.join("jobs"))?;
+        let ledger_path = config.state_dir.join("ledger.db");
+        let ledger = Ledger::open(&ledger_path)?;
+        let holder = format!("{}/{}", config.federation, config.name);
+        let dataset = config.dataset.clone().unwrap_or_else(|| {
+            std::fs::canonicalize(&config.data)
+                .unwrap_or_else(|_| config.data.clone())
+                .display()
+                .to_string()
+        });
+        ledger.set_cap(
+            &holder,
+            &dataset,
+            Budget {
+                epsilon: Epsilon::new(config.cap_epsilon)?,
+                delta: Delta::new(config.cap_delta)?,
+            },
+        )?;
+        let rng = match config.seed {
+            Some(s) => SecureRng::from_seed(s),
+            None => SecureRng::from_os(),
+        };
+        Ok(Self {
+            holder,
+            dataset,
+            table: Arc::new(table),
+            ledger_path,
+            state_dir: config.state_dir.clone(),
+            device,
+            rng: std::sync::Mutex::new(rng),
+        })
+    }
+
+    /// Rows in the holder's table.
+    pub fn rows(&self) -> usize {
+        self.table.rows()
+    }
+
+    fn rng(&self) -> SecureRng {
+        self.rng
+            .lock()
+            .map_or_else(|p| p.into_inner().fork(), |mut r| r.fork())
+    }
+
+    fn job_dir(&self, job: &str) -> Result<PathBuf> {
+        fedsynth_proto::JobId::new(job).map_err(WorkerError::Invalid)?;
+        Ok(self.state_dir.join("jobs").join(job))
+    }
+
+    fn plan_path(&self, job: &str) -> Result<PathBuf> {
+        Ok(self.job_dir(job)?.join("plan.json"))
+    }
+
+    /// The spec of a job this holder accepted, as it was accepted.
+    pub fn spec(&self, job: &str) -> Result<JobSpec> {
+        let path = self.job_dir(job)?.join("spec.toml");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|_| WorkerError::Invalid(format!("job {job} was never accepted here")))?;
+        let spec = JobSpec::from_toml(&text).map_err(WorkerError::Invalid)?;
+        self.check_plan(job, &spec)?;
+        Ok(spec)
+    }
+
+    /// The stored plan of an accepted job.
+    pub fn plan(&self, job: &str) -> Result<Option<JobPlan>> {
+        let path = self.plan_path(job)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| WorkerError::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The schema of a job, checked against the holder's table: it must be complete
+    /// (public edges and categories for every column) so that every holder builds the same
+    /// encoder without spending budget on it.
+    pub fn schema(&self, spec: &JobSpec) -> Result<Schema> {
+        let schema = Schema::from_toml(&spec.schema_toml)?;
+        if !Plan::for_schema(&schema).is_free() {
+            return Err(WorkerError::Invalid(
+                "the job's schema must give public bin edges and categories for every column"
+                    .into(),
+            ));
+        }
+        schema.check_against(&self.table)?;
+        Ok(schema)
+    }
+
+    /// Decides whether to take part in `spec`: checks the schema against the table, plans the
+    /// noise for the holder's rows, and charges the ledger (once per job). Returns the plan,
+    /// or the reason to refuse.
+    pub fn accept(&self, job: &str, spec: &JobSpec) -> Result<JobPlan> {
+        if let Some(plan) = self.plan(job)? {
+            return Ok(plan);
+        }
+        spec.validate().map_err(WorkerError::Invalid)?;
+        self.schema(spec)?;
+        let rows = self.rows();
+        let q = (f64::from(spec.batch_size) / rows as f64).min(1.0);
+        let steps = u64::from(spec.rounds) * u64::from(spec.local_steps);
+        let delta = Delta::new(spec.delta)?;
+        let count = DpEvent::gaussian(1.0, COUNT_NOISE, 1)?;
+        let sigma = calibrate_noise(
+            AccountantKind::Pld,
+            Epsilon::new(spec.epsilon)?,
+            SamplingRate::new(q)?,
+            Steps::new(steps)?,
+            delta,
+            std::slice::from_ref(&count),
+        )?;
+        let events = vec![count, DpEvent::subsampled_gaussian(q, sigma.get(), steps)?];
+        let epsilon = AccountantKind::Pld.epsilon(&events, delta)?;
+        let ledger = Ledger::open(&self.ledger_path)?;
+        ledger.try_spend_once(&self.holder, &self.dataset, &events, &format!("job {job}"))?;
+        // Charged: now the count may be drawn, and it is kept before anything is sent.
+        let mut rng = self.rng();
+        let z = rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, &mut rng);
+        let plan = JobPlan {
+            job_id: job.into(),
+            spec_digest: hex::encode(Sha256::digest(spec.to_toml().as_bytes())),
+            sampling_rate: q,
+            noise_multiplier: sigma.get(),
+            noisy_rows: (rows as f64 + COUNT_NOISE * z).max(1.0),
+            epsilon,
+        };
+        let dir = self.job_dir(job)?;
+        std::fs::create_dir_all(&dir)?;
+        let spec_text = spec.to_toml();
+        envelope::write_atomically(&dir.join("spec.toml"), |w| {
+            std::io::Write::write_all(w, spec_text.as_bytes())
+        })?;
+        let text =
+            serde_json::to_string_pretty(&plan).map_err(|e| WorkerError::Invalid(e.to_string()))?;
+        envelope::write_atomically(&self.plan_path(job)?, |w| {
+            std::io::Write::write_all(w, text.as_bytes())
+        })?;
+        Ok(plan)
+    }
+
+    fn check_plan(&self, job: &str, spec: &JobSpec) -> Result<JobPlan> {
+        let plan = self
+            .plan(job)?
+            .ok_or_else(|| WorkerError::Invalid(format!("job {job} was never accepted here")))?;
+        if plan.spec_digest != hex::encode(Sha256::digest(spec.to_toml().as_bytes())) {
+            return Err(WorkerError::Invalid(format!(
+                "job {job}: the spec differs from the one accepted"
+            )));
+        }
+        Ok(plan)
+    }
+
+    fn encoder(&self, spec: &JobSpec) -> Result<(Encoder, TvaeConfig)> {
+        let schema = self.schema(spec)?;
+        let encoder = Encoder::new(&schema, &self.table)?;
+        let config = TvaeConfig::new(encoder.width());
+        Ok((encoder, config))
+    }
+
+    /// The model a job starts from (every holder draws the same one from the job's seed).
+    pub fn initial_weights(&self, spec: &JobSpec) -> Result<Vec<f32>> {
+        let (_, config) = self.encoder(spec)?;
+        Ok(config.seeded_flat(spec.init_seed))
+    }
+
+    fn cached(&self, job: &str, round: u32) -> Result<(PathBuf, PathBuf)> {
+        let dir = self.job_dir(job)?;
+        Ok((
+            dir.join(format!("round-{round:06}.f32")),
+            dir.join(format!("round-{round:06}.base")),
+        ))
+    }
+
+    /// The cached result of `round`, if it was trained: `Err` if it was trained from other
+    /// weights (training again would release an update the charge did not cover).
+    pub fn cached_round(
+        &self,
+        job: &str,
+        round: u32,
+        base_digest: &str,
+    ) -> Result<Option<Vec<f32>>> {
+        let (values, base) = self.cached(job, round)?;
+        let Ok(stored_base) = std::fs::read_to_string(&base) else {
+            return Ok(None);
+        };
+        if stored_base.trim() != base_digest {
+            return Err(WorkerError::Invalid(format!(
+                "job {job}: round {round} was already trained from other weights; refusing to train it again"
+            )));
+        }
+        let bytes = std::fs::read(&values)?;
+        let mut out = Vec::with_capacity(bytes.len() / 4);
+        fedsynth_proto::extend_f32(&mut out, &bytes)
+            .ok_or_else(|| WorkerError::Invalid(format!("{}: truncated", values.display())))?;
+        Ok(Some(out))
+    }
+
+    /// Trains `round` of an accepted job from `base` (whose digest is `base_digest`): the
+    /// job's local DP-SGD steps, on the holder's rows. The result is cached before it is
+    /// returned.
+    pub fn train_round(
+        &self,
+        job: &str,
+        spec: &JobSpec,
+        round: u32,
+        base: &[f32],
+        base_digest: &str,
+    ) -> Result<Vec<f32>> {
+        let plan = self.check_plan(job, spec)?;
+        if round >= spec.rounds {
+            return Err(WorkerError::Invalid(format!(
+                "job {job} has {} rounds, not {}",
+                spec.rounds,
+                round + 1
+            )));
+        }
+        if let Some(done) = self.cached_round(job, round, base_digest)? {
+            return Ok(done);
+        }
+        let (encoder, config) = self.encoder(spec)?;
+        let data = encoder.encode(&self.table)?;
+        let mut rng = self.rng();
+        let device = device::open(self.device, rng.next_u64())?;
+        let mut model: Tvae = config.init(&device);
+        model.load_flat(base).map_err(WorkerError::Invalid)?;
+        let cfg = TrainConfig {
+            epochs: 1,
+            sampling_rate: plan.sampling_rate,
+            clip_norm: spec.clip_norm,
+            noise_multiplier: Some(plan.noise_multiplier),
+            learning_rate: spec.learning_rate,
+        };
+        let mut stepper = Stepper::new(
+            &model,
+            &data,
+            encoder.width(),
+            encoder.spans(),
+            &cfg,
+            &device,
+            &mut rng,
+        )?;
+        for _ in 0..spec.local_steps {
+            stepper.step(&mut model, &mut rng)?;
+        }
+        let out = model.to_flat();
+        let (values, base_path) = self.cached(job, round)?;
+        envelope::write_atomically(&values, |w| {
+            for chunk in fedsynth_proto::f32_chunks(&out) {
+                std::io::Write::write_all(w, &chunk)?;
+            }
+            Ok(())
+        })?;
+        // The base file marks the round as trained; it is written last.
+        envelope::write_atomically(&base_path, |w| {
+            std::io::Write::write_all(w, base_digest.as_bytes())
+        })?;
+        Ok(out)
+    }
+
+    /// Samples the final generator (`weights`) into the job's format and encrypts it for the
+    /// job's recipients. Post-processing of DP weights: it costs no budget.
+    pub fn sample(&self, job: &str, spec: &JobSpec, weights: &[f32]) -> Result<Vec<u8>> {
+        self.check_plan(job, spec)?;
+        let recipients = spec
+            .recipients
+            .iter()
+            .map(|t| PublicKey::from_text(t).map_err(WorkerError::Invalid))
+            .collect::<Result<Vec<_>>>()?;
+        let (encoder, config) = self.encoder(spec)?;
+        let mut rng = self.rng();
+        let device = device::open(self.device, rng.next_u64())?;
+        let mut model = config.init(&device);
+        model.load_flat(weights).map_err(WorkerError::Invalid)?;
+        let rows =
+            usize::try_from(spec.rows).map_err(|_| WorkerError::Invalid("too many rows".into()))?;
+        let synthetic = fedsynth_synth::sample::sample(&model, &encoder, rows, &device, &mut rng);
+        let format = if spec.format == "parquet" {
+            Format::Parquet
+        } else {
+            Format::Csv
+        };
+        let plain = table_bytes(&synthetic, format)?;
+        let mut sealed = Vec::with_capacity(plain.len() + 4096);
+        envelope::encrypt(
+            std::io::Cursor::new(&plain),
+            &mut sealed,
+            &recipients,
+            &mut rng,
+        )?;
+        Ok(sealed)
+    }
+
+    /// The ledger file.
+    pub fn ledger_path(&self) -> &Path {
+        &self.ledger_path
+    }
+
+    /// (holder, dataset) as recorded in the ledger.
+    pub fn ledger_key(&self) -> (&str, &str) {
+        (&self.holder, &self.dataset)
+    }
+}

@@ -1,0 +1,384 @@
+//! fedsynth's worker: runs beside a data holder's table, connects out to the coordinator
+//! (no inbound port), and takes part in the jobs of its federation — accepting only those
+//! its own ledger can pay for, training each round locally with DP-SGD, and sampling the
+//! final generator into a file encrypted for the job's recipients when designated.
+//!
+//! - [`config`]: the config file;
+//! - [`holder`]: the holder's decisions, training and sampling (no networking);
+//! - [`run`]: the connection loop.
+
+pub mod config;
+pub mod error;
+pub mod holder;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedsynth_proto::client::{Token, connect};
+use fedsynth_proto::v1::federation_client::FederationClient;
+use fedsynth_proto::v1::{self as pb, poll_response::Task};
+use fedsynth_proto::{JobSpec, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+
+pub use config::WorkerConfig;
+pub use error::{Result, WorkerError};
+pub use holder::Holder;
+
+type Client = FederationClient<InterceptedService<Channel, Token>>;
+
+/// Logs one line to stderr, prefixed with the worker's name.
+fn log(name: &str, message: impl std::fmt::Display) {
+    eprintln!("worker {name}: {message}");
+}
+
+/// Runs the worker until `shutdown` resolves or the coordinator refuses it for good.
+pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let holder = Arc::new(Holder::open(&config)?);
+    log(
+        &config.name,
+        format!(
+            "holding {} rows; ledger {}",
+            holder.rows(),
+            holder.ledger_path().display()
+        ),
+    );
+    tokio::select! {
+        r = serve(&config, holder) => r,
+        () = shutdown => Ok(()),
+    }
+}
+
+async fn serve(config: &WorkerConfig, holder: Arc<Holder>) -> Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match session(config, &holder).await {
+            Err(WorkerError::Transport(m)) => {
+                log(
+                    &config.name,
+                    format!("{m}; retrying in {:.1} s", backoff.as_secs_f64()),
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(WorkerError::Status(s))
+                if matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled
+                ) =>
+            {
+                log(
+                    &config.name,
+                    format!("connection lost ({}); reconnecting", s.message()),
+                );
+                tokio::time::sleep(backoff).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn client(config: &WorkerConfig) -> Result<Client> {
+    let tls = if config.insecure_plaintext {
+        None
+    } else {
+        config.tls.as_ref()
+    };
+    let channel = connect(&config.coordinator, tls)
+        .await
+        .map_err(WorkerError::Transport)?;
+    let token = Token::new(&config.enrolment_token).map_err(WorkerError::Config)?;
+    Ok(FederationClient::with_interceptor(channel, token)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+async fn session(config: &WorkerConfig, holder: &Arc<Holder>) -> Result<()> {
+    let mut client = client(config).await?;
+    let registered = client
+        .register(pb::RegisterRequest {
+            protocol_version: PROTOCOL_VERSION,
+            federation: config.federation.clone(),
+            worker_name: config.name.clone(),
+        })
+        .await
+        .map_err(|s| match s.code() {
+            Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::InvalidArgument => WorkerError::Refused(s.message().to_string()),
+            _ => WorkerError::Status(s),
+        })?
+        .into_inner();
+    let me = registered.worker_id;
+    let interval = Duration::from_millis(u64::from(registered.poll_interval_ms.clamp(10, 60_000)));
+    log(&config.name, format!("enrolled as {me}"));
+    loop {
+        let task = client
+            .poll(pb::PollRequest {
+                worker_id: me.clone(),
+            })
+            .await?
+            .into_inner()
+            .task;
+        let work = async {
+            match task {
+                Some(Task::Offer(offer)) => answer(&mut client.clone(), holder, &me, offer).await,
+                Some(Task::Train(train)) => {
+                    train_round(&mut client.clone(), holder, &me, train).await
+                }
+                Some(Task::Sample(sample)) => {
+                    sample_job(&mut client.clone(), holder, &me, sample).await
+                }
+                Some(Task::Idle(_)) | None => {
+                    tokio::time::sleep(interval).await;
+                    Ok(())
+                }
+            }
+        };
+        // Long work keeps polling so that the coordinator knows this worker is alive.
+        let result = with_heartbeat(work, client.clone(), &me, interval).await;
+        match result {
+            Ok(()) => {}
+            Err(WorkerError::Status(s))
+                if matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled
+                ) =>
+            {
+                return Err(WorkerError::Status(s));
+            }
+            Err(WorkerError::Transport(m)) => return Err(WorkerError::Transport(m)),
+            Err(e) => log(&config.name, e),
+        }
+    }
+}
+
+async fn with_heartbeat(
+    work: impl Future<Output = Result<()>>,
+    mut client: Client,
+    me: &str,
+    interval: Duration,
+) -> Result<()> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            () = tokio::time::sleep(interval) => {
+                let _ = client.poll(pb::PollRequest { worker_id: me.to_string() }).await;
+            }
+        }
+    }
+}
+
+fn spec_of(text: &str) -> Result<JobSpec> {
+    JobSpec::from_toml(text).map_err(WorkerError::Invalid)
+}
+
+async fn answer(
+    client: &mut Client,
+    holder: &Arc<Holder>,
+    me: &str,
+    offer: pb::JobOffer,
+) -> Result<()> {
+    let job = offer.job_id.clone();
+    let decision = match spec_of(&offer.spec_toml) {
+        Ok(spec) => {
+            let h = holder.clone();
+            let j = job.clone();
+            tokio::task::spawn_blocking(move || h.accept(&j, &spec))
+                .await
+                .map_err(|e| WorkerError::Invalid(e.to_string()))?
+        }
+        Err(e) => Err(e),
+    };
+    let (accept, reason) = match &decision {
+        Ok(plan) => (
+            true,
+            format!(
+                "ε = {:.3} charged, σ = {:.3}",
+                plan.epsilon, plan.noise_multiplier
+            ),
+        ),
+        Err(e) => (false, e.to_string()),
+    };
+    log(
+        me,
+        format!(
+            "job {job}: {} ({reason})",
+            if accept { "accepted" } else { "refused" }
+        ),
+    );
+    client
+        .answer(pb::AnswerRequest {
+            worker_id: me.into(),
+            job_id: job,
+            accept,
+            reason: if accept { String::new() } else { reason },
+        })
+        .await?;
+    Ok(())
+}
+
+/// Downloads the job's current global weights and checks their digest.
+async fn download(client: &mut Client, me: &str, job: &str, digest: &str) -> Result<Vec<f32>> {
+    let mut stream = client
+        .download_weights(pb::DownloadWeightsRequest {
+            worker_id: me.into(),
+            job_id: job.into(),
+        })
+        .await?
+        .into_inner();
+    let mut values = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        fedsynth_proto::extend_f32(&mut values, &chunk.data)
+            .ok_or_else(|| WorkerError::Invalid("weights arrived cut mid-value".into()))?;
+        if values.len() as u64 > fedsynth_proto::MAX_PARAMETERS {
+            return Err(WorkerError::Invalid(
+                "the weights are larger than any model".into(),
+            ));
+        }
+    }
+    let got = holder::weights_digest(&values);
+    if got != digest {
+        return Err(WorkerError::Invalid(format!(
+            "job {job}: the weights' digest is {got}, the round announced {digest}"
+        )));
+    }
+    Ok(values)
+}
+
+async fn train_round(
+    client: &mut Client,
+    holder: &Arc<Holder>,
+    me: &str,
+    task: pb::TrainRound,
+) -> Result<()> {
+    let job = task.job_id.clone();
+    let Some(plan) = holder.plan(&job)? else {
+        return Err(WorkerError::Invalid(format!(
+            "job {job}: asked to train a job this worker never accepted"
+        )));
+    };
+    let spec = holder.spec(&job)?;
+    let values = match holder.cached_round(&job, task.round, &task.base_digest)? {
+        Some(v) => {
+            log(
+                me,
+                format!(
+                    "job {job}: round {} already trained, sending it again",
+                    task.round
+                ),
+            );
+            v
+        }
+        None => {
+            let base = if task.round == 0 && task.base_digest.is_empty() {
+                let h = holder.clone();
+                let s = spec.clone();
+                tokio::task::spawn_blocking(move || h.initial_weights(&s))
+                    .await
+                    .map_err(|e| WorkerError::Invalid(e.to_string()))??
+            } else {
+                download(client, me, &job, &task.base_digest).await?
+            };
+            let h = holder.clone();
+            let (j, s, d, r) = (
+                job.clone(),
+                spec.clone(),
+                task.base_digest.clone(),
+                task.round,
+            );
+            let started = std::time::Instant::now();
+            let out = tokio::task::spawn_blocking(move || h.train_round(&j, &s, r, &base, &d))
+                .await
+                .map_err(|e| WorkerError::Invalid(e.to_string()))??;
+            log(
+                me,
+                format!(
+                    "job {job}: round {} trained ({} steps, {:.1} s)",
+                    task.round,
+                    spec.local_steps,
+                    started.elapsed().as_secs_f64()
+                ),
+            );
+            out
+        }
+    };
+    let header = pb::UpdateHeader {
+        worker_id: me.into(),
+        job_id: job.clone(),
+        round: task.round,
+        parameters: values.len() as u64,
+        weight: plan.noisy_rows,
+        base_digest: task.base_digest.clone(),
+    };
+    let mut messages = vec![pb::UpdateChunk {
+        part: Some(pb::update_chunk::Part::Header(header)),
+    }];
+    messages.extend(
+        fedsynth_proto::f32_chunks(&values).map(|c| pb::UpdateChunk {
+            part: Some(pb::update_chunk::Part::Data(c)),
+        }),
+    );
+    match client.upload_update(tokio_stream::iter(messages)).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::FailedPrecondition => {
+            log(
+                me,
+                format!(
+                    "job {job}: round {} update not taken: {}",
+                    task.round,
+                    s.message()
+                ),
+            );
+            Ok(())
+        }
+        Err(s) => Err(s.into()),
+    }
+}
+
+async fn sample_job(
+    client: &mut Client,
+    holder: &Arc<Holder>,
+    me: &str,
+    task: pb::SampleJob,
+) -> Result<()> {
+    let job = task.job_id.clone();
+    let spec = holder.spec(&job)?;
+    let weights = download(client, me, &job, &task.base_digest).await?;
+    let h = holder.clone();
+    let (j, s) = (job.clone(), spec.clone());
+    let sealed = tokio::task::spawn_blocking(move || h.sample(&j, &s, &weights))
+        .await
+        .map_err(|e| WorkerError::Invalid(e.to_string()))??;
+    let header = pb::ArtifactHeader {
+        worker_id: me.into(),
+        job_id: job.clone(),
+        size: sealed.len() as u64,
+        sha256: hex::encode(Sha256::digest(&sealed)),
+    };
+    let mut messages = vec![pb::ArtifactChunk {
+        part: Some(pb::artifact_chunk::Part::Header(header)),
+    }];
+    messages.extend(
+        sealed
+            .chunks(fedsynth_proto::CHUNK_BYTES)
+            .map(|c| pb::ArtifactChunk {
+                part: Some(pb::artifact_chunk::Part::Data(c.to_vec())),
+            }),
+    );
+    client.upload_artifact(tokio_stream::iter(messages)).await?;
+    log(
+        me,
+        format!(
+            "job {job}: sampled {} rows, encrypted for {} recipient(s)",
+            spec.rows,
+            spec.recipients.len()
+        ),
+    );
+    Ok(())
+}
