@@ -14,11 +14,11 @@ py=${EVAL_PY:-$HOME/.cache/fedsynth-eval/bin/python}
 eps=${1:-3}
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedsynth/target}"
-# The dev profile optimises every dependency and fedsynth's numeric crates (see Cargo.toml),
-# so it shares the test build; PROFILE=release for a separate release build.
-profile=${PROFILE:-dev}
-cargo build -q --profile "$profile" -p fedsynth-cli
-bin="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")/fedsynth"
+# The binary of the test build: the dev profile optimises every dependency and fedsynth's
+# numeric crates (see Cargo.toml), and building exactly what `cargo test --workspace` builds
+# keeps one set of features, so nothing is compiled twice.
+cargo test -q --workspace --locked --no-run 2> /dev/null
+bin="$CARGO_TARGET_DIR/debug/fedsynth"
 
 work=$(mktemp -d)
 pids=()

@@ -1,17 +1,17 @@
 //! Round overhead of the coordinator and its transport, without training: N scripted workers
 //! on loopback each upload a 1 M-parameter model (4 MB, streamed in 1 MiB chunks) per round;
 //! the figure is the time from the first upload starting to the round's commit (aggregation,
-//! weights stored, round recorded in the store), for N = 3, 10 and 50. Uploads are generated
-//! chunk by chunk, so the process's peak memory is essentially the coordinator's.
+//! weights stored, round recorded in the store), for N = 3, 10 and 50, and the coordinator's
+//! peak memory against the model size times the number of concurrent upload streams.
 //!
-//!   cargo bench -p fedsynth-benches --bench rounds
+//!   cargo bench --workspace --profile dev --bench rounds
 //!
-//! The coordinator runs in this process on an ephemeral port over plaintext HTTP/2 (TLS
-//! costs a handshake per connection, not per round).
+//! The coordinator is the `fedsynth` binary of the same build, run as its own process (so its
+//! peak RSS is its own), on loopback over plaintext HTTP/2: TLS costs a handshake per
+//! connection, not per round.
 
 use std::time::{Duration, Instant};
 
-use fedsynth_coordinator::config::{CoordinatorConfig, FederationConfig};
 use fedsynth_proto::client::{Token, connect};
 use fedsynth_proto::v1::federation_client::FederationClient;
 use fedsynth_proto::v1::jobs_client::JobsClient;
@@ -23,8 +23,8 @@ const ROUNDS: u32 = 6;
 const OWNER: &str = "owner-token-0123456789";
 const TOKEN: &str = "bench-token-0123456789";
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
@@ -59,29 +59,36 @@ fn spec(workers: u32) -> JobSpec {
     }
 }
 
+/// The `fedsynth` binary beside this benchmark's executable.
+fn fedsynth() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(|d| d.parent()).expect("target dir").join("fedsynth")
+}
+
 async fn bench(workers: u32) -> (Duration, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = CoordinatorConfig {
-        listen: "127.0.0.1:0".into(),
-        database_url: format!("sqlite://{}", dir.path().join("c.db").display()),
-        artifacts: dir.path().join("artifacts"),
-        owner_token: OWNER.into(),
-        tls: None,
-        insecure_plaintext: true,
-        poll_interval_ms: 20,
-        federations: vec![FederationConfig {
-            name: "bench".into(),
-            enrolment_token: TOKEN.into(),
-        }],
-        port_file: None,
+    std::fs::write(
+        dir.path().join("coordinator.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\nport_file = \"port\"\nowner_token = \"{OWNER}\"\n\
+             insecure_plaintext = true\npoll_interval_ms = 20\n\
+             [[federation]]\nname = \"bench\"\nenrolment_token = \"{TOKEN}\"\n"
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(fedsynth())
+        .args(["coordinator", "--config", "coordinator.toml"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run `cargo test --workspace --no-run` first: the fedsynth binary is needed");
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(dir.path().join("port")) {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(fedsynth_coordinator::serve(
-        config,
-        move |a| drop(tx.send(a)),
-        std::future::pending(),
-    ));
-    let url = format!("http://{}", rx.await.expect("listening"));
+    let url = format!("http://127.0.0.1:{}", port.trim());
     let channel = connect(&url, None).await.expect("connect");
     let mut jobs = JobsClient::with_interceptor(channel.clone(), Token::new(OWNER).expect("token"));
     let job = jobs
@@ -142,6 +149,9 @@ async fn bench(workers: u32) -> (Duration, f64) {
             }
         }
         let started = Instant::now();
+        let pattern: std::sync::Arc<Vec<u8>> = std::sync::Arc::new(
+            (0..CHUNK_BYTES / 4).flat_map(|j| ((j % 97) as f32 * 0.01).to_le_bytes()).collect(),
+        );
         let uploads = clients.iter().enumerate().map(|(k, (c, me))| {
             let mut c = c.clone();
             let header = pb::UpdateHeader {
@@ -192,9 +202,11 @@ async fn bench(workers: u32) -> (Duration, f64) {
         }
         times.push(started.elapsed());
     }
-    server.abort();
+    let rss = peak_rss_mib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
     times.sort();
-    (times[times.len() / 2], peak_rss_mib())
+    (times[times.len() / 2], rss)
 }
 
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>)
@@ -220,7 +232,7 @@ fn main() {
     for workers in [3u32, 10, 50] {
         let (median, rss) = rt.block_on(bench(workers));
         println!(
-            "  {workers:>2} workers: {:>7.1} ms per round; process peak RSS {rss:.0} MiB ({:.2}x the model per upload stream)",
+            "  {workers:>2} workers: {:>7.1} ms per round; coordinator peak RSS {rss:.0} MiB ({:.2}x the model per upload stream)",
             median.as_secs_f64() * 1e3,
             rss / (model_mib * f64::from(workers))
         );

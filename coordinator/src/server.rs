@@ -961,38 +961,17 @@ impl Federation for FederationService {
     ) -> Result<Response<pb::UploadAck>, Status> {
         let c = &self.0;
         let creds = c.credentials(&req);
-        let (federation, _) = c.worker(&creds, None, "upload").await?;
-        let digest = creds.digest.clone().unwrap_or_default();
+        c.worker(&creds, None, "upload").await?;
         let mut stream = req.into_inner();
-        let header = match stream.next().await {
-            Some(Ok(pb::UpdateChunk {
-                part: Some(pb::update_chunk::Part::Header(h)),
-            })) => h,
-            Some(Err(e)) => return Err(e),
+        let header = match first(&mut stream, "an update").await?.part {
+            Some(pb::update_chunk::Part::Header(h)) => h,
             _ => {
                 return Err(
                     CoordinatorError::Invalid("an update starts with its header".into()).into(),
                 );
             }
         };
-        let worker = WorkerId::new(header.worker_id.clone()).map_err(CoordinatorError::Invalid)?;
-        if !worker.as_str().starts_with(&format!("{federation}/"))
-            || c.store.worker_cert(worker.as_str()).await?.as_deref() != Some(digest.as_str())
-        {
-            c.store
-                .audit(
-                    worker.as_str(),
-                    "denied",
-                    &header.job_id,
-                    "upload: not this worker's credentials",
-                )
-                .await?;
-            return Err(CoordinatorError::PermissionDenied(format!(
-                "upload: credentials do not belong to worker '{worker}'"
-            ))
-            .into());
-        }
-        let worker = worker.to_string();
+        let (_, worker) = c.worker(&creds, Some(&header.worker_id), "upload").await?;
         if header.parameters == 0 || header.parameters > MAX_PARAMETERS {
             return Err(CoordinatorError::Invalid(format!(
                 "an update has 1 to {MAX_PARAMETERS} parameters, not {}",
@@ -1068,14 +1047,6 @@ impl Federation for FederationService {
         let r = round.round;
         drop(state);
         c.wake.notify_one();
-        c.store
-            .audit(
-                &worker,
-                "update",
-                &header.job_id,
-                &format!("round {r}: {n} parameters"),
-            )
-            .await?;
         Ok(Response::new(pb::UploadAck {
             accepted: true,
             message: format!("round {r} update received"),
@@ -1088,29 +1059,19 @@ impl Federation for FederationService {
     ) -> Result<Response<pb::UploadAck>, Status> {
         let c = &self.0;
         let creds = c.credentials(&req);
-        let (federation, _) = c.worker(&creds, None, "artifact").await?;
-        let digest = creds.digest.clone().unwrap_or_default();
+        c.worker(&creds, None, "artifact").await?;
         let mut stream = req.into_inner();
-        let header = match stream.next().await {
-            Some(Ok(pb::ArtifactChunk {
-                part: Some(pb::artifact_chunk::Part::Header(h)),
-            })) => h,
-            Some(Err(e)) => return Err(e),
+        let header = match first(&mut stream, "an artifact").await?.part {
+            Some(pb::artifact_chunk::Part::Header(h)) => h,
             _ => {
                 return Err(
                     CoordinatorError::Invalid("an artifact starts with its header".into()).into(),
                 );
             }
         };
-        let worker = header.worker_id.clone();
-        if !worker.starts_with(&format!("{federation}/"))
-            || c.store.worker_cert(&worker).await?.as_deref() != Some(digest.as_str())
-        {
-            return Err(CoordinatorError::PermissionDenied(format!(
-                "artifact: credentials do not belong to worker '{worker}'"
-            ))
-            .into());
-        }
+        let (_, worker) = c
+            .worker(&creds, Some(&header.worker_id), "artifact")
+            .await?;
         if header.size > MAX_ARTIFACT_BYTES || header.sha256.len() != 64 {
             return Err(
                 CoordinatorError::Invalid("artifact header: bad size or SHA-256".into()).into(),
@@ -1181,6 +1142,15 @@ impl Federation for FederationService {
             accepted: true,
             message: "artifact stored".into(),
         }))
+    }
+}
+
+/// The first message of a client stream.
+async fn first<T>(stream: &mut Streaming<T>, what: &str) -> Result<T, Status> {
+    match stream.next().await {
+        Some(Ok(m)) => Ok(m),
+        Some(Err(e)) => Err(e),
+        None => Err(CoordinatorError::Invalid(format!("{what} arrived empty")).into()),
     }
 }
 

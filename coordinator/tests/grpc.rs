@@ -507,7 +507,7 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
         .entries;
     let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
     for needed in [
-        "submit", "accept", "start", "update", "round", "sampler", "artifact", "fetch",
+        "submit", "accept", "start", "round", "sampler", "artifact", "fetch",
     ] {
         assert!(
             actions.contains(&needed),
