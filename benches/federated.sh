@@ -44,7 +44,7 @@ shard_rows=$(($(wc -l < "$work/shard0.csv") - 1))
 # Same expected batch fraction (1000 of all rows) and the same number of steps (30 epochs).
 batch=$(( (1000 * shard_rows + rows / 2) / rows ))
 steps=$(( 30 * ( (rows + 999) / 1000 ) ))
-local_steps=25
+local_steps=${LOCAL_STEPS:-25}
 rounds=$(( (steps + local_steps - 1) / local_steps ))
 
 cd "$work"

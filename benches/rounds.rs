@@ -1,5 +1,5 @@
 //! Round overhead of the coordinator and its transport, without training: N scripted workers
-//! on loopback each upload a 1 M-parameter model (4 MB, streamed in 1 MiB chunks) per round;
+//! on loopback each upload a 1 M-parameter model (4 MB, streamed in 256 KiB chunks) per round;
 //! the figure is the time from the first upload starting to the round's commit (aggregation,
 //! weights stored, round recorded in the store), for N = 3, 10 and 50, and the coordinator's
 //! peak memory against the model size times the number of concurrent upload streams.
@@ -62,7 +62,10 @@ fn spec(workers: u32) -> JobSpec {
 /// The `fedsynth` binary beside this benchmark's executable.
 fn fedsynth() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(|d| d.parent()).expect("target dir").join("fedsynth")
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("fedsynth")
 }
 
 async fn bench(workers: u32) -> (Duration, f64) {
@@ -150,7 +153,9 @@ async fn bench(workers: u32) -> (Duration, f64) {
         }
         let started = Instant::now();
         let pattern: std::sync::Arc<Vec<u8>> = std::sync::Arc::new(
-            (0..CHUNK_BYTES / 4).flat_map(|j| ((j % 97) as f32 * 0.01).to_le_bytes()).collect(),
+            (0..CHUNK_BYTES / 4)
+                .flat_map(|j| ((j % 97) as f32 * 0.01).to_le_bytes())
+                .collect(),
         );
         let uploads = clients.iter().enumerate().map(|(k, (c, me))| {
             let mut c = c.clone();

@@ -38,7 +38,11 @@ pub async fn serve(
     on_listen: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let mut server = Server::builder();
+    // Small HTTP/2 windows: an upload stream then holds about a chunk in flight, so the
+    // coordinator's memory grows by little more than a chunk per concurrent upload.
+    let mut server = Server::builder()
+        .initial_stream_window_size(Some((2 * fedsynth_proto::CHUNK_BYTES) as u32))
+        .initial_connection_window_size(Some((8 * fedsynth_proto::CHUNK_BYTES) as u32));
     if let Some(tls) = &config.tls {
         let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
         let tls_config = ServerTlsConfig::new()

@@ -990,41 +990,48 @@ impl Federation for FederationService {
             let state = c.state.lock().await;
             check_round(&state, &header, &worker)?;
         }
+        // The update is spooled to an unlinked temporary file as it arrives, so a stream
+        // costs the coordinator about one chunk of memory, whatever the model's size; it is
+        // added to the round's sum only once whole and valid.
         let n = header.parameters as usize;
-        let mut values: Vec<f32> = Vec::with_capacity(n);
+        let mut spool = std::io::BufWriter::new(tempfile::tempfile()?);
+        let mut received = 0usize;
+        let mut decoded = Vec::with_capacity(CHUNK_BYTES / 4);
         while let Some(chunk) = stream.next().await {
-            match chunk?.part {
-                Some(pb::update_chunk::Part::Data(bytes)) => {
-                    if values.len() + bytes.len() / 4 > n {
-                        return Err(CoordinatorError::Invalid(
-                            "the update is longer than its header says".into(),
-                        )
-                        .into());
-                    }
-                    fedsynth_proto::extend_f32(&mut values, &bytes).ok_or_else(|| {
-                        CoordinatorError::Invalid("an update chunk is not whole f32 values".into())
-                    })?;
-                }
-                _ => {
-                    return Err(
-                        CoordinatorError::Invalid("a second header in one update".into()).into(),
-                    );
-                }
+            let Some(pb::update_chunk::Part::Data(bytes)) = chunk?.part else {
+                return Err(
+                    CoordinatorError::Invalid("a second header in one update".into()).into(),
+                );
+            };
+            decoded.clear();
+            fedsynth_proto::extend_f32(&mut decoded, &bytes).ok_or_else(|| {
+                CoordinatorError::Invalid("an update chunk is not whole f32 values".into())
+            })?;
+            received += decoded.len();
+            if received > n {
+                return Err(CoordinatorError::Invalid(
+                    "the update is longer than its header says".into(),
+                )
+                .into());
             }
+            if decoded.iter().any(|v| !v.is_finite()) {
+                return Err(CoordinatorError::Invalid(
+                    "the update holds NaN or infinite values".into(),
+                )
+                .into());
+            }
+            std::io::Write::write_all(&mut spool, &bytes)?;
         }
-        if values.len() != n {
+        if received != n {
             return Err(CoordinatorError::Invalid(format!(
-                "the update ended after {} of {n} values",
-                values.len()
+                "the update ended after {received} of {n} values"
             ))
             .into());
         }
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(CoordinatorError::Invalid(
-                "the update holds NaN or infinite values".into(),
-            )
-            .into());
-        }
+        let mut spool = spool
+            .into_inner()
+            .map_err(|e| CoordinatorError::Io(e.into_error()))?;
+        std::io::Seek::rewind(&mut spool)?;
         let mut state = c.state.lock().await;
         check_round(&state, &header, &worker)?;
         let job = state
@@ -1039,8 +1046,15 @@ impl Federation for FederationService {
             round.parameters = Some(header.parameters);
         }
         let w = header.weight as f32;
-        for (s, v) in round.sum.iter_mut().zip(&values) {
-            *s += w * v;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut at = 0;
+        while at < n {
+            let len = (n - at).min(CHUNK_BYTES / 4);
+            std::io::Read::read_exact(&mut spool, &mut buf[..len * 4])?;
+            for (s, b) in round.sum[at..at + len].iter_mut().zip(buf.chunks_exact(4)) {
+                *s += w * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            at += len;
         }
         round.weight += header.weight;
         round.uploaded.push(worker.clone());

@@ -18,7 +18,7 @@ pub mod v1 {
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Bytes of payload in one streamed chunk (weights, updates, artifacts).
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub const CHUNK_BYTES: usize = 256 << 10;
 
 /// Largest message either side decodes: a chunk plus its framing, or a job spec.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
