@@ -343,12 +343,10 @@ pub fn audit(args: &AuditArgs) -> Result<()> {
                     json!({"seq": e.seq, "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "job_id": e.job_id, "detail": e.detail})
                 );
             } else {
-                let secs = e.at_ms / 1000;
                 println!(
-                    "{:>5}  {}.{:03}  {:<24} {:<9} {:<22} {}",
+                    "{:>5}  {}  {:<24} {:<9} {:<22} {}",
                     e.seq,
-                    secs,
-                    e.at_ms % 1000,
+                    utc(e.at_ms),
                     e.actor,
                     e.action,
                     if e.job_id.is_empty() { "-" } else { &e.job_id },
@@ -358,6 +356,28 @@ pub fn audit(args: &AuditArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
+fn utc(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec, milli) = (
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{sec:02}.{milli:03}")
 }
 
 /// `fedsynth certs --out DIR --server NAME --client NAME…`: a development CA and
@@ -420,4 +440,14 @@ pub fn certs(args: &CertsArgs) -> Result<()> {
         args.clients.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(super::utc(951_782_400_123), "2000-02-29 00:00:00.123");
+        assert_eq!(super::utc(1_795_784_940_986), "2026-11-27 13:09:00.986");
+    }
 }
