@@ -460,7 +460,7 @@ fn a_killed_worker_is_dropped_and_a_restarted_one_rejoins() {
     for k in 0..3 {
         c.start_worker(k);
     }
-    let job_file = c.job_file(14, 25, 2, 100);
+    let job_file = c.job_file(20, 25, 2, 100);
     let job = c.ok(&["submit", job_file.to_str().unwrap()]);
     c.wait(&job, 300, |s| {
         s["state"] == "running" && s["round"].as_u64().unwrap_or(0) >= 1
@@ -472,11 +472,11 @@ fn a_killed_worker_is_dropped_and_a_restarted_one_rejoins() {
         .unwrap();
     c.start_worker(2);
     let done = c.wait(&job, 300, |s| s["state"] == "done");
-    assert_eq!(done["round"], 14);
+    assert_eq!(done["round"], 20);
     let rounds = committed_rounds(&c.audit(&job));
     assert_eq!(
         rounds.iter().map(|r| r.0).collect::<Vec<_>>(),
-        (0..14).collect::<Vec<_>>()
+        (0..20).collect::<Vec<_>>()
     );
     assert!(
         rounds.iter().any(|&(_, n)| n == 2),
