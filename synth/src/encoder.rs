@@ -22,7 +22,7 @@ pub enum Span {
         start: usize,
         /// Number of slots.
         len: usize,
-        /// Slots that decoding may produce (the rest are "unseen" placeholders).
+        /// Slots that decoding may produce (the rest are "unseen" slots, never generated).
         sampleable: usize,
     },
     /// One value in [0, 1].
