@@ -75,15 +75,7 @@ fn default_poll() -> u32 {
 impl CoordinatorConfig {
     /// Reads a config file; relative paths inside it are taken from the file's directory.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
-        let mut config: Self = toml::from_str(&text).map_err(|e| {
-            CoordinatorError::Config(format!(
-                "{}: {}",
-                path.display(),
-                e.to_string().lines().next().unwrap_or("invalid TOML")
-            ))
-        })?;
+        let mut config: Self = fedsynth_proto::read_toml(path).map_err(CoordinatorError::Config)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve(base);
         config.validate()?;

@@ -85,6 +85,18 @@ impl std::fmt::Display for Round {
     }
 }
 
+/// Reads a TOML config file into `T`; the error is one line naming the file.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e: toml::de::Error| {
+        format!(
+            "{}: {}",
+            path.display(),
+            e.to_string().lines().next().unwrap_or("invalid TOML")
+        )
+    })
+}
+
 /// Splits little-endian f32 bytes into chunks of at most [`CHUNK_BYTES`].
 pub fn f32_chunks(values: &[f32]) -> impl Iterator<Item = Vec<u8>> + '_ {
     values.chunks(CHUNK_BYTES / 4).map(|c| {

@@ -48,15 +48,7 @@ fn default_device() -> String {
 impl WorkerConfig {
     /// Reads a config file; relative paths are taken from the file's directory.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| WorkerError::Config(format!("{}: {e}", path.display())))?;
-        let mut config: Self = toml::from_str(&text).map_err(|e| {
-            WorkerError::Config(format!(
-                "{}: {}",
-                path.display(),
-                e.to_string().lines().next().unwrap_or("invalid TOML")
-            ))
-        })?;
+        let mut config: Self = fedsynth_proto::read_toml(path).map_err(WorkerError::Config)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
