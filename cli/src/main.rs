@@ -260,6 +260,19 @@ pub struct SynthArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 5e-3, value_name = "LR")]
     learning_rate: f64,
+    /// Per-example clipping norm C of DP-SGD (the noise std is σ·C).
+    #[arg(long, default_value_t = 1.0, value_name = "C")]
+    clip_norm: f64,
+    /// Share of ε spent on the private preprocessing statistics (bounds, bins, categories)
+    /// when the schema does not give them; unused with a complete public schema.
+    #[arg(long, default_value_t = 0.1, value_name = "SHARE")]
+    preprocess_share: f64,
+    /// Width of the generator's hidden layers.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    hidden: usize,
+    /// Weight of the VAE's KL term (below 1 keeps more of the dependencies between columns).
+    #[arg(long, default_value_t = 0.15, value_name = "W")]
+    kl_weight: f64,
 }
 
 /// Arguments of `fedsynth evaluate`.

@@ -81,6 +81,12 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         bail!("--epsilon must be > 0 (or inf for no privacy)");
     }
 
+    if !(1..=4096).contains(&args.hidden) {
+        bail!("--hidden must be between 1 and 4096, not {}", args.hidden);
+    }
+    if !(args.kl_weight.is_finite() && args.kl_weight >= 0.0) {
+        bail!("--kl-weight must be a number ≥ 0, not {}", args.kl_weight);
+    }
     let table = read_table(&args.input)?;
     let schema = match &args.schema {
         Some(p) => Schema::read(p)?,
@@ -95,9 +101,9 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         rows,
         epochs: args.epochs,
         batch_size: args.batch_size,
-        preprocess_share: 0.1,
+        preprocess_share: args.preprocess_share,
         learning_rate: args.learning_rate,
-        clip_norm: 1.0,
+        clip_norm: args.clip_norm,
     };
     let privacy = plan(&request, stats_plan)?;
 
@@ -154,7 +160,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let completed = complete_schema(&table, &schema, Some(privacy.preprocess), &mut rng)?;
     let encoder = Encoder::new(&completed, &table)?;
     let data = encoder.encode(&table)?;
-    let mut model = TvaeConfig::new(encoder.width()).init(&device);
+    let mut model = TvaeConfig::new(encoder.width())
+        .with_hidden(args.hidden)
+        .with_kl_weight(args.kl_weight)
+        .init(&device);
 
     let bar = ProgressBar::new(privacy.training.epochs as u64);
     bar.set_style(

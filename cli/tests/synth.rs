@@ -97,6 +97,20 @@ fn synth_then_evaluate_keeps_types_bounds_categories_and_budget() {
                 );
             }
             (ColumnData::Text(rv), ColumnData::Text(fv)) => {
+                // Calibrated to the DP category frequencies written in the schema.
+                let cats = spec.categories.as_ref().unwrap();
+                let freq = spec.frequencies.as_ref().expect("DP frequencies in the schema");
+                let total: f64 = freq.iter().sum();
+                let n = fv.iter().flatten().count() as f64;
+                for (c, f) in cats.iter().zip(freq) {
+                    let share = fv.iter().flatten().filter(|v| *v == c).count() as f64 / n;
+                    assert!(
+                        (share - f / total).abs() < 0.03,
+                        "{}: {c} has share {share}, the schema {}",
+                        spec.name,
+                        f / total
+                    );
+                }
                 let allowed: HashSet<&String> = rv.iter().flatten().collect();
                 assert!(
                     fv.iter().flatten().all(|v| allowed.contains(v)),
@@ -209,7 +223,28 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
         "'salary' is not in the input",
         &out,
     );
+    // Frequencies that do not match the categories.
+    std::fs::write(
+        &schema,
+        "version = 1\n[[columns]]\nname = \"jobclass\"\nkind = \"categorical\"\n\
+         categories = [\"1. Industrial\", \"2. Information\"]\nfrequencies = [0.5]\n",
+    )
+    .unwrap();
+    assert_clean_failure(
+        &synth(&wage(), &out, &ledger, &["--schema", s(&schema)]),
+        "one frequency per category",
+        &out,
+    );
     // Bad settings.
+    for (flag, value, needle) in [
+        ("--clip-norm", "0", "clipping norm"),
+        ("--hidden", "0", "--hidden"),
+        ("--kl-weight", "-1", "--kl-weight"),
+        ("--learning-rate", "nan", "learning rate"),
+        ("--batch-size", "0", "batch size"),
+    ] {
+        assert_clean_failure(&synth(&wage(), &out, &ledger, &[flag, value]), needle, &out);
+    }
     assert_clean_failure(
         &synth(&wage(), &out, &ledger, &["--epsilon", "-1"]),
         "epsilon",

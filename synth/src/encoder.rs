@@ -8,6 +8,9 @@
 //!   "unseen" slot for values outside the set (rare categories the DP discovery did not
 //!   release). Decoding never emits the unseen slot, so no value outside the set appears.
 
+use fedsynth_privacy::rng::SecureRng;
+
+use crate::calibrate::{Margin, raking_weights, resample};
 use crate::error::{Result, SynthError};
 use crate::schema::{ColumnKind, Schema};
 use crate::stats::category_key;
@@ -53,6 +56,8 @@ struct ColumnCodec {
     nullable: bool,
     value_type: ValueType,
     onehot: usize,
+    /// Target shares of the non-null slots (bins or categories), when the schema has them.
+    target: Option<Vec<f64>>,
 }
 
 impl ColumnCodec {
@@ -127,6 +132,7 @@ impl Encoder {
                 nullable: spec.nullable.unwrap_or(true),
                 value_type,
                 onehot: width,
+                target: spec.frequencies.clone(),
             };
             let slots = col.slots();
             // Categorical layout: categories, [null], unseen — the unseen slot is last.
@@ -167,6 +173,34 @@ impl Encoder {
     /// Number of columns.
     pub fn columns(&self) -> usize {
         self.columns.len()
+    }
+
+    /// Whether any column has target frequencies to calibrate generated rows to.
+    pub fn has_targets(&self) -> bool {
+        self.columns.iter().any(|c| c.target.is_some())
+    }
+
+    /// Indices of `keep` of the generated `rows` whose marginals best match the schema's
+    /// frequencies (see [`crate::calibrate`]); all of them, in order, when there are none.
+    pub fn calibrate(&self, rows: &[Vec<Choice>], keep: usize, rng: &mut SecureRng) -> Vec<usize> {
+        if !self.has_targets() || keep >= rows.len() {
+            return (0..rows.len().min(keep)).collect();
+        }
+        let slots: Vec<(Vec<usize>, &[f64])> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(c, col)| {
+                let target = col.target.as_deref()?;
+                Some((rows.iter().map(|r| r[c].slot).collect(), target))
+            })
+            .collect();
+        let margins: Vec<Margin<'_>> = slots
+            .iter()
+            .map(|(s, t)| Margin { slots: s, target: t })
+            .collect();
+        let weights = raking_weights(rows.len(), &margins, rows.len() as f64 / keep as f64);
+        resample(&weights, keep, rng)
     }
 
     /// Encodes every row of `table` into a row-major `[rows, width]` matrix.

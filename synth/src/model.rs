@@ -34,8 +34,10 @@ pub struct TvaeConfig {
     pub latent: usize,
     /// Weight of the KL term. Below 1 (like TVAE's loss factor) it keeps the noisy DP
     /// gradients from collapsing the posterior onto the prior, so the decoder learns the
-    /// dependencies between columns rather than only their marginals.
-    #[config(default = 0.3)]
+    /// dependencies between columns rather than only their marginals. On diamonds at ε = 1,
+    /// 0.3 gave a train-on-synthetic AUC of 0.64 and 0.15 gave 0.72–0.73; the marginals that
+    /// a weaker prior loosens are mended by calibration at sampling ([`crate::calibrate`]).
+    #[config(default = 0.15)]
     pub kl_weight: f64,
 }
 

@@ -60,6 +60,21 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             req.epochs
         )));
     }
+    if !(req.clip_norm.is_finite() && req.clip_norm > 0.0) {
+        return Err(SynthError::Setting(format!(
+            "the clipping norm must be a positive number, not {}",
+            req.clip_norm
+        )));
+    }
+    if !(req.learning_rate.is_finite() && req.learning_rate > 0.0) {
+        return Err(SynthError::Setting(format!(
+            "the learning rate must be a positive number, not {}",
+            req.learning_rate
+        )));
+    }
+    if req.batch_size == 0 {
+        return Err(SynthError::Setting("the batch size must be at least 1".into()));
+    }
     let q = (req.batch_size as f64 / req.rows as f64).min(1.0);
     let mut training = TrainConfig {
         epochs: req.epochs,
@@ -71,10 +86,7 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
     let Some(eps) = req.epsilon.filter(|e| e.is_finite()) else {
         return Ok(PrivacyPlan {
             target: None,
-            preprocess: Noise {
-                sigma: 0.0,
-                threshold_delta: 0.5,
-            },
+            preprocess: Noise::exact(),
             training,
             events: vec![],
             epsilon_preprocess: f64::INFINITY,
@@ -97,13 +109,7 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         ));
     }
     let (preprocess, pre_events) = if stats.is_free() {
-        (
-            Noise {
-                sigma: 0.0,
-                threshold_delta: 0.5,
-            },
-            vec![],
-        )
+(Noise::exact(), vec![])
     } else {
         if req.preprocess_share <= 0.0 {
             return Err(SynthError::Setting(

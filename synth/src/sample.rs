@@ -1,6 +1,7 @@
 //! Sampling: latent points through the decoder, one-hot blocks sampled from their softmax
-//! (never the "unseen" slot), offsets from the decoder's value with a little jitter, then
-//! decoded to typed rows. Pure post-processing of the trained model.
+//! (never the "unseen" slot), offsets from the decoder's value with a little jitter, the
+//! proposals calibrated to the schema's frequencies where it has them, then decoded to typed
+//! rows. Pure post-processing of the trained model and of released DP statistics.
 
 use burn::prelude::*;
 use fedsynth_privacy::rng::SecureRng;
@@ -13,14 +14,20 @@ use crate::table::Table;
 
 /// Spread added to generated within-bin offsets (reflected into [0, 1]).
 const OFFSET_JITTER: f64 = 0.2;
+/// Rows decoded per forward pass.
 const CHUNK: usize = 4096;
+/// Proposals per kept row when the schema has frequencies to calibrate to.
+pub const OVERSAMPLE: usize = 3;
+/// Rows calibrated together (bounds the memory of the proposals).
+const BLOCK: usize = 65_536;
 
 fn reflect(u: f64) -> f64 {
     let u = u.rem_euclid(2.0);
     if u > 1.0 { 2.0 - u } else { u }
 }
 
-/// Generates `rows` synthetic rows.
+/// Generates `rows` synthetic rows; where the schema has frequencies, `OVERSAMPLE` times as
+/// many are proposed and the calibrated subset kept (see [`crate::calibrate`]).
 pub fn sample(
     model: &Tvae,
     encoder: &Encoder,
@@ -28,6 +35,25 @@ pub fn sample(
     device: &Device,
     rng: &mut SecureRng,
 ) -> Table {
+    let factor = if encoder.has_targets() { OVERSAMPLE } else { 1 };
+    let mut out: Vec<Vec<Choice>> = Vec::with_capacity(rows);
+    while out.len() < rows {
+        let n = BLOCK.min(rows - out.len());
+        let proposals = propose(model, encoder, n * factor, device, rng);
+        let keep = encoder.calibrate(&proposals, n, rng);
+        out.extend(keep.into_iter().map(|i| proposals[i].clone()));
+    }
+    encoder.decode(&out)
+}
+
+/// Decodes `rows` latent points drawn from the prior into column choices.
+fn propose(
+    model: &Tvae,
+    encoder: &Encoder,
+    rows: usize,
+    device: &Device,
+    rng: &mut SecureRng,
+) -> Vec<Vec<Choice>> {
     let spans = encoder.spans();
     let width = encoder.width();
     let mut out: Vec<Vec<Choice>> = Vec::with_capacity(rows);
@@ -76,5 +102,5 @@ pub fn sample(
         }
         done += n;
     }
-    encoder.decode(&out)
+    out
 }

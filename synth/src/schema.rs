@@ -59,7 +59,13 @@ pub struct ColumnSpec {
     /// The category set (categorical columns); other values are treated as unseen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categories: Option<Vec<String>>,
-    /// Where bounds, edges and categories came from.
+    /// Share of the non-null rows in each bin (numeric columns, one per pair of edges) or
+    /// each category (categorical columns, in the order of `categories`). Sampling matches
+    /// the generated marginals to these shares; without them the column is left as the
+    /// model generates it. fedsynth writes the DP estimates it made (`source = "dp"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequencies: Option<Vec<f64>>,
+    /// Where bounds, edges, categories and frequencies came from.
     #[serde(default)]
     pub source: Source,
 }
@@ -129,6 +135,12 @@ impl Schema {
                 )));
             }
             let bad = |m: &str| Err(SynthError::Schema(format!("column '{}': {m}", c.name)));
+            if let Some(f) = &c.frequencies
+                && (f.iter().any(|x| !(x.is_finite() && *x >= 0.0))
+                    || f.iter().sum::<f64>() <= 0.0)
+            {
+                return bad("frequencies must be finite, non-negative and not all zero");
+            }
             match c.kind {
                 ColumnKind::Categorical => {
                     if c.min.is_some() || c.max.is_some() || c.edges.is_some() {
@@ -139,10 +151,22 @@ impl Schema {
                     {
                         return bad("categories is empty");
                     }
+                    if let Some(f) = &c.frequencies {
+                        match &c.categories {
+                            None => return bad("frequencies need the categories they belong to"),
+                            Some(cats) if cats.len() != f.len() => {
+                                return bad("give one frequency per category");
+                            }
+                            Some(_) => {}
+                        }
+                    }
                 }
                 ColumnKind::Continuous | ColumnKind::Integer => {
                     if c.categories.is_some() {
                         return bad("categories apply to categorical columns only");
+                    }
+                    if c.frequencies.is_some() && c.edges.is_none() {
+                        return bad("frequencies need the edges of the bins they belong to");
                     }
                     if c.min.is_some() != c.max.is_some() {
                         return bad("give both min and max, or neither");
@@ -160,6 +184,9 @@ impl Schema {
                             return bad(
                                 "edges must be at least two finite, strictly increasing numbers",
                             );
+                        }
+                        if c.frequencies.as_ref().is_some_and(|f| f.len() != edges.len() - 1) {
+                            return bad("give one frequency per bin (one fewer than the edges)");
                         }
                         if c.min.is_some_and(|m| m != edges[0])
                             || c.max.is_some_and(|m| m != edges[edges.len() - 1])
@@ -191,6 +218,7 @@ impl Schema {
                 max: None,
                 edges: None,
                 categories: None,
+                frequencies: None,
                 source: Source::Public,
             })
             .collect();
