@@ -1,15 +1,19 @@
 //! The artifact store: each job's committed global weights and its encrypted synthetic
-//! dataset, through the object_store crate (a local directory by default). Writes are
-//! atomic (a put, or a multipart upload completed only after the last part), so a crash
-//! never leaves a half-written object under a committed key.
+//! dataset, through the object_store crate: a local directory by default, or an
+//! S3-compatible bucket (`s3://bucket/prefix`). Writes are atomic (a put, or a multipart
+//! upload completed only after the last part), so a crash never leaves a half-written
+//! object under a committed key.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use object_store::{
-    GetOptions, MultipartUpload, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    GetOptions, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
 };
 use sha2::{Digest, Sha256};
 use tokio_stream::{Stream, StreamExt};
@@ -31,7 +35,52 @@ pub fn weights_digest(values: &[f32]) -> String {
     hex::encode(h.finalize())
 }
 
+/// Size of the parts of a streamed upload (S3's smallest part but the last is 5 MiB).
+const PART_BYTES: usize = 5 * 1024 * 1024;
+
 impl Artifacts {
+    /// Opens the store at `location`: `s3://bucket[/prefix]` (credentials, region and
+    /// endpoint from the standard `AWS_*` environment variables, overridden by `options`,
+    /// whose keys are object_store's S3 settings such as `aws_endpoint` or
+    /// `aws_allow_http`), or else a local directory (created if missing). Options are an
+    /// error for a local directory.
+    pub fn open(location: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+        let Some(rest) = location.strip_prefix("s3://") else {
+            if !options.is_empty() {
+                return Err(CoordinatorError::Config(
+                    "artifact_options apply to an s3:// artifact store only".into(),
+                ));
+            }
+            let dir = location.strip_prefix("file://").unwrap_or(location);
+            return Self::local(std::path::Path::new(dir));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(CoordinatorError::Config(format!(
+                "artifacts = {location:?}: name the bucket, as in s3://bucket/prefix"
+            )));
+        }
+        // reqwest's rustls has no bundled provider here: use ring, as tonic does. A provider
+        // already installed (by an embedding program) is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (key, value) in options {
+            let key: AmazonS3ConfigKey = key.parse().map_err(|_| {
+                CoordinatorError::Config(format!(
+                    "artifact_options: {key:?} is not an S3 setting (e.g. aws_endpoint, aws_region, aws_allow_http)"
+                ))
+            })?;
+            builder = builder.with_config(key, value);
+        }
+        let s3 = builder.build()?;
+        let store: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix.trim_matches('/')))
+        };
+        Ok(Self { store })
+    }
+
     /// A store in a local directory (created if missing).
     pub fn local(dir: &std::path::Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
@@ -81,26 +130,28 @@ impl Artifacts {
             .put_multipart_opts(&ObjectPath::from(key), PutMultipartOptions::default())
             .await?;
         Ok(Upload {
-            inner,
+            inner: WriteMultipart::new_with_chunk_size(inner, PART_BYTES),
             hasher: Sha256::new(),
             bytes: 0,
         })
     }
 }
 
-/// An upload in progress.
+/// An upload in progress: chunks are gathered into parts of `PART_BYTES`, at most two in
+/// flight, so memory stays bounded whatever the artifact's size.
 pub struct Upload {
-    inner: Box<dyn MultipartUpload>,
+    inner: WriteMultipart,
     hasher: Sha256,
     bytes: u64,
 }
 
 impl Upload {
-    /// Appends one part.
+    /// Appends one chunk.
     pub async fn put(&mut self, data: Bytes) -> Result<()> {
         self.hasher.update(&data);
         self.bytes += data.len() as u64;
-        self.inner.put_part(PutPayload::from(data)).await?;
+        self.inner.wait_for_capacity(2).await?;
+        self.inner.put(data);
         Ok(())
     }
 
@@ -110,7 +161,7 @@ impl Upload {
     }
 
     /// Completes the upload if its size and SHA-256 are the expected ones; aborts otherwise.
-    pub async fn finish(mut self, size: u64, sha256: &str) -> Result<()> {
+    pub async fn finish(self, size: u64, sha256: &str) -> Result<()> {
         let digest = hex::encode(self.hasher.clone().finalize());
         if self.bytes != size || !digest.eq_ignore_ascii_case(sha256) {
             self.inner.abort().await?;
@@ -119,12 +170,12 @@ impl Upload {
                 self.bytes
             )));
         }
-        self.inner.complete().await?;
+        self.inner.finish().await?;
         Ok(())
     }
 
     /// Drops the upload.
-    pub async fn abort(mut self) {
+    pub async fn abort(self) {
         let _ = self.inner.abort().await;
     }
 }

@@ -1,6 +1,7 @@
 //! The coordinator's config file (`fedsynth coordinator --config FILE`); see
 //! `configs/coordinator.toml` for a commented example.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -39,9 +40,14 @@ pub struct CoordinatorConfig {
     /// The job store: `sqlite://FILE` (default `sqlite://coordinator.db`) or `postgres://…`.
     #[serde(default = "default_db")]
     pub database_url: String,
-    /// Directory of the artifact store (job weights and encrypted outputs).
+    /// The artifact store (job weights and encrypted outputs): a directory (default
+    /// `artifacts`) or an S3-compatible bucket, `s3://bucket/prefix`.
     #[serde(default = "default_artifacts")]
-    pub artifacts: PathBuf,
+    pub artifacts: String,
+    /// S3 settings of an `s3://` artifact store, overriding the `AWS_*` environment
+    /// (object_store's keys: `aws_endpoint`, `aws_region`, `aws_allow_http`, …).
+    #[serde(default)]
+    pub artifact_options: BTreeMap<String, String>,
     /// Token of the job owner's CLI (`fedsynth submit/status/fetch/audit`).
     pub owner_token: String,
     /// Mutual TLS; required unless `insecure_plaintext = true`.
@@ -65,8 +71,8 @@ fn default_listen() -> String {
 fn default_db() -> String {
     "sqlite://coordinator.db".into()
 }
-fn default_artifacts() -> PathBuf {
-    PathBuf::from("artifacts")
+fn default_artifacts() -> String {
+    "artifacts".into()
 }
 fn default_poll() -> u32 {
     200
@@ -88,7 +94,11 @@ impl CoordinatorConfig {
                 *p = base.join(&*p);
             }
         };
-        fix(&mut self.artifacts);
+        if !self.artifacts.contains("://") {
+            let mut dir = PathBuf::from(&self.artifacts);
+            fix(&mut dir);
+            self.artifacts = dir.display().to_string();
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert);
             fix(&mut tls.key);

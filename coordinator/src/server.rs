@@ -144,7 +144,7 @@ impl Coordinator {
     /// Opens the store and the artifact directory and reloads every active job.
     pub async fn open(config: CoordinatorConfig) -> Result<Arc<Self>> {
         let store = Store::open(&config.database_url).await?;
-        let artifacts = Artifacts::local(&config.artifacts)?;
+        let artifacts = Artifacts::open(&config.artifacts, &config.artifact_options)?;
         let mut state = State::default();
         let now = Instant::now();
         for record in store.active_jobs().await? {

@@ -25,7 +25,8 @@ async fn start(dir: &std::path::Path) -> String {
     let config = CoordinatorConfig {
         listen: "127.0.0.1:0".into(),
         database_url: format!("sqlite://{}", dir.join("c.db").display()),
-        artifacts: dir.join("artifacts"),
+        artifacts: dir.join("artifacts").display().to_string(),
+        artifact_options: Default::default(),
         owner_token: OWNER.into(),
         tls: None,
         insecure_plaintext: true,
