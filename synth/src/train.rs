@@ -157,6 +157,21 @@ impl<'a> Stepper<'a> {
         })
     }
 
+    /// Continues from an earlier run's optimiser state (a federated worker's, from its
+    /// previous round) instead of zero moments. The state is the holder's own: a function of
+    /// its DP-noised gradients only, kept on the holder, post-processing.
+    pub fn resume(mut self, adam: Adam) -> Self {
+        if adam.moments.len() == self.adam.moments.len() {
+            self.adam = adam;
+        }
+        self
+    }
+
+    /// The optimiser state, to resume from later.
+    pub fn into_optimizer(self) -> Adam {
+        self.adam
+    }
+
     /// One step: a Poisson batch, its clipped and noised (or plain) gradient, an Adam
     /// update. Returns the batch's summed loss and its size.
     pub fn step(&mut self, model: &mut Tvae, rng: &mut SecureRng) -> Result<(f64, usize)> {

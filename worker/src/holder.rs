@@ -25,7 +25,7 @@ use fedsynth_synth::model::{Tvae, TvaeConfig};
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::Plan;
 use fedsynth_synth::table::{Format, Table, read_table, table_bytes};
-use fedsynth_synth::train::{Stepper, TrainConfig};
+use fedsynth_synth::train::{Adam, Stepper, TrainConfig};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -71,6 +71,11 @@ pub struct Holder {
     state_dir: PathBuf,
     device: DeviceChoice,
     rng: std::sync::Mutex<SecureRng>,
+    /// Each job's Adam state after its last trained round. Restarting the moments every
+    /// round made each round's first steps sign steps of pure noise (m̂ = g, v̂ = g²); kept,
+    /// they average the noise across rounds as in single-party training. In memory only: a
+    /// restarted worker resumes with fresh moments.
+    optimizers: std::sync::Mutex<std::collections::HashMap<String, Adam>>,
 }
 
 impl std::fmt::Debug for Holder {
@@ -117,6 +122,7 @@ impl Holder {
             state_dir: config.state_dir.clone(),
             device,
             rng: std::sync::Mutex::new(rng),
+            optimizers: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -329,8 +335,22 @@ impl Holder {
             &device,
             &mut rng,
         )?;
+        let saved = self
+            .optimizers
+            .lock()
+            .map_err(|_| WorkerError::Invalid("optimiser state lock poisoned".into()))?
+            .remove(job);
+        if let Some(adam) = saved {
+            stepper = stepper.resume(adam);
+        }
         for _ in 0..spec.local_steps {
             stepper.step(&mut model, &mut rng)?;
+        }
+        // Kept for the job's next round; after its last one, dropped.
+        if round + 1 < spec.rounds
+            && let Ok(mut states) = self.optimizers.lock()
+        {
+            states.insert(job.to_string(), stepper.into_optimizer());
         }
         let out = model.to_flat();
         let (values, base_path) = self.cached(job, round)?;
