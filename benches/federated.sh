@@ -98,6 +98,7 @@ delta = $delta
 rounds = $rounds
 local_steps = $local_steps
 batch_size = $batch
+learning_rate = ${LEARNING_RATE:-0.005}
 min_workers = 3
 round_deadline_s = 600
 rows = $rows

@@ -99,7 +99,10 @@ fn synth_then_evaluate_keeps_types_bounds_categories_and_budget() {
             (ColumnData::Text(rv), ColumnData::Text(fv)) => {
                 // Calibrated to the DP category frequencies written in the schema.
                 let cats = spec.categories.as_ref().unwrap();
-                let freq = spec.frequencies.as_ref().expect("DP frequencies in the schema");
+                let freq = spec
+                    .frequencies
+                    .as_ref()
+                    .expect("DP frequencies in the schema");
                 let total: f64 = freq.iter().sum();
                 let n = fv.iter().flatten().count() as f64;
                 for (c, f) in cats.iter().zip(freq) {

@@ -93,7 +93,9 @@ async fn weights_and_streamed_uploads_round_trip_through_s3() {
     );
 
     // A 12 MiB artifact streamed in 256 KiB chunks: three S3 parts, complete only at the end.
-    let data: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let data: Vec<u8> = (0..12 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
     let sha = hex::encode(Sha256::digest(&data));
     let mut up = store.upload("jobs/job-1/output.fsx").await.unwrap();
     for chunk in data.chunks(256 * 1024) {
@@ -126,6 +128,7 @@ async fn a_wrong_secret_or_setting_is_refused() {
     assert!(err.to_string().contains("aws_colour"), "{err}");
     let err = Artifacts::open("s3://", &BTreeMap::new()).unwrap_err();
     assert!(err.to_string().contains("bucket"), "{err}");
-    let err = Artifacts::open(dir.path().to_str().unwrap(), &options(&endpoint, SECRET)).unwrap_err();
+    let err =
+        Artifacts::open(dir.path().to_str().unwrap(), &options(&endpoint, SECRET)).unwrap_err();
     assert!(err.to_string().contains("s3://"), "{err}");
 }

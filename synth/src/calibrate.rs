@@ -115,14 +115,22 @@ mod tests {
         // Column a is skewed towards slot 0 (70/30, target 40/60); column b copies a,
         // except for 10% nulls (slot 2), and has the same target.
         let rows = 30_000;
-        let a: Vec<usize> = (0..rows).map(|_| usize::from(rng.random::<f64>() >= 0.7)).collect();
+        let a: Vec<usize> = (0..rows)
+            .map(|_| usize::from(rng.random::<f64>() >= 0.7))
+            .collect();
         let b: Vec<usize> = a
             .iter()
             .map(|&x| if rng.random::<f64>() < 0.1 { 2 } else { x })
             .collect();
         let margins = [
-            Margin { slots: &a, target: &[4.0, 6.0] },
-            Margin { slots: &b, target: &[0.4, 0.6] },
+            Margin {
+                slots: &a,
+                target: &[4.0, 6.0],
+            },
+            Margin {
+                slots: &b,
+                target: &[0.4, 0.6],
+            },
         ];
         let w = raking_weights(rows, &margins, 3.0);
         assert!(w.iter().all(|&x| (MIN_WEIGHT..=3.0).contains(&x)));
@@ -148,7 +156,16 @@ mod tests {
         let b: Vec<usize> = (0..rows).map(|_| rng.random_range(0..3)).collect();
         let ta = [0.1, 0.2, 0.3, 0.4];
         let tb = [0.6, 0.3, 0.1];
-        let margins = [Margin { slots: &a, target: &ta }, Margin { slots: &b, target: &tb }];
+        let margins = [
+            Margin {
+                slots: &a,
+                target: &ta,
+            },
+            Margin {
+                slots: &b,
+                target: &tb,
+            },
+        ];
         let w = raking_weights(rows, &margins, 3.0);
         let keep = resample(&w, rows / 3, &mut rng);
         for (got, want) in shares(&a, &keep, 4).iter().zip(ta) {

@@ -197,7 +197,10 @@ impl Encoder {
             .collect();
         let margins: Vec<Margin<'_>> = slots
             .iter()
-            .map(|(s, t)| Margin { slots: s, target: t })
+            .map(|(s, t)| Margin {
+                slots: s,
+                target: t,
+            })
             .collect();
         let weights = raking_weights(rows.len(), &margins, rows.len() as f64 / keep as f64);
         resample(&weights, keep, rng)

@@ -73,7 +73,9 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         )));
     }
     if req.batch_size == 0 {
-        return Err(SynthError::Setting("the batch size must be at least 1".into()));
+        return Err(SynthError::Setting(
+            "the batch size must be at least 1".into(),
+        ));
     }
     let q = (req.batch_size as f64 / req.rows as f64).min(1.0);
     let mut training = TrainConfig {
@@ -109,7 +111,7 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         ));
     }
     let (preprocess, pre_events) = if stats.is_free() {
-(Noise::exact(), vec![])
+        (Noise::exact(), vec![])
     } else {
         if req.preprocess_share <= 0.0 {
             return Err(SynthError::Setting(

@@ -136,8 +136,7 @@ impl Schema {
             }
             let bad = |m: &str| Err(SynthError::Schema(format!("column '{}': {m}", c.name)));
             if let Some(f) = &c.frequencies
-                && (f.iter().any(|x| !(x.is_finite() && *x >= 0.0))
-                    || f.iter().sum::<f64>() <= 0.0)
+                && (f.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || f.iter().sum::<f64>() <= 0.0)
             {
                 return bad("frequencies must be finite, non-negative and not all zero");
             }
@@ -185,7 +184,10 @@ impl Schema {
                                 "edges must be at least two finite, strictly increasing numbers",
                             );
                         }
-                        if c.frequencies.as_ref().is_some_and(|f| f.len() != edges.len() - 1) {
+                        if c.frequencies
+                            .as_ref()
+                            .is_some_and(|f| f.len() != edges.len() - 1)
+                        {
                             return bad("give one frequency per bin (one fewer than the edges)");
                         }
                         if c.min.is_some_and(|m| m != edges[0])

@@ -373,17 +373,15 @@ fn private_edges(
         j if j == last => cdf[cdf.len() - 1],
         j => cdf_at(&cdf, lo, hi, edges[j]),
     };
-    let frequencies = (0..last).map(|j| (mass(j + 1) - mass(j)).max(0.0)).collect();
+    let frequencies = (0..last)
+        .map(|j| (mass(j + 1) - mass(j)).max(0.0))
+        .collect();
     (edges, frequencies)
 }
 
 /// Private category discovery: noisy counts of the values present; those above the
 /// threshold are released with their noisy counts, most frequent first.
-fn private_categories(
-    values: &[String],
-    noise: &Noise,
-    rng: &mut SecureRng,
-) -> Vec<(String, f64)> {
+fn private_categories(values: &[String], noise: &Noise, rng: &mut SecureRng) -> Vec<(String, f64)> {
     let mut counts: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
     for v in values {
         *counts.entry(v.as_str()).or_default() += 1.0;
