@@ -9,6 +9,7 @@
 # (bash ../shared/eval/setup.sh creates ~/.cache/fedsynth-eval with everything needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/reference_eval.sh
 shared=${SHARED:-../shared}
 py=${EVAL_PY:-$HOME/.cache/fedsynth-eval/bin/python}
 [ -x "$py" ] || py=python3
@@ -38,14 +39,5 @@ for eps in "${epsilons[@]}"; do
   spent=$(grep -o 'ε = [0-9.]* at δ = [0-9.e-]*' "$work/log" | tail -1)
   echo "ε=$eps: fit+sample ${wall} s, peak RSS $((rss_kb / 1024)) MiB, $spent"
   echo "  fedsynth evaluate: $("$bin" evaluate --real "$train" --synth "$out" --holdout "$holdout" --target cut --out "$work/eval$eps" | sed 's/; wrote.*//')"
-  if "$py" -c "import sdmetrics, sklearn" 2> /dev/null; then
-    "$py" "$shared/eval/synth_eval.py" --real "$train" --holdout "$holdout" --synth "$out" --target cut \
-      --out "$work/ref$eps.json" > /dev/null 2>&1
-    "$py" - "$work/ref$eps.json" <<'PY'
-import json, sys
-h = json.load(open(sys.argv[1]))["headline"]
-print("  reference evaluator: column shapes %.3f, pair trends %.3f, 3-way error %.3f, TSTR AUC (HGB) %.3f, DCR p5 %.3f"
-      % (h["shapes_own"], h["pair_trends_own"], h["3way_err"], h["tstr_hgb_roc_auc"], h["dcr_p5"]))
-PY
-  fi
+  reference_eval "$py" "$shared" "$train" "$holdout" "$out" "$work/ref$eps.json" "  "
 done

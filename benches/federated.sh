@@ -8,6 +8,7 @@
 #   bash benches/federated.sh [EPSILON]        (default: 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/reference_eval.sh
 shared=$(cd "${SHARED:-../shared}" && pwd)
 py=${EVAL_PY:-$HOME/.cache/fedsynth-eval/bin/python}
 [ -x "$py" ] || py=python3
@@ -116,14 +117,5 @@ fed_s=$(echo "$(date +%s.%N) - $start" | bc)
 echo "ε = $eps (single party, 10% of it on the schema) / $fed_eps per holder for training (federated); single party: $rows rows, 30 epochs (${single_s%.*} s); federated: 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
 for name in single federated; do
   echo "  $name: $("$bin" evaluate --real "$train" --synth "$name.csv" --holdout "$holdout" --target cut --out "eval-$name" | sed 's/; wrote.*//')"
-  if "$py" -c "import sdmetrics, sklearn" 2> /dev/null; then
-    "$py" "$shared/eval/synth_eval.py" --real "$train" --holdout "$holdout" --synth "$name.csv" --target cut \
-      --out "ref-$name.json" > /dev/null 2>&1
-    "$py" - "ref-$name.json" <<'PY'
-import json, sys
-h = json.load(open(sys.argv[1]))["headline"]
-print("    reference evaluator: column shapes %.3f, pair trends %.3f, 3-way error %.3f, TSTR AUC (HGB) %.3f"
-      % (h["shapes_own"], h["pair_trends_own"], h["3way_err"], h["tstr_hgb_roc_auc"]))
-PY
-  fi
+  reference_eval "$py" "$shared" "$train" "$holdout" "$name.csv" "ref-$name.json" "    "
 done
