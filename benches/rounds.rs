@@ -46,6 +46,8 @@ fn spec(workers: u32) -> JobSpec {
         local_steps: 1,
         batch_size: 10,
         learning_rate: 5e-3,
+        server_optimizer: fedsynth_proto::ServerOptimizer::Adam,
+        local_learning_rate: 1.0,
         clip_norm: 1.0,
         secure_aggregation: SecureAggregation::None,
         min_workers: workers,

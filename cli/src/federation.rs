@@ -172,15 +172,28 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
             toml::Value::Integer((rand::random::<u32>()) as i64),
         );
     }
-    let spec: JobSpec = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| {
-            anyhow!(
-                "{}: {}",
-                path.display(),
-                e.message().lines().next().unwrap_or("invalid")
-            )
-        })?;
+    let spec: JobSpec =
+        toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                let message = e.message().lines().next().unwrap_or("invalid").to_string();
+                // serde names a wrong value, not its key: the key is the one whose removal
+                // changes the complaint (a missing or unknown field is named already).
+                let key = table
+                    .keys()
+                    .filter(|_| !message.contains("field `"))
+                    .find(|k| {
+                        let mut t = table.clone();
+                        t.remove(*k);
+                        toml::Value::Table(t)
+                            .try_into::<JobSpec>()
+                            .err()
+                            .is_none_or(|e| e.message().lines().next() != Some(message.as_str()))
+                    })
+                    .map(|k| format!("{k}: "))
+                    .unwrap_or_default();
+                anyhow!("{}: {key}{message}", path.display())
+            })?;
     spec.validate()
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok((spec, request_id))
@@ -444,6 +457,33 @@ pub fn certs(args: &CertsArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use fedsynth_privacy::envelope::SecretKey;
+    use fedsynth_privacy::rng::SecureRng;
+
+    /// The commented example job in configs/ is a valid job, read as `submit` reads it.
+    #[test]
+    fn the_example_job_file_is_a_valid_spec() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["job.toml", "wage.schema.toml"] {
+            std::fs::copy(repo.join("configs").join(f), dir.path().join(f)).unwrap();
+        }
+        let key = SecretKey::generate(&mut SecureRng::from_seed(1));
+        std::fs::write(dir.path().join("team.pub"), key.public().to_text()).unwrap();
+        let (spec, _) = super::job_spec(&dir.path().join("job.toml")).unwrap();
+        assert_eq!(spec.server_optimizer, fedsynth_proto::ServerOptimizer::Adam);
+        assert_eq!(spec.local_steps, 1);
+        // A wrong optimiser is one line that names the field.
+        let bad = std::fs::read_to_string(dir.path().join("job.toml"))
+            .unwrap()
+            .replace("server_optimizer = \"adam\"", "server_optimizer = \"sgd\"");
+        std::fs::write(dir.path().join("bad.toml"), bad).unwrap();
+        let e = super::job_spec(&dir.path().join("bad.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server_optimizer") && !e.contains('\n'), "{e}");
+    }
+
     #[test]
     fn utc_formats_known_instants() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00.000");

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -33,6 +33,39 @@ pub fn weights_digest(values: &[f32]) -> String {
         h.update(v.to_le_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// Where the coordinator's optimiser state that goes with the weights of `round` is kept.
+pub fn optimizer_key(job: &str, round: u32) -> String {
+    format!("jobs/{job}/adam-{round:06}.bin")
+}
+
+/// An object read in exact-sized pieces, whatever the chunking of its stream.
+pub struct ObjectReader {
+    stream: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
+    buf: BytesMut,
+}
+
+impl ObjectReader {
+    /// The next `n` bytes; `None` at the end of the object; an error if it ends inside them.
+    pub async fn read_exact(&mut self, n: usize) -> Result<Option<Bytes>> {
+        while self.buf.len() < n {
+            match self.stream.next().await {
+                Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                None => break,
+            }
+        }
+        if self.buf.is_empty() && n > 0 {
+            return Ok(None);
+        }
+        if self.buf.len() < n {
+            return Err(CoordinatorError::Corrupt(format!(
+                "an object ends {} bytes into a {n}-byte record",
+                self.buf.len()
+            )));
+        }
+        Ok(Some(self.buf.split_to(n).freeze()))
+    }
 }
 
 /// Size of the parts of a streamed upload (S3's smallest part but the last is 5 MiB).
@@ -111,6 +144,23 @@ impl Artifacts {
         Ok((key, weights_digest(values)))
     }
 
+    /// Reads an object in exact-sized pieces.
+    pub async fn reader(&self, key: &str) -> Result<ObjectReader> {
+        Ok(ObjectReader {
+            stream: Box::pin(self.stream(key).await?),
+            buf: BytesMut::new(),
+        })
+    }
+
+    /// Like [`Artifacts::reader`], or `None` if there is no object under `key`.
+    pub async fn reader_if_present(&self, key: &str) -> Result<Option<ObjectReader>> {
+        match self.reader(key).await {
+            Ok(r) => Ok(Some(r)),
+            Err(CoordinatorError::Artifacts(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Streams an object.
     pub async fn stream(
         &self,
@@ -170,6 +220,12 @@ impl Upload {
                 self.bytes
             )));
         }
+        self.inner.finish().await?;
+        Ok(())
+    }
+
+    /// Completes the upload as received (content the coordinator wrote itself).
+    pub async fn finish_own(self) -> Result<()> {
         self.inner.finish().await?;
         Ok(())
     }

@@ -11,6 +11,7 @@
 pub mod artifacts;
 pub mod config;
 pub mod error;
+pub mod optimizer;
 pub mod server;
 pub mod store;
 

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use fedsynth_proto::v1::federation_server::Federation;
 use fedsynth_proto::v1::jobs_server::Jobs;
 use fedsynth_proto::v1::{self as pb, poll_response::Task};
-use fedsynth_proto::{CHUNK_BYTES, JobSpec, MAX_PARAMETERS, PROTOCOL_VERSION, WorkerId};
+use fedsynth_proto::{
+    CHUNK_BYTES, JobSpec, MAX_PARAMETERS, PROTOCOL_VERSION, ServerOptimizer, WorkerId,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tokio_stream::{Stream, StreamExt};
@@ -23,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::artifacts::Artifacts;
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError, Result};
+use crate::optimizer;
 use crate::store::{JobRecord, JobState, Store};
 
 /// Largest artifact accepted: 16 GiB.
@@ -340,7 +343,28 @@ impl Coordinator {
     async fn commit(&self, job: &mut LiveJob, round: LiveRound) -> Result<()> {
         let r = round.round;
         let inv = (1.0 / round.weight) as f32;
-        let weights: Vec<f32> = round.sum.iter().map(|v| v * inv).collect();
+        let mut weights = round.sum;
+        for v in &mut weights {
+            *v *= inv;
+        }
+        if job.record.spec.server_optimizer == ServerOptimizer::Adam && r > 0 {
+            let stepped = optimizer::step_stored(
+                &self.artifacts,
+                &job.record.id,
+                r,
+                &job.record.weights_key,
+                &job.record.weights_digest,
+                &mut weights,
+                job.record.spec.learning_rate,
+            )
+            .await;
+            match stepped {
+                Ok(()) => {}
+                // Lost or altered state cannot heal by retrying: the job fails, saying why.
+                Err(CoordinatorError::Corrupt(reason)) => return self.fail(job, reason).await,
+                Err(e) => return Err(e),
+            }
+        }
         let (key, digest) = self
             .artifacts
             .put_weights(&job.record.id, r + 1, &weights)

@@ -1,6 +1,6 @@
 //! The coordinator's gRPC services in process, over an ephemeral loopback port: protocol
 //! version, authentication, federation isolation, validation, idempotent submission and the
-//! FedAvg arithmetic of a round, with two scripted workers.
+//! FedAvg arithmetic of a round and the coordinator's Adam steps, with scripted workers.
 
 use std::time::Duration;
 
@@ -86,6 +86,8 @@ fn spec() -> JobSpec {
         local_steps: 1,
         batch_size: 10,
         learning_rate: 5e-3,
+        server_optimizer: fedsynth_proto::ServerOptimizer::Adam,
+        local_learning_rate: 1.0,
         clip_norm: 1.0,
         secure_aggregation: SecureAggregation::None,
         min_workers: 2,
@@ -131,14 +133,26 @@ async fn upload(
     values: &[f32],
     weight: f64,
 ) -> Result<(), tonic::Status> {
+    upload_round(client, me, job, 0, "", values, weight).await
+}
+
+async fn upload_round(
+    client: &mut Fed,
+    me: &str,
+    job: &str,
+    round: u32,
+    base_digest: &str,
+    values: &[f32],
+    weight: f64,
+) -> Result<(), tonic::Status> {
     let mut messages = vec![pb::UpdateChunk {
         part: Some(pb::update_chunk::Part::Header(pb::UpdateHeader {
             worker_id: me.into(),
             job_id: job.into(),
-            round: 0,
+            round,
             parameters: values.len() as u64,
             weight,
-            base_digest: String::new(),
+            base_digest: base_digest.into(),
         })),
     }];
     messages.extend(fedsynth_proto::f32_chunks(values).map(|c| pb::UpdateChunk {
@@ -515,4 +529,138 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
             "audit lacks {needed}: {actions:?}"
         );
     }
+}
+
+/// Polls until the coordinator hands out round `round` (or, for `None`, the sampling
+/// task), up to ~5 s.
+async fn next_task(client: &mut Fed, me: &str, round: Option<u32>) -> Task {
+    for _ in 0..100 {
+        let task = poll(client, me).await;
+        match (&task, round) {
+            (Task::Train(t), Some(r)) if t.round == r => return task,
+            (Task::Sample(_), None) => return task,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no round was opened")
+}
+
+async fn global_weights(client: &mut Fed, me: &str, job: &str) -> Vec<f32> {
+    let mut stream = client
+        .download_weights(pb::DownloadWeightsRequest {
+            worker_id: me.into(),
+            job_id: job.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(c) = stream.message().await.unwrap() {
+        fedsynth_proto::extend_f32(&mut got, &c.data).unwrap();
+    }
+    got
+}
+
+#[tokio::test]
+async fn with_server_adam_the_first_round_averages_and_later_rounds_take_adam_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start(dir.path()).await;
+    let mut j = jobs(&url, OWNER).await;
+    let spec = JobSpec {
+        rounds: 3,
+        min_workers: 1,
+        learning_rate: 0.01,
+        ..spec()
+    };
+    let job = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "adam".into(),
+            spec_toml: spec.to_toml(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut a = fed(&url, CLINICS).await;
+    let wa = register(&mut a, "clinics", "a").await;
+    let Task::Offer(_) = poll(&mut a, &wa).await else {
+        panic!("expected an offer")
+    };
+    a.answer(pb::AnswerRequest {
+        worker_id: wa.clone(),
+        job_id: job.clone(),
+        accept: true,
+        reason: String::new(),
+    })
+    .await
+    .unwrap();
+
+    let n = 1000;
+    // Round 0 has no global weights: its average is committed as they are.
+    let Task::Train(t0) = next_task(&mut a, &wa, Some(0)).await else {
+        panic!("expected round 0")
+    };
+    assert_eq!((t0.round, t0.base_digest.as_str()), (0, ""));
+    let w0: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+    upload_round(&mut a, &wa, &job, 0, "", &w0, 2.0)
+        .await
+        .unwrap();
+    let Task::Train(t1) = next_task(&mut a, &wa, Some(1)).await else {
+        panic!("expected round 1")
+    };
+    assert_eq!(t1.round, 1);
+    assert_eq!(global_weights(&mut a, &wa, &job).await, w0);
+
+    // Round 1: the holder moved each parameter by ±(0.001..0.1); Adam's first step moves
+    // the global weights by the learning rate in the direction of the move, whatever its size.
+    let moved: Vec<f32> = (0..n)
+        .map(|i| w0[i] + if i % 3 == 0 { -1.0 } else { 1.0 } * (0.001 + 0.0001 * i as f32))
+        .collect();
+    upload_round(&mut a, &wa, &job, 1, &t1.base_digest, &moved, 2.0)
+        .await
+        .unwrap();
+    let Task::Train(t2) = next_task(&mut a, &wa, Some(2)).await else {
+        panic!("expected round 2")
+    };
+    let w1 = global_weights(&mut a, &wa, &job).await;
+    for i in 0..n {
+        let want = w0[i] + 0.01 * (moved[i] - w0[i]).signum();
+        assert!(
+            (w1[i] - want).abs() < 1e-5,
+            "parameter {i}: {} vs {want}",
+            w1[i]
+        );
+    }
+
+    // Round 2 continues from the stored moments: the same two steps of Adam, replayed here.
+    let moved2: Vec<f32> = w1
+        .iter()
+        .enumerate()
+        .map(|(i, w)| w + 0.02 * (i as f32 * 0.11).cos())
+        .collect();
+    upload_round(&mut a, &wa, &job, 2, &t2.base_digest, &moved2, 2.0)
+        .await
+        .unwrap();
+    let Task::Sample(_) = next_task(&mut a, &wa, None).await else {
+        panic!("expected sampling after the last round")
+    };
+    let w2 = global_weights(&mut a, &wa, &job).await;
+    let mut adam = fedsynth_coordinator::optimizer::ServerAdam::new(n);
+    let mut want = w0.clone();
+    adam.step(&mut want, &moved, 0.01).unwrap();
+    assert_eq!(want, w1);
+    adam.step(&mut want, &moved2, 0.01).unwrap();
+    assert_eq!(want, w2);
+    assert_ne!(w2, moved2, "not the plain average");
+    // Each committed round's moments are stored beside its weights.
+    let stored = std::fs::read(
+        dir.path()
+            .join(format!("artifacts/jobs/{job}/adam-000003.bin")),
+    )
+    .unwrap();
+    assert_eq!(
+        fedsynth_coordinator::optimizer::ServerAdam::from_bytes(&stored).unwrap(),
+        adam
+    );
 }

@@ -17,6 +17,8 @@ fn spec(name: &str) -> JobSpec {
         local_steps: 5,
         batch_size: 100,
         learning_rate: 5e-3,
+        server_optimizer: fedsynth_proto::ServerOptimizer::Adam,
+        local_learning_rate: 1.0,
         clip_norm: 1.0,
         secure_aggregation: SecureAggregation::None,
         min_workers: 2,

@@ -20,6 +20,32 @@ pub enum SecureAggregation {
     None,
 }
 
+/// Where the optimiser of a federated job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerOptimizer {
+    /// FedAdam: each holder takes `local_steps` plain DP-SGD steps at `local_learning_rate`
+    /// from the global weights; the coordinator treats the weighted average of the holders'
+    /// moves as one pseudo-gradient and takes an Adam step at `learning_rate`. Adam's moments
+    /// then average the DP noise of every holder across rounds, as in single-party training.
+    /// The first round, which has no global weights yet, commits the plain average.
+    #[default]
+    Adam,
+    /// FedAvg: each holder runs Adam locally at `learning_rate` (its moments kept between
+    /// rounds in memory); the coordinator averages the holders' weights.
+    Average,
+}
+
+impl ServerOptimizer {
+    /// The name used in job files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Adam => "adam",
+            Self::Average => "average",
+        }
+    }
+}
+
 /// A federated synthesis job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,9 +74,18 @@ pub struct JobSpec {
     /// Expected local batch size (Poisson sampling rate = batch / local rows).
     #[serde(default = "default_batch")]
     pub batch_size: u32,
-    /// Adam learning rate of local training.
+    /// Adam learning rate: the coordinator's (`server_optimizer = "adam"`) or the holders'
+    /// (`"average"`).
     #[serde(default = "default_lr")]
     pub learning_rate: f64,
+    /// Where the optimiser runs (see [`ServerOptimizer`]).
+    #[serde(default)]
+    pub server_optimizer: ServerOptimizer,
+    /// Learning rate of the holders' plain SGD steps under `server_optimizer = "adam"`. With
+    /// one local step per round its value hardly matters (Adam is invariant to the scale of
+    /// its gradients); with several, lower it.
+    #[serde(default = "default_local_lr")]
+    pub local_learning_rate: f64,
     /// Per-example clipping norm.
     #[serde(default = "default_clip")]
     pub clip_norm: f64,
@@ -92,6 +127,9 @@ fn default_batch() -> u32 {
 fn default_lr() -> f64 {
     5e-3
 }
+fn default_local_lr() -> f64 {
+    1.0
+}
 fn default_clip() -> f64 {
     1.0
 }
@@ -112,9 +150,19 @@ impl JobSpec {
     /// Parses and validates a spec.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let spec: Self = toml::from_str(text).map_err(|e| {
+            // One line: the offending line of the file, then what is wrong with it.
+            let place = e
+                .span()
+                .and_then(|span| {
+                    let line = text[..span.start.min(text.len())].matches('\n').count();
+                    text.lines()
+                        .nth(line)
+                        .map(|l| format!("line {}: `{}`: ", line + 1, l.trim()))
+                })
+                .unwrap_or_default();
             format!(
-                "job spec: {}",
-                e.to_string().lines().next().unwrap_or("invalid TOML")
+                "job spec: {place}{}",
+                e.message().lines().next().unwrap_or("invalid TOML")
             )
         })?;
         spec.validate()?;
@@ -163,6 +211,12 @@ impl JobSpec {
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return fail("learning_rate must be positive".into());
+        }
+        if !(self.local_learning_rate.is_finite()
+            && self.local_learning_rate > 0.0
+            && self.local_learning_rate <= 100.0)
+        {
+            return fail("local_learning_rate must be in (0, 100]".into());
         }
         if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
             return fail("clip_norm must be positive".into());
@@ -215,6 +269,8 @@ mod tests {
             local_steps: 5,
             batch_size: 100,
             learning_rate: 5e-3,
+            server_optimizer: ServerOptimizer::Adam,
+            local_learning_rate: 1.0,
             clip_norm: 1.0,
             secure_aggregation: SecureAggregation::None,
             min_workers: 2,
@@ -235,6 +291,26 @@ mod tests {
         let mut bad = spec();
         bad.epsilon = f64::NAN;
         assert!(bad.validate().unwrap_err().contains("epsilon"));
+        let mut bad = spec();
+        bad.local_learning_rate = 0.0;
+        assert!(bad.validate().unwrap_err().contains("local_learning_rate"));
+        // Older job files (no optimiser fields) get FedAdam with the default local rate.
+        let old = s
+            .to_toml()
+            .replace("server_optimizer = \"adam\"\n", "")
+            .replace("local_learning_rate = 1.0\n", "");
+        assert_ne!(old, s.to_toml());
+        assert_eq!(JobSpec::from_toml(&old).unwrap(), s);
+        let avg = s.to_toml().replace("\"adam\"", "\"average\"");
+        assert_eq!(
+            JobSpec::from_toml(&avg).unwrap().server_optimizer,
+            ServerOptimizer::Average
+        );
+        assert!(
+            JobSpec::from_toml(&s.to_toml().replace("\"adam\"", "\"sgd\""))
+                .unwrap_err()
+                .contains("server_optimizer")
+        );
         let mut bad = spec();
         bad.recipients.clear();
         assert!(bad.validate().unwrap_err().contains("recipients"));

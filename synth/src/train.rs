@@ -97,6 +97,16 @@ impl Adam {
     }
 }
 
+/// θ ← θ − lr·g for every layer.
+fn sgd_step(model: &mut Tvae, grads: Vec<(Tensor<2>, Tensor<1>)>, lr: f64) {
+    for (layer, (gw, gb)) in model.layers.iter_mut().zip(grads) {
+        layer.weight = layer.weight.clone().map(|w| w - gw * lr);
+        if let Some(bias) = layer.bias.take() {
+            layer.bias = Some(bias.map(|b| b - gb * lr));
+        }
+    }
+}
+
 /// What one epoch reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EpochReport {
@@ -127,6 +137,9 @@ pub struct Stepper<'a> {
     cfg: TrainConfig,
     q: SamplingRate,
     adam: Adam,
+    /// Plain SGD at this rate instead of Adam (a federated holder whose coordinator runs
+    /// the optimiser).
+    sgd: Option<f64>,
     noise: GaussianNoise,
     device: Device,
 }
@@ -152,6 +165,7 @@ impl<'a> Stepper<'a> {
             cfg: *cfg,
             q: SamplingRate::new(cfg.sampling_rate)?,
             adam: Adam::new(model, cfg.learning_rate, device),
+            sgd: None,
             noise: GaussianNoise::new(rng.fork()),
             device: device.clone(),
         })
@@ -164,6 +178,13 @@ impl<'a> Stepper<'a> {
         if adam.moments.len() == self.adam.moments.len() {
             self.adam = adam;
         }
+        self
+    }
+
+    /// Takes plain SGD steps at `learning_rate` instead of Adam steps: the moves a federated
+    /// holder sends when the coordinator applies Adam to their average.
+    pub fn plain_sgd(mut self, learning_rate: f64) -> Self {
+        self.sgd = Some(learning_rate);
         self
     }
 
@@ -199,8 +220,10 @@ impl<'a> Stepper<'a> {
             )?,
             None => plain_step(model, x, eps, b, width, self.spans, &self.device),
         };
-        if let Some(grads) = grads {
-            self.adam.step(model, grads);
+        match (grads, self.sgd) {
+            (Some(grads), Some(lr)) => sgd_step(model, grads, lr),
+            (Some(grads), None) => self.adam.step(model, grads),
+            (None, _) => {}
         }
         Ok((loss, b))
     }

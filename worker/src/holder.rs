@@ -18,7 +18,7 @@ use fedsynth_privacy::rng::SecureRng;
 use fedsynth_privacy::{
     AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps, calibrate_noise,
 };
-use fedsynth_proto::JobSpec;
+use fedsynth_proto::{JobSpec, ServerOptimizer};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::{Tvae, TvaeConfig};
@@ -335,19 +335,26 @@ impl Holder {
             &device,
             &mut rng,
         )?;
-        let saved = self
-            .optimizers
-            .lock()
-            .map_err(|_| WorkerError::Invalid("optimiser state lock poisoned".into()))?
-            .remove(job);
-        if let Some(adam) = saved {
-            stepper = stepper.resume(adam);
+        let local_adam = spec.server_optimizer == ServerOptimizer::Average;
+        if local_adam {
+            let saved = self
+                .optimizers
+                .lock()
+                .map_err(|_| WorkerError::Invalid("optimiser state lock poisoned".into()))?
+                .remove(job);
+            if let Some(adam) = saved {
+                stepper = stepper.resume(adam);
+            }
+        } else {
+            // The coordinator runs Adam on the average of the holders' moves.
+            stepper = stepper.plain_sgd(spec.local_learning_rate);
         }
         for _ in 0..spec.local_steps {
             stepper.step(&mut model, &mut rng)?;
         }
         // Kept for the job's next round; after its last one, dropped.
-        if round + 1 < spec.rounds
+        if local_adam
+            && round + 1 < spec.rounds
             && let Ok(mut states) = self.optimizers.lock()
         {
             states.insert(job.to_string(), stepper.into_optimizer());

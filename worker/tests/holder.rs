@@ -46,6 +46,8 @@ fn spec(recipient: &SecretKey) -> JobSpec {
         local_steps: 3,
         batch_size: 100,
         learning_rate: 5e-3,
+        server_optimizer: fedsynth_proto::ServerOptimizer::Adam,
+        local_learning_rate: 1.0,
         clip_norm: 1.0,
         secure_aggregation: SecureAggregation::None,
         min_workers: 1,
@@ -176,4 +178,57 @@ fn a_job_past_the_cap_or_with_an_incomplete_schema_is_refused_and_costs_nothing(
     s.schema_toml = "version = 1\n[[columns]]\nname = \"no_such_column\"\nkind = \"integer\"\nedges = [0.0, 1.0]\n".into();
     assert!(holder.accept("job-2", &s).is_err());
     assert_eq!(spends(dir.path()), 0);
+}
+
+/// Largest change of any parameter.
+fn largest_move(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn holders_take_plain_sgd_steps_under_server_adam_and_adam_steps_under_fedavg() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = Holder::open(&config(dir.path(), 10.0)).unwrap();
+    let key = SecretKey::generate(&mut SecureRng::from_seed(1));
+    let base = spec(&key);
+    let init = holder.initial_weights(&base).unwrap();
+    let moves = |name: &str, spec: JobSpec| {
+        holder.accept(name, &spec).unwrap();
+        let out = holder.train_round(name, &spec, 0, &init, "").unwrap();
+        assert!(out.iter().all(|v| v.is_finite()));
+        largest_move(&out, &init)
+    };
+    // Plain SGD moves by the local learning rate times a (clipped, noised) gradient: a tiny
+    // rate gives a tiny move, a larger one a proportionally larger move.
+    let tiny = moves(
+        "sgd-tiny",
+        JobSpec {
+            local_learning_rate: 1e-4,
+            ..base.clone()
+        },
+    );
+    let larger = moves(
+        "sgd-larger",
+        JobSpec {
+            local_learning_rate: 1e-2,
+            ..base.clone()
+        },
+    );
+    assert!(tiny > 0.0 && tiny < 1e-3, "{tiny}");
+    assert!(larger > 20.0 * tiny, "{larger} vs {tiny}");
+    // FedAvg: local Adam, whose first step moves every parameter by about its rate.
+    let adam = moves(
+        "fedavg",
+        JobSpec {
+            server_optimizer: fedsynth_proto::ServerOptimizer::Average,
+            local_learning_rate: 1e-4,
+            ..base.clone()
+        },
+    );
+    let lr = base.learning_rate as f32;
+    assert!(adam > 0.5 * lr && adam < 10.0 * lr, "{adam}");
+    assert!(adam > 10.0 * tiny, "{adam} vs {tiny}");
 }
