@@ -13,7 +13,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    GetOptions, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+    GetOptions, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
 };
 use sha2::{Digest, Sha256};
 use tokio_stream::{Stream, StreamExt};
@@ -142,6 +143,14 @@ impl Artifacts {
             )
             .await?;
         Ok((key, weights_digest(values)))
+    }
+
+    /// Deletes an object; one already gone is fine.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads an object in exact-sized pieces.

@@ -387,6 +387,14 @@ impl Coordinator {
                 job.record.id
             )));
         }
+        if job.record.spec.server_optimizer == ServerOptimizer::Adam && r > 0 {
+            // The moments that went with the old weights are superseded; a crash before
+            // this leaves a stale file, nothing worse.
+            let old = crate::artifacts::optimizer_key(&job.record.id, r);
+            if let Err(e) = self.artifacts.delete(&old).await {
+                eprintln!("coordinator: could not delete {old}: {e}");
+            }
+        }
         let dropped: Vec<&String> = job
             .accepted
             .iter()

@@ -653,7 +653,12 @@ async fn with_server_adam_the_first_round_averages_and_later_rounds_take_adam_st
     adam.step(&mut want, &moved2, 0.01).unwrap();
     assert_eq!(want, w2);
     assert_ne!(w2, moved2, "not the plain average");
-    // Each committed round's moments are stored beside its weights.
+    // The moments are stored beside the latest weights; superseded ones are deleted.
+    assert!(
+        !dir.path()
+            .join(format!("artifacts/jobs/{job}/adam-000002.bin"))
+            .exists()
+    );
     let stored = std::fs::read(
         dir.path()
             .join(format!("artifacts/jobs/{job}/adam-000003.bin")),
