@@ -1,8 +1,10 @@
 //! Round overhead of the coordinator and its transport, without training: N scripted workers
 //! on loopback each upload a 1 M-parameter model (4 MB, streamed in 256 KiB chunks) per round;
-//! the figure is the time from the first upload starting to the round's commit (aggregation,
-//! weights stored, round recorded in the store), for N = 3, 10 and 50, and the coordinator's
-//! peak memory against the model size times the number of concurrent upload streams.
+//! the figure is the time from the first upload starting to the round's commit (aggregation;
+//! from the second round on, the coordinator's Adam step with its moments streamed from and
+//! to the artifact store; weights stored; round recorded in the store), for N = 3, 10 and 50,
+//! and the coordinator's peak memory against the model size times the number of concurrent
+//! upload streams.
 //!
 //!   cargo bench --workspace --profile dev --bench rounds
 //!
@@ -154,11 +156,6 @@ async fn bench(workers: u32) -> (Duration, f64) {
             }
         }
         let started = Instant::now();
-        let pattern: std::sync::Arc<Vec<u8>> = std::sync::Arc::new(
-            (0..CHUNK_BYTES / 4)
-                .flat_map(|j| ((j % 97) as f32 * 0.01).to_le_bytes())
-                .collect(),
-        );
         let uploads = clients.iter().enumerate().map(|(k, (c, me))| {
             let mut c = c.clone();
             let header = pb::UpdateHeader {

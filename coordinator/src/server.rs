@@ -1,8 +1,9 @@
 //! The coordinator at run time: the `Jobs` and `Federation` gRPC services, the live state of
 //! every active job, and the driver that opens, closes, retries and commits rounds.
 //!
-//! The coordinator never sees a row of data: it stores specs, aggregates the weights workers
-//! upload (FedAvg weighted by their DP-noised row counts), and stores the ciphertext the
+//! The coordinator never sees a row of data: it stores specs, averages the weights workers
+//! upload (weighted by their DP-noised row counts), takes the job's server step on that
+//! average ([`crate::optimizer`] for FedAdam; none for FedAvg), and stores the ciphertext the
 //! designated sampler uploads. Each round moves through [`Stage`]s so that secure
 //! aggregation can wrap it; with `secure_aggregation = "none"` only `Collect` runs.
 
@@ -31,7 +32,7 @@ use crate::store::{JobRecord, JobState, Store};
 /// Largest artifact accepted: 16 GiB.
 const MAX_ARTIFACT_BYTES: u64 = 16 << 30;
 
-/// The stages of one round. Secure aggregation runs all four; plain FedAvg only `Collect`.
+/// The stages of one round. Secure aggregation runs all four; plain aggregation only `Collect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Workers publish their key-agreement keys.
