@@ -41,7 +41,7 @@ pub fn open(choice: DeviceChoice, seed: u64) -> Result<Device> {
 #[cfg(not(feature = "wgpu"))]
 fn wgpu() -> Result<Device> {
     Err(SynthError::Device(
-        "this build of fedsynth has no GPU support: build it with `cargo build --release --features wgpu`, or use --device cpu"
+        "this build of fedsynth has no GPU support: build it with `cargo build --release --features fedsynth-cli/wgpu`, or use --device cpu"
             .into(),
     ))
 }
@@ -53,12 +53,17 @@ fn wgpu() -> Result<Device> {
 fn wgpu() -> Result<Device> {
     use burn::prelude::{Tensor, TensorData};
     use burn::tensor::DeviceKind;
+    // Without an adapter the wgpu runtime panics, on its own device thread and then here:
+    // silenced while probing, so that the user reads one line, not two panics.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
         let device = Device::wgpu(DeviceKind::DefaultDevice);
         let t = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &device);
         let sum = t.sum().into_scalar::<f32>();
         (device, sum)
     });
+    std::panic::set_hook(hook);
     match probe {
         Ok((device, sum)) if (sum - 3.0).abs() < 1e-6 => Ok(device),
         Ok(_) => Err(SynthError::Device("the wgpu adapter computed a wrong result".into())),
