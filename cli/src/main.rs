@@ -94,7 +94,8 @@ pub struct ClientArgs {
 #[command(
     after_help = "JOB.toml names the federation, the schema file (public bin edges and \
 categories for every column), the recipients' public key files, ε and δ per holder, rounds, \
-local steps, min_workers and the output rows; see configs/job.toml."
+local steps, the server optimiser (adam: FedAdam, the default; or average: FedAvg), \
+min_workers and the output rows; see configs/job.toml."
 )]
 pub struct SubmitArgs {
     /// The job file.
