@@ -388,11 +388,16 @@ impl Coordinator {
                 job.record.id
             )));
         }
+        // The old weights and the moments that went with them are superseded (a job keeps
+        // one model's worth, not one per round); a crash before this leaves stale files,
+        // nothing worse. A worker still downloading the old weights is training a round
+        // that has closed, whose upload would be refused anyway.
+        let mut superseded = vec![job.record.weights_key.clone()];
         if job.record.spec.server_optimizer == ServerOptimizer::Adam && r > 0 {
-            // The moments that went with the old weights are superseded; a crash before
-            // this leaves a stale file, nothing worse.
-            let old = crate::artifacts::optimizer_key(&job.record.id, r);
-            if let Err(e) = self.artifacts.delete(&old).await {
+            superseded.push(crate::artifacts::optimizer_key(&job.record.id, r));
+        }
+        for old in superseded.iter().filter(|k| !k.is_empty()) {
+            if let Err(e) = self.artifacts.delete(old).await {
                 eprintln!("coordinator: could not delete {old}: {e}");
             }
         }

@@ -653,12 +653,14 @@ async fn with_server_adam_the_first_round_averages_and_later_rounds_take_adam_st
     adam.step(&mut want, &moved2, 0.01).unwrap();
     assert_eq!(want, w2);
     assert_ne!(w2, moved2, "not the plain average");
-    // The moments are stored beside the latest weights; superseded ones are deleted.
-    assert!(
-        !dir.path()
-            .join(format!("artifacts/jobs/{job}/adam-000002.bin"))
-            .exists()
-    );
+    // The moments are stored beside the latest weights; superseded files are deleted.
+    let mut files: Vec<String> =
+        std::fs::read_dir(dir.path().join(format!("artifacts/jobs/{job}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    files.sort();
+    assert_eq!(files, ["adam-000003.bin", "weights-000003.f32"]);
     let stored = std::fs::read(
         dir.path()
             .join(format!("artifacts/jobs/{job}/adam-000003.bin")),
