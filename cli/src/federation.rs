@@ -172,30 +172,7 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
             toml::Value::Integer((rand::random::<u32>()) as i64),
         );
     }
-    let spec: JobSpec =
-        toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                let message = e.message().lines().next().unwrap_or("invalid").to_string();
-                // serde names a wrong value, not its key: the key is the one whose removal
-                // changes the complaint (a missing or unknown field is named already).
-                let key = table
-                    .keys()
-                    .filter(|_| !message.contains("field `"))
-                    .find(|k| {
-                        let mut t = table.clone();
-                        t.remove(*k);
-                        toml::Value::Table(t)
-                            .try_into::<JobSpec>()
-                            .err()
-                            .is_none_or(|e| e.message().lines().next() != Some(message.as_str()))
-                    })
-                    .map(|k| format!("{k}: "))
-                    .unwrap_or_default();
-                anyhow!("{}: {key}{message}", path.display())
-            })?;
-    spec.validate()
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let spec = JobSpec::from_table(table).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok((spec, request_id))
 }
 

@@ -61,15 +61,12 @@ fn parse_header(h: &[u8]) -> Option<(u64, u64)> {
     Some((word(8), word(16)))
 }
 
+/// Little-endian f32 values of a record whose length `ObjectReader::read_exact` fixed.
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn le_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    let mut out = Vec::with_capacity(bytes.len() / 4);
+    // Records are read in multiples of four bytes, so this cannot fail.
+    let _ = fedsynth_proto::extend_f32(&mut out, bytes);
+    out
 }
 
 /// Adam moments over a flat parameter vector, in memory (the stored form's reference).
@@ -114,7 +111,7 @@ impl ServerAdam {
     /// The stored form.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = header(self.t, self.moments.len() / 2);
-        out.extend_from_slice(&le_bytes(&self.moments));
+        out.extend(fedsynth_proto::f32_chunks(&self.moments).flatten());
         let digest = Sha256::digest(&out);
         out.extend_from_slice(&digest);
         out
@@ -146,7 +143,6 @@ impl ServerAdam {
 /// (`base_key`, checked against `base_digest`) and the moments stored with them (zero before
 /// the first step), overwrites `average` with the new weights, and stores the new moments
 /// for round `round + 1`. A lost, cut or altered object is a `Corrupt` error.
-#[allow(clippy::too_many_arguments)]
 pub async fn step_stored(
     artifacts: &Artifacts,
     job: &str,
@@ -208,9 +204,10 @@ pub async fn step_stored(
                 None => vec![0.0; 2 * len],
             };
             adam_block(t, lr, &f32s(&b), &mut average[at..at + len], &mut moments);
-            let raw = le_bytes(&moments);
-            out_hash.update(&raw);
-            upload.put(Bytes::from(raw)).await?;
+            for raw in fedsynth_proto::f32_chunks(&moments) {
+                out_hash.update(&raw);
+                upload.put(Bytes::from(raw)).await?;
+            }
             at += len;
         }
         if base.read_exact(1).await?.is_some() || hex::encode(base_hash.finalize()) != base_digest {

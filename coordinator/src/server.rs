@@ -348,7 +348,9 @@ impl Coordinator {
         for v in &mut weights {
             *v *= inv;
         }
-        if job.record.spec.server_optimizer == ServerOptimizer::Adam && r > 0 {
+        // FedAdam steps from the second round on: the first has no global weights here.
+        let server_step = job.record.spec.server_optimizer == ServerOptimizer::Adam && r > 0;
+        if server_step {
             let stepped = optimizer::step_stored(
                 &self.artifacts,
                 &job.record.id,
@@ -393,7 +395,7 @@ impl Coordinator {
         // nothing worse. A worker still downloading the old weights is training a round
         // that has closed, whose upload would be refused anyway.
         let mut superseded = vec![job.record.weights_key.clone()];
-        if job.record.spec.server_optimizer == ServerOptimizer::Adam && r > 0 {
+        if server_step {
             superseded.push(crate::artifacts::optimizer_key(&job.record.id, r));
         }
         for old in superseded.iter().filter(|k| !k.is_empty()) {

@@ -126,6 +126,19 @@ async fn poll(client: &mut Fed, me: &str) -> Task {
         .unwrap()
 }
 
+/// Accepts an offered job.
+async fn accept(client: &mut Fed, me: &str, job: &str) -> Result<(), tonic::Status> {
+    client
+        .answer(pb::AnswerRequest {
+            worker_id: me.into(),
+            job_id: job.into(),
+            accept: true,
+            reason: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
 async fn upload(
     client: &mut Fed,
     me: &str,
@@ -162,6 +175,37 @@ async fn upload_round(
         .upload_update(tokio_stream::iter(messages))
         .await
         .map(|_| ())
+}
+
+/// Polls until the coordinator hands out round `round` (or, for `None`, the sampling
+/// task), up to ~5 s.
+async fn next_task(client: &mut Fed, me: &str, round: Option<u32>) -> Task {
+    for _ in 0..100 {
+        let task = poll(client, me).await;
+        match (&task, round) {
+            (Task::Train(t), Some(r)) if t.round == r => return task,
+            (Task::Sample(_), None) => return task,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no round was opened")
+}
+
+async fn global_weights(client: &mut Fed, me: &str, job: &str) -> Vec<f32> {
+    let mut stream = client
+        .download_weights(pb::DownloadWeightsRequest {
+            worker_id: me.into(),
+            job_id: job.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(c) = stream.message().await.unwrap() {
+        fedsynth_proto::extend_f32(&mut got, &c.data).unwrap();
+    }
+    got
 }
 
 #[tokio::test]
@@ -294,15 +338,7 @@ async fn refusals_carry_the_right_status() {
     // A worker of another federation neither sees nor joins the job.
     let other = register(&mut o, "other", "z").await;
     assert!(matches!(poll(&mut o, &other).await, Task::Idle(_)));
-    let e = o
-        .answer(pb::AnswerRequest {
-            worker_id: other.clone(),
-            job_id: first.job_id.clone(),
-            accept: true,
-            reason: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let e = accept(&mut o, &other, &first.job_id).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // Every refusal is in the audit trail.
@@ -345,27 +381,11 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
             panic!("expected an offer")
         };
         assert_eq!(JobSpec::from_toml(&offer.spec_toml).unwrap(), spec());
-        client
-            .answer(pb::AnswerRequest {
-                worker_id: me.clone(),
-                job_id: job.clone(),
-                accept: true,
-                reason: String::new(),
-            })
-            .await
-            .unwrap();
+        accept(client, me, &job).await.unwrap();
     }
     // Both accepted: the driver opens round 0.
-    let mut task = poll(&mut a, &wa).await;
-    for _ in 0..50 {
-        if matches!(task, Task::Train(_)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        task = poll(&mut a, &wa).await;
-    }
-    let Task::Train(train) = task else {
-        panic!("expected a round, got {task:?}")
+    let Task::Train(train) = next_task(&mut a, &wa, Some(0)).await else {
+        panic!("expected a round")
     };
     assert_eq!(
         (
@@ -438,18 +458,7 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
     }
     let (me, sample) = sampler.expect("a sampler is designated");
     let mut client = fed(&url, CLINICS).await;
-    let mut stream = client
-        .download_weights(pb::DownloadWeightsRequest {
-            worker_id: me.clone(),
-            job_id: job.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(c) = stream.message().await.unwrap() {
-        fedsynth_proto::extend_f32(&mut got, &c.data).unwrap();
-    }
+    let got = global_weights(&mut client, &me, &job).await;
     assert_eq!(got.len(), n);
     for i in 0..n {
         let want = (va[i] + 3.0 * vb[i]) / 4.0;
@@ -531,37 +540,6 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
     }
 }
 
-/// Polls until the coordinator hands out round `round` (or, for `None`, the sampling
-/// task), up to ~5 s.
-async fn next_task(client: &mut Fed, me: &str, round: Option<u32>) -> Task {
-    for _ in 0..100 {
-        let task = poll(client, me).await;
-        match (&task, round) {
-            (Task::Train(t), Some(r)) if t.round == r => return task,
-            (Task::Sample(_), None) => return task,
-            _ => {}
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no round was opened")
-}
-
-async fn global_weights(client: &mut Fed, me: &str, job: &str) -> Vec<f32> {
-    let mut stream = client
-        .download_weights(pb::DownloadWeightsRequest {
-            worker_id: me.into(),
-            job_id: job.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(c) = stream.message().await.unwrap() {
-        fedsynth_proto::extend_f32(&mut got, &c.data).unwrap();
-    }
-    got
-}
-
 #[tokio::test]
 async fn with_server_adam_the_first_round_averages_and_later_rounds_take_adam_steps() {
     let dir = tempfile::tempdir().unwrap();
@@ -587,14 +565,7 @@ async fn with_server_adam_the_first_round_averages_and_later_rounds_take_adam_st
     let Task::Offer(_) = poll(&mut a, &wa).await else {
         panic!("expected an offer")
     };
-    a.answer(pb::AnswerRequest {
-        worker_id: wa.clone(),
-        job_id: job.clone(),
-        accept: true,
-        reason: String::new(),
-    })
-    .await
-    .unwrap();
+    accept(&mut a, &wa, &job).await.unwrap();
 
     let n = 1000;
     // Round 0 has no global weights: its average is committed as they are.

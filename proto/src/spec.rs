@@ -36,16 +36,6 @@ pub enum ServerOptimizer {
     Average,
 }
 
-impl ServerOptimizer {
-    /// The name used in job files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Adam => "adam",
-            Self::Average => "average",
-        }
-    }
-}
-
 /// A federated synthesis job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,7 +139,7 @@ fn default_format() -> String {
 impl JobSpec {
     /// Parses and validates a spec.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        let spec: Self = toml::from_str(text).map_err(|e| {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
             // One line: the offending line of the file, then what is wrong with it.
             let place = e
                 .span()
@@ -164,6 +154,31 @@ impl JobSpec {
                 "job spec: {place}{}",
                 e.message().lines().next().unwrap_or("invalid TOML")
             )
+        })?;
+        Self::from_table(table)
+    }
+
+    /// Reads and validates a spec from a parsed TOML table (a job file after the CLI has
+    /// inlined its files). A wrong value is named by its key: serde names the value, not
+    /// the key, so the key is the one whose removal changes the complaint (a missing or
+    /// unknown field is named already).
+    pub fn from_table(table: toml::Table) -> Result<Self, String> {
+        let parse = |t: toml::Table| toml::Value::Table(t).try_into::<Self>();
+        let spec = parse(table.clone()).map_err(|e| {
+            let message = e.message().lines().next().unwrap_or("invalid").to_string();
+            let key = table
+                .keys()
+                .filter(|_| !message.contains("field `"))
+                .find(|k| {
+                    let mut t = table.clone();
+                    t.remove(*k);
+                    parse(t)
+                        .err()
+                        .is_none_or(|e| e.message().lines().next() != Some(message.as_str()))
+                })
+                .map(|k| format!("{k}: "))
+                .unwrap_or_default();
+            format!("job spec: {key}{message}")
         })?;
         spec.validate()?;
         Ok(spec)

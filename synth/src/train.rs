@@ -128,6 +128,14 @@ fn normal_vec(n: usize, rng: &mut SecureRng) -> Vec<f32> {
         .collect()
 }
 
+/// How a step applies its gradient.
+enum Optimizer {
+    /// Adam (single-party training, a FedAvg holder).
+    Adam(Adam),
+    /// Plain SGD at this rate (a FedAdam holder: the coordinator runs Adam).
+    Sgd(f64),
+}
+
 /// Everything one DP-SGD step needs besides the model: the data, the optimiser and the
 /// randomness. Built once per training run (or per federated round).
 pub struct Stepper<'a> {
@@ -136,10 +144,7 @@ pub struct Stepper<'a> {
     spans: &'a [Span],
     cfg: TrainConfig,
     q: SamplingRate,
-    adam: Adam,
-    /// Plain SGD at this rate instead of Adam (a federated holder whose coordinator runs
-    /// the optimiser).
-    sgd: Option<f64>,
+    optimizer: Optimizer,
     noise: GaussianNoise,
     device: Device,
 }
@@ -164,8 +169,7 @@ impl<'a> Stepper<'a> {
             spans,
             cfg: *cfg,
             q: SamplingRate::new(cfg.sampling_rate)?,
-            adam: Adam::new(model, cfg.learning_rate, device),
-            sgd: None,
+            optimizer: Optimizer::Adam(Adam::new(model, cfg.learning_rate, device)),
             noise: GaussianNoise::new(rng.fork()),
             device: device.clone(),
         })
@@ -175,8 +179,10 @@ impl<'a> Stepper<'a> {
     /// previous round) instead of zero moments. The state is the holder's own: a function of
     /// its DP-noised gradients only, kept on the holder, post-processing.
     pub fn resume(mut self, adam: Adam) -> Self {
-        if adam.moments.len() == self.adam.moments.len() {
-            self.adam = adam;
+        if let Optimizer::Adam(current) = &self.optimizer
+            && adam.moments.len() == current.moments.len()
+        {
+            self.optimizer = Optimizer::Adam(adam);
         }
         self
     }
@@ -184,13 +190,16 @@ impl<'a> Stepper<'a> {
     /// Takes plain SGD steps at `learning_rate` instead of Adam steps: the moves a federated
     /// holder sends when the coordinator applies Adam to their average.
     pub fn plain_sgd(mut self, learning_rate: f64) -> Self {
-        self.sgd = Some(learning_rate);
+        self.optimizer = Optimizer::Sgd(learning_rate);
         self
     }
 
-    /// The optimiser state, to resume from later.
-    pub fn into_optimizer(self) -> Adam {
-        self.adam
+    /// The Adam state, to resume from later (none after plain SGD steps).
+    pub fn into_optimizer(self) -> Option<Adam> {
+        match self.optimizer {
+            Optimizer::Adam(adam) => Some(adam),
+            Optimizer::Sgd(_) => None,
+        }
     }
 
     /// One step: a Poisson batch, its clipped and noised (or plain) gradient, an Adam
@@ -220,9 +229,9 @@ impl<'a> Stepper<'a> {
             )?,
             None => plain_step(model, x, eps, b, width, self.spans, &self.device),
         };
-        match (grads, self.sgd) {
-            (Some(grads), Some(lr)) => sgd_step(model, grads, lr),
-            (Some(grads), None) => self.adam.step(model, grads),
+        match (grads, &mut self.optimizer) {
+            (Some(grads), Optimizer::Sgd(lr)) => sgd_step(model, grads, *lr),
+            (Some(grads), Optimizer::Adam(adam)) => adam.step(model, grads),
             (None, _) => {}
         }
         Ok((loss, b))

@@ -355,9 +355,10 @@ impl Holder {
         // Kept for the job's next round; after its last one, dropped.
         if local_adam
             && round + 1 < spec.rounds
+            && let Some(adam) = stepper.into_optimizer()
             && let Ok(mut states) = self.optimizers.lock()
         {
-            states.insert(job.to_string(), stepper.into_optimizer());
+            states.insert(job.to_string(), adam);
         }
         let out = model.to_flat();
         let (values, base_path) = self.cached(job, round)?;
