@@ -9,7 +9,12 @@
 # DEVICE_RUN defaults to: cpu wgpu wgpu-again. SYNTH_ARGS adds flags to every run (a larger
 # model, say: "--hidden 512 --batch-size 4000"). The synthetic tables stay in OUT_DIR for
 # the evaluators (benches/reference_eval.sh).
+#
+# A --seed never fixes the DP noise or the batch sampling (they always come from the
+# operating system), so the same-table check sets the test-only switch that does; its output
+# carries no privacy guarantee and is only compared, never shared.
 set -uo pipefail
+export FEDSYNTH_INSECURE_REPRODUCIBLE_NOISE_SEED=${FEDSYNTH_INSECURE_REPRODUCIBLE_NOISE_SEED:-0}
 bin=${BIN:?set BIN to a fedsynth binary built with the wgpu feature}
 train=${1:?training table}
 out=${2:?output directory}

@@ -79,6 +79,7 @@ enrolment_token = "bench-federation-token-00"
 data = "shard$k.csv"
 dataset = "diamonds"
 state_dir = "state-h$k"
+ledger = "state-h$k/ledger.db"
 cap_epsilon = 100
 cap_delta = 1e-5
 [tls]

@@ -60,6 +60,8 @@ fn spec(workers: u32) -> JobSpec {
         format: "csv".into(),
         recipients: vec!["pk".into()],
         init_seed: 1,
+        parameters: PARAMETERS as u64,
+        max_worker_weight: 1e7,
     }
 }
 

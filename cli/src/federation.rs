@@ -11,6 +11,8 @@ use fedsynth_proto::client::{ClientTls, Token, connect};
 use fedsynth_proto::v1::jobs_client::JobsClient;
 use fedsynth_proto::v1::{self as pb};
 use fedsynth_proto::{JobSpec, MAX_MESSAGE_BYTES};
+use fedsynth_synth::encoder::Encoder;
+use fedsynth_synth::model::TvaeConfig;
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::Plan;
 use fedsynth_worker::WorkerConfig;
@@ -142,7 +144,7 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
             path.display()
         ),
     };
-    let schema = Schema::read(&schema_path)?;
+    let schema = Schema::read(&schema_path)?.nullable_by_default();
     if !Plan::for_schema(&schema).is_free() {
         bail!(
             "{}: every column needs public bin edges or categories in a federated job (a schema written by `fedsynth synth` has them)",
@@ -150,6 +152,13 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
         );
     }
     table.insert("schema_toml".into(), toml::Value::String(schema.to_toml()));
+    // The model's size, which fixes the size of every update the coordinator takes.
+    let width = Encoder::width_for(&schema).map_err(|e| anyhow!("{}: {e}", schema_path.display()))?;
+    let parameters = TvaeConfig::new(width).parameters();
+    table.insert(
+        "parameters".into(),
+        toml::Value::Integer(i64::try_from(parameters).unwrap_or(i64::MAX)),
+    );
     let recipients = match table.remove("recipients") {
         Some(toml::Value::Array(items)) => items
             .iter()
@@ -318,19 +327,42 @@ pub fn fetch(args: &FetchArgs) -> Result<()> {
 pub fn audit(args: &AuditArgs) -> Result<()> {
     runtime()?.block_on(async {
         let mut client = jobs_client(&args.client).await?;
-        let entries = client
-            .list_audit(pb::ListAuditRequest {
-                job_id: args.job.clone().unwrap_or_default(),
-            })
-            .await
-            .map_err(status_err)?
-            .into_inner()
-            .entries;
+        // Page through the trail, then check its hash chain before printing any of it.
+        let mut entries: Vec<pb::AuditEntry> = Vec::new();
+        loop {
+            let page = client
+                .list_audit(pb::ListAuditRequest {
+                    job_id: args.job.clone().unwrap_or_default(),
+                    after_seq: entries.last().map_or(0, |e| e.seq),
+                    limit: fedsynth_proto::AUDIT_PAGE,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner()
+                .entries;
+            let done = page.len() < fedsynth_proto::AUDIT_PAGE as usize;
+            entries.extend(page);
+            if done {
+                break;
+            }
+        }
+        if let Err((seq, what)) = fedsynth_proto::verify_audit(&entries, args.job.is_none()) {
+            bail!("the audit trail is broken at entry {seq}: {what}");
+        }
+        eprintln!(
+            "audit trail: {} entries, hash chain verified{}",
+            entries.len(),
+            if args.job.is_some() {
+                " (entry by entry: a job's entries are not consecutive)"
+            } else {
+                " from the first entry"
+            }
+        );
         for e in &entries {
             if args.json {
                 println!(
                     "{}",
-                    json!({"seq": e.seq, "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "job_id": e.job_id, "detail": e.detail})
+                    json!({"seq": e.seq, "at_ms": e.at_ms, "actor": e.actor, "action": e.action, "job_id": e.job_id, "detail": e.detail, "hash": e.hash})
                 );
             } else {
                 println!(

@@ -249,7 +249,8 @@ pub struct SynthArgs {
     /// Privacy ledger (default ~/.local/share/fedsynth/ledger.db).
     #[arg(long, value_name = "FILE")]
     ledger: Option<PathBuf>,
-    /// Name of the dataset in the ledger (default: the input's absolute path).
+    /// Name of the dataset in the ledger (default: `sha256:` and the digest of the input's
+    /// bytes, so a copy of the file shares its budget).
     #[arg(long, value_name = "NAME")]
     dataset: Option<String>,
     /// Cap on total ε for the dataset, set on its first run (later runs keep the stored cap).

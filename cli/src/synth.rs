@@ -12,7 +12,7 @@ use fedsynth_privacy::{AccountantKind, DpEvent, Epsilon, SamplingRate, Steps};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::TvaeConfig;
-use fedsynth_synth::plan::{PlanRequest, plan};
+use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan};
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::{Plan, complete_schema};
 use fedsynth_synth::table::{Format, read_table, table_bytes};
@@ -22,13 +22,9 @@ use rand::RngCore;
 
 use crate::SynthArgs;
 
-/// The default ledger: `$XDG_DATA_HOME/fedsynth/ledger.db` or `~/.local/share/fedsynth/ledger.db`.
+/// The default ledger, shared with `fedsynth worker` on this host.
 pub fn default_ledger() -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("fedsynth").join("ledger.db")
+    fedsynth_privacy::ledger::default_path()
 }
 
 /// The plaintext format of an output path: its extension, or for `NAME.fsx` the extension
@@ -93,12 +89,29 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         None => Schema::infer(&table),
     };
     schema.check_against(&table)?;
-    let rows = table.rows();
     let stats_plan = Plan::for_schema(&schema);
+    let private_run = epsilon.is_finite();
+
+    // Two generators: `rng` (seeded by --seed when given) for the model's initialisation, the
+    // latent noise and the output's sampling; `private` (always the operating system's) for
+    // every DP release and the batch sampling, so that a known seed never removes the noise.
+    let mut rng = match args.seed {
+        Some(s) => SecureRng::from_seed(s),
+        None => SecureRng::from_os(),
+    };
+    let mut private = SecureRng::for_dp_noise();
+    // A private run never uses the exact row count: a noisy count (charged below with the
+    // rest of the plan, before any of it leaves this process) sets q, δ and the output size.
+    let rows = if private_run {
+        noisy_row_count(table.rows(), &mut private)
+    } else {
+        table.rows()
+    };
     let request = PlanRequest {
         epsilon: Some(epsilon),
         delta: args.delta,
         rows,
+        count_noise: private_run.then_some(ROW_COUNT_NOISE),
         epochs: args.epochs,
         batch_size: args.batch_size,
         preprocess_share: args.preprocess_share,
@@ -107,20 +120,15 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     };
     let privacy = plan(&request, stats_plan)?;
 
-    let mut rng = match args.seed {
-        Some(s) => SecureRng::from_seed(s),
-        None => SecureRng::from_os(),
-    };
     let device = device::open(device_choice, rng.next_u64())?;
 
     // Spend before touching the data: a refusal stops here with nothing released. Everything
     // that can fail for reasons other than the data (device, settings) is checked above.
-    let dataset = args.dataset.clone().unwrap_or_else(|| {
-        std::fs::canonicalize(&args.input)
-            .unwrap_or_else(|_| args.input.clone())
-            .display()
-            .to_string()
-    });
+    let dataset = match &args.dataset {
+        Some(d) => d.clone(),
+        None => fedsynth_privacy::ledger::dataset_key(&args.input)
+            .with_context(|| format!("cannot read {}", args.input.display()))?,
+    };
     match privacy.target {
         None => eprintln!(
             "WARNING: --epsilon inf trains WITHOUT differential privacy: the output carries NO privacy \
@@ -129,16 +137,16 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         Some((_, delta)) => {
             let ledger_path = args.ledger.clone().unwrap_or_else(default_ledger);
             let ledger = Ledger::open(&ledger_path)?;
-            if ledger.cap("local", &dataset)?.is_none() {
+            if ledger.cap(fedsynth_privacy::ledger::HOST, &dataset)?.is_none() {
                 let cap = Budget {
                     epsilon: Epsilon::new(args.cap)?,
                     delta,
                 };
-                ledger.set_cap("local", &dataset, cap)?;
+                ledger.set_cap(fedsynth_privacy::ledger::HOST, &dataset, cap)?;
             }
             ledger
                 .try_spend_all(
-                    "local",
+                    fedsynth_privacy::ledger::HOST,
                     &dataset,
                     &privacy.events,
                     &format!("synth → {}", args.out.display()),
@@ -157,7 +165,14 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         }
     }
 
-    let completed = complete_schema(&table, &schema, Some(privacy.preprocess), &mut rng)?;
+    if args.schema.is_none() {
+        eprintln!(
+            "note: no --schema: column kinds follow the file's column types (for CSV, as read \
+             from its values) and are treated as public; pass --schema (for example the \
+             OUT.schema.toml this run writes) to declare them instead"
+        );
+    }
+    let completed = complete_schema(&table, &schema, Some(privacy.preprocess), &mut private)?;
     let encoder = Encoder::new(&completed, &table)?;
     let data = encoder.encode(&table)?;
     let mut model = TvaeConfig::new(encoder.width())
@@ -200,6 +215,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         encoder.spans(),
         &privacy.training,
         &device,
+        private,
         &mut rng,
         |r| {
             let eps =

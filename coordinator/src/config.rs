@@ -126,6 +126,11 @@ impl CoordinatorConfig {
                 "[tls] is required (or insecure_plaintext = true for loopback experiments)",
             );
         }
+        if self.tls.is_none() && !fedsynth_proto::is_loopback(&self.listen) {
+            return bad(
+                "insecure_plaintext listens on loopback only (listen = \"127.0.0.1:PORT\"); use [tls] for any other address",
+            );
+        }
         if self.federations.is_empty() {
             return bad("declare at least one [[federation]]");
         }
@@ -150,5 +155,36 @@ impl CoordinatorConfig {
             return bad("poll_interval_ms must be 10-60000");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_listens_on_loopback_only() {
+        let mut config = CoordinatorConfig {
+            listen: "127.0.0.1:0".into(),
+            database_url: "sqlite://c.db".into(),
+            artifacts: "artifacts".into(),
+            artifact_options: BTreeMap::new(),
+            owner_token: "owner-token-0123456789".into(),
+            tls: None,
+            insecure_plaintext: true,
+            poll_interval_ms: 50,
+            federations: vec![FederationConfig {
+                name: "clinics".into(),
+                enrolment_token: "clinics-token-0123456789".into(),
+            }],
+            port_file: None,
+        };
+        config.validate().unwrap();
+        for far in ["0.0.0.0:7443", "10.1.2.3:7443", "[::]:7443"] {
+            config.listen = far.into();
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains("loopback"), "{e}");
+        }
     }
 }

@@ -41,9 +41,19 @@ pub async fn serve(
 ) -> Result<()> {
     // Small HTTP/2 windows: an upload stream then holds about a chunk in flight, so the
     // coordinator's memory grows by little more than a chunk per concurrent upload.
+    // Limits against a peer that opens connections and streams and never finishes them: a
+    // request may take at most 15 minutes (a large model's upload on a slow link), a
+    // connection carries at most 32 concurrent streams, and dead connections are found by
+    // keepalives.
     let mut server = Server::builder()
         .initial_stream_window_size(Some((2 * fedsynth_proto::CHUNK_BYTES) as u32))
-        .initial_connection_window_size(Some((8 * fedsynth_proto::CHUNK_BYTES) as u32));
+        .initial_connection_window_size(Some((8 * fedsynth_proto::CHUNK_BYTES) as u32))
+        .timeout(std::time::Duration::from_secs(15 * 60))
+        .max_concurrent_streams(Some(32))
+        .concurrency_limit_per_connection(32)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(60)));
     if let Some(tls) = &config.tls {
         let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
         let tls_config = ServerTlsConfig::new()

@@ -76,7 +76,6 @@ struct LiveRound {
     /// Σ wᵢ.
     weight: f64,
     uploaded: Vec<String>,
-    parameters: Option<u64>,
 }
 
 /// An active job as the coordinator tracks it between store writes.
@@ -109,6 +108,29 @@ pub struct Coordinator {
     state: Mutex<State>,
     /// Wakes the driver as soon as an update or an answer arrives.
     wake: tokio::sync::Notify,
+    /// The rate limit of refusals written to the audit trail.
+    denials: std::sync::Mutex<Denials>,
+}
+
+/// Most refused calls the audit trail records in a minute.
+pub const DENIALS_PER_MINUTE: u32 = 120;
+
+/// Refusals written in the current minute, and those counted but not written.
+#[derive(Debug)]
+struct Denials {
+    window: Instant,
+    written: u32,
+    suppressed: u64,
+}
+
+impl Default for Denials {
+    fn default() -> Self {
+        Self {
+            window: Instant::now(),
+            written: 0,
+            suppressed: 0,
+        }
+    }
 }
 
 fn live_window(config: &CoordinatorConfig) -> Duration {
@@ -140,6 +162,40 @@ struct Credentials {
     /// SHA-256 of the client certificate ("" without TLS); `None` when TLS is on and the
     /// client showed no certificate.
     digest: Option<String>,
+    /// The names the client certificate was issued for (its DNS subject alternative names);
+    /// `None` without TLS.
+    names: Option<Vec<String>>,
+}
+
+impl Credentials {
+    /// Whether the certificate was issued for the worker `name` (always, without TLS).
+    fn issued_for(&self, name: &str) -> bool {
+        self.names
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == name))
+    }
+}
+
+/// The DNS subject alternative names of a DER certificate (none if it does not parse).
+fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    cert.subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    GeneralName::DNSName(n) => Some((*n).to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, Status>> + Send + 'static>>;
@@ -185,7 +241,37 @@ impl Coordinator {
             config,
             state: Mutex::new(state),
             wake: tokio::sync::Notify::new(),
+            denials: std::sync::Mutex::new(Denials::default()),
         }))
+    }
+
+    /// Records a refused call in the audit trail, at most [`DENIALS_PER_MINUTE`] a minute:
+    /// beyond that, refusals (a flood of bad tokens, say) are only counted, and the count is
+    /// recorded with the next one that is written.
+    async fn deny(&self, actor: &str, detail: &str) -> Result<()> {
+        let note = {
+            let mut d = self
+                .denials
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            if now.duration_since(d.window) >= Duration::from_secs(60) {
+                d.window = now;
+                d.written = 0;
+            }
+            if d.written >= DENIALS_PER_MINUTE {
+                d.suppressed += 1;
+                return Ok(());
+            }
+            d.written += 1;
+            std::mem::take(&mut d.suppressed)
+        };
+        let detail = if note > 0 {
+            format!("{detail} ({note} earlier refusals were over the rate limit and not recorded)")
+        } else {
+            detail.to_string()
+        };
+        self.store.audit(actor, "denied", "", &detail).await
     }
 
     /// The job store.
@@ -368,6 +454,20 @@ impl Coordinator {
                 Err(e) => return Err(e),
             }
         }
+        // Every update was bounded, so their average is; the server step keeps it so. Should
+        // a value still be out of range, every worker would refuse the weights: the job fails
+        // here, saying why, rather than sending them out.
+        if let Some(at) = weights
+            .iter()
+            .position(|v| !(v.is_finite() && v.abs() <= fedsynth_proto::MAX_ABS_WEIGHT))
+        {
+            let reason = format!(
+                "round {r}: the aggregate's value {at} is {} (not finite or beyond ±{:e})",
+                weights[at],
+                fedsynth_proto::MAX_ABS_WEIGHT
+            );
+            return self.fail(job, reason).await;
+        }
         let (key, digest) = self
             .artifacts
             .put_weights(&job.record.id, r + 1, &weights)
@@ -484,9 +584,7 @@ impl Coordinator {
                 } else {
                     "a wrong token"
                 };
-                self.store
-                    .audit("unknown", "denied", "", &format!("{what} with {why}"))
-                    .await?;
+                self.deny("unknown", &format!("{what} with {why}")).await?;
                 Err(CoordinatorError::Unauthenticated(format!(
                     "{what}: the job owner's token is missing or wrong"
                 )))
@@ -495,16 +593,19 @@ impl Coordinator {
     }
 
     fn credentials<T>(&self, req: &Request<T>) -> Credentials {
-        let digest = if self.config.tls.is_none() {
-            Some(String::new())
+        let (digest, names) = if self.config.tls.is_none() {
+            (Some(String::new()), None)
         } else {
-            req.peer_certs()
-                .filter(|c| !c.is_empty())
-                .map(|c| hex::encode(Sha256::digest(c[0].as_ref())))
+            let leaf = req.peer_certs().filter(|c| !c.is_empty());
+            (
+                leaf.as_ref().map(|c| hex::encode(Sha256::digest(c[0].as_ref()))),
+                Some(leaf.map_or_else(Vec::new, |c| certificate_names(c[0].as_ref()))),
+            )
         };
         Credentials {
             token: bearer(req),
             digest,
+            names,
         }
     }
 
@@ -518,14 +619,11 @@ impl Coordinator {
     ) -> Result<(String, String)> {
         let result = self.check_worker(creds, worker).await;
         if let Err(e) = &result {
-            self.store
-                .audit(
-                    worker.unwrap_or("unknown"),
-                    "denied",
-                    "",
-                    &format!("{what}: {e}"),
-                )
-                .await?;
+            // Only a well-formed id is named; anything else a caller sent is not echoed.
+            let actor = worker
+                .and_then(|w| WorkerId::new(w).ok())
+                .map_or_else(|| "unknown".to_string(), |id| id.to_string());
+            self.deny(&actor, &format!("{what}: {e}")).await?;
         }
         result
     }
@@ -557,6 +655,12 @@ impl Coordinator {
         if !id.as_str().starts_with(&format!("{federation}/")) {
             return Err(CoordinatorError::PermissionDenied(format!(
                 "worker '{id}' is not enrolled in federation '{federation}'"
+            )));
+        }
+        let name = id.as_str().split_once('/').map_or("", |(_, n)| n);
+        if !creds.issued_for(name) {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "the client certificate is not issued for worker '{name}'"
             )));
         }
         match self.store.worker_cert(id.as_str()).await? {
@@ -623,7 +727,6 @@ fn open_round(record: &JobRecord, round: u32) -> LiveRound {
         sum: Vec::new(),
         weight: 0.0,
         uploaded: Vec::new(),
-        parameters: None,
     }
 }
 
@@ -774,10 +877,15 @@ impl Jobs for JobsService {
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
         let c = &self.0;
         c.owner(bearer(&req), "audit").await?;
-        let job = req.into_inner().job_id;
+        let body = req.into_inner();
+        let job = body.job_id;
+        let limit = match body.limit {
+            0 => fedsynth_proto::AUDIT_PAGE,
+            n => n.min(fedsynth_proto::AUDIT_PAGE),
+        };
         let entries = c
             .store
-            .audit_trail((!job.is_empty()).then_some(job.as_str()))
+            .audit_trail((!job.is_empty()).then_some(job.as_str()), body.after_seq, limit)
             .await?
             .into_iter()
             .map(|a| pb::AuditEntry {
@@ -787,6 +895,8 @@ impl Jobs for JobsService {
                 action: a.action,
                 job_id: a.job_id,
                 detail: a.detail,
+                prev_hash: a.prev_hash,
+                hash: a.hash,
             })
             .collect();
         Ok(Response::new(pb::ListAuditResponse { entries }))
@@ -812,17 +922,14 @@ impl Federation for FederationService {
             .into());
         }
         if body.federation != federation {
-            c.store
-                .audit(
-                    &body.worker_name,
-                    "denied",
-                    "",
-                    &format!(
-                        "register: token of {federation}, claimed {}",
-                        body.federation
-                    ),
-                )
-                .await?;
+            c.deny(
+                "unknown",
+                &format!(
+                    "register: token of {federation}, claimed another federation ({})",
+                    crate::store::bounded(&body.federation, 64)
+                ),
+            )
+            .await?;
             return Err(CoordinatorError::PermissionDenied(format!(
                 "the enrolment token is not the one of federation '{}'",
                 body.federation
@@ -831,6 +938,20 @@ impl Federation for FederationService {
         }
         let id = WorkerId::new(format!("{federation}/{}", body.worker_name))
             .map_err(CoordinatorError::Invalid)?;
+        // One certificate per worker: a member cannot enrol extra workers (and meet
+        // min_workers alone) with its own certificate.
+        if !creds.issued_for(&body.worker_name) {
+            c.deny(
+                id.as_str(),
+                "register: the client certificate is not issued for this worker",
+            )
+            .await?;
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "the client certificate is not issued for worker '{}' (fedsynth certs issues one per worker)",
+                body.worker_name
+            ))
+            .into());
+        }
         let first = match c
             .store
             .register_worker(id.as_str(), &federation, &digest)
@@ -838,9 +959,7 @@ impl Federation for FederationService {
         {
             Ok(first) => first,
             Err(e) => {
-                c.store
-                    .audit(id.as_str(), "denied", "", &format!("register: {e}"))
-                    .await?;
+                c.deny(id.as_str(), &format!("register: {e}")).await?;
                 return Err(e.into());
             }
         };
@@ -1054,10 +1173,14 @@ impl Federation for FederationService {
                 )
                 .into());
             }
-            if decoded.iter().any(|v| !v.is_finite()) {
-                return Err(CoordinatorError::Invalid(
-                    "the update holds NaN or infinite values".into(),
-                )
+            if decoded
+                .iter()
+                .any(|v| !(v.is_finite() && v.abs() <= fedsynth_proto::MAX_ABS_WEIGHT))
+            {
+                return Err(CoordinatorError::Invalid(format!(
+                    "the update holds NaN, infinite or out-of-range values (beyond ±{:e})",
+                    fedsynth_proto::MAX_ABS_WEIGHT
+                ))
                 .into());
             }
             std::io::Write::write_all(&mut spool, &bytes)?;
@@ -1083,7 +1206,6 @@ impl Federation for FederationService {
         };
         if round.sum.is_empty() {
             round.sum = vec![0.0; n];
-            round.parameters = Some(header.parameters);
         }
         let w = header.weight as f32;
         let mut buf = vec![0u8; CHUNK_BYTES];
@@ -1248,12 +1370,18 @@ fn check_round(state: &State, header: &pb::UpdateHeader, worker: &str) -> Result
             "the update starts from other weights than this round's".into(),
         ));
     }
-    if let Some(p) = round.parameters
-        && p != header.parameters
-    {
+    // The model's size comes from the spec, never from the first upload: one worker cannot
+    // lock the others out by uploading first with another size.
+    if header.parameters != job.record.spec.parameters {
         return Err(CoordinatorError::Invalid(format!(
-            "the update has {} parameters, the model {p}",
-            header.parameters
+            "the update has {} parameters, the job's model {}",
+            header.parameters, job.record.spec.parameters
+        )));
+    }
+    if header.weight > job.record.spec.max_worker_weight {
+        return Err(CoordinatorError::Invalid(format!(
+            "the update's weight {} is above the job's max_worker_weight {}",
+            header.weight, job.record.spec.max_worker_weight
         )));
     }
     Ok(())

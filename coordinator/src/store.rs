@@ -120,6 +120,10 @@ pub struct AuditRecord {
     pub job_id: String,
     /// Details.
     pub detail: String,
+    /// The hash of the entry before it ([`fedsynth_proto::AUDIT_GENESIS`] for the first).
+    pub prev_hash: String,
+    /// This entry's hash, chained ([`fedsynth_proto::audit_hash`]).
+    pub hash: String,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -160,7 +164,8 @@ const SQLITE_DDL: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS audit (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms BIGINT NOT NULL, actor TEXT NOT NULL,
         action TEXT NOT NULL, job_id TEXT NOT NULL, detail TEXT NOT NULL,
-        record_version BIGINT NOT NULL)",
+        record_version BIGINT NOT NULL, prev_hash TEXT NOT NULL DEFAULT '',
+        hash TEXT NOT NULL DEFAULT '')",
     "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -171,7 +176,10 @@ const POSTGRES_DDL: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS audit (
         seq BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL,
         action TEXT NOT NULL, job_id TEXT NOT NULL, detail TEXT NOT NULL,
-        record_version BIGINT NOT NULL)",
+        record_version BIGINT NOT NULL, prev_hash TEXT NOT NULL DEFAULT '',
+        hash TEXT NOT NULL DEFAULT '')",
+    "ALTER TABLE audit ADD COLUMN IF NOT EXISTS prev_hash TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE audit ADD COLUMN IF NOT EXISTS hash TEXT NOT NULL DEFAULT ''",
     "CREATE OR REPLACE FUNCTION fedsynth_audit_append_only() RETURNS trigger AS $body$
         BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END; $body$ LANGUAGE plpgsql",
     "CREATE OR REPLACE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
@@ -194,6 +202,7 @@ macro_rules! select_jobs {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
@@ -234,7 +243,19 @@ impl Store {
         for ddl in COMMON_DDL.iter().chain(specific) {
             sqlx::raw_sql(*ddl).execute(&pool).await?;
         }
-        Ok(Self { pool })
+        if backend == Backend::Sqlite {
+            // Stores made before the audit trail was hash-chained: add the columns (SQLite
+            // has no ADD COLUMN IF NOT EXISTS; a store that has them answers "duplicate").
+            for column in ["prev_hash", "hash"] {
+                let ddl = format!("ALTER TABLE audit ADD COLUMN {column} TEXT NOT NULL DEFAULT ''");
+                if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&pool).await
+                    && !e.to_string().contains("duplicate column")
+                {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(Self { pool, backend })
     }
 
     fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRecord> {
@@ -429,6 +450,7 @@ impl Store {
         .await?;
         insert_audit(
             &mut *tx,
+            self.backend,
             "coordinator",
             "round",
             job,
@@ -518,23 +540,37 @@ impl Store {
             .transpose()
     }
 
-    /// Appends to the audit trail.
+    /// Appends to the audit trail (fields bounded, see [`bounded`]), chained to the entry
+    /// before it.
     pub async fn audit(&self, actor: &str, action: &str, job: &str, detail: &str) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        insert_audit(&mut *conn, actor, action, job, detail).await
+        let mut tx = self.pool.begin().await?;
+        insert_audit(&mut *tx, self.backend, actor, action, job, detail).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    /// The audit trail (of one job, or all), oldest first.
-    pub async fn audit_trail(&self, job: Option<&str>) -> Result<Vec<AuditRecord>> {
+    /// The audit trail (of one job, or all), oldest first: at most `limit` entries after
+    /// sequence number `after_seq`.
+    pub async fn audit_trail(
+        &self,
+        job: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let limit = i64::from(limit.max(1));
         let rows = match job {
             Some(j) => {
-                sqlx::query("SELECT seq, at_ms, actor, action, job_id, detail FROM audit WHERE job_id = $1 ORDER BY seq")
+                sqlx::query("SELECT seq, at_ms, actor, action, job_id, detail, prev_hash, hash FROM audit WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
                     .bind(j)
+                    .bind(after_seq)
+                    .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
             }
             None => {
-                sqlx::query("SELECT seq, at_ms, actor, action, job_id, detail FROM audit ORDER BY seq")
+                sqlx::query("SELECT seq, at_ms, actor, action, job_id, detail, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after_seq)
+                    .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
             }
@@ -548,6 +584,8 @@ impl Store {
                     action: r.try_get("action")?,
                     job_id: r.try_get("job_id")?,
                     detail: r.try_get("detail")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
                 })
             })
             .collect()
@@ -563,23 +601,62 @@ impl Store {
     }
 }
 
+/// Text a peer may have chosen, made safe to store and show: control characters replaced,
+/// at most `max` characters (a marked cut beyond). A refused call must not be able to write
+/// megabytes into the audit trail or forge lines in a terminal.
+pub fn bounded(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push_str("…[cut]");
+    }
+    out
+}
+
 async fn insert_audit(
     conn: &mut sqlx::AnyConnection,
+    backend: Backend,
     actor: &str,
     action: &str,
     job: &str,
     detail: &str,
 ) -> Result<()> {
+    let (actor, action, job, detail) = (
+        bounded(actor, 160),
+        bounded(action, 32),
+        bounded(job, 128),
+        bounded(detail, 1000),
+    );
+    if backend == Backend::Postgres {
+        // One appender at a time across the pool, so the chain never forks (SQLite's one
+        // connection serialises writers already). Held until the transaction ends.
+        sqlx::query("SELECT pg_advisory_xact_lock(7301)")
+            .execute(&mut *conn)
+            .await?;
+    }
+    let prev: Option<String> = sqlx::query("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get("hash"))
+        .transpose()?;
+    let prev = prev.unwrap_or_else(|| fedsynth_proto::AUDIT_GENESIS.to_string());
+    let at = now_ms();
+    let hash = fedsynth_proto::audit_hash(&prev, at, &actor, &action, &job, &detail);
     sqlx::query(
-        "INSERT INTO audit (at_ms, actor, action, job_id, detail, record_version)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit (at_ms, actor, action, job_id, detail, record_version, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-    .bind(now_ms())
+    .bind(at)
     .bind(actor)
     .bind(action)
     .bind(job)
     .bind(detail)
     .bind(RECORD_VERSION)
+    .bind(prev)
+    .bind(hash)
     .execute(conn)
     .await?;
     Ok(())

@@ -73,6 +73,9 @@ async fn jobs(url: &str, token: &str) -> Jobs {
     )
 }
 
+/// The model size of [`spec`]: several chunks' worth of parameters.
+const ROUND_PARAMETERS: usize = fedsynth_proto::CHUNK_BYTES / 4 * 2 + 5;
+
 fn spec() -> JobSpec {
     JobSpec {
         version: 1,
@@ -98,6 +101,8 @@ fn spec() -> JobSpec {
         format: "csv".into(),
         recipients: vec!["pk".into()],
         init_seed: 1,
+        parameters: ROUND_PARAMETERS as u64,
+        max_worker_weight: 1e7,
     }
 }
 
@@ -345,11 +350,13 @@ async fn refusals_carry_the_right_status() {
     let trail = j
         .list_audit(pb::ListAuditRequest {
             job_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
         .entries;
+    assert_eq!(fedsynth_proto::verify_audit(&trail, true), Ok(()));
     assert!(
         trail.iter().filter(|e| e.action == "denied").count() >= 4,
         "{trail:?}"
@@ -397,7 +404,7 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
     );
 
     // Several chunks' worth of parameters, two workers with weights 1 and 3.
-    let n = fedsynth_proto::CHUNK_BYTES / 4 * 2 + 5;
+    let n = ROUND_PARAMETERS;
     let va: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
     let vb: Vec<f32> = (0..n).map(|i| 1.0 + (i % 5) as f32).collect();
     // Bad updates first: wrong length, NaN, a second header.
@@ -405,6 +412,18 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    // The first upload does not get to set the model's size: the spec does.
+    let e = upload(&mut a, &wa, &job, &va[..n - 1], 1.0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A weight above the spec's bound, or a value beyond ±1e4, is refused.
+    let e = upload(&mut a, &wa, &job, &va, 1e8).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let mut huge = va.clone();
+    huge[n / 2] = 2e4;
+    let e = upload(&mut a, &wa, &job, &huge, 1.0).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let e = upload(&mut a, &wa, &job, &va, f64::INFINITY)
         .await
         .unwrap_err();
@@ -422,7 +441,7 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
     assert_eq!(
         e.code(),
         Code::InvalidArgument,
-        "the model size is fixed by the first update"
+        "the model size is fixed by the spec"
     );
     upload(&mut b, &wb, &job, &vb, 3.0).await.unwrap();
 
@@ -524,6 +543,7 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
     let trail = j
         .list_audit(pb::ListAuditRequest {
             job_id: job.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -549,6 +569,7 @@ async fn with_server_adam_the_first_round_averages_and_later_rounds_take_adam_st
         rounds: 3,
         min_workers: 1,
         learning_rate: 0.01,
+        parameters: 1000,
         ..spec()
     };
     let job = j

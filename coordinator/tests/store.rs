@@ -2,6 +2,7 @@
 //! `FEDSYNTH_TEST_DATABASE_URL` is set (`.ci/run` starts one on loopback).
 
 use fedsynth_coordinator::store::{JobState, Store};
+use fedsynth_proto::v1 as pb;
 use fedsynth_proto::{JobSpec, SecureAggregation};
 
 fn spec(name: &str) -> JobSpec {
@@ -29,6 +30,8 @@ fn spec(name: &str) -> JobSpec {
         format: "csv".into(),
         recipients: vec!["pk".into()],
         init_seed: 7,
+        parameters: 1000,
+        max_worker_weight: 1e7,
     }
 }
 
@@ -162,10 +165,39 @@ async fn suite(store: &Store) {
     // The audit trail is append-only, in order.
     store.audit("owner", "submit", &id, "first").await.unwrap();
     store.audit("owner", "fetch", &id, "second").await.unwrap();
-    let trail = store.audit_trail(Some(&id)).await.unwrap();
+    let trail = store.audit_trail(Some(&id), 0, 1000).await.unwrap();
     let actions: Vec<&str> = trail.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, ["round", "submit", "fetch"]);
     assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
+    // Hash-chained: the whole trail verifies, paged or not, and each job's entries alone.
+    let whole = store.audit_trail(None, 0, 1000).await.unwrap();
+    let entries = |t: &[fedsynth_coordinator::store::AuditRecord]| -> Vec<pb::AuditEntry> {
+        t.iter()
+            .map(|a| pb::AuditEntry {
+                seq: a.seq,
+                at_ms: a.at_ms,
+                actor: a.actor.clone(),
+                action: a.action.clone(),
+                job_id: a.job_id.clone(),
+                detail: a.detail.clone(),
+                prev_hash: a.prev_hash.clone(),
+                hash: a.hash.clone(),
+            })
+            .collect()
+    };
+    assert_eq!(fedsynth_proto::verify_audit(&entries(&whole), true), Ok(()));
+    assert_eq!(fedsynth_proto::verify_audit(&entries(&trail), false), Ok(()));
+    let mut paged = store.audit_trail(None, 0, 2).await.unwrap();
+    paged.extend(store.audit_trail(None, paged[1].seq, 1000).await.unwrap());
+    assert_eq!(paged, whole);
+    // A peer's text is bounded and cannot forge lines.
+    store
+        .audit(&"x".repeat(1 << 20), "denied", "", "line one\nforged line")
+        .await
+        .unwrap();
+    let last = store.audit_trail(None, 0, 1000).await.unwrap().pop().unwrap();
+    assert!(last.actor.len() < 200 && last.actor.ends_with("[cut]"), "{}", last.actor.len());
+    assert!(!last.detail.contains('\n'));
     assert!(
         store
             .execute_raw("UPDATE audit SET detail = 'forged'")
@@ -173,7 +205,7 @@ async fn suite(store: &Store) {
             .is_err()
     );
     assert!(store.execute_raw("DELETE FROM audit").await.is_err());
-    assert_eq!(store.audit_trail(Some(&id)).await.unwrap(), trail);
+    assert_eq!(store.audit_trail(Some(&id), 0, 1000).await.unwrap(), trail);
 }
 
 #[tokio::test]

@@ -3,7 +3,10 @@
 //!
 //! A batch of per-example gradients is a row-major `[batch, dim]` slice of `f32`. Norms are
 //! accumulated in `f64`; when a gradient is clipped its scale is shrunk by a further 10⁻⁶
-//! relative so that `f32` rounding can never leave a clipped norm above the bound.
+//! relative so that `f32` rounding can never leave a clipped norm above the bound. A row
+//! with any non-finite value (overflowed activations, crafted weights) has no meaningful
+//! norm: it is dropped (factor 0, zeroed in place), so it adds nothing to the sum and can
+//! never turn a release into NaN, which would reveal that the row was sampled.
 
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -52,9 +55,12 @@ pub fn squared_norm(row: &[f32]) -> f64 {
     s
 }
 
-/// The factor min(1, C/‖g‖) (shrunk by the safety margin when < 1) for a norm.
+/// The factor min(1, C/‖g‖) (shrunk by the safety margin when < 1) for a norm; 0 for a
+/// norm that is not finite (the row is dropped).
 pub fn clip_factor(norm: f64, max_norm: f64) -> f64 {
-    if norm > max_norm {
+    if !norm.is_finite() {
+        0.0
+    } else if norm > max_norm {
         max_norm / norm * CLIP_MARGIN
     } else {
         1.0
@@ -79,7 +85,9 @@ pub fn clip_in_place(grads: &mut [f32], dim: usize, max_norm: f64) -> Result<Vec
     for row in grads.chunks_exact_mut(dim) {
         let n = squared_norm(row).sqrt();
         let f = clip_factor(n, max_norm);
-        if f < 1.0 {
+        if f == 0.0 {
+            row.fill(0.0);
+        } else if f < 1.0 {
             let f = f as f32;
             row.iter_mut().for_each(|v| *v *= f);
         }
@@ -95,6 +103,9 @@ pub fn clipped_sum(grads: &[f32], dim: usize, max_norm: f64) -> Result<Vec<f32>>
     let mut sum = vec![0.0f32; dim];
     for row in grads.chunks_exact(dim) {
         let f = clip_factor(squared_norm(row).sqrt(), max_norm) as f32;
+        if f == 0.0 {
+            continue;
+        }
         for (s, &v) in sum.iter_mut().zip(row) {
             *s += f * v;
         }

@@ -100,7 +100,9 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> EnvelopeError
 #[derive(Clone)]
 pub struct PublicKey(<Kem as KemTrait>::PublicKey);
 
-/// A recipient's secret key (zeroised on drop by the underlying type).
+/// A recipient's secret key. The X25519 scalar inside is wiped on drop: hpke keeps it in an
+/// `x25519_dalek::StaticSecret`, which zeroises itself when that crate's `zeroize` feature
+/// is on, and `fedsynth-privacy` depends on `x25519-dalek` only to switch it on.
 pub struct SecretKey {
     sk: <Kem as KemTrait>::PrivateKey,
     pk: PublicKey,

@@ -37,6 +37,19 @@ pub enum PrivacyError {
         /// The δ at which the cap is measured.
         delta: f64,
     },
+    /// A once-only spend's key was charged before for other events: running the new ones
+    /// would release what the earlier charge did not cover.
+    #[error(
+        "{key} was already charged for {recorded}; it is offered again as {requested}: refused, nothing recorded"
+    )]
+    SpendMismatch {
+        /// The once-only key (e.g. `job J`).
+        key: String,
+        /// What the ledger recorded under it.
+        recorded: String,
+        /// What was asked now.
+        requested: String,
+    },
     /// The ledger's database failed or is unreadable.
     #[error("budget ledger {path}: {source}")]
     Ledger {

@@ -19,6 +19,32 @@ use crate::error::{PrivacyError, Result};
 use crate::event::DpEvent;
 use crate::params::{Delta, Epsilon};
 
+/// The holder under which `fedsynth synth` and `fedsynth worker` record every spend on a
+/// host: one budget per dataset, whichever command spends it.
+pub const HOST: &str = "host";
+
+/// The host's default ledger, shared by `fedsynth synth` and `fedsynth worker`:
+/// `$XDG_DATA_HOME/fedsynth/ledger.db`, else `~/.local/share/fedsynth/ledger.db`.
+pub fn default_path() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("fedsynth").join("ledger.db")
+}
+
+/// A dataset's name in the ledger: `sha256:` and the hex SHA-256 of the file's bytes. The
+/// budget follows the data, not its path: a copy, a renamed file or another directory is
+/// the same dataset, and the same file offered to `synth` and to a worker draws on one
+/// budget.
+pub fn dataset_key(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut file, &mut h)?;
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
 /// Version tag written with every stored record.
 pub const RECORD_VERSION: i64 = 1;
 const SCHEMA_VERSION: &str = "1";
@@ -88,7 +114,9 @@ impl Ledger {
                 message: format!("cannot create its directory: {e}"),
             })?;
         }
+        check_permissions(&path)?;
         let conn = Connection::open(&path).map_err(|e| ledger_err(&path, e))?;
+        restrict_permissions(&path)?;
         let ledger = Self {
             conn,
             path,
@@ -188,6 +216,16 @@ impl Ledger {
         }
     }
 
+    /// Whether `events` would fit within the cap of (holder, dataset) composed with what is
+    /// spent, without recording anything: a gate before a spend in several parts, so that a
+    /// job that cannot fit is refused before its first part is charged.
+    pub fn would_fit(&self, holder: &str, dataset: &str, events: &[DpEvent]) -> Result<bool> {
+        let st = self.statement(holder, dataset)?;
+        let mut all: Vec<DpEvent> = st.spends.into_iter().map(|s| s.event).collect();
+        all.extend(events.iter().cloned());
+        Ok(self.accountant.epsilon(&all, st.cap.delta)? <= st.cap.epsilon.get())
+    }
+
     /// Cap, composed ε and every spend of (holder, dataset).
     pub fn statement(&self, holder: &str, dataset: &str) -> Result<Statement> {
         let cap = self
@@ -227,7 +265,10 @@ impl Ledger {
     /// [`Ledger::try_spend_all`] at most once per `key` (stored as the spends' note): when
     /// (holder, dataset) already has spends under `key`, they are returned with `false` and
     /// nothing new is recorded — checked inside the same transaction, so a job offered again
-    /// after a crash or a restart is charged exactly once.
+    /// after a crash or a restart is charged exactly once. The events recorded under `key`
+    /// must be exactly `events`: a key offered again with other parameters is refused with
+    /// [`PrivacyError::SpendMismatch`], since running them would release what was never
+    /// charged.
     pub fn try_spend_once(
         &self,
         holder: &str,
@@ -279,10 +320,18 @@ impl Ledger {
         let spent = read_spends(&tx, holder, dataset).map_err(|e| self.wrap(e))?;
         if once && spent.iter().any(|s| s.note == note) {
             tx.rollback().map_err(|e| self.err(e))?;
-            return Ok((
-                spent.into_iter().filter(|s| s.note == note).collect(),
-                false,
-            ));
+            let earlier: Vec<Spend> = spent.into_iter().filter(|s| s.note == note).collect();
+            if !earlier.iter().map(|s| &s.event).eq(new.iter()) {
+                let describe = |events: &mut dyn Iterator<Item = &DpEvent>| {
+                    events.map(DpEvent::describe).collect::<Vec<_>>().join(" + ")
+                };
+                return Err(PrivacyError::SpendMismatch {
+                    key: note.into(),
+                    recorded: describe(&mut earlier.iter().map(|s| &s.event)),
+                    requested: describe(&mut new.iter()),
+                });
+            }
+            return Ok((earlier, false));
         }
         let mut events: Vec<DpEvent> = spent.into_iter().map(|s| s.event).collect();
         let existing = events.len();
@@ -339,6 +388,53 @@ impl Ledger {
         tx.commit().map_err(|e| self.err(e))?;
         Ok((recorded, true))
     }
+}
+
+/// Refuses a ledger file that group or others may write: whoever can write it can erase the
+/// record of what was spent, and with it the cap.
+#[cfg(unix)]
+fn check_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o022 != 0 => Err(PrivacyError::LedgerCorrupt {
+            path: path.display().to_string(),
+            message: format!(
+                "permissions {:04o} let others write the ledger (chmod 600)",
+                meta.permissions().mode() & 0o777
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// A new ledger (and its WAL files, which SQLite creates with the same mode) is readable and
+/// writable by its owner only.
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| PrivacyError::LedgerCorrupt {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            PrivacyError::LedgerCorrupt {
+                path: path.display().to_string(),
+                message: format!("cannot restrict its permissions: {e}"),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) -> Result<()> {
+    Ok(())
 }
 
 fn ledger_err(path: &Path, source: rusqlite::Error) -> PrivacyError {

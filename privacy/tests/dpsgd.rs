@@ -161,3 +161,26 @@ fn seeded_noise_is_reproducible_and_os_noise_is_not() {
     b.add_to_f64(&mut y, 1.0).unwrap();
     assert_ne!(x, y);
 }
+
+#[test]
+fn a_row_that_is_not_finite_is_dropped_not_propagated() {
+    let dim = 4;
+    let good = [0.3f32, -0.4, 0.0, 1.2, 2.0, 2.0, 2.0, 2.0];
+    for poison in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut grads = good.to_vec();
+        grads.extend([1.0, poison, 0.5, 0.5]);
+        let sum = clipped_sum(&grads, dim, 1.0).unwrap();
+        let want = clipped_sum(&good, dim, 1.0).unwrap();
+        assert_eq!(sum, want, "poison {poison}");
+        let mut noise = GaussianNoise::new(SecureRng::from_seed(3));
+        let released = noise.noisy_clipped_sum(&grads, dim, 1.0, 1.0).unwrap();
+        assert!(released.iter().all(|v| v.is_finite()));
+        let mut in_place = grads.clone();
+        clip_in_place(&mut in_place, dim, 1.0).unwrap();
+        assert_eq!(&in_place[8..], &[0.0; 4]);
+    }
+    // A finite row whose squares overflow f32 is clipped, not dropped: norms are in f64.
+    let huge = [3.0e38f32, 3.0e38, 0.0, 0.0];
+    let sum = clipped_sum(&huge, dim, 1.0).unwrap();
+    assert!((sum[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-5, "{sum:?}");
+}

@@ -228,3 +228,12 @@ fn failed_decryption_leaves_no_output_file() {
         std::fs::read(&plain_path).unwrap()
     );
 }
+
+#[test]
+fn the_x25519_secret_inside_a_secret_key_wipes_itself() {
+    // hpke keeps a recipient's scalar in x25519_dalek::StaticSecret. That crate derives
+    // `Zeroize` for it, together with `#[zeroize(drop)]` (a Drop that wipes it), only under
+    // its `zeroize` feature: the bound below holds only when the feature is on.
+    fn zeroisable<T: zeroize::Zeroize>() {}
+    zeroisable::<x25519_dalek::StaticSecret>();
+}

@@ -289,3 +289,55 @@ fn a_keyed_spend_is_charged_once_even_when_asked_again() {
         4
     );
 }
+
+#[test]
+fn a_keyed_spend_offered_again_with_other_parameters_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(&path).unwrap();
+    ledger.set_cap("clinics/a", "wage", cap(5.0)).unwrap();
+    let events = [DpEvent::gaussian(1.0, 20.0, 1).unwrap(), sgd(300)];
+    ledger
+        .try_spend_once("clinics/a", "wage", &events, "job j1")
+        .unwrap();
+    // After a crash the same job comes back with more steps (or a smaller σ): running them
+    // would release what the first charge never covered.
+    for other in [
+        vec![DpEvent::gaussian(1.0, 20.0, 1).unwrap(), sgd(600)],
+        vec![sgd(300)],
+        vec![
+            DpEvent::gaussian(1.0, 20.0, 1).unwrap(),
+            sgd(300),
+            sgd(1),
+        ],
+    ] {
+        let err = Ledger::open(&path)
+            .unwrap()
+            .try_spend_once("clinics/a", "wage", &other, "job j1")
+            .unwrap_err();
+        assert!(
+            matches!(err, PrivacyError::SpendMismatch { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("job j1"), "{err}");
+    }
+    assert_eq!(
+        ledger.statement("clinics/a", "wage").unwrap().spends.len(),
+        2,
+        "nothing new recorded"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_ledger_is_private_to_its_owner_and_refused_if_others_can_write_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    drop(Ledger::open(&path).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = Ledger::open(&path).unwrap_err().to_string();
+    assert!(e.contains("chmod 600"), "{e}");
+}

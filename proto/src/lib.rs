@@ -26,23 +26,38 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Largest model (f32 values) a job may train: 64 M parameters, 256 MiB.
 pub const MAX_PARAMETERS: u64 = 64 << 20;
 
+/// Largest magnitude of any value of an update or of the global weights. Training moves a
+/// weight by about the learning rate per step, so honest models stay far below it; workers
+/// refuse to load weights beyond it (the same bound as `fedsynth_synth::model::MAX_ABS_WEIGHT`).
+pub const MAX_ABS_WEIGHT: f32 = 1.0e4;
+
+/// Whether `part` is 1–128 characters of `[A-Za-z0-9_-]`: safe as a path component (no
+/// `.`, `..` or `/`), in a URL and in a log line.
+fn plain_name(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 128
+        && part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $check:expr, $rule:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(String);
 
         impl $name {
-            /// Wraps an id, checking that it is 1–128 characters of `[A-Za-z0-9._/-]`.
+            #[doc = concat!("Wraps an id, checking that it is ", $rule, ".")]
             pub fn new(id: impl Into<String>) -> Result<Self, String> {
                 let id = id.into();
-                if id.is_empty()
-                    || id.len() > 128
-                    || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
-                {
+                let check: fn(&str) -> bool = $check;
+                if !check(&id) {
+                    // Never echo a hostile id: at most 40 characters, escaped.
+                    let shown: String = id.chars().take(40).collect();
                     return Err(format!(
-                        concat!(stringify!($name), " '{}': use 1-128 letters, digits, '.', '_', '-' or '/'"),
-                        id.escape_debug()
+                        concat!(stringify!($name), " '{}': use ", $rule),
+                        shown.escape_debug()
                     ));
                 }
                 Ok(Self(id))
@@ -64,15 +79,21 @@ macro_rules! id_type {
 
 id_type!(
     /// A job's id.
-    JobId
+    JobId,
+    plain_name,
+    "1-128 letters, digits, '_' or '-'"
 );
 id_type!(
     /// A worker's id: `federation/name`.
-    WorkerId
+    WorkerId,
+    |id| id.split_once('/').is_some_and(|(f, n)| plain_name(f) && plain_name(n)),
+    "FEDERATION/NAME, each 1-128 letters, digits, '_' or '-'"
 );
 id_type!(
     /// A federation's name.
-    FederationName
+    FederationName,
+    plain_name,
+    "1-128 letters, digits, '_' or '-'"
 );
 
 /// A 0-based training round.
@@ -83,6 +104,84 @@ impl std::fmt::Display for Round {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)
     }
+}
+
+/// Most entries one `ListAudit` answer carries; the CLI pages through longer trails.
+pub const AUDIT_PAGE: u32 = 1000;
+
+/// The `prev_hash` of the first entry of an audit trail.
+pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash of an audit entry, chained to the entry before it: hex SHA-256 over a domain
+/// tag, the previous hash and each field length-prefixed, so no two entries (or chains)
+/// share an encoding. Changing, removing or reordering any entry breaks every later link.
+pub fn audit_hash(
+    prev_hash: &str,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    job_id: &str,
+    detail: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"fedsynth-audit-v1\0");
+    for part in [prev_hash.as_bytes(), &at_ms.to_le_bytes(), actor.as_bytes(), action.as_bytes(), job_id.as_bytes(), detail.as_bytes()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Checks the hash chain of audit entries in order: each entry's hash matches its content,
+/// and when `whole` (the trail from its start, not one job's entries) each links to the one
+/// before it, the first to [`AUDIT_GENESIS`]. Returns the first broken entry's sequence
+/// number and what is wrong.
+pub fn verify_audit(entries: &[v1::AuditEntry], whole: bool) -> Result<(), (i64, &'static str)> {
+    let mut prev: Option<&str> = whole.then_some(AUDIT_GENESIS);
+    let mut last_seq = i64::MIN;
+    for e in entries {
+        if e.seq <= last_seq {
+            return Err((e.seq, "out of order"));
+        }
+        last_seq = e.seq;
+        if prev.is_some_and(|p| p != e.prev_hash) {
+            return Err((e.seq, "does not link to the entry before it (one was removed or altered)"));
+        }
+        let want = audit_hash(&e.prev_hash, e.at_ms, &e.actor, &e.action, &e.job_id, &e.detail);
+        if want != e.hash {
+            return Err((e.seq, "its content does not match its hash (altered)"));
+        }
+        if whole {
+            prev = Some(&e.hash);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `host` (a name or an address, optionally `[v6]` or with `:port`) is this
+/// machine's loopback: `localhost`, 127.0.0.0/8 or ::1. Plaintext connections are allowed
+/// there only.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim();
+    let bare = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else if host.matches(':').count() == 1 {
+        host.split(':').next().unwrap_or("")
+    } else {
+        host
+    };
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host part of a URL such as `http://127.0.0.1:7443/path`.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
 }
 
 /// Reads a TOML config file into `T`; the error is one line naming the file.
@@ -131,6 +230,70 @@ mod tests {
         assert!(JobId::new("").is_err());
         assert!(WorkerId::new("a b").is_err());
         assert!(WorkerId::new("x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn an_audit_chain_detects_any_change() {
+        let mut entries = Vec::new();
+        let mut prev = AUDIT_GENESIS.to_string();
+        for seq in 1..=4 {
+            let (actor, action, detail) = ("owner", "submit", format!("job {seq}"));
+            let hash = audit_hash(&prev, 1000 + seq, actor, action, "j", &detail);
+            entries.push(v1::AuditEntry {
+                seq,
+                at_ms: 1000 + seq,
+                actor: actor.into(),
+                action: action.into(),
+                job_id: "j".into(),
+                detail,
+                prev_hash: prev.clone(),
+                hash: hash.clone(),
+            });
+            prev = hash;
+        }
+        assert_eq!(verify_audit(&entries, true), Ok(()));
+        let mut altered = entries.clone();
+        altered[1].detail = "job 9".into();
+        assert_eq!(verify_audit(&altered, true).unwrap_err().0, 2);
+        let mut removed = entries.clone();
+        removed.remove(1);
+        assert_eq!(verify_audit(&removed, true).unwrap_err().0, 3);
+        // A job's own entries are checked one by one, without their neighbours.
+        assert_eq!(verify_audit(&removed, false), Ok(()));
+        let mut swapped = entries.clone();
+        swapped.swap(1, 2);
+        assert!(verify_audit(&swapped, true).is_err());
+        // Fields cannot trade bytes: ("ab", "c") and ("a", "bc") hash apart.
+        assert_ne!(
+            audit_hash(AUDIT_GENESIS, 0, "ab", "c", "", ""),
+            audit_hash(AUDIT_GENESIS, 0, "a", "bc", "", "")
+        );
+    }
+
+    #[test]
+    fn loopback_is_recognised() {
+        for h in ["localhost", "127.0.0.1:7443", "127.1.2.3", "[::1]:80", "::1", "LOCALHOST:1"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["10.0.0.1:80", "example.org", "[2001:db8::1]:443", "0.0.0.0:7443", ""] {
+            assert!(!is_loopback(h), "{h}");
+        }
+        assert_eq!(url_host("http://127.0.0.1:7443/x"), "127.0.0.1:7443");
+        assert_eq!(url_host("https://u@host:1"), "host:1");
+    }
+
+    #[test]
+    fn ids_cannot_leave_a_directory() {
+        for bad in ["..", ".", "../x", "a/b", "a.b", "job-1/../../etc", "a\\b", "é"] {
+            assert!(JobId::new(bad).is_err(), "{bad}");
+            assert!(FederationName::new(bad).is_err(), "{bad}");
+        }
+        assert!(WorkerId::new("fed/w-1").is_ok());
+        for bad in ["fed", "fed/..", "../w", "fed/w/x", "fed/", "/w", "fed/w.1"] {
+            assert!(WorkerId::new(bad).is_err(), "{bad}");
+        }
+        let long = JobId::new("x/".repeat(5000)).unwrap_err();
+        assert!(long.len() < 200, "the error echoes the whole id: {long}");
     }
 
     #[test]

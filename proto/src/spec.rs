@@ -103,6 +103,15 @@ pub struct JobSpec {
     /// Seed of the initial weights (every worker starts from the same model).
     #[serde(default)]
     pub init_seed: u64,
+    /// Number of weights and biases of the model (`fedsynth submit` computes it from the
+    /// schema). It fixes the size of every update: the coordinator refuses any other, and a
+    /// worker refuses a job whose schema gives another.
+    #[serde(default)]
+    pub parameters: u64,
+    /// Largest weight (noisy row count) one worker's update may carry in the average; a
+    /// claim above it is refused, so no worker can claim the whole average.
+    #[serde(default = "default_max_weight")]
+    pub max_worker_weight: f64,
 }
 
 fn spec_version() -> u32 {
@@ -131,6 +140,9 @@ fn default_enrol() -> u64 {
 }
 fn default_tries() -> u32 {
     3
+}
+fn default_max_weight() -> f64 {
+    1e7
 }
 fn default_format() -> String {
     "csv".into()
@@ -263,6 +275,18 @@ impl JobSpec {
         if self.recipients.is_empty() || self.recipients.len() > 64 {
             return fail("name 1-64 recipients: the artifact is always encrypted".into());
         }
+        if self.parameters == 0 || self.parameters > crate::MAX_PARAMETERS {
+            return fail(format!(
+                "parameters must be 1-{} (fedsynth submit computes it from the schema)",
+                crate::MAX_PARAMETERS
+            ));
+        }
+        if !(self.max_worker_weight.is_finite()
+            && self.max_worker_weight >= 1.0
+            && self.max_worker_weight <= 1e12)
+        {
+            return fail("max_worker_weight must be in [1, 1e12]".into());
+        }
         Ok(())
     }
 }
@@ -296,6 +320,8 @@ mod tests {
             format: "csv".into(),
             recipients: vec!["k".into()],
             init_seed: 1,
+            parameters: 1000,
+            max_worker_weight: 1e7,
         }
     }
 

@@ -96,6 +96,10 @@ pub struct Choice {
     pub offset: f32,
 }
 
+/// Widest encoded row a model is built for: it bounds the model's first and last layers
+/// (and so the memory of training and sampling) whatever a schema lists.
+pub const MAX_WIDTH: usize = 65_536;
+
 impl Encoder {
     /// Builds the encoder from a completed schema; `table` supplies the column value types.
     pub fn new(schema: &Schema, table: &Table) -> Result<Self> {
@@ -153,11 +157,34 @@ impl Encoder {
             }
             columns.push(col);
         }
+        if width > MAX_WIDTH {
+            return Err(SynthError::Schema(format!(
+                "the schema encodes to {width} values per row, more than the {MAX_WIDTH} a model \
+                 takes: drop columns or merge rare categories"
+            )));
+        }
         Ok(Self {
             columns,
             spans,
             width,
         })
+    }
+
+    /// Length of an encoded row for a completed schema, without any table: the encoding's
+    /// layout depends on the schema alone (a federated job's model size is fixed from it).
+    pub fn width_for(schema: &Schema) -> Result<usize> {
+        let table = Table {
+            names: schema.columns.iter().map(|c| c.name.clone()).collect(),
+            columns: schema
+                .columns
+                .iter()
+                .map(|c| match c.kind {
+                    ColumnKind::Categorical => ColumnData::Text(vec![]),
+                    ColumnKind::Continuous | ColumnKind::Integer => ColumnData::Float(vec![]),
+                })
+                .collect(),
+        };
+        Ok(Self::new(schema, &table)?.width())
     }
 
     /// Length of an encoded row.

@@ -21,6 +21,12 @@ use crate::encoder::Span;
 /// Weight of the squared error on within-bin offsets (a Gaussian likelihood with std 0.15).
 const OFFSET_WEIGHT: f64 = 1.0 / (2.0 * 0.15 * 0.15);
 
+/// Largest magnitude a weight or bias may have when loaded from outside (a federated round's
+/// global weights). Training moves a weight by about the learning rate per step, so honest
+/// models stay orders of magnitude below this; crafted weights far above it are the tool of
+/// an adversary who wants activations to overflow for chosen rows.
+pub const MAX_ABS_WEIGHT: f32 = 1.0e4;
+
 /// Shape of the generator.
 #[derive(Config, Debug)]
 pub struct TvaeConfig {
@@ -53,6 +59,11 @@ impl TvaeConfig {
             latent: self.latent,
             kl_weight: self.kl_weight,
         }
+    }
+
+    /// Number of weights and biases of the model this config builds.
+    pub fn parameters(&self) -> usize {
+        self.dims().iter().map(|&(i, o)| i * o + o).sum()
     }
 
     /// (d_in, d_out) of the six layers.
@@ -121,13 +132,24 @@ impl Tvae {
         out
     }
 
-    /// Replaces every weight and bias from `flat` (the layout of [`Tvae::to_flat`]).
+    /// Replaces every weight and bias from `flat` (the layout of [`Tvae::to_flat`]). Refuses
+    /// weights of the wrong count, and any value that is not finite or exceeds
+    /// [`MAX_ABS_WEIGHT`] in magnitude, before anything is replaced.
     pub fn load_flat(&mut self, flat: &[f32]) -> std::result::Result<(), String> {
         if flat.len() != self.parameters() {
             return Err(format!(
                 "the weights have {} values, the model {}",
                 flat.len(),
                 self.parameters()
+            ));
+        }
+        if let Some(at) = flat
+            .iter()
+            .position(|w| !(w.is_finite() && w.abs() <= MAX_ABS_WEIGHT))
+        {
+            return Err(format!(
+                "weight {at} is {}: weights must be finite and at most {MAX_ABS_WEIGHT:e} in magnitude",
+                flat[at]
             ));
         }
         let mut at = 0;

@@ -1,15 +1,43 @@
 //! Privacy planning for one synthesis run, before any row is touched: the noise of the
 //! preprocessing statistics (a share of ε, default 10%), then the DP-SGD noise multiplier
-//! calibrated so that preprocessing and training *composed* stay within (ε, δ). The row
-//! count is treated as public (it sets q and the default δ).
+//! calibrated so that preprocessing and training *composed* stay within (ε, δ).
+//!
+//! The exact row count never shapes a private run: a Gaussian-noised count
+//! ([`noisy_row_count`], σ = [`ROW_COUNT_NOISE`], charged as the plan's first event) sets the
+//! sampling rate q, the number of steps, the default δ and the number of output rows. Every
+//! later use of it is post-processing.
 
+use fedsynth_privacy::rng::SecureRng;
 use fedsynth_privacy::{
     AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps, calibrate_noise,
 };
+use rand::Rng;
+use rand_distr::StandardNormal;
 
 use crate::error::{Result, SynthError};
 use crate::stats::{Noise, Plan};
 use crate::train::TrainConfig;
+
+/// Standard deviation of the Gaussian noise on a table's row count. One row moves the count
+/// by 1, so this costs zCDP ρ = 1/(2·50²) = 0.0002, about 1% of the budget at ε = 1; an
+/// error of ±50 rows in q and the output size is immaterial even for a table of 700 rows.
+pub const ROW_COUNT_NOISE: f64 = 50.0;
+
+/// The default δ for `rows` (noisy) rows: 1/n^1.5, and never above 10⁻⁵, so that it stays
+/// far below 1/n even for tiny tables (1/n^1.5 is 0.19 for 3 rows).
+pub fn default_delta(rows: usize) -> f64 {
+    (1.0 / (rows.max(1) as f64).powf(1.5)).min(1e-5)
+}
+
+/// A DP release of a row count: n + N(0, [`ROW_COUNT_NOISE`]²), rounded, at least 1. The
+/// caller charges `DpEvent::gaussian(1.0, ROW_COUNT_NOISE, 1)` (a plan with
+/// `count_noise = Some(ROW_COUNT_NOISE)` includes it) and draws `rng` from
+/// [`SecureRng::for_dp_noise`].
+pub fn noisy_row_count(rows: usize, rng: &mut SecureRng) -> usize {
+    let z: f64 = rng.sample(StandardNormal);
+    let noisy = (rows as f64 + ROW_COUNT_NOISE * z).round();
+    if noisy < 1.0 { 1 } else { noisy as usize }
+}
 
 /// The privacy side of a run.
 #[derive(Debug, Clone)]
@@ -20,9 +48,10 @@ pub struct PrivacyPlan {
     pub preprocess: Noise,
     /// Training settings, with the calibrated noise multiplier.
     pub training: TrainConfig,
-    /// Events of preprocessing, then training, in the order they happen.
+    /// Events of the row count (when noised), preprocessing, then training, in the order
+    /// they happen.
     pub events: Vec<DpEvent>,
-    /// ε of preprocessing alone at δ.
+    /// ε of the row count and preprocessing alone at δ.
     pub epsilon_preprocess: f64,
     /// ε of everything composed at δ.
     pub epsilon_total: f64,
@@ -33,10 +62,13 @@ pub struct PrivacyPlan {
 pub struct PlanRequest {
     /// Target ε (`None` or ∞: no DP).
     pub epsilon: Option<f64>,
-    /// Target δ (`None`: 1/n^1.5).
+    /// Target δ (`None`: [`default_delta`]); must be below 1/rows.
     pub delta: Option<f64>,
-    /// Rows in the table.
+    /// Rows in the table: a noisy count ([`noisy_row_count`]) for a private run.
     pub rows: usize,
+    /// σ of the noise on `rows` (`Some(ROW_COUNT_NOISE)` for a private run): the count is
+    /// charged as the plan's first event.
+    pub count_noise: Option<f64>,
     /// Epochs.
     pub epochs: usize,
     /// Expected batch size.
@@ -101,16 +133,25 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             "ε must be > 0 (or inf for no privacy)".into(),
         ));
     }
-    let delta = Delta::new(
-        req.delta
-            .unwrap_or_else(|| 1.0 / (req.rows as f64).powf(1.5)),
-    )?;
+    let delta = Delta::new(req.delta.unwrap_or_else(|| default_delta(req.rows)))?;
+    if delta.get() * req.rows as f64 >= 1.0 {
+        return Err(SynthError::Setting(format!(
+            "δ = {} is not below 1/n for a table of about {} rows: such a δ allows releasing \
+             a whole row; use a δ well below 1/n (the default is 1/n^1.5, at most 1e-5)",
+            delta.get(),
+            req.rows
+        )));
+    }
     if !(0.0..1.0).contains(&req.preprocess_share) {
         return Err(SynthError::Setting(
             "the preprocessing share must be in [0, 1)".into(),
         ));
     }
-    let (preprocess, pre_events) = if stats.is_free() {
+    let count_events = match req.count_noise {
+        Some(sigma) => vec![DpEvent::gaussian(1.0, sigma, 1)?],
+        None => vec![],
+    };
+    let (preprocess, mut pre_events) = if stats.is_free() {
         (Noise::exact(), vec![])
     } else {
         if req.preprocess_share <= 0.0 {
@@ -123,6 +164,7 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         let events = noise.events(stats)?;
         (noise, events)
     };
+    pre_events.splice(0..0, count_events);
     let steps = Steps::new(training.steps())?;
     let sigma = calibrate_noise(
         AccountantKind::Pld,
@@ -149,4 +191,76 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         epsilon_preprocess,
         epsilon_total,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn request(rows: usize, delta: Option<f64>) -> PlanRequest {
+        PlanRequest {
+            epsilon: Some(1.0),
+            delta,
+            rows,
+            count_noise: Some(ROW_COUNT_NOISE),
+            epochs: 2,
+            batch_size: 100,
+            preprocess_share: 0.1,
+            learning_rate: 1e-3,
+            clip_norm: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_default_delta_stays_far_below_one_over_n() {
+        assert!((default_delta(43_152) - 1.0 / 43_152f64.powf(1.5)).abs() < 1e-15);
+        for n in [1, 3, 10, 100, 753, 3000] {
+            assert!(default_delta(n) <= 1e-5 && default_delta(n) * (n as f64) < 0.01, "{n}");
+        }
+        let p = plan(&request(3, None), Plan::default()).unwrap();
+        assert!(p.target.unwrap().1.get() <= 1e-5);
+    }
+
+    #[test]
+    fn a_delta_of_one_over_n_or_more_is_refused() {
+        for delta in [1.0 / 3.0, 0.5] {
+            let err = plan(&request(3, Some(delta)), Plan::default()).unwrap_err();
+            assert!(err.to_string().contains("below 1/n"), "{err}");
+        }
+        assert!(plan(&request(1000, Some(1e-3)), Plan::default()).is_err());
+        assert!(plan(&request(1000, Some(1e-4)), Plan::default()).is_ok());
+    }
+
+    #[test]
+    fn the_row_count_is_charged_first_and_everything_composes_to_epsilon() {
+        let stats = Plan {
+            releases: 3,
+            discoveries: 1,
+        };
+        let p = plan(&request(5000, None), stats).unwrap();
+        assert_eq!(p.events[0], DpEvent::gaussian(1.0, ROW_COUNT_NOISE, 1).unwrap());
+        assert!((p.epsilon_total - 1.0).abs() < 2e-3, "{}", p.epsilon_total);
+        let mut without = request(5000, None);
+        without.count_noise = None;
+        let q = plan(&without, stats).unwrap();
+        assert_eq!(q.events.len() + 1, p.events.len());
+        // The count's share is small: σ barely moves.
+        let (a, b) = (
+            p.training.noise_multiplier.unwrap(),
+            q.training.noise_multiplier.unwrap(),
+        );
+        assert!(a >= b && a < b * 1.03, "{a} vs {b}");
+    }
+
+    #[test]
+    fn noisy_counts_are_noisy_and_at_least_one() {
+        let mut rng = SecureRng::from_seed(1);
+        let draws: Vec<usize> = (0..2000).map(|_| noisy_row_count(10_000, &mut rng)).collect();
+        let mean = draws.iter().sum::<usize>() as f64 / 2000.0;
+        let var = draws.iter().map(|&d| (d as f64 - mean).powi(2)).sum::<f64>() / 1999.0;
+        assert!((mean - 10_000.0).abs() < 5.0, "{mean}");
+        assert!((var.sqrt() - ROW_COUNT_NOISE).abs() < 4.0, "{}", var.sqrt());
+        assert!((0..200).all(|_| noisy_row_count(0, &mut rng) >= 1));
+    }
 }

@@ -145,10 +145,17 @@ impl Schema {
                     if c.min.is_some() || c.max.is_some() || c.edges.is_some() {
                         return bad("min, max and edges apply to numeric columns only");
                     }
-                    if let Some(cats) = &c.categories
-                        && cats.is_empty()
-                    {
-                        return bad("categories is empty");
+                    if let Some(cats) = &c.categories {
+                        if cats.is_empty() {
+                            return bad("categories is empty");
+                        }
+                        let mut distinct = std::collections::HashSet::new();
+                        if let Some(k) = cats.iter().position(|v| !distinct.insert(v.as_str())) {
+                            return bad(&format!(
+                                "category {} appears twice (two slots for one value would bias it)",
+                                k + 1
+                            ));
+                        }
                     }
                     if let Some(f) = &c.frequencies {
                         match &c.categories {
@@ -202,6 +209,16 @@ impl Schema {
         Ok(())
     }
 
+    /// The schema with every open `nullable` set to true: the data-independent choice a
+    /// federated job makes (a null slot costs little), where deciding it from the rows would
+    /// need a release that every holder agrees on.
+    pub fn nullable_by_default(mut self) -> Self {
+        for c in &mut self.columns {
+            c.nullable.get_or_insert(true);
+        }
+        self
+    }
+
     /// A schema inferred from column types only (names and types are treated as public).
     pub fn infer(table: &Table) -> Self {
         let columns = table
@@ -230,7 +247,12 @@ impl Schema {
         }
     }
 
-    /// Checks the schema against a table: every column exists with a compatible type.
+    /// Checks the schema against a table: every column exists with a compatible type. Only
+    /// public facts are compared (column names and the file's column types), never values:
+    /// a refusal that depended on the rows (a null in a column declared not nullable, a
+    /// fraction in a column declared integer) would tell whoever wrote the schema something
+    /// about a row for free. Such values are encoded anyway: a null of a column declared not
+    /// nullable takes the column's first slot, an integer column's values are rounded.
     pub fn check_against(&self, table: &Table) -> Result<()> {
         for c in &self.columns {
             let Some(data) = table.column(&c.name) else {
@@ -240,25 +262,15 @@ impl Schema {
                     table.names.join(", ")
                 )));
             };
-            let ok = match (c.kind, data) {
-                (ColumnKind::Continuous | ColumnKind::Integer, ColumnData::Text(_)) => false,
-                (ColumnKind::Integer, ColumnData::Float(v)) => {
-                    v.iter().flatten().all(|x| x.fract() == 0.0)
-                }
-                _ => true,
-            };
-            if !ok {
+            if matches!(
+                (c.kind, data),
+                (ColumnKind::Continuous | ColumnKind::Integer, ColumnData::Text(_))
+            ) {
                 return Err(SynthError::Schema(format!(
                     "column '{}' is declared {:?} but holds {} values",
                     c.name,
                     c.kind,
                     data.type_name()
-                )));
-            }
-            if c.nullable == Some(false) && data.null_count() > 0 {
-                return Err(SynthError::Schema(format!(
-                    "column '{}' is declared not nullable but has nulls",
-                    c.name
                 )));
             }
         }

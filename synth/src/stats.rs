@@ -4,6 +4,13 @@
 //! release threshold (category discovery). Every histogram has L2 sensitivity 1 under
 //! add/remove of a row, so the whole preprocessing is `releases` Gaussian mechanisms plus
 //! one δ-only event per discovered category set, composed by the PLD accountant.
+//!
+//! Nullability is a fact about the rows too: when the schema leaves `nullable` open, the
+//! null count is released with noise and a column is nullable when that count clears
+//! [`NULL_THRESHOLD`] standard deviations. The null count rides along as one more bucket of
+//! the column's first histogram (every row is still in exactly one bucket, so the
+//! sensitivity stays 1) and costs nothing extra; only a column whose bins or categories are
+//! all public needs a release of its own.
 
 use fedsynth_privacy::rng::SecureRng;
 use fedsynth_privacy::special::ndtri;
@@ -23,6 +30,11 @@ const FINE_BINS: usize = 64;
 /// Powers of two spanned by the range-finding histogram: 2^-30 … 2^60 on each side of 0.
 const LOG_MIN: i32 = -30;
 const LOG_MAX: i32 = 60;
+
+/// How many noise standard deviations a noisy null count must clear for a column whose
+/// schema leaves `nullable` open to be treated as nullable. Below it, the few nulls a column
+/// may have are encoded in its first slot (numbers) or its unseen slot (categories).
+pub const NULL_THRESHOLD: f64 = 3.0;
 
 /// How many private releases the schema needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,19 +57,26 @@ pub const CATEGORY_WEIGHT: f64 = 4.0;
 impl Plan {
     /// Counts the releases `schema` needs: three per numeric column without bounds (coarse
     /// range, narrowed range, quantiles), one per numeric column with bounds but no edges,
-    /// one discovery per categorical column without a category set.
+    /// one discovery per categorical column without a category set, and one null count per
+    /// column whose `nullable` is open and whose facts are otherwise all public (elsewhere
+    /// the null count is a bucket of the column's first histogram).
     pub fn for_schema(schema: &Schema) -> Self {
         let mut plan = Self::default();
         for c in &schema.columns {
+            let open_nulls = u64::from(c.nullable.is_none());
             match c.kind {
                 ColumnKind::Continuous | ColumnKind::Integer => {
-                    if c.edges.is_none() {
-                        plan.releases += if c.min.is_some() { 1 } else { 3 };
-                    }
+                    plan.releases += match (&c.edges, c.min) {
+                        (Some(_), _) => open_nulls,
+                        (None, Some(_)) => 1,
+                        (None, None) => 3,
+                    };
                 }
                 ColumnKind::Categorical => {
                     if c.categories.is_none() {
                         plan.discoveries += 1;
+                    } else {
+                        plan.releases += open_nulls;
                     }
                 }
             }
@@ -170,6 +189,15 @@ impl Noise {
 fn noisy(count: f64, sigma: f64, rng: &mut SecureRng) -> f64 {
     let z: f64 = rng.sample(StandardNormal);
     count + sigma * z
+}
+
+/// Whether a column is nullable, from its null count released with noise `sigma` (exact
+/// when `sigma` is 0).
+fn nullable_from(nulls: usize, sigma: f64, rng: &mut SecureRng) -> bool {
+    if sigma == 0.0 {
+        return nulls > 0;
+    }
+    noisy(nulls as f64, sigma, rng) > NULL_THRESHOLD * sigma
 }
 
 /// Index of the range-finding bucket of a value: negative powers of two, zero, positive.
@@ -425,8 +453,10 @@ pub fn complete_schema(
         let data = table.column(&spec.name).ok_or_else(|| {
             SynthError::Schema(format!("column '{}' is not in the input", spec.name))
         })?;
-        let nullable = data.null_count() > 0 || spec.nullable == Some(true);
-        spec.nullable = Some(spec.nullable.unwrap_or(nullable));
+        // An open `nullable` is decided from a noisy null count, in the column's first
+        // histogram (same noise, one more bucket) or in a release of its own.
+        let open_nulls = spec.nullable.is_none();
+        let nulls = data.null_count();
         match spec.kind {
             ColumnKind::Categorical => {
                 if spec.categories.is_none() {
@@ -435,6 +465,9 @@ pub fn complete_schema(
                         .filter_map(|i| category_key(data, i))
                         .collect();
                     let cats = private_categories(&values, &noise, rng);
+                    if open_nulls {
+                        spec.nullable = Some(nullable_from(nulls, noise.sigma_categories, rng));
+                    }
                     if cats.is_empty() {
                         return Err(column_err(
                             &spec.name,
@@ -444,9 +477,16 @@ pub fn complete_schema(
                     spec.frequencies = Some(cats.iter().map(|(_, c)| *c).collect());
                     spec.categories = Some(cats.into_iter().map(|(k, _)| k).collect());
                     spec.source = Source::Dp;
+                } else if open_nulls {
+                    let noise = need("estimating whether a column has nulls")?;
+                    spec.nullable = Some(nullable_from(nulls, noise.sigma, rng));
                 }
             }
             ColumnKind::Continuous | ColumnKind::Integer => {
+                if open_nulls {
+                    let noise = need("estimating whether a column has nulls")?;
+                    spec.nullable = Some(nullable_from(nulls, noise.sigma, rng));
+                }
                 complete_numeric(spec, data, need, rng)?;
             }
         }
@@ -522,5 +562,53 @@ mod tests {
         for (j, e) in edges.iter().enumerate().skip(1).take(9) {
             assert!((e - 10.0 * j as f64).abs() < 2.0, "edge {j}: {e}");
         }
+    }
+
+    #[test]
+    fn nullability_is_a_noisy_release_not_a_look() {
+        // One null in 5,000 rows must not decide the schema (it would reveal that row); a
+        // column that is 40% null must still be found nullable.
+        let n = 5000;
+        let one_null: Vec<Option<f64>> = (0..n)
+            .map(|i| (i != 17).then_some(i as f64 % 97.0))
+            .collect();
+        let many_nulls: Vec<Option<String>> = (0..n)
+            .map(|i| (i % 5 >= 2).then(|| ["a", "b"][i % 2].to_string()))
+            .collect();
+        let table = Table {
+            names: vec!["x".into(), "c".into(), "k".into()],
+            columns: vec![
+                ColumnData::Float(one_null.clone()),
+                ColumnData::Text(many_nulls),
+                ColumnData::Float(one_null),
+            ],
+        };
+        let mut schema = Schema::infer(&table);
+        // Column k: public edges, so its null count is a release of its own.
+        schema.columns[2].edges = Some(vec![0.0, 50.0, 100.0]);
+        let plan = Plan::for_schema(&schema);
+        assert_eq!(plan, Plan { releases: 4, discoveries: 1 });
+        let noise = Noise {
+            sigma: 20.0,
+            sigma_categories: 10.0,
+            threshold_delta: 1e-8,
+        };
+        for seed in 0..20 {
+            let done = complete_schema(&table, &schema, Some(noise), &mut SecureRng::from_seed(seed))
+                .unwrap();
+            assert_eq!(done.columns[0].nullable, Some(false), "seed {seed}");
+            assert_eq!(done.columns[1].nullable, Some(true), "seed {seed}");
+            assert_eq!(done.columns[2].nullable, Some(false), "seed {seed}");
+        }
+        // Without noise (ε = ∞) the exact answer; a declared value is kept as declared.
+        let exact = complete_schema(&table, &schema, Some(Noise::exact()), &mut SecureRng::from_seed(1))
+            .unwrap();
+        assert_eq!(exact.columns[0].nullable, Some(true));
+        schema.columns[0].nullable = Some(true);
+        assert_eq!(Plan::for_schema(&schema), Plan { releases: 4, discoveries: 1 });
+        schema.columns[2].nullable = Some(false);
+        assert_eq!(Plan::for_schema(&schema), Plan { releases: 3, discoveries: 1 });
+        let done = complete_schema(&table, &schema, Some(noise), &mut SecureRng::from_seed(2)).unwrap();
+        assert_eq!(done.columns[0].nullable, Some(true));
     }
 }

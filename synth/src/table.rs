@@ -123,14 +123,129 @@ fn input_err(path: &Path, message: impl Into<String>) -> SynthError {
     }
 }
 
-/// First line of a polars error, without its backtrace-like context.
+/// First line of a polars error, without its backtrace-like context, and with any value it
+/// quotes in backticks elided: an error must never echo a cell of the table.
 fn polars_message(e: &PolarsError) -> String {
-    e.to_string()
-        .lines()
-        .next()
-        .unwrap_or("unreadable")
-        .trim()
-        .to_string()
+    let line = e.to_string();
+    let line = line.lines().next().unwrap_or("unreadable").trim();
+    let mut out = String::with_capacity(line.len());
+    for (k, part) in line.split('`').enumerate() {
+        if k % 2 == 0 {
+            out.push_str(part);
+        } else {
+            out.push_str("`…`");
+        }
+    }
+    out
+}
+
+/// Checks a CSV file's shape before polars reads it: the header names every column once, and
+/// every record has as many fields as the header (polars would silently fill a short record
+/// with nulls or rename a repeated column). Errors give the record's row number (1 for the
+/// first row after the header), never a cell's text. RFC 4180 quoting: fields in double
+/// quotes may hold commas, doubled quotes and line breaks.
+fn check_csv_shape(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let file = File::open(path).map_err(|e| input_err(path, format!("cannot read: {e}")))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut header: Vec<Vec<u8>> = Vec::new();
+    let mut field: Vec<u8> = Vec::new();
+    let (mut record, mut fields, mut quoted, mut after_quote) = (0usize, 0usize, false, false);
+    let mut line_has_content = false;
+    let end_record = |header: &mut Vec<Vec<u8>>,
+                      record: &mut usize,
+                      fields: usize,
+                      field: &mut Vec<u8>|
+     -> Result<()> {
+        if *record == 0 {
+            header.push(std::mem::take(field));
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = header.iter().find(|h| !seen.insert(h.as_slice())) {
+                return Err(input_err(
+                    path,
+                    format!(
+                        "the header names column '{}' twice",
+                        String::from_utf8_lossy(dup).escape_debug()
+                    ),
+                ));
+            }
+        } else if fields != header.len() {
+            return Err(input_err(
+                path,
+                format!(
+                    "row {record} has {fields} fields, the header has {}",
+                    header.len()
+                ),
+            ));
+        }
+        *record += 1;
+        Ok(())
+    };
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| input_err(path, format!("cannot read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        for &c in &buf[..n] {
+            if quoted {
+                if c == b'"' {
+                    quoted = false;
+                    after_quote = true;
+                } else if record == 0 {
+                    field.push(c);
+                }
+                continue;
+            }
+            match c {
+                b'"' if after_quote => {
+                    // A doubled quote inside a quoted field.
+                    quoted = true;
+                    after_quote = false;
+                    if record == 0 {
+                        field.push(c);
+                    }
+                }
+                b'"' => {
+                    quoted = true;
+                    line_has_content = true;
+                }
+                b',' => {
+                    after_quote = false;
+                    line_has_content = true;
+                    fields += 1;
+                    if record == 0 {
+                        header.push(std::mem::take(&mut field));
+                    }
+                }
+                b'\n' => {
+                    after_quote = false;
+                    if line_has_content {
+                        end_record(&mut header, &mut record, fields + 1, &mut field)?;
+                    }
+                    fields = 0;
+                    line_has_content = false;
+                }
+                b'\r' => {}
+                _ => {
+                    after_quote = false;
+                    line_has_content = true;
+                    if record == 0 {
+                        field.push(c);
+                    }
+                }
+            }
+        }
+    }
+    if quoted {
+        return Err(input_err(path, "a quoted field is never closed"));
+    }
+    if line_has_content {
+        end_record(&mut header, &mut record, fields + 1, &mut field)?;
+    }
+    Ok(())
 }
 
 /// Reads a CSV or Parquet file and checks that every column is usable.
@@ -143,19 +258,26 @@ pub fn read_table(path: &Path) -> Result<Table> {
     if meta.len() == 0 {
         return Err(input_err(path, "the file is empty"));
     }
-    let df = match format {
+    if format == Format::Csv {
+        check_csv_shape(path)?;
+    }
+    let file = File::open(path).map_err(|e| input_err(path, format!("cannot read: {e}")))?;
+    // A parser bug triggered by a hostile file must end as one line, not a panic: the
+    // reader runs under catch_unwind, with the panic message silenced meanwhile.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match format {
         Format::Csv => CsvReadOptions::default()
             .with_has_header(true)
             .with_infer_schema_length(None)
-            .try_into_reader_with_file_path(Some(path.to_path_buf()))
-            .and_then(|r| r.finish()),
-        Format::Parquet => {
-            let file =
-                File::open(path).map_err(|e| input_err(path, format!("cannot read: {e}")))?;
-            ParquetReader::new(file).finish()
-        }
-    }
-    .map_err(|e| {
+            .into_reader_with_file_handle(file)
+            .finish(),
+        Format::Parquet => ParquetReader::new(file).finish(),
+    }));
+    std::panic::set_hook(hook);
+    let df = read
+        .map_err(|_| input_err(path, format!("not a readable {format:?} file (the parser failed)")))?
+        .map_err(|e| {
         input_err(
             path,
             format!("not a readable {format:?} file: {}", polars_message(&e)),
@@ -264,11 +386,10 @@ fn check_not_mixed(name: &str, values: &[Option<String>]) -> Result<()> {
                     .is_some_and(|s| !s.trim().is_empty() && !is_number(s.trim()))
             })
             .unwrap_or(0);
-        let bad = values[row].as_deref().unwrap_or("");
         return Err(column_err(
             name,
             format!(
-                "mixed types: mostly numbers, but row {} holds '{bad}' (NaN, inf and text are not numbers)",
+                "mixed types: mostly numbers, but row {} holds text (NaN, inf and text are not numbers)",
                 row + 1
             ),
         ));
@@ -294,9 +415,58 @@ fn to_dataframe(table: &Table) -> Result<DataFrame> {
     DataFrame::new(table.rows(), cols).map_err(|e| SynthError::Setting(polars_message(&e)))
 }
 
-/// Serialises a table to bytes in the given format.
+/// Whether a text cell would be read as a formula by a spreadsheet: it starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return.
+pub fn looks_like_formula(cell: &str) -> bool {
+    cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
+/// A table whose text cells that look like formulas are prefixed with `'`, the spreadsheet
+/// convention for "this is text": a synthetic table reproduces real categories, and a
+/// category such as `=HYPERLINK(…)` must not run when a recipient opens the CSV. Number
+/// columns are untouched (a negative number is a number).
+fn defuse_formulas(table: &Table) -> std::borrow::Cow<'_, Table> {
+    let risky = |c: &ColumnData| match c {
+        ColumnData::Text(v) => v.iter().flatten().any(|s| looks_like_formula(s)),
+        _ => false,
+    };
+    if !table.columns.iter().any(risky) {
+        return std::borrow::Cow::Borrowed(table);
+    }
+    let columns = table
+        .columns
+        .iter()
+        .map(|c| match c {
+            ColumnData::Text(v) => ColumnData::Text(
+                v.iter()
+                    .map(|s| {
+                        s.as_ref().map(|s| {
+                            if looks_like_formula(s) {
+                                format!("'{s}")
+                            } else {
+                                s.clone()
+                            }
+                        })
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(Table {
+        names: table.names.clone(),
+        columns,
+    })
+}
+
+/// Serialises a table to bytes in the given format. CSV text cells that a spreadsheet would
+/// run as formulas are written as text (see [`looks_like_formula`]); Parquet keeps values as
+/// they are.
 pub fn table_bytes(table: &Table, format: Format) -> Result<Vec<u8>> {
-    let mut df = to_dataframe(table)?;
+    let mut df = match format {
+        Format::Csv => to_dataframe(&defuse_formulas(table))?,
+        Format::Parquet => to_dataframe(table)?,
+    };
     let mut buf = Cursor::new(Vec::new());
     match format {
         Format::Csv => CsvWriter::new(&mut buf)

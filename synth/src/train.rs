@@ -138,6 +138,11 @@ enum Optimizer {
 
 /// Everything one DP-SGD step needs besides the model: the data, the optimiser and the
 /// randomness. Built once per training run (or per federated round).
+///
+/// The Poisson sampling and the Gaussian noise draw from the stepper's own generator, which
+/// the caller hands over ([`SecureRng::for_dp_noise`]: seeded by the operating system); the
+/// generator passed to [`Stepper::step`] only draws the VAE's latent noise, which a `--seed`
+/// may fix without weakening the guarantee.
 pub struct Stepper<'a> {
     data: &'a [f32],
     width: usize,
@@ -145,12 +150,14 @@ pub struct Stepper<'a> {
     cfg: TrainConfig,
     q: SamplingRate,
     optimizer: Optimizer,
+    sampler: SecureRng,
     noise: GaussianNoise,
     device: Device,
 }
 
 impl<'a> Stepper<'a> {
-    /// Prepares steps over the encoded rows `data` (row-major, `width` per row).
+    /// Prepares steps over the encoded rows `data` (row-major, `width` per row); `private`
+    /// draws the batches and the DP noise (pass [`SecureRng::for_dp_noise`]).
     pub fn new(
         model: &Tvae,
         data: &'a [f32],
@@ -158,11 +165,12 @@ impl<'a> Stepper<'a> {
         spans: &'a [Span],
         cfg: &TrainConfig,
         device: &Device,
-        rng: &mut SecureRng,
+        mut private: SecureRng,
     ) -> Result<Self> {
         if data.is_empty() || width == 0 {
             return Err(SynthError::Setting("no rows to train on".into()));
         }
+        let noise = GaussianNoise::new(private.fork());
         Ok(Self {
             data,
             width,
@@ -170,7 +178,8 @@ impl<'a> Stepper<'a> {
             cfg: *cfg,
             q: SamplingRate::new(cfg.sampling_rate)?,
             optimizer: Optimizer::Adam(Adam::new(model, cfg.learning_rate, device)),
-            noise: GaussianNoise::new(rng.fork()),
+            sampler: private,
+            noise,
             device: device.clone(),
         })
     }
@@ -203,10 +212,10 @@ impl<'a> Stepper<'a> {
     }
 
     /// One step: a Poisson batch, its clipped and noised (or plain) gradient, an Adam
-    /// update. Returns the batch's summed loss and its size.
+    /// update. `rng` draws the latent noise only. Returns the batch's summed loss and size.
     pub fn step(&mut self, model: &mut Tvae, rng: &mut SecureRng) -> Result<(f64, usize)> {
         let (width, n) = (self.width, self.data.len() / self.width);
-        let batch = poisson_sample(n, self.q, rng);
+        let batch = poisson_sample(n, self.q, &mut self.sampler);
         let mut x = Vec::with_capacity(batch.len() * width);
         for &i in &batch {
             x.extend_from_slice(&self.data[i * width..(i + 1) * width]);
@@ -238,7 +247,9 @@ impl<'a> Stepper<'a> {
     }
 }
 
-/// Trains `model` on the encoded rows `data` (row-major, `width` per row).
+/// Trains `model` on the encoded rows `data` (row-major, `width` per row): `private` draws
+/// the batches and the DP noise, `rng` the latent noise (see [`Stepper`]).
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     model: &mut Tvae,
     data: &[f32],
@@ -246,10 +257,11 @@ pub fn train(
     spans: &[Span],
     cfg: &TrainConfig,
     device: &Device,
+    private: SecureRng,
     rng: &mut SecureRng,
     mut on_epoch: impl FnMut(EpochReport),
 ) -> Result<()> {
-    let mut stepper = Stepper::new(model, data, width, spans, cfg, device, rng)?;
+    let mut stepper = Stepper::new(model, data, width, spans, cfg, device, private)?;
     let per_epoch = cfg.steps_per_epoch();
     let mut steps = 0;
     for epoch in 1..=cfg.epochs {
@@ -293,7 +305,19 @@ pub fn private_step(
             .collect();
         (zeros, 0.0)
     } else {
-        clipped_sums(model, x, eps, b, width, spans, clip, device)
+        let (sums, loss) = clipped_sums(model, x, eps, b, width, spans, clip, device);
+        if all_finite(&sums) {
+            (sums, loss)
+        } else {
+            // Cannot happen with the per-example guard of `clipped_sums`; should it ever, the
+            // step releases noise alone (independent of the data), never an error that
+            // would tell who was sampled.
+            let zeros = shapes
+                .iter()
+                .map(|&(i, o)| (Tensor::zeros([i, o], device), Tensor::zeros([o], device)))
+                .collect();
+            (zeros, f64::NAN)
+        }
     };
     let std = sigma * clip;
     for ((gw, gb), &(i, o)) in sums.iter_mut().zip(&shapes) {
@@ -307,7 +331,80 @@ pub fn private_step(
     Ok((Some(sums), loss))
 }
 
-/// Σᵢ clip(gᵢ, C) per layer, from one backward pass, and the batch's summed loss.
+/// Whether every value of the per-layer sums is finite (one number read back).
+fn all_finite(sums: &[(Tensor<2>, Tensor<1>)]) -> bool {
+    let total = sums
+        .iter()
+        .map(|(w, b)| w.clone().abs().sum() + b.clone().abs().sum())
+        .reduce(|a, b| a + b);
+    total.is_none_or(|t| f64::from(t.into_scalar::<f32>()).is_finite())
+}
+
+/// Unit roundoff of f32.
+const F32_ROUNDOFF: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// The factor by which clipping aims below C so that f32 rounding never leaves a clipped
+/// gradient above it: a squared norm summed in f32 over `d` terms is off by at most about
+/// d·u relative (u the unit roundoff), and each product of the clipped sum by 2u more.
+pub fn clip_margin(shapes: &[(usize, usize)]) -> f64 {
+    let widest = shapes.iter().map(|&(i, o)| i + o).max().unwrap_or(0);
+    1.0 - (widest as f64 + 8.0) * F32_ROUNDOFF
+}
+
+/// Per-example clipping factors c = min(1, C·margin/‖gᵢ‖), computed in f64 from the layers'
+/// inputs a and output gradients δ (‖gᵢ‖² = Σ (‖aᵢ‖² + 1)·‖δᵢ‖²), and whether any example
+/// was dropped. Each row is first scaled by its largest magnitude, so no square overflows
+/// f32; an example with any non-finite value (crafted weights can make activations
+/// overflow for chosen rows) gets factor 0: it contributes nothing, exactly as if it had not
+/// been sampled, and the step still releases its noise.
+fn clip_factors(
+    inputs: &[Tensor<2>],
+    deltas: &[Tensor<2>],
+    b: usize,
+    clip: f64,
+    margin: f64,
+) -> (Vec<f32>, bool) {
+    let mut parts = Vec::with_capacity(4 * inputs.len());
+    for t in inputs.iter().zip(deltas).flat_map(|(a, d)| [a, d]) {
+        let peak = t.clone().abs().max_dim(1);
+        let scaled = (t.clone() / peak.clone().clamp_min(1e-30)).square().sum_dim(1);
+        parts.push(peak);
+        parts.push(scaled);
+    }
+    let cols = parts.len();
+    let values: Vec<f32> = Tensor::cat(parts, 1)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap_or_else(|_| vec![f32::NAN; b * cols]);
+    let mut dropped = false;
+    let factors = (0..b)
+        .map(|i| {
+            let row = &values[i * cols..(i + 1) * cols];
+            let mut norm2 = 0.0f64;
+            let mut finite = row.len() == cols;
+            for layer in row.chunks_exact(4) {
+                let [pa, sa, pd, sd] = [layer[0], layer[1], layer[2], layer[3]].map(f64::from);
+                finite &= pa.is_finite() && sa.is_finite() && pd.is_finite() && sd.is_finite();
+                norm2 += (pa * pa * sa + 1.0) * (pd * pd * sd);
+            }
+            if !(finite && norm2.is_finite()) {
+                dropped = true;
+                return 0.0;
+            }
+            let norm = norm2.sqrt();
+            if norm * margin > clip {
+                (clip * margin / norm) as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    (factors, dropped)
+}
+
+/// Σᵢ clip(gᵢ, C) per layer, from one backward pass, and the batch's summed loss (NaN when
+/// an example was dropped). Norms are computed in f64 (see [`clip_factors`]);
+/// an example whose gradient is not finite contributes nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn clipped_sums(
     model: &Tvae,
@@ -320,29 +417,29 @@ pub fn clipped_sums(
     device: &Device,
 ) -> (Vec<(Tensor<2>, Tensor<1>)>, f64) {
     let (deltas, inputs, loss) = per_example_parts(model, x, eps, b, width, spans, device);
-    let mut norm2: Option<Tensor<2>> = None;
-    for (a, d) in inputs.iter().zip(&deltas) {
-        let term = (a.clone().square().sum_dim(1) + 1.0) * d.clone().square().sum_dim(1);
-        norm2 = Some(match norm2 {
-            None => term,
-            Some(n) => n + term,
-        });
-    }
-    let norm = norm2
-        .unwrap_or_else(|| Tensor::zeros([b, 1], device))
-        .sqrt();
-    // c = min(1, C/‖g‖), shrunk by 10⁻⁶ so float rounding never leaves a norm above C.
-    let scale = (norm.clamp_min(1e-12).recip() * (clip * (1.0 - 1e-6))).clamp_max(1.0);
+    let margin = clip_margin(&model.shapes());
+    let (factors, dropped) = clip_factors(&inputs, &deltas, b, clip, margin);
+    let scale = tensor2(factors, b, 1, device);
+    // With a dropped example, its rows may hold inf or NaN, which a factor of 0 would not
+    // cancel (inf·0 is NaN): non-finite entries are zeroed first.
+    let clean = |t: Tensor<2>| {
+        if dropped {
+            let bad = t.clone().is_finite().bool_not();
+            t.mask_fill(bad, 0.0)
+        } else {
+            t
+        }
+    };
     let sums = inputs
         .into_iter()
         .zip(deltas)
         .map(|(a, d)| {
-            let cd = d * scale.clone();
+            let cd = clean(d) * scale.clone();
             let gb = cd.clone().sum_dim(0).squeeze_dim::<1>(0);
-            (a.transpose().matmul(cd), gb)
+            (clean(a).transpose().matmul(cd), gb)
         })
         .collect();
-    (sums, loss)
+    (sums, if dropped { f64::NAN } else { loss })
 }
 
 /// Per-layer output gradients δ (`[B, d_out]`), layer inputs a (`[B, d_in]`) and the summed

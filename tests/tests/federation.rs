@@ -135,6 +135,7 @@ enrolment_token = "{CLINICS}"
 data = "{w}.csv"
 dataset = "wage"
 state_dir = "state-{w}"
+ledger = "state-{w}/ledger.db"
 cap_epsilon = 10.0
 cap_delta = 1e-5
 [tls]
@@ -298,7 +299,7 @@ init_seed = 11
         )
         .unwrap();
         let st = ledger
-            .statement(&format!("clinics/{}", WORKERS[k]), "wage")
+            .statement(fedsynth_privacy::ledger::HOST, "wage")
             .unwrap();
         (st.spends.iter().map(|s| s.note.clone()).collect(), st.spent)
     }
@@ -380,8 +381,11 @@ fn three_holders_train_one_generator_over_mutual_tls() {
     // Each holder was charged once, within its cap and the job's ε.
     for k in 0..3 {
         let (notes, spent) = c.ledger(k);
-        assert_eq!(notes, vec![format!("job {job}"); notes.len()]);
-        assert!(!notes.is_empty() && notes.len() <= 2, "{notes:?}");
+        assert_eq!(
+            notes,
+            vec![format!("job {job}: row count"), format!("job {job}")],
+            "the noisy count, then the training, each charged once"
+        );
         assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
     }
     let audit = c.audit(&job);
@@ -440,9 +444,10 @@ fn a_coordinator_killed_mid_job_resumes_from_the_last_committed_round() {
     );
     for k in 0..3 {
         let (notes, spent) = c.ledger(k);
-        assert!(
-            notes.iter().all(|n| n == &format!("job {job}")),
-            "{notes:?}"
+        assert_eq!(
+            notes,
+            vec![format!("job {job}: row count"), format!("job {job}")],
+            "charged once across the restart"
         );
         assert!(
             notes.len() <= 2 && spent <= 3.0 + 1e-9,
@@ -489,9 +494,10 @@ fn a_killed_worker_is_dropped_and_a_restarted_one_rejoins() {
         "the restarted worker delivered a later round: {rounds:?}"
     );
     let (notes, spent) = c.ledger(2);
-    assert!(
-        notes.iter().all(|n| n == &format!("job {job}")) && notes.len() <= 2,
-        "{notes:?}"
+    assert_eq!(
+        notes,
+        vec![format!("job {job}: row count"), format!("job {job}")],
+        "charged once across the restart"
     );
     assert!(spent <= 3.0 + 1e-9);
 }
@@ -513,6 +519,17 @@ fn a_worker_with_another_federations_credentials_is_refused() {
         err.contains("refused") && err.contains("federation"),
         "{err}"
     );
+    // A member cannot enrol extra workers with its certificate: a worker is bound to the
+    // name its certificate was issued for.
+    let config = std::fs::read_to_string(c.path("clinic-a.toml"))
+        .unwrap()
+        .replace("name = \"clinic-a\"", "name = \"clinic-x\"")
+        .replace("state-clinic-a", "state-x");
+    std::fs::write(c.path("sybil.toml"), config).unwrap();
+    let out = c.run(&["worker", "--config", "sybil.toml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not issued for"), "{err}");
     // A worker without a client certificate cannot even connect for work.
     let plain = std::fs::read_to_string(c.path("clinic-b.toml"))
         .unwrap()
@@ -523,7 +540,8 @@ fn a_worker_with_another_federations_credentials_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("client certificate"));
 
-    // A holder whose cap the job would pass refuses it, says why, and is charged nothing.
+    // A holder whose cap the job would pass refuses it, is charged nothing, and tells the
+    // coordinator only that it declined (the reason stays in its own log).
     let config = std::fs::read_to_string(c.path("clinic-c.toml"))
         .unwrap()
         .replace("cap_epsilon = 10.0", "cap_epsilon = 0.5");
@@ -538,9 +556,12 @@ fn a_worker_with_another_federations_credentials_is_refused() {
     });
     let refusal = s["refusals"][0].as_str().unwrap();
     assert!(
-        refusal.starts_with("clinics/clinic-c") && refusal.contains("cap"),
+        refusal.starts_with("clinics/clinic-c") && refusal.contains("declined by the holder"),
         "{refusal}"
     );
+    for detail in ["cap", "ε", "policy:", "exceeded", "wage"] {
+        assert!(!refusal.contains(detail), "the refusal says '{detail}': {refusal}");
+    }
     assert_eq!(c.ledger(2).0.len(), 0, "a refused job costs nothing");
     c.wait(&job, 300, |s| s["state"] == "done");
 }

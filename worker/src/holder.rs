@@ -4,7 +4,13 @@
 //!
 //! Promises kept here:
 //! - a job is charged to the holder's ledger once, before anything is released, and covers
-//!   the noisy row count and every DP-SGD step of every round;
+//!   the noisy row count and every DP-SGD step of every round: the count is charged (key
+//!   `job J: row count`) before it is drawn, and the training (key `job J`), whose sampling
+//!   rate and noise follow from the noisy count, never from the exact one;
+//! - a job outside the holder's policy (largest ε and δ per job, allowed recipients) is
+//!   refused before anything is charged;
+//! - DP noise and batch sampling always come from the operating system's generator; a
+//!   configured `seed` fixes the model's randomness only;
 //! - each round is trained at most once: its result is cached in the state directory and
 //!   re-sent as is when asked again (after a coordinator or worker restart), so a retry
 //!   never releases a second, differently-noised update that the charge did not cover.
@@ -22,6 +28,7 @@ use fedsynth_proto::{JobSpec, ServerOptimizer};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::{Tvae, TvaeConfig};
+use fedsynth_synth::plan::{ROW_COUNT_NOISE, noisy_row_count};
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::Plan;
 use fedsynth_synth::table::{Format, Table, read_table, table_bytes};
@@ -32,9 +39,6 @@ use sha2::{Digest, Sha256};
 
 use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
-
-/// Standard deviation of the Gaussian noise on the row count that weights FedAvg.
-pub const COUNT_NOISE: f64 = 20.0;
 
 /// What the holder decided for a job, stored before the answer is sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +51,7 @@ pub struct JobPlan {
     pub sampling_rate: f64,
     /// Noise multiplier of local steps.
     pub noise_multiplier: f64,
-    /// The DP-noised row count (the FedAvg weight).
+    /// The DP-noised row count (the FedAvg weight, and what the sampling rate is set from).
     pub noisy_rows: f64,
     /// ε charged for the job (count + training, composed).
     pub epsilon: f64,
@@ -70,7 +74,14 @@ pub struct Holder {
     ledger_path: PathBuf,
     state_dir: PathBuf,
     device: DeviceChoice,
+    policy: crate::config::Policy,
+    cap_epsilon: f64,
+    /// The model's randomness (initialisation, latent noise, output sampling): seeded by the
+    /// config's `seed` when given. Never used for DP noise or batch sampling.
     rng: std::sync::Mutex<SecureRng>,
+    /// The state directory's lock, held for the holder's life: two workers on one state
+    /// directory would each charge and cache rounds behind the other's back.
+    _lock: std::fs::File,
     /// Each job's Adam state after its last trained round. Restarting the moments every
     /// round made each round's first steps sign steps of pure noise (m̂ = g, v̂ = g²); kept,
     /// they average the noise across rounds as in single-party training. In memory only: a
@@ -93,15 +104,32 @@ impl Holder {
         let table = read_table(&config.data)?;
         let device: DeviceChoice = config.device.parse()?;
         std::fs::create_dir_all(config.state_dir.join("jobs"))?;
-        let ledger_path = config.state_dir.join("ledger.db");
+        let lock_path = config.state_dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        if lock.try_lock().is_err() {
+            return Err(WorkerError::Config(format!(
+                "state directory {} is in use by another worker",
+                config.state_dir.display()
+            )));
+        }
+        let ledger_path = config
+            .ledger
+            .clone()
+            .unwrap_or_else(fedsynth_privacy::ledger::default_path);
+        if let Some(dir) = ledger_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         let ledger = Ledger::open(&ledger_path)?;
-        let holder = format!("{}/{}", config.federation, config.name);
-        let dataset = config.dataset.clone().unwrap_or_else(|| {
-            std::fs::canonicalize(&config.data)
-                .unwrap_or_else(|_| config.data.clone())
-                .display()
-                .to_string()
-        });
+        // One budget per dataset on this host, whichever command or federation spends it.
+        let holder = fedsynth_privacy::ledger::HOST.to_string();
+        let dataset = match &config.dataset {
+            Some(d) => d.clone(),
+            None => fedsynth_privacy::ledger::dataset_key(&config.data)?,
+        };
         ledger.set_cap(
             &holder,
             &dataset,
@@ -121,6 +149,9 @@ impl Holder {
             ledger_path,
             state_dir: config.state_dir.clone(),
             device,
+            _lock: lock,
+            policy: config.policy.clone(),
+            cap_epsilon: config.cap_epsilon,
             rng: std::sync::Mutex::new(rng),
             optimizers: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
@@ -172,7 +203,7 @@ impl Holder {
     /// (public edges and categories for every column) so that every holder builds the same
     /// encoder without spending budget on it.
     pub fn schema(&self, spec: &JobSpec) -> Result<Schema> {
-        let schema = Schema::from_toml(&spec.schema_toml)?;
+        let schema = Schema::from_toml(&spec.schema_toml)?.nullable_by_default();
         if !Plan::for_schema(&schema).is_free() {
             return Err(WorkerError::Invalid(
                 "the job's schema must give public bin edges and categories for every column"
@@ -191,34 +222,69 @@ impl Holder {
             return Ok(plan);
         }
         spec.validate().map_err(WorkerError::Invalid)?;
-        self.schema(spec)?;
-        let rows = self.rows();
-        let q = (f64::from(spec.batch_size) / rows as f64).min(1.0);
+        self.policy.check(spec, self.cap_epsilon)?;
+        let (_, model) = self.encoder(spec)?;
+        if model.parameters() as u64 != spec.parameters {
+            return Err(WorkerError::Invalid(format!(
+                "job {job}: the spec says the model has {} parameters, its schema gives {}",
+                spec.parameters,
+                model.parameters()
+            )));
+        }
         let steps = u64::from(spec.rounds) * u64::from(spec.local_steps);
         let delta = Delta::new(spec.delta)?;
-        let count = DpEvent::gaussian(1.0, COUNT_NOISE, 1)?;
+        let epsilon = Epsilon::new(spec.epsilon)?;
+        let ledger = Ledger::open(&self.ledger_path)?;
+        // A job that cannot fit is refused before its first part (the count) is charged.
+        let whole = DpEvent::approx_dp(spec.epsilon, spec.delta, 1)?;
+        if !ledger.would_fit(&self.holder, &self.dataset, std::slice::from_ref(&whole))? {
+            let st = ledger.statement(&self.holder, &self.dataset)?;
+            return Err(WorkerError::Invalid(format!(
+                "job {job}: ε = {} would not fit the cap (ε = {:.3} spent of {})",
+                spec.epsilon,
+                st.spent,
+                st.cap.epsilon.get()
+            )));
+        }
+        let count = DpEvent::gaussian(1.0, ROW_COUNT_NOISE, 1)?;
+        ledger.try_spend_once(
+            &self.holder,
+            &self.dataset,
+            std::slice::from_ref(&count),
+            &format!("job {job}: row count"),
+        )?;
+        // Charged: now the count may be drawn; it is kept so a re-offer reuses it.
+        let noisy_rows = self.noisy_count(job)?;
+        if delta.get() * noisy_rows as f64 >= 1.0 {
+            return Err(WorkerError::Invalid(format!(
+                "job {job}: δ = {} is not below 1/n for this holder's rows",
+                spec.delta
+            )));
+        }
+        let q = (f64::from(spec.batch_size) / noisy_rows as f64).min(1.0);
         let sigma = calibrate_noise(
             AccountantKind::Pld,
-            Epsilon::new(spec.epsilon)?,
+            epsilon,
             SamplingRate::new(q)?,
             Steps::new(steps)?,
             delta,
             std::slice::from_ref(&count),
         )?;
-        let events = vec![count, DpEvent::subsampled_gaussian(q, sigma.get(), steps)?];
-        let epsilon = AccountantKind::Pld.epsilon(&events, delta)?;
-        let ledger = Ledger::open(&self.ledger_path)?;
-        ledger.try_spend_once(&self.holder, &self.dataset, &events, &format!("job {job}"))?;
-        // Charged: now the count may be drawn, and it is kept before anything is sent.
-        let mut rng = self.rng();
-        let z = rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, &mut rng);
+        let training = DpEvent::subsampled_gaussian(q, sigma.get(), steps)?;
+        let total = AccountantKind::Pld.epsilon(&[count, training.clone()], delta)?;
+        ledger.try_spend_once(
+            &self.holder,
+            &self.dataset,
+            std::slice::from_ref(&training),
+            &format!("job {job}"),
+        )?;
         let plan = JobPlan {
             job_id: job.into(),
             spec_digest: hex::encode(Sha256::digest(spec.to_toml().as_bytes())),
             sampling_rate: q,
             noise_multiplier: sigma.get(),
-            noisy_rows: (rows as f64 + COUNT_NOISE * z).max(1.0),
-            epsilon,
+            noisy_rows: noisy_rows as f64,
+            epsilon: total,
         };
         let dir = self.job_dir(job)?;
         std::fs::create_dir_all(&dir)?;
@@ -232,6 +298,25 @@ impl Holder {
             std::io::Write::write_all(w, text.as_bytes())
         })?;
         Ok(plan)
+    }
+
+    /// The job's noisy row count: drawn once (after its charge) and kept in the job's
+    /// directory, so that a job offered again after a crash reuses it.
+    fn noisy_count(&self, job: &str) -> Result<usize> {
+        let dir = self.job_dir(job)?;
+        let path = dir.join("row-count");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return text
+                .trim()
+                .parse()
+                .map_err(|_| WorkerError::Invalid(format!("{}: not a count", path.display())));
+        }
+        let noisy = noisy_row_count(self.rows(), &mut SecureRng::for_dp_noise());
+        std::fs::create_dir_all(&dir)?;
+        envelope::write_atomically(&path, |w| {
+            std::io::Write::write_all(w, noisy.to_string().as_bytes())
+        })?;
+        Ok(noisy)
     }
 
     fn check_plan(&self, job: &str, spec: &JobSpec) -> Result<JobPlan> {
@@ -333,7 +418,7 @@ impl Holder {
             encoder.spans(),
             &cfg,
             &device,
-            &mut rng,
+            SecureRng::for_dp_noise(),
         )?;
         let local_adam = spec.server_optimizer == ServerOptimizer::Average;
         if local_adam {
@@ -399,11 +484,12 @@ impl Holder {
         };
         let plain = table_bytes(&synthetic, format)?;
         let mut sealed = Vec::with_capacity(plain.len() + 4096);
+        // Keys and nonces never come from the (possibly seeded) model generator.
         envelope::encrypt(
             std::io::Cursor::new(&plain),
             &mut sealed,
             &recipients,
-            &mut rng,
+            &mut SecureRng::from_os(),
         )?;
         Ok(sealed)
     }

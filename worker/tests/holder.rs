@@ -9,6 +9,9 @@ use fedsynth_privacy::ledger::Ledger;
 use fedsynth_privacy::rng::SecureRng;
 use fedsynth_proto::{JobSpec, SecureAggregation};
 use fedsynth_worker::holder::{JobPlan, weights_digest};
+use fedsynth_synth::encoder::Encoder;
+use fedsynth_synth::model::TvaeConfig;
+use fedsynth_synth::schema::Schema;
 use fedsynth_worker::{Holder, WorkerConfig};
 
 fn repo() -> PathBuf {
@@ -24,13 +27,22 @@ fn config(dir: &std::path::Path, cap: f64) -> WorkerConfig {
         data: repo().join("cli/tests/data/wage.csv"),
         dataset: Some("wage".into()),
         state_dir: dir.join("state"),
+        ledger: Some(dir.join("state/ledger.db")),
         cap_epsilon: cap,
         cap_delta: 1e-5,
         device: "cpu".into(),
         tls: None,
         insecure_plaintext: true,
         seed: Some(5),
+        policy: Default::default(),
     }
+}
+
+/// The model size the wage schema gives, as `fedsynth submit` computes it.
+fn wage_parameters() -> u64 {
+    let text = std::fs::read_to_string(repo().join("configs/wage.schema.toml")).unwrap();
+    let schema = Schema::from_toml(&text).unwrap().nullable_by_default();
+    TvaeConfig::new(Encoder::width_for(&schema).unwrap()).parameters() as u64
 }
 
 fn spec(recipient: &SecretKey) -> JobSpec {
@@ -58,6 +70,8 @@ fn spec(recipient: &SecretKey) -> JobSpec {
         format: "csv".into(),
         recipients: vec![recipient.public().to_text()],
         init_seed: 3,
+        parameters: wage_parameters(),
+        max_worker_weight: 1e7,
     }
 }
 
@@ -77,7 +91,7 @@ fn assert_same_plan(a: &JobPlan, b: &JobPlan) {
 fn spends(dir: &std::path::Path) -> usize {
     Ledger::open(dir.join("state/ledger.db"))
         .unwrap()
-        .statement("clinics/a", "wage")
+        .statement(fedsynth_privacy::ledger::HOST, "wage")
         .unwrap()
         .spends
         .len()
@@ -103,26 +117,44 @@ fn a_job_is_charged_once_and_each_round_trained_once() {
         plan.noisy_rows
     );
     assert_eq!(spends(dir.path()), 2, "count release + DP-SGD steps");
+    let notes: Vec<String> = Ledger::open(dir.path().join("state/ledger.db"))
+        .unwrap()
+        .statement(fedsynth_privacy::ledger::HOST, "wage")
+        .unwrap()
+        .spends
+        .into_iter()
+        .map(|s| s.note)
+        .collect();
+    assert_eq!(notes, ["job job-1: row count", "job job-1"]);
+    // q and σ follow the noisy count, never the exact one.
+    assert!((plan.sampling_rate - 100.0 / plan.noisy_rows).abs() < 1e-12);
+    assert_eq!(plan.noisy_rows.fract(), 0.0);
     // Offered again (a restart): the same plan, no new charge; a reopened holder too.
     assert_same_plan(&holder.accept("job-1", &spec).unwrap(), &plan);
-    let reopened = Holder::open(&config(dir.path(), 10.0)).unwrap();
-    assert_same_plan(&reopened.accept("job-1", &spec).unwrap(), &plan);
+    let init = holder.initial_weights(&spec).unwrap();
+    // A second worker on the same state directory is refused while this one runs.
+    let e = Holder::open(&config(dir.path(), 10.0)).unwrap_err().to_string();
+    assert!(e.contains("in use"), "{e}");
+    drop(holder);
+    let holder = Holder::open(&config(dir.path(), 10.0)).unwrap();
+    assert_same_plan(&holder.accept("job-1", &spec).unwrap(), &plan);
     assert_eq!(spends(dir.path()), 2);
 
     // Round 0 from the seeded weights, then round 1 from "global" weights.
-    let init = holder.initial_weights(&spec).unwrap();
     assert_eq!(
         init,
-        reopened.initial_weights(&spec).unwrap(),
+        holder.initial_weights(&spec).unwrap(),
         "every holder starts from the same model"
     );
     let r0 = holder.train_round("job-1", &spec, 0, &init, "").unwrap();
     assert_eq!(r0.len(), init.len());
     assert_ne!(r0, init, "training moved the weights");
     assert!(r0.iter().all(|v| v.is_finite()));
-    // Asked again: the cached bytes, not a second noisy update.
+    // Asked again after a restart: the cached bytes, not a second noisy update.
+    drop(holder);
+    let holder = Holder::open(&config(dir.path(), 10.0)).unwrap();
     assert_eq!(
-        reopened.train_round("job-1", &spec, 0, &init, "").unwrap(),
+        holder.train_round("job-1", &spec, 0, &init, "").unwrap(),
         r0
     );
     assert_eq!(
@@ -132,6 +164,18 @@ fn a_job_is_charged_once_and_each_round_trained_once() {
     // Asked to redo round 0 from other weights: refused.
     let other = weights_digest(&r0);
     assert!(holder.train_round("job-1", &spec, 0, &r0, &other).is_err());
+    // Global weights that are not finite or out of range are refused before any step, and
+    // nothing is cached for the round.
+    for poison in [f32::NAN, f32::INFINITY, 1e30] {
+        let mut bad = r0.clone();
+        bad[7] = poison;
+        let e = holder
+            .train_round("job-1", &spec, 1, &bad, &weights_digest(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weight 7"), "{e}");
+        assert_eq!(holder.cached_round("job-1", 1, &weights_digest(&bad)).unwrap(), None);
+    }
     let r1 = holder.train_round("job-1", &spec, 1, &r0, &other).unwrap();
     // Past the last round: refused.
     assert!(
@@ -163,13 +207,21 @@ fn a_job_is_charged_once_and_each_round_trained_once() {
 #[test]
 fn a_job_past_the_cap_or_with_an_incomplete_schema_is_refused_and_costs_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let holder = Holder::open(&config(dir.path(), 0.5)).unwrap();
     let key = SecretKey::generate(&mut SecureRng::from_seed(1));
+    // Past the policy's default (half the cap per job), and past the cap itself.
+    let holder = Holder::open(&config(dir.path(), 3.0)).unwrap();
+    let e = holder.accept("job-1", &spec(&key)).unwrap_err().to_string();
+    assert!(e.contains("policy") && e.contains("at most 1.5"), "{e}");
+    drop(holder);
+    let mut cfg = config(dir.path(), 1.0);
+    cfg.policy.max_job_epsilon = Some(5.0);
+    let holder = Holder::open(&cfg).unwrap();
     let e = holder.accept("job-1", &spec(&key)).unwrap_err().to_string();
     assert!(e.contains("cap"), "{e}");
-    assert_eq!(spends(dir.path()), 0);
+    assert_eq!(spends(dir.path()), 0, "not even the row count is charged");
     assert!(holder.plan("job-1").unwrap().is_none());
 
+    drop(holder);
     let holder = Holder::open(&config(dir.path(), 10.0)).unwrap();
     let mut s = spec(&key);
     s.schema_toml = "version = 1\n[[columns]]\nname = \"age\"\nkind = \"integer\"\n".into();
@@ -231,4 +283,45 @@ fn holders_take_plain_sgd_steps_under_server_adam_and_adam_steps_under_fedavg() 
     let lr = base.learning_rate as f32;
     assert!(adam > 0.5 * lr && adam < 10.0 * lr, "{adam}");
     assert!(adam > 10.0 * tiny, "{adam} vs {tiny}");
+}
+
+#[test]
+fn the_policy_limits_each_job_and_its_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate(&mut SecureRng::from_seed(1));
+    let other = SecretKey::generate(&mut SecureRng::from_seed(2));
+    let mut cfg = config(dir.path(), 10.0);
+    cfg.policy.max_job_delta = Some(1e-6);
+    let holder = Holder::open(&cfg).unwrap();
+    let e = holder.accept("job-d", &spec(&key)).unwrap_err().to_string();
+    assert!(e.contains("δ"), "{e}");
+    drop(holder);
+    let mut cfg = config(dir.path(), 10.0);
+    cfg.policy.allowed_recipients = vec![key.public().to_text()];
+    let holder = Holder::open(&cfg).unwrap();
+    let e = holder.accept("job-r", &spec(&other)).unwrap_err().to_string();
+    assert!(e.contains("recipient 1"), "{e}");
+    assert_eq!(spends(dir.path()), 0);
+    holder.accept("job-ok", &spec(&key)).unwrap();
+    assert_eq!(spends(dir.path()), 2);
+}
+
+#[test]
+fn workers_and_the_coordinator_bound_weights_alike() {
+    assert_eq!(
+        fedsynth_proto::MAX_ABS_WEIGHT,
+        fedsynth_synth::model::MAX_ABS_WEIGHT
+    );
+}
+
+#[test]
+fn plaintext_only_reaches_a_coordinator_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 10.0);
+    cfg.validate().unwrap();
+    for far in ["http://10.0.0.7:7443", "http://coordinator.example:7443", "http://0.0.0.0:1"] {
+        cfg.coordinator = far.into();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("loopback"), "{e}");
+    }
 }
