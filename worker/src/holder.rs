@@ -235,9 +235,21 @@ impl Holder {
         let delta = Delta::new(spec.delta)?;
         let epsilon = Epsilon::new(spec.epsilon)?;
         let ledger = Ledger::open(&self.ledger_path)?;
-        // A job that cannot fit is refused before its first part (the count) is charged.
-        let whole = DpEvent::approx_dp(spec.epsilon, spec.delta, 1)?;
-        if !ledger.would_fit(&self.holder, &self.dataset, std::slice::from_ref(&whole))? {
+        // A job that cannot fit is refused before its first part (the count) is charged. The
+        // gate must not look at the rows, so it stands in for the training with the one
+        // Gaussian release that costs the job's (ε, δ) together with the count: calibrated
+        // to the same target, the real steps compose with the ledger almost exactly alike.
+        let count = DpEvent::gaussian(1.0, ROW_COUNT_NOISE, 1)?;
+        let stand_in = calibrate_noise(
+            AccountantKind::Pld,
+            epsilon,
+            SamplingRate::new(1.0)?,
+            Steps::new(1)?,
+            delta,
+            std::slice::from_ref(&count),
+        )?;
+        let whole = [count.clone(), DpEvent::gaussian(1.0, stand_in.get(), 1)?];
+        if !ledger.would_fit(&self.holder, &self.dataset, &whole)? {
             let st = ledger.statement(&self.holder, &self.dataset)?;
             return Err(WorkerError::Invalid(format!(
                 "job {job}: ε = {} would not fit the cap (ε = {:.3} spent of {})",
@@ -246,7 +258,6 @@ impl Holder {
                 st.cap.epsilon.get()
             )));
         }
-        let count = DpEvent::gaussian(1.0, ROW_COUNT_NOISE, 1)?;
         ledger.try_spend_once(
             &self.holder,
             &self.dataset,
