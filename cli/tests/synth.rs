@@ -300,6 +300,30 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
 }
 
 #[test]
+fn a_copy_of_the_data_shares_its_budget() {
+    // The ledger names a dataset by the digest of its bytes, not its path: copying the file
+    // elsewhere does not buy a fresh budget.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ledger = d.join("ledger.db");
+    let copy = d.join("elsewhere").join("copy-of-wage.csv");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(wage(), &copy).unwrap();
+    let run = |input: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "synth", "--input", s(input), "--out", s(out), "--ledger", s(&ledger), "--epochs",
+            "1", "--epsilon", "2.5",
+        ];
+        args.extend_from_slice(extra);
+        fedsynth(&args)
+    };
+    let o = run(&wage(), &d.join("a.csv"), &["--cap", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&copy, &d.join("b.csv"), &[]);
+    assert_clean_failure(&o, "budget exceeded", &d.join("b.csv"));
+}
+
+#[test]
 fn the_ledger_refuses_a_run_past_the_cap_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.db");

@@ -214,6 +214,38 @@ async fn global_weights(client: &mut Fed, me: &str, job: &str) -> Vec<f32> {
 }
 
 #[tokio::test]
+async fn a_flood_of_refused_calls_cannot_flood_the_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start(dir.path()).await;
+    let mut bad = fed(&url, "not-a-token-at-all-000").await;
+    let huge = "w".repeat(1 << 20);
+    for _ in 0..(fedsynth_coordinator::server::DENIALS_PER_MINUTE + 30) {
+        let e = bad
+            .poll(pb::PollRequest {
+                worker_id: huge.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+    let mut j = jobs(&url, OWNER).await;
+    let trail = j
+        .list_audit(pb::ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let denied: Vec<_> = trail.iter().filter(|e| e.action == "denied").collect();
+    assert_eq!(
+        denied.len(),
+        fedsynth_coordinator::server::DENIALS_PER_MINUTE as usize
+    );
+    // The raw id is never written: neither in full nor as the actor.
+    assert!(trail.iter().all(|e| e.actor.len() < 200 && e.detail.len() < 1200));
+    assert_eq!(fedsynth_proto::verify_audit(&trail, true), Ok(()));
+}
+
+#[tokio::test]
 async fn refusals_carry_the_right_status() {
     let dir = tempfile::tempdir().unwrap();
     let url = start(dir.path()).await;

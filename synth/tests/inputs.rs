@@ -115,3 +115,17 @@ fn csv_output_never_carries_a_live_formula() {
     assert!(out.contains("plain,"), "{out}");
     assert!(out.contains(",-1.5"), "numbers keep their sign: {out}");
 }
+
+#[test]
+fn a_schema_too_wide_for_a_model_is_refused() {
+    let cats: Vec<String> = (0..70_000).map(|i| format!("\"v{i}\"")).collect();
+    let schema = Schema::from_toml(&format!(
+        "version = 1\n[[columns]]\nname = \"c\"\nkind = \"categorical\"\ncategories = [{}]\n",
+        cats.join(",")
+    ))
+    .unwrap();
+    let e = fedsynth_synth::encoder::Encoder::width_for(&schema)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than the 65536"), "{e}");
+}

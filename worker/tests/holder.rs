@@ -301,6 +301,25 @@ fn the_policy_limits_each_job_and_its_recipients() {
     let holder = Holder::open(&cfg).unwrap();
     let e = holder.accept("job-r", &spec(&other)).unwrap_err().to_string();
     assert!(e.contains("recipient 1"), "{e}");
+    drop(holder);
+    let mut cfg = config(dir.path(), 10.0);
+    cfg.policy.max_output_rows = Some(39);
+    let holder = Holder::open(&cfg).unwrap();
+    let e = holder.accept("job-n", &spec(&key)).unwrap_err().to_string();
+    assert!(e.contains("output rows"), "{e}");
+    drop(holder);
+    let mut cfg = config(dir.path(), 10.0);
+    cfg.policy.max_parameters = Some(1000);
+    let holder = Holder::open(&cfg).unwrap();
+    let e = holder.accept("job-p", &spec(&key)).unwrap_err().to_string();
+    assert!(e.contains("parameters"), "{e}");
+    // A spec whose model size disagrees with its schema is refused too.
+    drop(holder);
+    let holder = Holder::open(&config(dir.path(), 10.0)).unwrap();
+    let mut wrong = spec(&key);
+    wrong.parameters += 1;
+    let e = holder.accept("job-w", &wrong).unwrap_err().to_string();
+    assert!(e.contains("parameters"), "{e}");
     assert_eq!(spends(dir.path()), 0);
     holder.accept("job-ok", &spec(&key)).unwrap();
     assert_eq!(spends(dir.path()), 2);
