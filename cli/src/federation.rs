@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use fedsynth_coordinator::CoordinatorConfig;
 use fedsynth_privacy::envelope::{self, PublicKey};
+use fedsynth_privacy::signature::ArtifactSignature;
 use fedsynth_proto::client::{ClientTls, Token, connect};
 use fedsynth_proto::v1::jobs_client::JobsClient;
 use fedsynth_proto::v1::{self as pb};
@@ -308,12 +309,53 @@ pub fn fetch(args: &FetchArgs) -> Result<()> {
             chunks.push(chunk.data);
         }
         let total: usize = chunks.iter().map(Vec::len).sum();
+        // Who made it: checked before anything is written.
+        let text = client
+            .fetch_signature(pb::FetchArtifactRequest { job_id: args.job.clone() })
+            .await
+            .map_err(status_err)?
+            .into_inner()
+            .text;
+        let signed_by = if text.is_empty() {
+            if !args.allow_unsigned {
+                bail!(
+                    "job {}: the output is not signed (its worker had no certificate), so anyone \
+                     who knows the recipients' keys could have made it; pass --allow-unsigned to take it anyway",
+                    args.job
+                );
+            }
+            eprintln!("WARNING: job {}: the output is not signed by any worker", args.job);
+            None
+        } else {
+            let ca = args.signer_ca.as_ref().or(args.client.ca.as_ref()).ok_or_else(|| {
+                anyhow!("pass --signer-ca (the federation's CA) to check who signed the output")
+            })?;
+            let ca_pem =
+                std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            let signature = ArtifactSignature::from_text(&text)?;
+            let sealed: Vec<u8> = chunks.concat();
+            let signers = signature
+                .verify(&args.job, &sealed, &ca_pem)
+                .with_context(|| format!("job {}: the output's signature does not hold", args.job))?;
+            Some((signature, signers))
+        };
         envelope::write_atomically(&target, |w| {
             for c in &chunks {
                 std::io::Write::write_all(w, c)?;
             }
             Ok(())
         })?;
+        if let Some((signature, signers)) = &signed_by {
+            let sig_path = args.out.join(format!("{}.fsx.sig", args.job));
+            envelope::write_atomically(&sig_path, |w| {
+                std::io::Write::write_all(w, signature.to_text().as_bytes())
+            })?;
+            eprintln!(
+                "signed by worker {} (certificate issued by the federation's CA); signature in {}",
+                signers.join(", "),
+                sig_path.display()
+            );
+        }
         println!(
             "wrote {} ({total} bytes, encrypted): open it with fedsynth decrypt {} --key NAME.key --out FILE",
             target.display(),

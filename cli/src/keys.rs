@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use fedsynth_privacy::envelope::{PublicKey, SecretKey, decrypt_file, encrypt_file};
 use fedsynth_privacy::rng::SecureRng;
+use fedsynth_privacy::signature::ArtifactSignature;
 
 use crate::{DecryptArgs, EncryptArgs, KeygenArgs};
 
@@ -51,6 +52,25 @@ pub fn decrypt(args: &DecryptArgs) -> Result<()> {
     let key = SecretKey::read(&args.key)?;
     if args.out == args.file {
         bail!("--out must differ from the input file");
+    }
+    if let Some(ca) = &args.signer_ca {
+        let sig_path = with_ext(&args.file, "sig");
+        let text = std::fs::read_to_string(&sig_path)
+            .with_context(|| format!("cannot read the signature {}", sig_path.display()))?;
+        let sealed = std::fs::read(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?;
+        let ca_pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        let signature = ArtifactSignature::from_text(&text)
+            .with_context(|| format!("{}", sig_path.display()))?;
+        let signers = signature
+            .verify(&signature.job_id.clone(), &sealed, &ca_pem)
+            .with_context(|| format!("{}: not signed by a worker of this CA", args.file.display()))?;
+        eprintln!(
+            "signed by worker {} for job {} (certificate issued by {})",
+            signers.join(", "),
+            signature.job_id,
+            ca.display()
+        );
     }
     let n = decrypt_file(&args.file, &args.out, &key)
         .with_context(|| format!("cannot decrypt {}", args.file.display()))?;

@@ -127,9 +127,17 @@ pub struct StatusArgs {
 pub struct FetchArgs {
     /// The job.
     job: String,
-    /// Directory to write JOB_ID.fsx into.
+    /// Directory to write JOB_ID.fsx (and its signature, JOB_ID.fsx.sig) into.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// The federation's CA, which issued the workers' certificates: the output must be
+    /// signed by a worker it certified (default: --ca).
+    #[arg(long, value_name = "FILE")]
+    signer_ca: Option<PathBuf>,
+    /// Accept an output no worker signed (a plaintext loopback federation, whose workers
+    /// have no certificate). Anyone who knows the recipients' keys could have made it.
+    #[arg(long)]
+    allow_unsigned: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -329,6 +337,10 @@ pub struct DecryptArgs {
     /// Where to write the plaintext; written only once the whole file has authenticated.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    /// Check, before decrypting, that a worker certified by this CA signed the file (its
+    /// signature is FILE.sig, as `fedsynth fetch` writes it).
+    #[arg(long, value_name = "CA.pem")]
+    signer_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {

@@ -871,6 +871,49 @@ impl Jobs for JobsService {
         Ok(Response::new(c.stream_object(&record.artifact_key).await?))
     }
 
+    async fn fetch_signature(
+        &self,
+        req: Request<pb::FetchArtifactRequest>,
+    ) -> Result<Response<pb::ArtifactSignatureText>, Status> {
+        let c = &self.0;
+        c.owner(bearer(&req), "fetch").await?;
+        let id = req.into_inner().job_id;
+        let record = c
+            .store
+            .job(&id)
+            .await?
+            .ok_or_else(|| CoordinatorError::NotFound(format!("no job '{id}'")))?;
+        if record.state != JobState::Done {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "job {id} is {}, not done: nothing to fetch yet",
+                record.state.as_str()
+            ))
+            .into());
+        }
+        let mut text = Vec::new();
+        match c
+            .artifacts
+            .stream(&format!("{}.sig", record.artifact_key))
+            .await
+        {
+            Ok(stream) => {
+                let mut stream = Box::pin(stream);
+                while let Some(piece) = stream.next().await {
+                    text.extend_from_slice(&piece?);
+                    if text.len() > fedsynth_proto::MAX_SIGNATURE_BYTES {
+                        break;
+                    }
+                }
+            }
+            // An unsigned artifact (its worker had no certificate) has no signature object.
+            Err(CoordinatorError::Artifacts(object_store::Error::NotFound { .. })) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Response::new(pb::ArtifactSignatureText {
+            text: String::from_utf8_lossy(&text).into_owned(),
+        }))
+    }
+
     async fn list_audit(
         &self,
         req: Request<pb::ListAuditRequest>,
@@ -1248,10 +1291,14 @@ impl Federation for FederationService {
         let (_, worker) = c
             .worker(&creds, Some(&header.worker_id), "artifact")
             .await?;
-        if header.size > MAX_ARTIFACT_BYTES || header.sha256.len() != 64 {
-            return Err(
-                CoordinatorError::Invalid("artifact header: bad size or SHA-256".into()).into(),
-            );
+        if header.size > MAX_ARTIFACT_BYTES
+            || header.sha256.len() != 64
+            || header.signature.len() > fedsynth_proto::MAX_SIGNATURE_BYTES
+        {
+            return Err(CoordinatorError::Invalid(
+                "artifact header: bad size, SHA-256 or signature".into(),
+            )
+            .into());
         }
         let format = {
             let state = c.state.lock().await;
@@ -1299,6 +1346,13 @@ impl Federation for FederationService {
             upload.put(part.into()).await?;
         }
         upload.finish(header.size, &header.sha256).await?;
+        // The signature goes beside the artifact (the owner, not the coordinator, checks it),
+        // stored before the job is marked done.
+        if !header.signature.is_empty() {
+            let mut sig = c.artifacts.upload(&format!("{key}.sig")).await?;
+            sig.put(header.signature.clone().into_bytes().into()).await?;
+            sig.finish_own().await?;
+        }
         let mut state = c.state.lock().await;
         if c.store.finish(&header.job_id, &key, header.size).await? {
             c.store

@@ -534,6 +534,7 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
                     job_id: job.clone(),
                     size: body.len() as u64,
                     sha256: sha,
+                    signature: "{\"stored\": \"as sent\"}".into(),
                 })),
             },
             pb::ArtifactChunk {
@@ -572,6 +573,16 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
         fetched.extend(c.data);
     }
     assert_eq!(fetched, body);
+    // The worker's signature is kept beside it, as sent (the owner checks it).
+    let sig = j
+        .fetch_signature(pb::FetchArtifactRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .text;
+    assert_eq!(sig, "{\"stored\": \"as sent\"}");
     let trail = j
         .list_audit(pb::ListAuditRequest {
             job_id: job.clone(),

@@ -21,6 +21,7 @@ pub mod pld;
 pub mod rdp;
 pub mod rng;
 pub mod sampling;
+pub mod signature;
 pub mod special;
 
 pub use accountant::{AccountantKind, calibrate_noise, dpsgd_epsilon};

@@ -106,6 +106,9 @@ impl std::fmt::Display for Round {
     }
 }
 
+/// Largest artifact signature (JSON) a worker may send and the coordinator returns.
+pub const MAX_SIGNATURE_BYTES: usize = 64 << 10;
+
 /// Most entries one `ListAudit` answer carries; the CLI pages through longer trails.
 pub const AUDIT_PAGE: u32 = 1000;
 

@@ -362,6 +362,9 @@ fn three_holders_train_one_generator_over_mutual_tls() {
         !String::from_utf8_lossy(&sealed).contains("wage"),
         "the artifact must be encrypted"
     );
+    // Signed by the sampling worker's enrolled key, checked against the federation's CA.
+    let signature = std::fs::read_to_string(c.path(&format!("fetched/{job}.fsx.sig"))).unwrap();
+    assert!(signature.contains(&job), "{signature}");
     c.ok(&[
         "decrypt",
         &format!("fetched/{job}.fsx"),
@@ -369,7 +372,33 @@ fn three_holders_train_one_generator_over_mutual_tls() {
         "team.key",
         "--out",
         "synthetic.csv",
+        "--signer-ca",
+        "certs/ca.pem",
     ]);
+    // A file changed in the artifact store (by anyone who can write there, the coordinator
+    // included) is refused by fetch, which writes nothing; so is a forged signature file.
+    let stored = c.path(&format!("artifacts/jobs/{job}/synthetic.csv.fsx"));
+    let mut forged = std::fs::read(&stored).unwrap();
+    let mid = forged.len() / 2;
+    forged[mid] ^= 1;
+    std::fs::write(&stored, &forged).unwrap();
+    let out = c.run(&["fetch", &job, "--out", "refetched"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("signature does not hold"), "{err}");
+    assert!(!c.path(&format!("refetched/{job}.fsx")).exists());
+    std::fs::write(c.path("forged.fsx"), &forged).unwrap();
+    std::fs::copy(
+        c.path(&format!("fetched/{job}.fsx.sig")),
+        c.path("forged.fsx.sig"),
+    )
+    .unwrap();
+    let out = c.run(&[
+        "decrypt", "forged.fsx", "--key", "team.key", "--out", "forged.csv", "--signer-ca",
+        "certs/ca.pem",
+    ]);
+    assert!(!out.status.success());
+    assert!(!c.path("forged.csv").exists());
     let text = std::fs::read_to_string(c.path("synthetic.csv")).unwrap();
     let mut lines = text.lines();
     let header = lines.next().unwrap();

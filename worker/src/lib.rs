@@ -131,7 +131,7 @@ async fn session(config: &WorkerConfig, holder: &Arc<Holder>) -> Result<()> {
                     train_round(&mut client.clone(), holder, &me, train).await
                 }
                 Some(Task::Sample(sample)) => {
-                    sample_job(&mut client.clone(), holder, &me, sample).await
+                    sample_job(&mut client.clone(), config, holder, &me, sample).await
                 }
                 Some(Task::Idle(_)) | None => {
                     tokio::time::sleep(interval).await;
@@ -351,8 +351,29 @@ async fn train_round(
     }
 }
 
+/// Signs an artifact with this worker's certificate key (its enrolled identity), so the
+/// job's owner can tell that an enrolled worker made it; empty without a certificate (a
+/// plaintext loopback federation).
+fn sign_artifact(config: &WorkerConfig, job: &str, sealed: &[u8]) -> Result<String> {
+    let Some((cert, key)) = config
+        .tls
+        .as_ref()
+        .filter(|_| !config.insecure_plaintext)
+        .and_then(|t| Some((t.cert.as_ref()?, t.key.as_ref()?)))
+    else {
+        return Ok(String::new());
+    };
+    let cert_pem = std::fs::read_to_string(cert)?;
+    let key_pem = zeroize::Zeroizing::new(std::fs::read(key)?);
+    let signature =
+        fedsynth_privacy::signature::ArtifactSignature::sign(job, sealed, &key_pem, &cert_pem)
+            .map_err(|e| WorkerError::Config(format!("{}: {e}", key.display())))?;
+    Ok(signature.to_text())
+}
+
 async fn sample_job(
     client: &mut Client,
+    config: &WorkerConfig,
     holder: &Arc<Holder>,
     me: &str,
     task: pb::SampleJob,
@@ -370,6 +391,7 @@ async fn sample_job(
         job_id: job.clone(),
         size: sealed.len() as u64,
         sha256: hex::encode(Sha256::digest(&sealed)),
+        signature: sign_artifact(config, &job, &sealed)?,
     };
     let mut messages = vec![pb::ArtifactChunk {
         part: Some(pb::artifact_chunk::Part::Header(header)),
