@@ -229,6 +229,21 @@ impl Store {
             .connect(&url)
             .await?;
         if backend == Backend::Sqlite {
+            // The store holds tokens' effects, the workers' certificate bindings and the audit
+            // trail: readable and writable by the coordinator's user only.
+            #[cfg(unix)]
+            if let Some(file) = url
+                .strip_prefix("sqlite://")
+                .map(|rest| rest.split('?').next().unwrap_or(rest))
+                .filter(|f| !f.is_empty() && !f.starts_with(':'))
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(file)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
             sqlx::query("PRAGMA journal_mode = WAL")
                 .fetch_all(&pool)
                 .await?;
