@@ -154,7 +154,8 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
     }
     table.insert("schema_toml".into(), toml::Value::String(schema.to_toml()));
     // The model's size, which fixes the size of every update the coordinator takes.
-    let width = Encoder::width_for(&schema).map_err(|e| anyhow!("{}: {e}", schema_path.display()))?;
+    let width =
+        Encoder::width_for(&schema).map_err(|e| anyhow!("{}: {e}", schema_path.display()))?;
     let parameters = TvaeConfig::new(width).parameters();
     table.insert(
         "parameters".into(),

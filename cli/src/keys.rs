@@ -64,7 +64,9 @@ pub fn decrypt(args: &DecryptArgs) -> Result<()> {
             .with_context(|| format!("{}", sig_path.display()))?;
         let signers = signature
             .verify(&signature.job_id.clone(), &sealed, &ca_pem)
-            .with_context(|| format!("{}: not signed by a worker of this CA", args.file.display()))?;
+            .with_context(|| {
+                format!("{}: not signed by a worker of this CA", args.file.display())
+            })?;
         eprintln!(
             "signed by worker {} for job {} (certificate issued by {})",
             signers.join(", "),

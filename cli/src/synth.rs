@@ -137,7 +137,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         Some((_, delta)) => {
             let ledger_path = args.ledger.clone().unwrap_or_else(default_ledger);
             let ledger = Ledger::open(&ledger_path)?;
-            if ledger.cap(fedsynth_privacy::ledger::HOST, &dataset)?.is_none() {
+            if ledger
+                .cap(fedsynth_privacy::ledger::HOST, &dataset)?
+                .is_none()
+            {
                 let cap = Budget {
                     epsilon: Epsilon::new(args.cap)?,
                     delta,

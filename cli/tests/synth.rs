@@ -311,8 +311,17 @@ fn a_copy_of_the_data_shares_its_budget() {
     std::fs::copy(wage(), &copy).unwrap();
     let run = |input: &Path, out: &Path, extra: &[&str]| {
         let mut args = vec![
-            "synth", "--input", s(input), "--out", s(out), "--ledger", s(&ledger), "--epochs",
-            "1", "--epsilon", "2.5",
+            "synth",
+            "--input",
+            s(input),
+            "--out",
+            s(out),
+            "--ledger",
+            s(&ledger),
+            "--epochs",
+            "1",
+            "--epsilon",
+            "2.5",
         ];
         args.extend_from_slice(extra);
         fedsynth(&args)

@@ -176,28 +176,6 @@ impl Credentials {
     }
 }
 
-/// The DNS subject alternative names of a DER certificate (none if it does not parse).
-fn certificate_names(der: &[u8]) -> Vec<String> {
-    use x509_parser::extensions::GeneralName;
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    cert.subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|g| match g {
-                    GeneralName::DNSName(n) => Some((*n).to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, Status>> + Send + 'static>>;
 
 impl Coordinator {
@@ -243,6 +221,22 @@ impl Coordinator {
             wake: tokio::sync::Notify::new(),
             denials: std::sync::Mutex::new(Denials::default()),
         }))
+    }
+
+    /// A finished job's record, for fetching its output.
+    async fn done_job(&self, id: &str) -> Result<JobRecord> {
+        let record = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| CoordinatorError::NotFound(format!("no job '{id}'")))?;
+        if record.state != JobState::Done {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "job {id} is {}, not done: nothing to fetch yet",
+                record.state.as_str()
+            )));
+        }
+        Ok(record)
     }
 
     /// Records a refused call in the audit trail, at most [`DENIALS_PER_MINUTE`] a minute:
@@ -598,8 +592,11 @@ impl Coordinator {
         } else {
             let leaf = req.peer_certs().filter(|c| !c.is_empty());
             (
-                leaf.as_ref().map(|c| hex::encode(Sha256::digest(c[0].as_ref()))),
-                Some(leaf.map_or_else(Vec::new, |c| certificate_names(c[0].as_ref()))),
+                leaf.as_ref()
+                    .map(|c| hex::encode(Sha256::digest(c[0].as_ref()))),
+                Some(leaf.map_or_else(Vec::new, |c| {
+                    fedsynth_privacy::signature::certificate_names(c[0].as_ref())
+                })),
             )
         };
         Credentials {
@@ -848,18 +845,7 @@ impl Jobs for JobsService {
         let c = &self.0;
         c.owner(bearer(&req), "fetch").await?;
         let id = req.into_inner().job_id;
-        let record = c
-            .store
-            .job(&id)
-            .await?
-            .ok_or_else(|| CoordinatorError::NotFound(format!("no job '{id}'")))?;
-        if record.state != JobState::Done {
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "job {id} is {}, not done: nothing to fetch yet",
-                record.state.as_str()
-            ))
-            .into());
-        }
+        let record = c.done_job(&id).await?;
         c.store
             .audit(
                 "owner",
@@ -878,18 +864,7 @@ impl Jobs for JobsService {
         let c = &self.0;
         c.owner(bearer(&req), "fetch").await?;
         let id = req.into_inner().job_id;
-        let record = c
-            .store
-            .job(&id)
-            .await?
-            .ok_or_else(|| CoordinatorError::NotFound(format!("no job '{id}'")))?;
-        if record.state != JobState::Done {
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "job {id} is {}, not done: nothing to fetch yet",
-                record.state.as_str()
-            ))
-            .into());
-        }
+        let record = c.done_job(&id).await?;
         let mut text = Vec::new();
         match c
             .artifacts
@@ -928,7 +903,11 @@ impl Jobs for JobsService {
         };
         let entries = c
             .store
-            .audit_trail((!job.is_empty()).then_some(job.as_str()), body.after_seq, limit)
+            .audit_trail(
+                (!job.is_empty()).then_some(job.as_str()),
+                body.after_seq,
+                limit,
+            )
             .await?
             .into_iter()
             .map(|a| pb::AuditEntry {
@@ -1350,7 +1329,8 @@ impl Federation for FederationService {
         // stored before the job is marked done.
         if !header.signature.is_empty() {
             let mut sig = c.artifacts.upload(&format!("{key}.sig")).await?;
-            sig.put(header.signature.clone().into_bytes().into()).await?;
+            sig.put(header.signature.clone().into_bytes().into())
+                .await?;
             sig.finish_own().await?;
         }
         let mut state = c.state.lock().await;

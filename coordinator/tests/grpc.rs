@@ -241,7 +241,11 @@ async fn a_flood_of_refused_calls_cannot_flood_the_audit_trail() {
         fedsynth_coordinator::server::DENIALS_PER_MINUTE as usize
     );
     // The raw id is never written: neither in full nor as the actor.
-    assert!(trail.iter().all(|e| e.actor.len() < 200 && e.detail.len() < 1200));
+    assert!(
+        trail
+            .iter()
+            .all(|e| e.actor.len() < 200 && e.detail.len() < 1200)
+    );
     assert_eq!(fedsynth_proto::verify_audit(&trail, true), Ok(()));
 }
 

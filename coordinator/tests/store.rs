@@ -186,7 +186,10 @@ async fn suite(store: &Store) {
             .collect()
     };
     assert_eq!(fedsynth_proto::verify_audit(&entries(&whole), true), Ok(()));
-    assert_eq!(fedsynth_proto::verify_audit(&entries(&trail), false), Ok(()));
+    assert_eq!(
+        fedsynth_proto::verify_audit(&entries(&trail), false),
+        Ok(())
+    );
     let mut paged = store.audit_trail(None, 0, 2).await.unwrap();
     paged.extend(store.audit_trail(None, paged[1].seq, 1000).await.unwrap());
     assert_eq!(paged, whole);
@@ -195,8 +198,17 @@ async fn suite(store: &Store) {
         .audit(&"x".repeat(1 << 20), "denied", "", "line one\nforged line")
         .await
         .unwrap();
-    let last = store.audit_trail(None, 0, 1000).await.unwrap().pop().unwrap();
-    assert!(last.actor.len() < 200 && last.actor.ends_with("[cut]"), "{}", last.actor.len());
+    let last = store
+        .audit_trail(None, 0, 1000)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(
+        last.actor.len() < 200 && last.actor.ends_with("[cut]"),
+        "{}",
+        last.actor.len()
+    );
     assert!(!last.detail.contains('\n'));
     assert!(
         store

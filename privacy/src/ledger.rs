@@ -323,7 +323,10 @@ impl Ledger {
             let earlier: Vec<Spend> = spent.into_iter().filter(|s| s.note == note).collect();
             if !earlier.iter().map(|s| &s.event).eq(new.iter()) {
                 let describe = |events: &mut dyn Iterator<Item = &DpEvent>| {
-                    events.map(DpEvent::describe).collect::<Vec<_>>().join(" + ")
+                    events
+                        .map(DpEvent::describe)
+                        .collect::<Vec<_>>()
+                        .join(" + ")
                 };
                 return Err(PrivacyError::SpendMismatch {
                     key: note.into(),

@@ -10,8 +10,8 @@
 //! Keys: ECDSA P-256 (what `fedsynth certs` issues) or Ed25519, in PKCS#8 PEM.
 
 use ring::signature::{
-    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ED25519, EcdsaKeyPair,
-    Ed25519KeyPair, UnparsedPublicKey,
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair,
+    UnparsedPublicKey,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -85,20 +85,19 @@ impl ArtifactSignature {
         let msg = message(job_id, &sha256);
         let der = pkcs8.secret_pkcs8_der();
         let rng = ring::rand::SystemRandom::new();
-        let signature = if let Ok(k) =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng)
-        {
-            k.sign(&rng, &msg)
-                .map_err(|_| SignatureError::Key("ECDSA signing failed".into()))?
-                .as_ref()
-                .to_vec()
-        } else if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
-            k.sign(&msg).as_ref().to_vec()
-        } else {
-            return Err(SignatureError::Key(
-                "only ECDSA P-256 and Ed25519 keys can sign outputs".into(),
-            ));
-        };
+        let signature =
+            if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng) {
+                k.sign(&rng, &msg)
+                    .map_err(|_| SignatureError::Key("ECDSA signing failed".into()))?
+                    .as_ref()
+                    .to_vec()
+            } else if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+                k.sign(&msg).as_ref().to_vec()
+            } else {
+                return Err(SignatureError::Key(
+                    "only ECDSA P-256 and Ed25519 keys can sign outputs".into(),
+                ));
+            };
         Ok(Self {
             job_id: job_id.into(),
             sha256,
@@ -115,7 +114,9 @@ impl ArtifactSignature {
     /// Reads a signature file's text.
     pub fn from_text(text: &str) -> Result<Self, SignatureError> {
         if text.len() > MAX_SIGNATURE_BYTES {
-            return Err(SignatureError::Malformed("the signature file is too large".into()));
+            return Err(SignatureError::Malformed(
+                "the signature file is too large".into(),
+            ));
         }
         serde_json::from_str(text).map_err(|e| SignatureError::Malformed(e.to_string()))
     }
@@ -141,18 +142,23 @@ impl ArtifactSignature {
             ));
         }
         let pem_der = |what: &str, pem: &[u8]| {
-            CertificateDer::from_pem_slice(pem)
-                .map_err(|e| SignatureError::Malformed(format!("{what}: not a PEM certificate ({e})")))
+            CertificateDer::from_pem_slice(pem).map_err(|e| {
+                SignatureError::Malformed(format!("{what}: not a PEM certificate ({e})"))
+            })
         };
         let ca_der = pem_der("CA", ca_pem)?;
         let signer_der = pem_der("signer certificate", self.certificate.as_bytes())?;
         let (_, ca) = x509_parser::parse_x509_certificate(ca_der.as_ref())
             .map_err(|_| SignatureError::Malformed("the CA certificate does not parse".into()))?;
-        let (_, signer) = x509_parser::parse_x509_certificate(signer_der.as_ref())
-            .map_err(|_| SignatureError::Malformed("the signer certificate does not parse".into()))?;
-        signer.verify_signature(Some(ca.public_key())).map_err(|_| {
-            SignatureError::Invalid("the signer's certificate was not issued by this CA".into())
-        })?;
+        let (_, signer) =
+            x509_parser::parse_x509_certificate(signer_der.as_ref()).map_err(|_| {
+                SignatureError::Malformed("the signer certificate does not parse".into())
+            })?;
+        signer
+            .verify_signature(Some(ca.public_key()))
+            .map_err(|_| {
+                SignatureError::Invalid("the signer's certificate was not issued by this CA".into())
+            })?;
         if !signer.validity().is_valid() {
             return Err(SignatureError::Invalid(
                 "the signer's certificate is expired or not yet valid".into(),
@@ -174,21 +180,34 @@ impl ArtifactSignature {
         UnparsedPublicKey::new(algorithm, &spki.subject_public_key.data)
             .verify(&message(job_id, &self.sha256), &signature)
             .map_err(|_| SignatureError::Invalid("the signature does not verify".into()))?;
-        let names = signer
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|g| match g {
-                        x509_parser::extensions::GeneralName::DNSName(n) => Some((*n).to_string()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = dns_names(&signer);
         Ok(names)
     }
+}
+
+/// The DNS subject alternative names of a parsed certificate: the names it was issued for.
+fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    cert.subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    GeneralName::DNSName(n) => Some((*n).to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The names (DNS subject alternative names) a DER certificate was issued for; none if it
+/// does not parse.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| dns_names(&cert))
+        .unwrap_or_default()
 }

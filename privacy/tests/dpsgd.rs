@@ -182,5 +182,8 @@ fn a_row_that_is_not_finite_is_dropped_not_propagated() {
     // A finite row whose squares overflow f32 is clipped, not dropped: norms are in f64.
     let huge = [3.0e38f32, 3.0e38, 0.0, 0.0];
     let sum = clipped_sum(&huge, dim, 1.0).unwrap();
-    assert!((sum[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-5, "{sum:?}");
+    assert!(
+        (sum[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-5,
+        "{sum:?}"
+    );
 }

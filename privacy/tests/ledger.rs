@@ -305,20 +305,13 @@ fn a_keyed_spend_offered_again_with_other_parameters_is_refused() {
     for other in [
         vec![DpEvent::gaussian(1.0, 20.0, 1).unwrap(), sgd(600)],
         vec![sgd(300)],
-        vec![
-            DpEvent::gaussian(1.0, 20.0, 1).unwrap(),
-            sgd(300),
-            sgd(1),
-        ],
+        vec![DpEvent::gaussian(1.0, 20.0, 1).unwrap(), sgd(300), sgd(1)],
     ] {
         let err = Ledger::open(&path)
             .unwrap()
             .try_spend_once("clinics/a", "wage", &other, "job j1")
             .unwrap_err();
-        assert!(
-            matches!(err, PrivacyError::SpendMismatch { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, PrivacyError::SpendMismatch { .. }), "{err}");
         assert!(err.to_string().contains("job j1"), "{err}");
     }
     assert_eq!(

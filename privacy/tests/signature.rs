@@ -45,7 +45,8 @@ fn a_signature_verifies_only_for_its_job_bytes_and_ca() {
     let back = ArtifactSignature::from_text(&sig.to_text()).unwrap();
     assert_eq!(back, sig);
     assert_eq!(
-        back.verify("job-1", &sealed, federation.pem.as_bytes()).unwrap(),
+        back.verify("job-1", &sealed, federation.pem.as_bytes())
+            .unwrap(),
         ["clinic-a"]
     );
     // Another job, or other bytes.
@@ -55,23 +56,44 @@ fn a_signature_verifies_only_for_its_job_bytes_and_ca() {
     ));
     let mut changed = sealed.clone();
     changed[3] ^= 1;
-    assert!(back.verify("job-1", &changed, federation.pem.as_bytes()).is_err());
+    assert!(
+        back.verify("job-1", &changed, federation.pem.as_bytes())
+            .is_err()
+    );
     // Checked against another CA.
     let other = ca("another CA");
     assert!(back.verify("job-1", &sealed, other.pem.as_bytes()).is_err());
     // A certificate of another CA's, or another key behind a genuine certificate.
     let (rogue_cert, rogue_key) = worker(&other, "clinic-a");
-    let forged = ArtifactSignature::sign("job-1", &sealed, rogue_key.as_bytes(), &rogue_cert).unwrap();
-    assert!(forged.verify("job-1", &sealed, federation.pem.as_bytes()).is_err());
-    let mut swapped = ArtifactSignature::sign("job-1", &sealed, rogue_key.as_bytes(), &cert).unwrap();
-    assert!(swapped.verify("job-1", &sealed, federation.pem.as_bytes()).is_err());
+    let forged =
+        ArtifactSignature::sign("job-1", &sealed, rogue_key.as_bytes(), &rogue_cert).unwrap();
+    assert!(
+        forged
+            .verify("job-1", &sealed, federation.pem.as_bytes())
+            .is_err()
+    );
+    let mut swapped =
+        ArtifactSignature::sign("job-1", &sealed, rogue_key.as_bytes(), &cert).unwrap();
+    assert!(
+        swapped
+            .verify("job-1", &sealed, federation.pem.as_bytes())
+            .is_err()
+    );
     // A tampered signature or digest.
     swapped = sig.clone();
     swapped.signature.replace_range(0..2, "00");
-    assert!(swapped.verify("job-1", &sealed, federation.pem.as_bytes()).is_err());
+    assert!(
+        swapped
+            .verify("job-1", &sealed, federation.pem.as_bytes())
+            .is_err()
+    );
     let mut redigest = sig.clone();
     redigest.sha256 = fedsynth_privacy::signature::digest_hex(&changed);
-    assert!(redigest.verify("job-1", &changed, federation.pem.as_bytes()).is_err());
+    assert!(
+        redigest
+            .verify("job-1", &changed, federation.pem.as_bytes())
+            .is_err()
+    );
 }
 
 #[test]

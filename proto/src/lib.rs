@@ -129,7 +129,14 @@ pub fn audit_hash(
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"fedsynth-audit-v1\0");
-    for part in [prev_hash.as_bytes(), &at_ms.to_le_bytes(), actor.as_bytes(), action.as_bytes(), job_id.as_bytes(), detail.as_bytes()] {
+    for part in [
+        prev_hash.as_bytes(),
+        &at_ms.to_le_bytes(),
+        actor.as_bytes(),
+        action.as_bytes(),
+        job_id.as_bytes(),
+        detail.as_bytes(),
+    ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
@@ -149,9 +156,19 @@ pub fn verify_audit(entries: &[v1::AuditEntry], whole: bool) -> Result<(), (i64,
         }
         last_seq = e.seq;
         if prev.is_some_and(|p| p != e.prev_hash) {
-            return Err((e.seq, "does not link to the entry before it (one was removed or altered)"));
+            return Err((
+                e.seq,
+                "does not link to the entry before it (one was removed or altered)",
+            ));
         }
-        let want = audit_hash(&e.prev_hash, e.at_ms, &e.actor, &e.action, &e.job_id, &e.detail);
+        let want = audit_hash(
+            &e.prev_hash,
+            e.at_ms,
+            &e.actor,
+            &e.action,
+            &e.job_id,
+            &e.detail,
+        );
         if want != e.hash {
             return Err((e.seq, "its content does not match its hash (altered)"));
         }
@@ -275,10 +292,23 @@ mod tests {
 
     #[test]
     fn loopback_is_recognised() {
-        for h in ["localhost", "127.0.0.1:7443", "127.1.2.3", "[::1]:80", "::1", "LOCALHOST:1"] {
+        for h in [
+            "localhost",
+            "127.0.0.1:7443",
+            "127.1.2.3",
+            "[::1]:80",
+            "::1",
+            "LOCALHOST:1",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["10.0.0.1:80", "example.org", "[2001:db8::1]:443", "0.0.0.0:7443", ""] {
+        for h in [
+            "10.0.0.1:80",
+            "example.org",
+            "[2001:db8::1]:443",
+            "0.0.0.0:7443",
+            "",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
         assert_eq!(url_host("http://127.0.0.1:7443/x"), "127.0.0.1:7443");
@@ -287,7 +317,16 @@ mod tests {
 
     #[test]
     fn ids_cannot_leave_a_directory() {
-        for bad in ["..", ".", "../x", "a/b", "a.b", "job-1/../../etc", "a\\b", "é"] {
+        for bad in [
+            "..",
+            ".",
+            "../x",
+            "a/b",
+            "a.b",
+            "job-1/../../etc",
+            "a\\b",
+            "é",
+        ] {
             assert!(JobId::new(bad).is_err(), "{bad}");
             assert!(FederationName::new(bad).is_err(), "{bad}");
         }

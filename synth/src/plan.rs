@@ -241,7 +241,10 @@ mod tests {
             discoveries: 1,
         };
         let p = plan(&request(5000, None), stats).unwrap();
-        assert_eq!(p.events[0], DpEvent::gaussian(1.0, ROW_COUNT_NOISE, 1).unwrap());
+        assert_eq!(
+            p.events[0],
+            DpEvent::gaussian(1.0, ROW_COUNT_NOISE, 1).unwrap()
+        );
         assert!((p.epsilon_total - 1.0).abs() < 2e-3, "{}", p.epsilon_total);
         let mut without = request(5000, None);
         without.count_noise = None;
@@ -258,9 +261,15 @@ mod tests {
     #[test]
     fn noisy_counts_are_noisy_and_at_least_one() {
         let mut rng = SecureRng::from_seed(1);
-        let draws: Vec<usize> = (0..2000).map(|_| noisy_row_count(10_000, &mut rng)).collect();
+        let draws: Vec<usize> = (0..2000)
+            .map(|_| noisy_row_count(10_000, &mut rng))
+            .collect();
         let mean = draws.iter().sum::<usize>() as f64 / 2000.0;
-        let var = draws.iter().map(|&d| (d as f64 - mean).powi(2)).sum::<f64>() / 1999.0;
+        let var = draws
+            .iter()
+            .map(|&d| (d as f64 - mean).powi(2))
+            .sum::<f64>()
+            / 1999.0;
         assert!((mean - 10_000.0).abs() < 5.0, "{mean}");
         assert!((var.sqrt() - ROW_COUNT_NOISE).abs() < 4.0, "{}", var.sqrt());
         assert!((0..200).all(|_| noisy_row_count(0, &mut rng) >= 1));

@@ -264,7 +264,10 @@ impl Schema {
             };
             if matches!(
                 (c.kind, data),
-                (ColumnKind::Continuous | ColumnKind::Integer, ColumnData::Text(_))
+                (
+                    ColumnKind::Continuous | ColumnKind::Integer,
+                    ColumnData::Text(_)
+                )
             ) {
                 return Err(SynthError::Schema(format!(
                     "column '{}' is declared {:?} but holds {} values",

@@ -587,28 +587,57 @@ mod tests {
         // Column k: public edges, so its null count is a release of its own.
         schema.columns[2].edges = Some(vec![0.0, 50.0, 100.0]);
         let plan = Plan::for_schema(&schema);
-        assert_eq!(plan, Plan { releases: 4, discoveries: 1 });
+        assert_eq!(
+            plan,
+            Plan {
+                releases: 4,
+                discoveries: 1
+            }
+        );
         let noise = Noise {
             sigma: 20.0,
             sigma_categories: 10.0,
             threshold_delta: 1e-8,
         };
         for seed in 0..20 {
-            let done = complete_schema(&table, &schema, Some(noise), &mut SecureRng::from_seed(seed))
-                .unwrap();
+            let done = complete_schema(
+                &table,
+                &schema,
+                Some(noise),
+                &mut SecureRng::from_seed(seed),
+            )
+            .unwrap();
             assert_eq!(done.columns[0].nullable, Some(false), "seed {seed}");
             assert_eq!(done.columns[1].nullable, Some(true), "seed {seed}");
             assert_eq!(done.columns[2].nullable, Some(false), "seed {seed}");
         }
         // Without noise (ε = ∞) the exact answer; a declared value is kept as declared.
-        let exact = complete_schema(&table, &schema, Some(Noise::exact()), &mut SecureRng::from_seed(1))
-            .unwrap();
+        let exact = complete_schema(
+            &table,
+            &schema,
+            Some(Noise::exact()),
+            &mut SecureRng::from_seed(1),
+        )
+        .unwrap();
         assert_eq!(exact.columns[0].nullable, Some(true));
         schema.columns[0].nullable = Some(true);
-        assert_eq!(Plan::for_schema(&schema), Plan { releases: 4, discoveries: 1 });
+        assert_eq!(
+            Plan::for_schema(&schema),
+            Plan {
+                releases: 4,
+                discoveries: 1
+            }
+        );
         schema.columns[2].nullable = Some(false);
-        assert_eq!(Plan::for_schema(&schema), Plan { releases: 3, discoveries: 1 });
-        let done = complete_schema(&table, &schema, Some(noise), &mut SecureRng::from_seed(2)).unwrap();
+        assert_eq!(
+            Plan::for_schema(&schema),
+            Plan {
+                releases: 3,
+                discoveries: 1
+            }
+        );
+        let done =
+            complete_schema(&table, &schema, Some(noise), &mut SecureRng::from_seed(2)).unwrap();
         assert_eq!(done.columns[0].nullable, Some(true));
     }
 }

@@ -276,13 +276,18 @@ pub fn read_table(path: &Path) -> Result<Table> {
     }));
     std::panic::set_hook(hook);
     let df = read
-        .map_err(|_| input_err(path, format!("not a readable {format:?} file (the parser failed)")))?
+        .map_err(|_| {
+            input_err(
+                path,
+                format!("not a readable {format:?} file (the parser failed)"),
+            )
+        })?
         .map_err(|e| {
-        input_err(
-            path,
-            format!("not a readable {format:?} file: {}", polars_message(&e)),
-        )
-    })?;
+            input_err(
+                path,
+                format!("not a readable {format:?} file: {}", polars_message(&e)),
+            )
+        })?;
     if df.width() == 0 {
         return Err(input_err(path, "the file has no columns"));
     }

@@ -367,7 +367,9 @@ fn clip_factors(
     let mut parts = Vec::with_capacity(4 * inputs.len());
     for t in inputs.iter().zip(deltas).flat_map(|(a, d)| [a, d]) {
         let peak = t.clone().abs().max_dim(1);
-        let scaled = (t.clone() / peak.clone().clamp_min(1e-30)).square().sum_dim(1);
+        let scaled = (t.clone() / peak.clone().clamp_min(1e-30))
+            .square()
+            .sum_dim(1);
         parts.push(peak);
         parts.push(scaled);
     }

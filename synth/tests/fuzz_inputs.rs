@@ -20,15 +20,22 @@ fn read_bytes(bytes: &[u8], ext: &str) -> Result<usize, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("t.{ext}"));
     std::fs::write(&path, bytes).unwrap();
-    read_table(&path).map(|t| t.rows()).map_err(|e| e.to_string())
+    read_table(&path)
+        .map(|t| t.rows())
+        .map_err(|e| e.to_string())
 }
 
 /// A valid CSV with one edit: a byte replaced, a range cut out, or bytes inserted.
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
     let base = VALID.as_bytes().to_vec();
     let n = base.len();
-    (0..3u8, 0..n, 0..n, proptest::collection::vec(any::<u8>(), 0..12)).prop_map(
-        move |(kind, a, b, bytes)| {
+    (
+        0..3u8,
+        0..n,
+        0..n,
+        proptest::collection::vec(any::<u8>(), 0..12),
+    )
+        .prop_map(move |(kind, a, b, bytes)| {
             let mut v = base.clone();
             match kind {
                 0 => v[a] = bytes.first().copied().unwrap_or(b'"'),
@@ -41,12 +48,11 @@ fn mutated() -> impl Strategy<Value = Vec<u8>> {
                 }
             }
             v
-        },
-    )
+        })
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic_as_csv(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
@@ -62,7 +68,9 @@ proptest! {
     fn an_edited_csv_is_a_table_or_one_line_that_quotes_no_cell(bytes in mutated()) {
         if let Err(e) = read_bytes(&bytes, "csv") {
             prop_assert_eq!(e.lines().count(), 1, "{}", e);
-            for cell in ["Industrial", "Information", "130.98", "hi"] {
+            // Distinctive pieces of the cells (a short one such as "hi" would match words
+            // of the message itself).
+            for cell in ["Industr", "Informat", "130.9", "75.04", "say "] {
                 prop_assert!(!e.contains(cell), "{}", e);
             }
         }

@@ -10,23 +10,11 @@
 use burn::prelude::*;
 use fedsynth_privacy::dpsgd::GaussianNoise;
 use fedsynth_privacy::rng::SecureRng;
-use fedsynth_synth::encoder::Span;
 use fedsynth_synth::model::{MAX_ABS_WEIGHT, Tvae, TvaeConfig};
 use fedsynth_synth::train::{clipped_sums, private_step};
 
-const SPANS: [Span; 3] = [
-    Span::Softmax {
-        start: 0,
-        len: 3,
-        sampleable: 3,
-    },
-    Span::Offset { index: 3 },
-    Span::Softmax {
-        start: 4,
-        len: 3,
-        sampleable: 2,
-    },
-];
+mod common;
+use common::SPANS;
 
 /// Rows `idx` of a fixed batch: row i has category i % 3 in the first block.
 fn rows(idx: &[usize]) -> (Vec<f32>, Vec<f32>) {
@@ -65,7 +53,10 @@ fn booby_trapped(device: &Device) -> Tvae {
     let mut at = 0;
     let mut layers = Vec::new();
     for &(i, o) in &shapes {
-        let w = Tensor::<2>::from_data(TensorData::new(flat[at..at + i * o].to_vec(), [i, o]), device);
+        let w = Tensor::<2>::from_data(
+            TensorData::new(flat[at..at + i * o].to_vec(), [i, o]),
+            device,
+        );
         at += i * o;
         let b = Tensor::<1>::from_data(TensorData::new(flat[at..at + o].to_vec(), [o]), device);
         at += o;
@@ -90,7 +81,13 @@ fn weights_out_of_range_are_refused_on_load() {
     let device = Device::flex();
     let mut m = model(&device);
     let before = m.to_flat();
-    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, MAX_ABS_WEIGHT * 2.0, -1e30] {
+    for bad in [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        MAX_ABS_WEIGHT * 2.0,
+        -1e30,
+    ] {
         let mut flat = before.clone();
         flat[17] = bad;
         let err = m.load_flat(&flat).unwrap_err();
@@ -113,7 +110,10 @@ fn an_example_whose_gradient_overflows_contributes_nothing() {
     let (x, eps) = rows(&[0, 1, 2, 3, 4]);
     let (with, _) = clipped_sums(&trapped, x, eps, 5, 7, &SPANS, clip, &device);
     let with = values(&with);
-    assert!(with.iter().all(|v| v.is_finite()), "a non-finite value was released");
+    assert!(
+        with.iter().all(|v| v.is_finite()),
+        "a non-finite value was released"
+    );
     let (x, eps) = rows(&[1, 2, 4]);
     let (without, _) = clipped_sums(&trapped, x, eps, 3, 7, &SPANS, clip, &device);
     let without = values(&without);
@@ -139,7 +139,7 @@ fn a_step_on_trapped_rows_still_releases_finite_noise() {
     let released = values(&grads.unwrap());
     assert!(released.iter().all(|v| v.is_finite()));
     // Pure noise: σC/expected batch = 0.15 per value, so values are not all zero.
-    let mean_sq = released.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()
-        / released.len() as f64;
+    let mean_sq =
+        released.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / released.len() as f64;
     assert!((mean_sq.sqrt() - 0.15).abs() < 0.05, "{}", mean_sq.sqrt());
 }

@@ -31,11 +31,13 @@ fn a_schema_check_compares_names_and_types_never_values() {
     .unwrap();
     schema.check_against(&table()).unwrap();
     // Names and types are public: those are still checked.
-    let wrong = Schema::from_toml("version = 1\n[[columns]]\nname = \"c\"\nkind = \"continuous\"\n")
-        .unwrap();
+    let wrong =
+        Schema::from_toml("version = 1\n[[columns]]\nname = \"c\"\nkind = \"continuous\"\n")
+            .unwrap();
     assert!(wrong.check_against(&table()).is_err());
-    let missing = Schema::from_toml("version = 1\n[[columns]]\nname = \"zz\"\nkind = \"continuous\"\n")
-        .unwrap();
+    let missing =
+        Schema::from_toml("version = 1\n[[columns]]\nname = \"zz\"\nkind = \"continuous\"\n")
+            .unwrap();
     assert!(missing.check_against(&table()).is_err());
 }
 
@@ -68,7 +70,12 @@ fn a_csv_of_the_wrong_shape_is_refused_with_its_row_number() {
     let e = read_table(&p).unwrap_err().to_string();
     assert!(e.contains("row 2 has 3 fields"), "{e}");
     let (_d, p) = csv("a,b\n1,\"x\n");
-    assert!(read_table(&p).unwrap_err().to_string().contains("never closed"));
+    assert!(
+        read_table(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("never closed")
+    );
     // Quoted commas, doubled quotes, line breaks in quotes, CRLF and a last line without a
     // newline are one field each.
     let (_d, p) = csv("a,b\r\n\"x,y\",1\r\n\"say \"\"hi\"\"\",2\r\n\"two\nlines\",3");

@@ -4,23 +4,11 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use burn::prelude::*;
-use fedsynth_synth::encoder::Span;
 use fedsynth_synth::model::{TvaeConfig, Weights};
 use fedsynth_synth::train::{clipped_sums, per_example_parts};
 
-const SPANS: [Span; 3] = [
-    Span::Softmax {
-        start: 0,
-        len: 3,
-        sampleable: 3,
-    },
-    Span::Offset { index: 3 },
-    Span::Softmax {
-        start: 4,
-        len: 3,
-        sampleable: 2,
-    },
-];
+mod common;
+use common::SPANS;
 
 fn batch(b: usize) -> (Vec<f32>, Vec<f32>) {
     let mut x = Vec::new();

@@ -394,7 +394,13 @@ fn three_holders_train_one_generator_over_mutual_tls() {
     )
     .unwrap();
     let out = c.run(&[
-        "decrypt", "forged.fsx", "--key", "team.key", "--out", "forged.csv", "--signer-ca",
+        "decrypt",
+        "forged.fsx",
+        "--key",
+        "team.key",
+        "--out",
+        "forged.csv",
+        "--signer-ca",
         "certs/ca.pem",
     ]);
     assert!(!out.status.success());
@@ -589,7 +595,10 @@ fn a_worker_with_another_federations_credentials_is_refused() {
         "{refusal}"
     );
     for detail in ["cap", "ε", "policy:", "exceeded", "wage"] {
-        assert!(!refusal.contains(detail), "the refusal says '{detail}': {refusal}");
+        assert!(
+            !refusal.contains(detail),
+            "the refusal says '{detail}': {refusal}"
+        );
     }
     assert_eq!(c.ledger(2).0.len(), 0, "a refused job costs nothing");
     c.wait(&job, 300, |s| s["state"] == "done");

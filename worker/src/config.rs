@@ -189,7 +189,9 @@ impl WorkerConfig {
             fedsynth_privacy::envelope::PublicKey::from_text(key)
                 .map_err(|e| WorkerError::Config(format!("policy.allowed_recipients: {e}")))?;
         }
-        if self.insecure_plaintext && !fedsynth_proto::is_loopback(fedsynth_proto::url_host(&self.coordinator)) {
+        if self.insecure_plaintext
+            && !fedsynth_proto::is_loopback(fedsynth_proto::url_host(&self.coordinator))
+        {
             return bad(
                 "insecure_plaintext connects to a coordinator on loopback only (127.0.0.1, ::1, localhost); use [tls] for any other address"
                     .into(),

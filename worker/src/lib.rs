@@ -230,8 +230,7 @@ async fn answer(
 /// The one reason a worker gives the coordinator for refusing a job. The real reason (a
 /// column the table lacks, the budget, the policy) stays in the holder's own log: spelled
 /// out to the job's owner, refusals would answer questions about the holder's data for free.
-pub const REFUSAL_ON_THE_WIRE: &str =
-    "declined by the holder (its policy, budget or data do not fit this job; the reason is in the holder's log)";
+pub const REFUSAL_ON_THE_WIRE: &str = "declined by the holder (its policy, budget or data do not fit this job; the reason is in the holder's log)";
 
 /// Downloads the job's current global weights and checks their digest.
 async fn download(client: &mut Client, me: &str, job: &str, digest: &str) -> Result<Vec<f32>> {

@@ -8,10 +8,10 @@ use fedsynth_privacy::envelope::SecretKey;
 use fedsynth_privacy::ledger::Ledger;
 use fedsynth_privacy::rng::SecureRng;
 use fedsynth_proto::{JobSpec, SecureAggregation};
-use fedsynth_worker::holder::{JobPlan, weights_digest};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::TvaeConfig;
 use fedsynth_synth::schema::Schema;
+use fedsynth_worker::holder::{JobPlan, weights_digest};
 use fedsynth_worker::{Holder, WorkerConfig};
 
 fn repo() -> PathBuf {
@@ -133,7 +133,9 @@ fn a_job_is_charged_once_and_each_round_trained_once() {
     assert_same_plan(&holder.accept("job-1", &spec).unwrap(), &plan);
     let init = holder.initial_weights(&spec).unwrap();
     // A second worker on the same state directory is refused while this one runs.
-    let e = Holder::open(&config(dir.path(), 10.0)).unwrap_err().to_string();
+    let e = Holder::open(&config(dir.path(), 10.0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("in use"), "{e}");
     drop(holder);
     let holder = Holder::open(&config(dir.path(), 10.0)).unwrap();
@@ -174,7 +176,12 @@ fn a_job_is_charged_once_and_each_round_trained_once() {
             .unwrap_err()
             .to_string();
         assert!(e.contains("weight 7"), "{e}");
-        assert_eq!(holder.cached_round("job-1", 1, &weights_digest(&bad)).unwrap(), None);
+        assert_eq!(
+            holder
+                .cached_round("job-1", 1, &weights_digest(&bad))
+                .unwrap(),
+            None
+        );
     }
     let r1 = holder.train_round("job-1", &spec, 1, &r0, &other).unwrap();
     // Past the last round: refused.
@@ -299,7 +306,10 @@ fn the_policy_limits_each_job_and_its_recipients() {
     let mut cfg = config(dir.path(), 10.0);
     cfg.policy.allowed_recipients = vec![key.public().to_text()];
     let holder = Holder::open(&cfg).unwrap();
-    let e = holder.accept("job-r", &spec(&other)).unwrap_err().to_string();
+    let e = holder
+        .accept("job-r", &spec(&other))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("recipient 1"), "{e}");
     drop(holder);
     let mut cfg = config(dir.path(), 10.0);
@@ -338,7 +348,11 @@ fn plaintext_only_reaches_a_coordinator_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 10.0);
     cfg.validate().unwrap();
-    for far in ["http://10.0.0.7:7443", "http://coordinator.example:7443", "http://0.0.0.0:1"] {
+    for far in [
+        "http://10.0.0.7:7443",
+        "http://coordinator.example:7443",
+        "http://0.0.0.0:1",
+    ] {
         cfg.coordinator = far.into();
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("loopback"), "{e}");
