@@ -62,6 +62,7 @@ fn spec(workers: u32) -> JobSpec {
         init_seed: 1,
         parameters: PARAMETERS as u64,
         max_worker_weight: 1e7,
+        max_update_norm: None,
     }
 }
 

@@ -230,16 +230,18 @@ pub struct SynthArgs {
     /// Generator model.
     #[arg(long, default_value = "tvae", value_parser = ["tvae", "ctgan"])]
     model: String,
-    /// Total privacy budget ε for this run (preprocessing + training); `inf` disables DP.
+    /// Total privacy budget ε for this run (row count, preprocessing and training); `inf`
+    /// disables DP.
     #[arg(long, default_value = "3", value_name = "E")]
     epsilon: String,
-    /// δ of the guarantee (default 1/n^1.5 for n rows).
+    /// δ of the guarantee (default 1/n^1.5 and at most 1e-5, n the noisy row count); one of
+    /// 1/n or more is refused.
     #[arg(long, value_name = "D")]
     delta: Option<f64>,
     /// Training epochs.
     #[arg(long, default_value_t = 30, value_name = "N")]
     epochs: usize,
-    /// Rows to generate (default: as many as the input).
+    /// Rows to generate (default: the noisy row count, about as many as the input).
     #[arg(long, value_name = "N")]
     rows: Option<usize>,
     /// Encrypt the output for this public key (NAME.pub); repeat for several recipients.
@@ -248,7 +250,9 @@ pub struct SynthArgs {
     /// Write a quality report (metrics.json, computed against the input) into this directory.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
-    /// Seed for reproducible runs (same seed and device: same output).
+    /// Seed of the model's initialisation, latent noise and output sampling. Never of the DP
+    /// noise or the batch sampling, which always come from the operating system (knowing
+    /// the seed must not let anyone subtract the noise), so two runs still differ.
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
     /// Where to train: cpu (burn's CPU backend) or wgpu (GPU).

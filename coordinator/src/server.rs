@@ -1217,6 +1217,34 @@ impl Federation for FederationService {
             .into_inner()
             .map_err(|e| CoordinatorError::Io(e.into_error()))?;
         std::io::Seek::rewind(&mut spool)?;
+        // A bounded move (the spec's max_update_norm): measured against the round's global
+        // weights, and scaled back to the bound before it is averaged.
+        let bound = {
+            let state = c.state.lock().await;
+            state.jobs.get(&header.job_id).and_then(|j| {
+                let b = j.record.spec.max_update_norm?;
+                (!j.record.weights_key.is_empty()
+                    && j.record.weights_digest == header.base_digest)
+                    .then(|| (b, j.record.weights_key.clone()))
+            })
+        };
+        if let Some((b, base_key)) = bound {
+            let norm = move_norm(&c.artifacts, &base_key, &mut spool, n).await?;
+            if norm > b {
+                spool = scale_move(&c.artifacts, &base_key, spool, n, b / norm).await?;
+                c.store
+                    .audit(
+                        &worker,
+                        "clipped",
+                        &header.job_id,
+                        &format!(
+                            "round {}: the update moved the weights by {norm:.4}, scaled back to {b}",
+                            header.round
+                        ),
+                    )
+                    .await?;
+            }
+        }
         let mut state = c.state.lock().await;
         check_round(&state, &header, &worker)?;
         let job = state
@@ -1353,6 +1381,68 @@ impl Federation for FederationService {
             message: "artifact stored".into(),
         }))
     }
+}
+
+fn f32_at(b: &[u8]) -> f32 {
+    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// L2 distance between a spooled update of `n` values and the stored weights `base_key`,
+/// read block by block; the spool is rewound.
+async fn move_norm(
+    artifacts: &crate::artifacts::Artifacts,
+    base_key: &str,
+    spool: &mut std::fs::File,
+    n: usize,
+) -> Result<f64> {
+    let mut base = artifacts.reader(base_key).await?;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let (mut at, mut sum) = (0, 0.0f64);
+    while at < n {
+        let len = (n - at).min(CHUNK_BYTES / 4);
+        std::io::Read::read_exact(spool, &mut buf[..len * 4])?;
+        let g = base.read_exact(len * 4).await?.ok_or_else(|| {
+            CoordinatorError::Corrupt("the global weights end before the update".into())
+        })?;
+        for (u, g) in buf[..len * 4].chunks_exact(4).zip(g.chunks_exact(4)) {
+            let d = f64::from(f32_at(u)) - f64::from(f32_at(g));
+            sum += d * d;
+        }
+        at += len;
+    }
+    std::io::Seek::rewind(spool)?;
+    Ok(sum.sqrt())
+}
+
+/// A new spool holding base + factor·(update − base), rewound.
+async fn scale_move(
+    artifacts: &crate::artifacts::Artifacts,
+    base_key: &str,
+    mut spool: std::fs::File,
+    n: usize,
+    factor: f64,
+) -> Result<std::fs::File> {
+    let mut base = artifacts.reader(base_key).await?;
+    let mut out = std::io::BufWriter::new(tempfile::tempfile()?);
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut at = 0;
+    while at < n {
+        let len = (n - at).min(CHUNK_BYTES / 4);
+        std::io::Read::read_exact(&mut spool, &mut buf[..len * 4])?;
+        let g = base.read_exact(len * 4).await?.ok_or_else(|| {
+            CoordinatorError::Corrupt("the global weights end before the update".into())
+        })?;
+        for (u, g) in buf[..len * 4].chunks_exact(4).zip(g.chunks_exact(4)) {
+            let (u, g) = (f64::from(f32_at(u)), f64::from(f32_at(g)));
+            std::io::Write::write_all(&mut out, &((g + factor * (u - g)) as f32).to_le_bytes())?;
+        }
+        at += len;
+    }
+    let mut file = out
+        .into_inner()
+        .map_err(|e| CoordinatorError::Io(e.into_error()))?;
+    std::io::Seek::rewind(&mut file)?;
+    Ok(file)
 }
 
 /// The first message of a client stream.

@@ -103,6 +103,7 @@ fn spec() -> JobSpec {
         init_seed: 1,
         parameters: ROUND_PARAMETERS as u64,
         max_worker_weight: 1e7,
+        max_update_norm: None,
     }
 }
 
@@ -709,4 +710,78 @@ async fn with_server_adam_the_first_round_averages_and_later_rounds_take_adam_st
         fedsynth_coordinator::optimizer::ServerAdam::from_bytes(&stored).unwrap(),
         adam
     );
+}
+
+#[tokio::test]
+async fn a_move_longer_than_the_bound_is_scaled_back_before_it_is_averaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start(dir.path()).await;
+    let mut j = jobs(&url, OWNER).await;
+    let n = 1000;
+    let spec = JobSpec {
+        rounds: 2,
+        min_workers: 1,
+        parameters: n as u64,
+        server_optimizer: fedsynth_proto::ServerOptimizer::Average,
+        max_update_norm: Some(1.0),
+        ..spec()
+    };
+    let job = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "bounded".into(),
+            spec_toml: spec.to_toml(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut a = fed(&url, CLINICS).await;
+    let wa = register(&mut a, "clinics", "a").await;
+    let Task::Offer(_) = poll(&mut a, &wa).await else {
+        panic!("expected an offer")
+    };
+    accept(&mut a, &wa, &job).await.unwrap();
+    let Task::Train(_) = next_task(&mut a, &wa, Some(0)).await else {
+        panic!("expected round 0")
+    };
+    let w0: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+    upload_round(&mut a, &wa, &job, 0, "", &w0, 2.0)
+        .await
+        .unwrap();
+    let Task::Train(t1) = next_task(&mut a, &wa, Some(1)).await else {
+        panic!("expected round 1")
+    };
+    // A move of length 10 (each of the 1,000 values by ±10/√1000) comes back as length 1.
+    let step = 10.0 / (n as f32).sqrt();
+    let moved: Vec<f32> = (0..n)
+        .map(|i| w0[i] + if i % 2 == 0 { step } else { -step })
+        .collect();
+    upload_round(&mut a, &wa, &job, 1, &t1.base_digest, &moved, 2.0)
+        .await
+        .unwrap();
+    let Task::Sample(_) = next_task(&mut a, &wa, None).await else {
+        panic!("expected sampling")
+    };
+    let got = global_weights(&mut a, &wa, &job).await;
+    let norm: f64 = got
+        .iter()
+        .zip(&w0)
+        .map(|(g, w)| f64::from(g - w).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "moved by {norm}");
+    for i in [0, 1, 500, 999] {
+        let want = w0[i] + (moved[i] - w0[i]) / 10.0;
+        assert!((got[i] - want).abs() < 1e-5, "{i}: {} vs {want}", got[i]);
+    }
+    let trail = j
+        .list_audit(pb::ListAuditRequest {
+            job_id: job.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(trail.iter().any(|e| e.action == "clipped"), "{trail:?}");
 }

@@ -32,6 +32,7 @@ fn spec(name: &str) -> JobSpec {
         init_seed: 7,
         parameters: 1000,
         max_worker_weight: 1e7,
+        max_update_norm: None,
     }
 }
 

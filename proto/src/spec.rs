@@ -112,6 +112,11 @@ pub struct JobSpec {
     /// claim above it is refused, so no worker can claim the whole average.
     #[serde(default = "default_max_weight")]
     pub max_worker_weight: f64,
+    /// Largest L2 distance an update may move the global weights (rounds after the first):
+    /// a longer move is scaled back to it by the coordinator before it is averaged, so no
+    /// worker can drag the model far in one round. Unset: no bound beyond the ±1e4 on values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_update_norm: Option<f64>,
 }
 
 fn spec_version() -> u32 {
@@ -281,6 +286,12 @@ impl JobSpec {
                 crate::MAX_PARAMETERS
             ));
         }
+        if self
+            .max_update_norm
+            .is_some_and(|b| !(b.is_finite() && b > 0.0))
+        {
+            return fail("max_update_norm must be a positive number".into());
+        }
         if !(self.max_worker_weight.is_finite()
             && self.max_worker_weight >= 1.0
             && self.max_worker_weight <= 1e12)
@@ -322,6 +333,7 @@ mod tests {
             init_seed: 1,
             parameters: 1000,
             max_worker_weight: 1e7,
+            max_update_norm: None,
         }
     }
 

@@ -72,6 +72,7 @@ fn spec(recipient: &SecretKey) -> JobSpec {
         init_seed: 3,
         parameters: wage_parameters(),
         max_worker_weight: 1e7,
+        max_update_norm: None,
     }
 }
 
