@@ -1223,8 +1223,7 @@ impl Federation for FederationService {
             let state = c.state.lock().await;
             state.jobs.get(&header.job_id).and_then(|j| {
                 let b = j.record.spec.max_update_norm?;
-                (!j.record.weights_key.is_empty()
-                    && j.record.weights_digest == header.base_digest)
+                (!j.record.weights_key.is_empty() && j.record.weights_digest == header.base_digest)
                     .then(|| (b, j.record.weights_key.clone()))
             })
         };

@@ -608,6 +608,31 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
     }
 }
 
+/// Submits `spec` and has one worker, clinics/a, accept it: (job id, its client, its id).
+async fn one_worker_job(
+    j: &mut Jobs,
+    url: &str,
+    request_id: &str,
+    spec: &JobSpec,
+) -> (String, Fed, String) {
+    let job = j
+        .submit(pb::SubmitRequest {
+            client_request_id: request_id.into(),
+            spec_toml: spec.to_toml(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut a = fed(url, CLINICS).await;
+    let wa = register(&mut a, "clinics", "a").await;
+    let Task::Offer(_) = poll(&mut a, &wa).await else {
+        panic!("expected an offer")
+    };
+    accept(&mut a, &wa, &job).await.unwrap();
+    (job, a, wa)
+}
+
 #[tokio::test]
 async fn with_server_adam_the_first_round_averages_and_later_rounds_take_adam_steps() {
     let dir = tempfile::tempdir().unwrap();
@@ -620,21 +645,7 @@ async fn with_server_adam_the_first_round_averages_and_later_rounds_take_adam_st
         parameters: 1000,
         ..spec()
     };
-    let job = j
-        .submit(pb::SubmitRequest {
-            client_request_id: "adam".into(),
-            spec_toml: spec.to_toml(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
-    let mut a = fed(&url, CLINICS).await;
-    let wa = register(&mut a, "clinics", "a").await;
-    let Task::Offer(_) = poll(&mut a, &wa).await else {
-        panic!("expected an offer")
-    };
-    accept(&mut a, &wa, &job).await.unwrap();
+    let (job, mut a, wa) = one_worker_job(&mut j, &url, "adam", &spec).await;
 
     let n = 1000;
     // Round 0 has no global weights: its average is committed as they are.
@@ -726,21 +737,7 @@ async fn a_move_longer_than_the_bound_is_scaled_back_before_it_is_averaged() {
         max_update_norm: Some(1.0),
         ..spec()
     };
-    let job = j
-        .submit(pb::SubmitRequest {
-            client_request_id: "bounded".into(),
-            spec_toml: spec.to_toml(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
-    let mut a = fed(&url, CLINICS).await;
-    let wa = register(&mut a, "clinics", "a").await;
-    let Task::Offer(_) = poll(&mut a, &wa).await else {
-        panic!("expected an offer")
-    };
-    accept(&mut a, &wa, &job).await.unwrap();
+    let (job, mut a, wa) = one_worker_job(&mut j, &url, "bounded", &spec).await;
     let Task::Train(_) = next_task(&mut a, &wa, Some(0)).await else {
         panic!("expected round 0")
     };
