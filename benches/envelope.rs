@@ -4,7 +4,7 @@
 use std::io::Cursor;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fedsynth_privacy::envelope::{SecretKey, decrypt, encrypt};
+use fedsynth_privacy::envelope::{SecretKey, decrypt_streaming, encrypt};
 use fedsynth_privacy::rng::SecureRng;
 
 fn envelope(c: &mut Criterion) {
@@ -28,7 +28,7 @@ fn envelope(c: &mut Criterion) {
     g.bench_function("decrypt_64MiB", |b| {
         b.iter(|| {
             out.clear();
-            decrypt(Cursor::new(&sealed), &mut out, &key).expect("decrypt")
+            decrypt_streaming(Cursor::new(&sealed), &mut out, &key).expect("decrypt")
         })
     });
     g.finish();

@@ -463,10 +463,32 @@ pub fn encrypt_with_chunk_size(
     Ok(total)
 }
 
-/// Decrypts `input` with `key` into `output`; returns the plaintext length. Plaintext is
-/// written as chunks authenticate; a caller writing to a file must discard it unless this
-/// returns `Ok` (see [`decrypt_file`]).
+/// Decrypts `input` with `key` into `output`; returns the plaintext length. Nothing reaches
+/// `output` before the whole file has authenticated, its last chunk included: the plaintext
+/// is spooled to an unlinked temporary file first (a truncated or tampered file can never
+/// hand a caller a valid-looking prefix). [`decrypt_streaming`] skips the spool.
 pub fn decrypt(
+    input: impl Read,
+    mut output: impl Write,
+    key: &SecretKey,
+) -> Result<u64, EnvelopeError> {
+    let spool = tempfile::tempfile().map_err(io_err("creating a temporary file"))?;
+    let mut writer = BufWriter::with_capacity(256 * 1024, spool);
+    let n = decrypt_streaming(input, &mut writer, key)?;
+    let mut spool = writer.into_inner().map_err(|e| EnvelopeError::Io {
+        context: "writing a temporary file".into(),
+        source: e.into_error(),
+    })?;
+    io::Seek::rewind(&mut spool).map_err(io_err("reading a temporary file"))?;
+    io::copy(&mut spool, &mut output).map_err(io_err("writing the output"))?;
+    output.flush().map_err(io_err("writing the output"))?;
+    Ok(n)
+}
+
+/// [`decrypt`] without the spool: plaintext is written to `output` as each chunk
+/// authenticates, so on an error `output` may hold a prefix that the caller must discard
+/// (as [`decrypt_file`] does, renaming its output into place only on success).
+pub fn decrypt_streaming(
     mut input: impl Read,
     mut output: impl Write,
     key: &SecretKey,
@@ -610,7 +632,7 @@ pub fn decrypt_file(input: &Path, output: &Path, key: &SecretKey) -> Result<u64,
     let reader = BufReader::with_capacity(256 * 1024, f);
     let mut n = 0;
     try_write_atomically(output, |w| {
-        n = decrypt(reader, w, key)?;
+        n = decrypt_streaming(reader, w, key)?;
         Ok(())
     })?;
     Ok(n)

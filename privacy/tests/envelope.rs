@@ -237,3 +237,36 @@ fn the_x25519_secret_inside_a_secret_key_wipes_itself() {
     fn zeroisable<T: zeroize::Zeroize>() {}
     zeroisable::<x25519_dalek::StaticSecret>();
 }
+
+#[test]
+fn decrypt_hands_out_nothing_before_the_end_authenticates() {
+    let key = SecretKey::generate(&mut SecureRng::from_seed(3));
+    let plain: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sealed = Vec::new();
+    fedsynth_privacy::envelope::encrypt(
+        Cursor::new(&plain),
+        &mut sealed,
+        &[key.public().clone()],
+        &mut SecureRng::from_seed(4),
+    )
+    .unwrap();
+    // Cut in the last chunk, or its tag altered: several chunks before it authenticate, yet
+    // the writer receives none of them.
+    let mut cut = sealed.clone();
+    cut.truncate(sealed.len() - 10);
+    let mut altered = sealed.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    for bad in [cut, altered] {
+        let mut out = Vec::new();
+        assert!(fedsynth_privacy::envelope::decrypt(Cursor::new(&bad), &mut out, &key).is_err());
+        assert!(
+            out.is_empty(),
+            "{} bytes written before the failure",
+            out.len()
+        );
+    }
+    let mut out = Vec::new();
+    fedsynth_privacy::envelope::decrypt(Cursor::new(&sealed), &mut out, &key).unwrap();
+    assert_eq!(out, plain);
+}
