@@ -63,6 +63,14 @@ pub struct CoordinatorConfig {
     pub federations: Vec<FederationConfig>,
     /// Where a port file is written once listening (for scripts and tests).
     pub port_file: Option<PathBuf>,
+    /// Most connections served at once (default 1024); further ones wait to be accepted,
+    /// so a peer that opens connections and never closes them cannot exhaust the process.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 fn default_listen() -> String {
@@ -151,6 +159,9 @@ impl CoordinatorConfig {
                 return bad("every token must be different");
             }
         }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return bad("max_connections must be 1-1000000");
+        }
         if !(10..=60_000).contains(&self.poll_interval_ms) {
             return bad("poll_interval_ms must be 10-60000");
         }
@@ -179,6 +190,7 @@ mod tests {
                 enrolment_token: "clinics-token-0123456789".into(),
             }],
             port_file: None,
+            max_connections: 1024,
         };
         config.validate().unwrap();
         for far in ["0.0.0.0:7443", "10.1.2.3:7443", "[::]:7443"] {

@@ -21,12 +21,84 @@ use std::net::SocketAddr;
 use fedsynth_proto::MAX_MESSAGE_BYTES;
 use fedsynth_proto::v1::federation_server::FederationServer;
 use fedsynth_proto::v1::jobs_server::JobsServer;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 pub use config::CoordinatorConfig;
 pub use error::{CoordinatorError, Result};
 pub use server::Coordinator;
+
+/// An accepted connection holding one of the server's connection permits until it closes.
+struct Limited {
+    inner: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Connected for Limited {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Limited {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Limited {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepted connections, at most `max` open at once: the next is accepted only when a
+/// permit is free.
+fn limited_incoming(
+    listener: tokio::net::TcpListener,
+    max: usize,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Limited>> + Send + 'static {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
+    futures_util::stream::unfold((listener, permits), |(listener, permits)| async move {
+        let permit = permits.clone().acquire_owned().await.ok()?;
+        let accepted = listener.accept().await.map(|(inner, _)| Limited {
+            inner,
+            _permit: permit,
+        });
+        Some((accepted, (listener, permits)))
+    })
+}
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))
@@ -72,6 +144,7 @@ pub async fn serve(
             CoordinatorError::Transport(format!("cannot listen on {}: {e}", config.listen))
         })?;
     let addr = listener.local_addr()?;
+    let max_connections = config.max_connections;
     let coordinator = Coordinator::open(config).await?;
     tokio::spawn(coordinator.clone().drive());
     let jobs = JobsServer::new(server::JobsService(coordinator.clone()))
@@ -84,7 +157,7 @@ pub async fn serve(
     server
         .add_service(jobs)
         .add_service(federation)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(limited_incoming(listener, max_connections), shutdown)
         .await
         .map_err(|e| CoordinatorError::Transport(e.to_string()))
 }

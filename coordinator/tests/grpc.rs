@@ -22,6 +22,10 @@ type Fed = FederationClient<InterceptedService<Channel, Token>>;
 type Jobs = JobsClient<InterceptedService<Channel, Token>>;
 
 async fn start(dir: &std::path::Path) -> String {
+    start_with(dir, 1024).await
+}
+
+async fn start_with(dir: &std::path::Path, max_connections: usize) -> String {
     let config = CoordinatorConfig {
         listen: "127.0.0.1:0".into(),
         database_url: format!("sqlite://{}", dir.join("c.db").display()),
@@ -42,6 +46,7 @@ async fn start(dir: &std::path::Path) -> String {
             },
         ],
         port_file: None,
+        max_connections,
     };
     config.validate().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -781,4 +786,27 @@ async fn a_move_longer_than_the_bound_is_scaled_back_before_it_is_averaged() {
         .into_inner()
         .entries;
     assert!(trail.iter().any(|e| e.action == "clipped"), "{trail:?}");
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start_with(dir.path(), 2).await;
+    let addr = url.trim_start_matches("http://").to_string();
+    // Two idle connections that never speak hold both permits.
+    let held = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _held2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let call = || async {
+        let mut j = jobs(&url, OWNER).await;
+        j.list_jobs(pb::ListJobsRequest {}).await
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), call())
+            .await
+            .is_err(),
+        "a third connection was served"
+    );
+    drop(held);
+    let served = tokio::time::timeout(Duration::from_secs(10), call()).await;
+    assert!(matches!(served, Ok(Ok(_))), "{served:?}");
 }
