@@ -334,9 +334,9 @@ pub fn fetch(args: &FetchArgs) -> Result<()> {
             let ca_pem =
                 std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
             let signature = ArtifactSignature::from_text(&text)?;
-            let sealed: Vec<u8> = chunks.concat();
+            let sha256 = fedsynth_privacy::signature::digest_parts(chunks.iter().map(Vec::as_slice));
             let signers = signature
-                .verify(&args.job, &sealed, &ca_pem)
+                .verify(&args.job, &sha256, &ca_pem)
                 .with_context(|| format!("job {}: the output's signature does not hold", args.job))?;
             Some((signature, signers))
         };

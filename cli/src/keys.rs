@@ -57,13 +57,13 @@ pub fn decrypt(args: &DecryptArgs) -> Result<()> {
         let sig_path = with_ext(&args.file, "sig");
         let text = std::fs::read_to_string(&sig_path)
             .with_context(|| format!("cannot read the signature {}", sig_path.display()))?;
-        let sealed = std::fs::read(&args.file)
+        let sha256 = fedsynth_privacy::signature::file_digest(&args.file)
             .with_context(|| format!("cannot read {}", args.file.display()))?;
         let ca_pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
         let signature = ArtifactSignature::from_text(&text)
             .with_context(|| format!("{}", sig_path.display()))?;
         let signers = signature
-            .verify(&signature.job_id.clone(), &sealed, &ca_pem)
+            .verify(&signature.job_id.clone(), &sha256, &ca_pem)
             .with_context(|| {
                 format!("{}: not signed by a worker of this CA", args.file.display())
             })?;

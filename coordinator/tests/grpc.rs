@@ -235,12 +235,7 @@ async fn a_flood_of_refused_calls_cannot_flood_the_audit_trail() {
         assert_eq!(e.code(), Code::Unauthenticated);
     }
     let mut j = jobs(&url, OWNER).await;
-    let trail = j
-        .list_audit(pb::ListAuditRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let trail = audit_trail(&mut j, "").await;
     let denied: Vec<_> = trail.iter().filter(|e| e.action == "denied").collect();
     assert_eq!(
         denied.len(),
@@ -389,15 +384,7 @@ async fn refusals_carry_the_right_status() {
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // Every refusal is in the audit trail.
-    let trail = j
-        .list_audit(pb::ListAuditRequest {
-            job_id: String::new(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let trail = audit_trail(&mut j, "").await;
     assert_eq!(fedsynth_proto::verify_audit(&trail, true), Ok(()));
     assert!(
         trail.iter().filter(|e| e.action == "denied").count() >= 4,
@@ -593,15 +580,7 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
         .into_inner()
         .text;
     assert_eq!(sig, "{\"stored\": \"as sent\"}");
-    let trail = j
-        .list_audit(pb::ListAuditRequest {
-            job_id: job.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let trail = audit_trail(&mut j, &job).await;
     let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
     for needed in [
         "submit", "accept", "start", "round", "sampler", "artifact", "fetch",
@@ -611,6 +590,18 @@ async fn a_round_is_the_weighted_average_of_the_updates() {
             "audit lacks {needed}: {actions:?}"
         );
     }
+}
+
+/// The audit trail of `job` ("" for all), oldest first.
+async fn audit_trail(j: &mut Jobs, job: &str) -> Vec<pb::AuditEntry> {
+    j.list_audit(pb::ListAuditRequest {
+        job_id: job.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .entries
 }
 
 /// Submits `spec` and has one worker, clinics/a, accept it: (job id, its client, its id).
@@ -776,15 +767,7 @@ async fn a_move_longer_than_the_bound_is_scaled_back_before_it_is_averaged() {
         let want = w0[i] + (moved[i] - w0[i]) / 10.0;
         assert!((got[i] - want).abs() < 1e-5, "{i}: {} vs {want}", got[i]);
     }
-    let trail = j
-        .list_audit(pb::ListAuditRequest {
-            job_id: job.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let trail = audit_trail(&mut j, &job).await;
     assert!(trail.iter().any(|e| e.action == "clipped"), "{trail:?}");
 }
 

@@ -38,11 +38,7 @@ pub fn default_path() -> PathBuf {
 /// the same dataset, and the same file offered to `synth` and to a worker draws on one
 /// budget.
 pub fn dataset_key(path: &Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut file = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut file, &mut h)?;
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    Ok(format!("sha256:{}", crate::signature::file_digest(path)?))
 }
 
 /// Version tag written with every stored record.
@@ -220,10 +216,16 @@ impl Ledger {
     /// spent, without recording anything: a gate before a spend in several parts, so that a
     /// job that cannot fit is refused before its first part is charged.
     pub fn would_fit(&self, holder: &str, dataset: &str, events: &[DpEvent]) -> Result<bool> {
-        let st = self.statement(holder, dataset)?;
-        let mut all: Vec<DpEvent> = st.spends.into_iter().map(|s| s.event).collect();
-        all.extend(events.iter().cloned());
-        Ok(self.accountant.epsilon(&all, st.cap.delta)? <= st.cap.epsilon.get())
+        let cap = self
+            .cap(holder, dataset)?
+            .ok_or_else(|| no_cap(holder, dataset))?;
+        let spends = read_spends(&self.conn, holder, dataset).map_err(|e| self.wrap(e))?;
+        let all: Vec<DpEvent> = spends
+            .into_iter()
+            .map(|s| s.event)
+            .chain(events.iter().cloned())
+            .collect();
+        Ok(self.accountant.epsilon(&all, cap.delta)? <= cap.epsilon.get())
     }
 
     /// Cap, composed ε and every spend of (holder, dataset).

@@ -62,15 +62,30 @@ fn message(job_id: &str, sha256: &str) -> Vec<u8> {
 
 /// Hex SHA-256 of bytes.
 pub fn digest_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    digest_parts([bytes])
+}
+
+/// Hex SHA-256 of bytes that arrived in parts (the chunks of a download).
+pub fn digest_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut h = Sha256::new();
+    parts.into_iter().for_each(|p| h.update(p));
+    hex::encode(h.finalize())
+}
+
+/// Hex SHA-256 of a file, read as a stream.
+pub fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut file, &mut h)?;
+    Ok(hex::encode(h.finalize()))
 }
 
 impl ArtifactSignature {
-    /// Signs `sealed` (the encrypted output of `job_id`) with a PKCS#8 PEM key, attaching the
-    /// PEM certificate that goes with it.
+    /// Signs the sealed file whose hex SHA-256 is `sha256` (the encrypted output of `job_id`)
+    /// with a PKCS#8 PEM key, attaching the PEM certificate that goes with it.
     pub fn sign(
         job_id: &str,
-        sealed: &[u8],
+        sha256: &str,
         key_pem: &[u8],
         certificate_pem: &str,
     ) -> Result<Self, SignatureError> {
@@ -81,7 +96,7 @@ impl ArtifactSignature {
                 "the key must be PKCS#8 (\"BEGIN PRIVATE KEY\")".into(),
             ));
         };
-        let sha256 = digest_hex(sealed);
+        let sha256 = sha256.to_ascii_lowercase();
         let msg = message(job_id, &sha256);
         let der = pkcs8.secret_pkcs8_der();
         let rng = ring::rand::SystemRandom::new();
@@ -121,13 +136,15 @@ impl ArtifactSignature {
         serde_json::from_str(text).map_err(|e| SignatureError::Malformed(e.to_string()))
     }
 
-    /// Checks that this signs `sealed` as the output of `job_id`, by a key whose certificate
+    /// Checks that this signs the sealed file whose hex SHA-256 is `sha256` (see
+    /// [`digest_hex`]; a caller streaming the file hashes it as it goes) as the output of
+    /// `job_id`, by a key whose certificate
     /// the CA (`ca_pem`) issued and which is valid now. Returns the names (DNS subject
     /// alternative names) the signer's certificate was issued for.
     pub fn verify(
         &self,
         job_id: &str,
-        sealed: &[u8],
+        sha256: &str,
         ca_pem: &[u8],
     ) -> Result<Vec<String>, SignatureError> {
         if self.job_id != job_id {
@@ -136,7 +153,7 @@ impl ArtifactSignature {
                 self.job_id.escape_debug()
             )));
         }
-        if self.sha256 != digest_hex(sealed) {
+        if !self.sha256.eq_ignore_ascii_case(sha256) {
             return Err(SignatureError::Invalid(
                 "the file is not the one that was signed (its SHA-256 differs)".into(),
             ));

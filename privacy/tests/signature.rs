@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use fedsynth_privacy::signature::{ArtifactSignature, SignatureError};
+use fedsynth_privacy::signature::{ArtifactSignature, SignatureError, digest_hex};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
@@ -41,42 +41,52 @@ fn a_signature_verifies_only_for_its_job_bytes_and_ca() {
     let federation = ca("federation CA");
     let (cert, key) = worker(&federation, "clinic-a");
     let sealed = b"sealed bytes of the output".to_vec();
-    let sig = ArtifactSignature::sign("job-1", &sealed, key.as_bytes(), &cert).unwrap();
+    let sig =
+        ArtifactSignature::sign("job-1", &digest_hex(&sealed), key.as_bytes(), &cert).unwrap();
     let back = ArtifactSignature::from_text(&sig.to_text()).unwrap();
     assert_eq!(back, sig);
     assert_eq!(
-        back.verify("job-1", &sealed, federation.pem.as_bytes())
+        back.verify("job-1", &digest_hex(&sealed), federation.pem.as_bytes())
             .unwrap(),
         ["clinic-a"]
     );
     // Another job, or other bytes.
     assert!(matches!(
-        back.verify("job-2", &sealed, federation.pem.as_bytes()),
+        back.verify("job-2", &digest_hex(&sealed), federation.pem.as_bytes()),
         Err(SignatureError::Invalid(_))
     ));
     let mut changed = sealed.clone();
     changed[3] ^= 1;
     assert!(
-        back.verify("job-1", &changed, federation.pem.as_bytes())
+        back.verify("job-1", &digest_hex(&changed), federation.pem.as_bytes())
             .is_err()
     );
     // Checked against another CA.
     let other = ca("another CA");
-    assert!(back.verify("job-1", &sealed, other.pem.as_bytes()).is_err());
+    assert!(
+        back.verify("job-1", &digest_hex(&sealed), other.pem.as_bytes())
+            .is_err()
+    );
     // A certificate of another CA's, or another key behind a genuine certificate.
     let (rogue_cert, rogue_key) = worker(&other, "clinic-a");
-    let forged =
-        ArtifactSignature::sign("job-1", &sealed, rogue_key.as_bytes(), &rogue_cert).unwrap();
+    let forged = ArtifactSignature::sign(
+        "job-1",
+        &digest_hex(&sealed),
+        rogue_key.as_bytes(),
+        &rogue_cert,
+    )
+    .unwrap();
     assert!(
         forged
-            .verify("job-1", &sealed, federation.pem.as_bytes())
+            .verify("job-1", &digest_hex(&sealed), federation.pem.as_bytes())
             .is_err()
     );
     let mut swapped =
-        ArtifactSignature::sign("job-1", &sealed, rogue_key.as_bytes(), &cert).unwrap();
+        ArtifactSignature::sign("job-1", &digest_hex(&sealed), rogue_key.as_bytes(), &cert)
+            .unwrap();
     assert!(
         swapped
-            .verify("job-1", &sealed, federation.pem.as_bytes())
+            .verify("job-1", &digest_hex(&sealed), federation.pem.as_bytes())
             .is_err()
     );
     // A tampered signature or digest.
@@ -84,14 +94,14 @@ fn a_signature_verifies_only_for_its_job_bytes_and_ca() {
     swapped.signature.replace_range(0..2, "00");
     assert!(
         swapped
-            .verify("job-1", &sealed, federation.pem.as_bytes())
+            .verify("job-1", &digest_hex(&sealed), federation.pem.as_bytes())
             .is_err()
     );
     let mut redigest = sig.clone();
-    redigest.sha256 = fedsynth_privacy::signature::digest_hex(&changed);
+    redigest.sha256 = digest_hex(&changed);
     assert!(
         redigest
-            .verify("job-1", &changed, federation.pem.as_bytes())
+            .verify("job-1", &digest_hex(&changed), federation.pem.as_bytes())
             .is_err()
     );
 }
@@ -103,13 +113,16 @@ fn malformed_signatures_and_keys_are_errors() {
     }
     let federation = ca("federation CA");
     let (cert, _) = worker(&federation, "clinic-a");
-    assert!(ArtifactSignature::sign("j", b"x", b"not a key", &cert).is_err());
+    assert!(ArtifactSignature::sign("j", &digest_hex(b"x"), b"not a key", &cert).is_err());
     let sig = ArtifactSignature {
         job_id: "j".into(),
-        sha256: fedsynth_privacy::signature::digest_hex(b"x"),
+        sha256: digest_hex(b"x"),
         certificate: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
         signature: "zz".into(),
     };
-    assert!(sig.verify("j", b"x", federation.pem.as_bytes()).is_err());
-    assert!(sig.verify("j", b"x", b"no CA here").is_err());
+    assert!(
+        sig.verify("j", &digest_hex(b"x"), federation.pem.as_bytes())
+            .is_err()
+    );
+    assert!(sig.verify("j", &digest_hex(b"x"), b"no CA here").is_err());
 }

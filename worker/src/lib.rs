@@ -353,7 +353,7 @@ async fn train_round(
 /// Signs an artifact with this worker's certificate key (its enrolled identity), so the
 /// job's owner can tell that an enrolled worker made it; empty without a certificate (a
 /// plaintext loopback federation).
-fn sign_artifact(config: &WorkerConfig, job: &str, sealed: &[u8]) -> Result<String> {
+fn sign_artifact(config: &WorkerConfig, job: &str, sha256: &str) -> Result<String> {
     let Some((cert, key)) = config
         .tls
         .as_ref()
@@ -365,7 +365,7 @@ fn sign_artifact(config: &WorkerConfig, job: &str, sealed: &[u8]) -> Result<Stri
     let cert_pem = std::fs::read_to_string(cert)?;
     let key_pem = zeroize::Zeroizing::new(std::fs::read(key)?);
     let signature =
-        fedsynth_privacy::signature::ArtifactSignature::sign(job, sealed, &key_pem, &cert_pem)
+        fedsynth_privacy::signature::ArtifactSignature::sign(job, sha256, &key_pem, &cert_pem)
             .map_err(|e| WorkerError::Config(format!("{}: {e}", key.display())))?;
     Ok(signature.to_text())
 }
@@ -385,12 +385,13 @@ async fn sample_job(
     let sealed = tokio::task::spawn_blocking(move || h.sample(&j, &s, &weights))
         .await
         .map_err(|e| WorkerError::Invalid(e.to_string()))??;
+    let sha256 = hex::encode(Sha256::digest(&sealed));
     let header = pb::ArtifactHeader {
         worker_id: me.into(),
         job_id: job.clone(),
         size: sealed.len() as u64,
-        sha256: hex::encode(Sha256::digest(&sealed)),
-        signature: sign_artifact(config, &job, &sealed)?,
+        signature: sign_artifact(config, &job, &sha256)?,
+        sha256,
     };
     let mut messages = vec![pb::ArtifactChunk {
         part: Some(pb::artifact_chunk::Part::Header(header)),
