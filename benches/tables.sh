@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # `fedsynth synth` on every table of shared/data at each ε: 80/20 split (shared/eval/split.py),
-# fit + sample on the training part with default settings, scored against the holdout by the
-# reference evaluator (shared/eval/synth_eval.py) on the table's utility target. A refused
-# run is reported with its one-line reason: every row of the table is printed, not the best.
+# fit + sample on the training part with default settings and no schema, scored against the
+# holdout by the reference evaluator (shared/eval/synth_eval.py) on the table's utility target.
+# A refused run is reported with its one-line reason: every row is printed, not the best.
 #
-#   bash benches/tables.sh [EPSILON ...]        (default: 1 3)
+# Beside each run, two baselines on the same split:
+# - "holdout": the real holdout scored as if it were synthetic (the sampling-noise floor of
+#   3-way error, from the same evaluator run);
+# - "independent": every column sampled on its own from the DP marginal the run released
+#   (the bins, points and categories with their frequencies in OUT.schema.toml): perfect
+#   independence at no extra privacy cost, the ceiling a generator must beat on 3-way error.
+# Duplicates: the share of output rows that equal another output row, beside the same share in
+# the real training rows.
+#
+#   bash benches/tables.sh [EPSILON ...]        (default: 1 3 inf)
+#   TABLES="psid1976 caravan" bash benches/tables.sh 1
 #
 # Needs ../shared beside the repository and the evaluator's environment
 # (bash ../shared/eval/setup.sh).
@@ -13,7 +23,8 @@ cd "$(dirname "$0")/.."
 shared=${SHARED:-../shared}
 py=${EVAL_PY:-$HOME/.cache/fedsynth-eval/bin/python}
 epsilons=("$@")
-[ ${#epsilons[@]} -gt 0 ] || epsilons=(1 3)
+[ ${#epsilons[@]} -gt 0 ] || epsilons=(1 3 inf)
+tables=(${TABLES:-diamonds wage psid1976 caravan nmes1988 flights})
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedsynth/target}"
 cargo test -q --workspace --locked --no-run 2> /dev/null
 bin="$CARGO_TARGET_DIR/debug/fedsynth"
@@ -21,30 +32,76 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 declare -A target=([diamonds]=cut [wage]=jobclass [psid1976]=participation [caravan]=Purchase
   [flights]=origin [nmes1988]=insurance)
-echo "machine: $(nproc) cores"
-echo "| table | ε | fit + sample | column shapes | pair trends | 3-way error | TSTR AUC (HGB) | TRTR AUC |"
-echo "|---|---|---|---|---|---|---|---|"
-for t in diamonds wage psid1976 caravan nmes1988 flights; do
+echo "machine: $(nproc) cores, $(git rev-parse --short HEAD)"
+echo "| table | ε | fit + sample | peak RSS | shapes | pairs | 3-way err (holdout / independent) | TSTR HGB (TRTR) | duplicates (real) | plan |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for t in "${tables[@]}"; do
   "$py" "$shared/eval/split.py" "$shared/data/$t.csv" --out-dir "$work" > /dev/null
   for eps in "${epsilons[@]}"; do
     out="$work/${t}_eps$eps.csv"
     start=$(date +%s.%N)
-    if "$bin" synth --input "$work/${t}_train.csv" --out "$out" --epsilon "$eps" \
-        --ledger "$work/ledger.db" --dataset "$t-$eps" --cap 100 2> "$work/log"; then
+    if /usr/bin/time -f "%M" -o "$work/rss" "$bin" synth --input "$work/${t}_train.csv" --out "$out" \
+        --epsilon "$eps" --ledger "$work/ledger.db" --dataset "$t-$eps" --cap 1000 2> "$work/log"; then
       secs=$(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')")
-      "$py" "$shared/eval/synth_eval.py" --real "$work/${t}_train.csv" \
-        --holdout "$work/${t}_holdout.csv" --synth "$out" --target "${target[$t]}" \
-        --out "$work/eval.json" > /dev/null 2>&1
-      "$py" - "$work/eval.json" "$t" "$eps" "$secs" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-h = d["headline"]
-trtr = h.get("trtr_hgb_roc_auc", float("nan"))
-print("| %s | %s | %s s | %.3f | %.3f | %.3f | %.3f | %.3f |" % (sys.argv[2], sys.argv[3], sys.argv[4],
-      h["shapes_own"], h["pair_trends_own"], h["3way_err"], h["tstr_hgb_roc_auc"], trtr))
+      rss=$(tail -1 "$work/rss")
+      plan=$(grep -o '[0-9]*% of ε' "$work/log" | head -1)
+      coarse=$(grep -c '^note: coarsened' "$work/log")
+      "$py" - "$out.schema.toml" "$(wc -l < "$out")" "$work/indep.csv" <<'PY'
+# Every column on its own from its released DP marginal.
+import sys, tomllib, numpy as np, pandas as pd
+schema = tomllib.load(open(sys.argv[1], "rb"))
+n = int(sys.argv[2]) - 1
+rng = np.random.default_rng(0)
+cols = {}
+for c in schema["columns"]:
+    f = np.array(c.get("frequencies") or [], float)
+    if c["kind"] == "categorical":
+        cats = c["categories"]
+        p = f / f.sum() if f.sum() > 0 else np.full(len(cats), 1 / len(cats))
+        cols[c["name"]] = rng.choice(cats, size=n, p=p)
+        continue
+    e = np.array(c["edges"], float)
+    pts = np.array(c.get("points") or [], float)
+    k = len(e) - 1
+    if f.sum() <= 0:
+        f = np.concatenate([np.diff(e), np.zeros(len(pts))])
+    slot = rng.choice(len(f), size=n, p=f / f.sum())
+    b = np.minimum(slot, k - 1)
+    v = e[b] + rng.random(n) * (e[b + 1] - e[b])
+    if len(pts):
+        v = np.where(slot >= k, pts[np.minimum(slot - k, len(pts) - 1)], v)
+    if c["kind"] == "integer":
+        v = np.clip(np.round(v), np.ceil(e[0]), np.floor(e[-1])).astype(np.int64)
+        if len(pts):
+            v = np.where(slot >= k, pts[np.minimum(slot - k, len(pts) - 1)].astype(np.int64), v)
+    cols[c["name"]] = v
+pd.DataFrame(cols).to_csv(sys.argv[3], index=False)
+PY
+      for which in synth indep; do
+        s=$out; [ "$which" = indep ] && s=$work/indep.csv
+        "$py" "$shared/eval/synth_eval.py" --real "$work/${t}_train.csv" \
+          --holdout "$work/${t}_holdout.csv" --synth "$s" --target "${target[$t]}" \
+          --out "$work/eval_$which.json" --skip-privacy > /dev/null 2>&1 || echo '{}' > "$work/eval_$which.json"
+      done
+      "$py" - "$work" "$t" "$eps" "$secs" "$rss" "$out" "$work/${t}_train.csv" "$plan" "$coarse" <<'PY'
+import json, sys, pandas as pd
+work, t, eps, secs, rss, out, train, plan, coarse = sys.argv[1:]
+def head(which):
+    try:
+        return json.load(open(f"{work}/eval_{which}.json"))["headline"]
+    except Exception:
+        return {}
+h, ind = head("synth"), head("indep")
+f = lambda d, k: "–" if d.get(k) is None else "%.3f" % d[k]
+dup = pd.read_csv(out).duplicated().mean()
+dup_real = pd.read_csv(train).duplicated().mean()
+note = plan + (f", {coarse} coarsened" if coarse != "0" else "")
+print(f"| {t} | {eps} | {secs} s | {int(rss) // 1024} MiB | {f(h, 'shapes_own')} | {f(h, 'pair_trends_own')} | "
+      f"{f(h, '3way_err')} ({f(h, '3way_err_holdout_baseline')} / {f(ind, '3way_err')}) | "
+      f"{f(h, 'tstr_hgb_roc_auc')} ({f(h, 'trtr_hgb_roc_auc')}) | {dup:.3f} ({dup_real:.3f}) | {note} |")
 PY
     else
-      echo "| $t | $eps | refused: $(tail -1 "$work/log" | cut -c1-140) | | | | | |"
+      echo "| $t | $eps | refused: $(tail -1 "$work/log" | cut -c1-160) | | | | | | | |"
     fi
   done
 done

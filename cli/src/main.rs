@@ -278,9 +278,11 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 1.0, value_name = "C")]
     clip_norm: f64,
     /// Share of ε spent on the private preprocessing statistics (bounds, bins, categories)
-    /// when the schema does not give them; unused with a complete public schema.
-    #[arg(long, default_value_t = 0.1, value_name = "SHARE")]
-    preprocess_share: f64,
+    /// when the schema does not give them; unused with a complete public schema. Default:
+    /// chosen from the table's size and width, the smallest of 0.1, 0.15, 0.2, 0.3, 0.4, 0.5
+    /// at which the statistics' noise is at most 1% of the rows (the run prints its choice).
+    #[arg(long, value_name = "SHARE")]
+    preprocess_share: Option<f64>,
     /// Width of the generator's hidden layers.
     #[arg(long, default_value_t = 128, value_name = "N")]
     hidden: usize,

@@ -14,7 +14,7 @@ use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::TvaeConfig;
 use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan};
 use fedsynth_synth::schema::Schema;
-use fedsynth_synth::stats::{Plan, complete_schema};
+use fedsynth_synth::stats::{Plan, complete_schema_noting};
 use fedsynth_synth::table::{Format, read_table, table_bytes};
 use fedsynth_synth::{sample, train};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -155,6 +155,31 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                     &format!("synth → {}", args.out.display()),
                 )
                 .context("refused before training")?;
+            if !stats_plan.is_free() {
+                eprintln!(
+                    "plan: {} columns, about {rows} rows: {} numeric histograms at σ = {:.1} rows and {} category discoveries at σ = {:.1}, {:.0}% of ε{}",
+                    schema.columns.len(),
+                    stats_plan.releases,
+                    privacy.preprocess.sigma,
+                    stats_plan.discoveries,
+                    privacy.preprocess.sigma_categories,
+                    100.0 * privacy.preprocess_share,
+                    if args.preprocess_share.is_some() {
+                        " (--preprocess-share)"
+                    } else {
+                        " (chosen for the table's size and width)"
+                    }
+                );
+                if privacy.statistics_coarse {
+                    eprintln!(
+                        "note: the table is small for its width at this ε (noise {:.1}% of the rows \
+                         even with {:.0}% of ε): bins will be coarse and rare categories may be \
+                         lost; a --schema with min/max, edges or categories costs nothing",
+                        100.0 * privacy.preprocess.sigma / rows as f64,
+                        100.0 * privacy.preprocess_share
+                    );
+                }
+            }
             eprintln!(
                 "privacy: ε = {:.3} at δ = {:.2e} (preprocessing {:.3}, DP-SGD σ = {:.3} over {} steps at q = {:.4}); recorded in {}",
                 privacy.epsilon_total,
@@ -175,7 +200,16 @@ pub fn run(args: &SynthArgs) -> Result<()> {
              OUT.schema.toml this run writes) to declare them instead"
         );
     }
-    let completed = complete_schema(&table, &schema, Some(privacy.preprocess), &mut private)?;
+    let completion =
+        complete_schema_noting(&table, &schema, Some(privacy.preprocess), &mut private)?;
+    if !completion.coarse.is_empty() {
+        eprintln!(
+            "note: coarsened (no value range clear of the noise; the fullest bucket was taken): {}; \
+             give their min and max in a --schema for better bins",
+            completion.coarse.join(", ")
+        );
+    }
+    let completed = completion.schema;
     let encoder = Encoder::new(&completed, &table)?;
     let data = encoder.encode(&table)?;
     let mut model = TvaeConfig::new(encoder.width())

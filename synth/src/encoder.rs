@@ -1,9 +1,11 @@
 //! The reversible encoding between table rows and model vectors, built only from a completed
 //! schema (public or DP facts), never from raw rows.
 //!
-//! - Numeric column: one-hot of its quantile bin (plus a null slot when nullable) and the
-//!   position within the bin in [0, 1] (a DP-friendly analogue of CTGAN's mode-specific
-//!   normalisation). Decoding stays inside the bounds; integers stay integers.
+//! - Numeric column: one-hot of its quantile bin or point mass (plus a null slot when
+//!   nullable) and the position within the bin in [0, 1] (a DP-friendly analogue of CTGAN's
+//!   mode-specific normalisation). A point mass (an exact zero of an amount, say) is a slot
+//!   of its own that decodes to exactly its value. Decoding stays inside the bounds;
+//!   integers stay integers.
 //! - Categorical column: one-hot over its category set, plus a null slot when nullable and an
 //!   "unseen" slot for values outside the set (rare categories the DP discovery did not
 //!   release). Decoding never emits the unseen slot, so no value outside the set appears.
@@ -45,8 +47,14 @@ enum ValueType {
 
 #[derive(Debug, Clone)]
 enum Codec {
-    Numeric { edges: Vec<f64>, integer: bool },
-    Categorical { categories: Vec<String> },
+    Numeric {
+        edges: Vec<f64>,
+        points: Vec<f64>,
+        integer: bool,
+    },
+    Categorical {
+        categories: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -64,7 +72,7 @@ impl ColumnCodec {
     /// Slots of the one-hot block.
     fn slots(&self) -> usize {
         let base = match &self.codec {
-            Codec::Numeric { edges, .. } => edges.len() - 1,
+            Codec::Numeric { edges, points, .. } => edges.len() - 1 + points.len(),
             Codec::Categorical { categories } => categories.len() + 1,
         };
         base + usize::from(self.nullable)
@@ -72,7 +80,7 @@ impl ColumnCodec {
 
     fn null_slot(&self) -> Option<usize> {
         self.nullable.then(|| match &self.codec {
-            Codec::Numeric { edges, .. } => edges.len() - 1,
+            Codec::Numeric { edges, points, .. } => edges.len() - 1 + points.len(),
             Codec::Categorical { categories } => categories.len(),
         })
     }
@@ -127,6 +135,7 @@ impl Encoder {
                     edges: spec.edges.clone().ok_or_else(|| {
                         SynthError::Schema(format!("column '{}' has no bin edges", spec.name))
                     })?,
+                    points: spec.points.clone().unwrap_or_default(),
                     integer: spec.kind == ColumnKind::Integer,
                 },
             };
@@ -244,12 +253,18 @@ impl Encoder {
             for r in 0..rows {
                 let row = &mut out[r * self.width..(r + 1) * self.width];
                 match &col.codec {
-                    Codec::Numeric { edges, .. } => {
+                    Codec::Numeric { edges, points, .. } => {
                         let k = edges.len() - 1;
+                        let point = |x: f64| points.iter().position(|&p| p == x);
                         match data.number(r) {
                             None => {
                                 let slot = col.null_slot().unwrap_or(0);
                                 row[col.onehot + slot] = 1.0;
+                                row[col.onehot + col.slots()] = 0.5;
+                            }
+                            Some(x) if point(x).is_some() => {
+                                let j = point(x).unwrap_or(0);
+                                row[col.onehot + k + j] = 1.0;
                                 row[col.onehot + col.slots()] = 0.5;
                             }
                             Some(x) => {
@@ -287,12 +302,21 @@ impl Encoder {
         for (c, col) in self.columns.iter().enumerate() {
             let null = col.null_slot();
             let data = match &col.codec {
-                Codec::Numeric { edges, integer } => {
+                Codec::Numeric {
+                    edges,
+                    points,
+                    integer,
+                } => {
                     let k = edges.len() - 1;
                     let values = rows.iter().map(|r| {
                         let ch = r[c];
                         if Some(ch.slot) == null {
                             return None;
+                        }
+                        if ch.slot >= k
+                            && let Some(&p) = points.get(ch.slot - k)
+                        {
+                            return Some(p);
                         }
                         let b = ch.slot.min(k - 1);
                         let u = f64::from(ch.offset).clamp(0.0, 1.0);

@@ -1,5 +1,6 @@
 //! Privacy planning for one synthesis run, before any row is touched: the noise of the
-//! preprocessing statistics (a share of ε, default 10%), then the DP-SGD noise multiplier
+//! preprocessing statistics (a share of ε chosen from the table's size and width, see
+//! [`auto_share`]), then the DP-SGD noise multiplier
 //! calibrated so that preprocessing and training *composed* stay within (ε, δ).
 //!
 //! The exact row count never shapes a private run: a Gaussian-noised count
@@ -53,6 +54,11 @@ pub struct PrivacyPlan {
     pub events: Vec<DpEvent>,
     /// ε of the row count and preprocessing alone at δ.
     pub epsilon_preprocess: f64,
+    /// The share of ε given to the preprocessing statistics (0 when nothing was estimated).
+    pub preprocess_share: f64,
+    /// Whether the statistics' noise stays above [`AUTO_NOISE_FRACTION`] of the rows even
+    /// at the largest automatic share: expect coarse bins and rare categories lost.
+    pub statistics_coarse: bool,
     /// ε of everything composed at δ.
     pub epsilon_total: f64,
 }
@@ -73,8 +79,8 @@ pub struct PlanRequest {
     pub epochs: usize,
     /// Expected batch size.
     pub batch_size: usize,
-    /// Share of ε for preprocessing statistics.
-    pub preprocess_share: f64,
+    /// Share of ε for preprocessing statistics (`None`: chosen by [`auto_share`]).
+    pub preprocess_share: Option<f64>,
     /// Learning rate.
     pub learning_rate: f64,
     /// Clipping norm.
@@ -124,6 +130,8 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             training,
             events: vec![],
             epsilon_preprocess: f64::INFINITY,
+            preprocess_share: 0.0,
+            statistics_coarse: false,
             epsilon_total: f64::INFINITY,
         });
     };
@@ -142,7 +150,10 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             req.rows
         )));
     }
-    if !(0.0..1.0).contains(&req.preprocess_share) {
+    if req
+        .preprocess_share
+        .is_some_and(|s| !(0.0..1.0).contains(&s))
+    {
         return Err(SynthError::Setting(
             "the preprocessing share must be in [0, 1)".into(),
         ));
@@ -151,18 +162,24 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         Some(sigma) => vec![DpEvent::gaussian(1.0, sigma, 1)?],
         None => vec![],
     };
-    let (preprocess, mut pre_events) = if stats.is_free() {
-        (Noise::exact(), vec![])
+    let (preprocess, mut pre_events, share, statistics_coarse) = if stats.is_free() {
+        (Noise::exact(), vec![], 0.0, false)
     } else {
-        if req.preprocess_share <= 0.0 {
-            return Err(SynthError::Setting(
-                "the schema needs private statistics, so the preprocessing share must be > 0"
-                    .into(),
-            ));
-        }
-        let noise = Noise::calibrate(stats, Epsilon::new(eps * req.preprocess_share)?, delta)?;
+        let (share, noise, coarse) = match req.preprocess_share {
+            Some(share) if share <= 0.0 => {
+                return Err(SynthError::Setting(
+                    "the schema needs private statistics, so the preprocessing share must be > 0"
+                        .into(),
+                ));
+            }
+            Some(share) => {
+                let noise = Noise::calibrate(stats, Epsilon::new(eps * share)?, delta)?;
+                (share, noise, false)
+            }
+            None => auto_share(stats, eps, delta, req.rows)?,
+        };
         let events = noise.events(stats)?;
-        (noise, events)
+        (noise, events, share, coarse)
     };
     pre_events.splice(0..0, count_events);
     let steps = Steps::new(training.steps())?;
@@ -189,8 +206,38 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         training,
         events,
         epsilon_preprocess,
+        preprocess_share: share,
+        statistics_coarse,
         epsilon_total,
     })
+}
+
+/// Shares of ε that the automatic split tries for the preprocessing statistics, smallest
+/// first.
+pub const AUTO_SHARES: [f64; 6] = [0.1, 0.15, 0.2, 0.3, 0.4, 0.5];
+
+/// The automatic split takes the smallest share at which the statistics' noise σ is at most
+/// this fraction of the rows: at 1%, a bucket of about 4% of the rows clears the strong
+/// threshold of a support histogram and a bin's share is known to about ±1%.
+pub const AUTO_NOISE_FRACTION: f64 = 0.01;
+
+/// The preprocessing share chosen from the table's size and width: the statistics' noise
+/// is a function of how many histograms the schema needs (its width) and of ε, their signal
+/// of the row count, so the share grows until σ ≤ [`AUTO_NOISE_FRACTION`] × rows, up to the
+/// largest of [`AUTO_SHARES`] (then the statistics are coarse: the flag says so). A table of
+/// 43,000 rows and 10 columns at ε = 1 keeps 10%; 750 rows and 21 columns get half.
+pub fn auto_share(stats: Plan, eps: f64, delta: Delta, rows: usize) -> Result<(f64, Noise, bool)> {
+    let mut last = None;
+    for share in AUTO_SHARES {
+        let noise = Noise::calibrate(stats, Epsilon::new(eps * share)?, delta)?;
+        if noise.sigma <= AUTO_NOISE_FRACTION * rows as f64 {
+            return Ok((share, noise, false));
+        }
+        last = Some((share, noise));
+    }
+    let (share, noise) =
+        last.ok_or_else(|| SynthError::Setting("no preprocessing share".into()))?;
+    Ok((share, noise, true))
 }
 
 #[cfg(test)]
@@ -206,7 +253,7 @@ mod tests {
             count_noise: Some(ROW_COUNT_NOISE),
             epochs: 2,
             batch_size: 100,
-            preprocess_share: 0.1,
+            preprocess_share: Some(0.1),
             learning_rate: 1e-3,
             clip_norm: 1.0,
         }
@@ -256,6 +303,65 @@ mod tests {
             q.training.noise_multiplier.unwrap(),
         );
         assert!(a >= b && a < b * 1.03, "{a} vs {b}");
+    }
+
+    #[test]
+    fn the_preprocessing_share_adapts_to_the_tables_size_and_width() {
+        let delta = |n: usize| Delta::new(default_delta(n)).unwrap();
+        // Diamonds' shape (43k rows: 7 numeric columns, 3 categorical) keeps 10% at ε = 1.
+        let diamonds = Plan {
+            releases: 14,
+            discoveries: 3,
+        };
+        let (share, noise, coarse) = auto_share(diamonds, 1.0, delta(43_152), 43_152).unwrap();
+        assert_eq!((share, coarse), (0.1, false));
+        assert!(noise.sigma <= 431.52, "{}", noise.sigma);
+        // A small table (750 rows, 17 numeric and 4 categorical columns) takes more, and at
+        // ε = 1 says its statistics are coarse.
+        let small = Plan {
+            releases: 34,
+            discoveries: 4,
+        };
+        let (s3, _, c3) = auto_share(small, 3.0, delta(750), 750).unwrap();
+        let (s1, n1, c1) = auto_share(small, 1.0, delta(750), 750).unwrap();
+        assert!(s3 > 0.1 && s1 >= s3, "{s3} {s1}");
+        assert_eq!(s1, 0.5);
+        assert!(c1 && n1.sigma > 7.5, "{c1} {}", n1.sigma);
+        let _ = c3;
+        // A wider table needs more noise at the same share, so no smaller a share.
+        let wide = Plan {
+            releases: 170,
+            discoveries: 1,
+        };
+        let (sw, _, _) = auto_share(wide, 3.0, delta(4658), 4658).unwrap();
+        let (sn, _, _) = auto_share(diamonds, 3.0, delta(4658), 4658).unwrap();
+        assert!(sw >= sn, "{sw} {sn}");
+        // The plan records the share, and a given share is kept.
+        let mut req = request(5000, None);
+        req.preprocess_share = None;
+        let p = plan(&req, small).unwrap();
+        assert!(AUTO_SHARES.contains(&p.preprocess_share));
+        req.preprocess_share = Some(0.25);
+        assert_eq!(plan(&req, small).unwrap().preprocess_share, 0.25);
+    }
+
+    #[test]
+    fn a_rare_class_in_a_wide_table_keeps_a_third_of_the_preprocessing() {
+        use crate::stats::category_weight;
+        let wide = Plan {
+            releases: 170,
+            discoveries: 1,
+        };
+        assert_eq!(category_weight(wide), 85.0);
+        let narrow = Plan {
+            releases: 14,
+            discoveries: 3,
+        };
+        assert_eq!(category_weight(narrow), crate::stats::CATEGORY_WEIGHT);
+        // With the weight, the 6% class of a 4,658-row table clears its threshold at ε = 1.
+        let d = Delta::new(default_delta(4658)).unwrap();
+        let (_, noise, _) = auto_share(wide, 1.0, d, 4658).unwrap();
+        assert!(noise.threshold() < 0.06 * 4658.0, "{}", noise.threshold());
     }
 
     #[test]

@@ -56,11 +56,15 @@ pub struct ColumnSpec {
     /// Bin edges (numeric columns), increasing, from min to max.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edges: Option<Vec<f64>>,
+    /// Point masses (numeric columns): values that hold a share of the rows on their own,
+    /// such as the exact zeros of an amount that is often zero. Each is generated exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<Vec<f64>>,
     /// The category set (categorical columns); other values are treated as unseen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categories: Option<Vec<String>>,
-    /// Share of the non-null rows in each bin (numeric columns, one per pair of edges) or
-    /// each category (categorical columns, in the order of `categories`). Sampling matches
+    /// Share of the non-null rows in each bin (numeric columns, one per pair of edges, then
+    /// one per point mass) or each category (categorical columns, in the order of `categories`). Sampling matches
     /// the generated marginals to these shares; without them the column is left as the
     /// model generates it. fedsynth writes the DP estimates it made (`source = "dp"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,8 +146,9 @@ impl Schema {
             }
             match c.kind {
                 ColumnKind::Categorical => {
-                    if c.min.is_some() || c.max.is_some() || c.edges.is_some() {
-                        return bad("min, max and edges apply to numeric columns only");
+                    if c.min.is_some() || c.max.is_some() || c.edges.is_some() || c.points.is_some()
+                    {
+                        return bad("min, max, edges and points apply to numeric columns only");
                     }
                     if let Some(cats) = &c.categories {
                         if cats.is_empty() {
@@ -174,6 +179,23 @@ impl Schema {
                     if c.frequencies.is_some() && c.edges.is_none() {
                         return bad("frequencies need the edges of the bins they belong to");
                     }
+                    if let Some(points) = &c.points {
+                        if points.iter().any(|p| !p.is_finite())
+                            || points.windows(2).any(|w| !(w[0] < w[1]))
+                        {
+                            return bad("points must be finite and strictly increasing");
+                        }
+                        if c.edges.is_none() {
+                            return bad("points need the edges of the column's bins");
+                        }
+                        if let Some(edges) = &c.edges
+                            && points
+                                .iter()
+                                .any(|p| *p < edges[0] || *p > edges[edges.len() - 1])
+                        {
+                            return bad("points must lie within the edges");
+                        }
+                    }
                     if c.min.is_some() != c.max.is_some() {
                         return bad("give both min and max, or neither");
                     }
@@ -191,11 +213,14 @@ impl Schema {
                                 "edges must be at least two finite, strictly increasing numbers",
                             );
                         }
+                        let points = c.points.as_ref().map_or(0, Vec::len);
                         if c.frequencies
                             .as_ref()
-                            .is_some_and(|f| f.len() != edges.len() - 1)
+                            .is_some_and(|f| f.len() != edges.len() - 1 + points)
                         {
-                            return bad("give one frequency per bin (one fewer than the edges)");
+                            return bad(
+                                "give one frequency per bin (one fewer than the edges), then one per point",
+                            );
                         }
                         if c.min.is_some_and(|m| m != edges[0])
                             || c.max.is_some_and(|m| m != edges[edges.len() - 1])
@@ -236,6 +261,7 @@ impl Schema {
                 min: None,
                 max: None,
                 edges: None,
+                points: None,
                 categories: None,
                 frequencies: None,
                 source: Source::Public,
