@@ -67,14 +67,32 @@ pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> V
     w
 }
 
-/// Systematic resampling: `n` distinct indices (when no weight exceeds `len / n` times the
-/// mean) drawn with probability proportional to `weights`, in increasing order.
+/// Systematic resampling: `n` distinct indices (whenever at least `n` weights are positive)
+/// drawn with probability proportional to `weights` capped so that none exceeds the step,
+/// in increasing order.
 pub fn resample(weights: &[f64], n: usize, rng: &mut SecureRng) -> Vec<usize> {
     let total: f64 = weights.iter().sum();
     if n == 0 || weights.is_empty() || !(total > 0.0) {
         return Vec::new();
     }
-    let step = total / n as f64;
+    // No weight may exceed the step, or its row would be drawn twice: the weights are capped
+    // at the level c where the k heaviest rows hold c each and the rest their own weight,
+    // with n·c the new total (water-filling; exists whenever n ≤ the rows with weight > 0).
+    let mut sorted: Vec<f64> = weights.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let mut rest: f64 = total;
+    let mut cap = f64::INFINITY;
+    for (k, &w) in sorted.iter().enumerate().take(n) {
+        let c = rest / (n - k) as f64;
+        if w <= c {
+            cap = c;
+            break;
+        }
+        rest -= w;
+    }
+    let capped: Vec<f64> = weights.iter().map(|&w| w.min(cap)).collect();
+    let step = capped.iter().sum::<f64>() / n as f64;
+    let weights = &capped[..];
     let mut next = rng.random::<f64>() * step;
     let mut out = Vec::with_capacity(n);
     let mut run = 0.0;
@@ -183,5 +201,12 @@ mod tests {
         assert!(resample(&[1.0, 1.0], 0, &mut rng).is_empty());
         assert!(resample(&[0.0, 0.0], 2, &mut rng).is_empty());
         assert_eq!(resample(&[1.0, 1.0, 1.0], 3, &mut rng), vec![0, 1, 2]);
+        // One heavy weight is kept once, never twice, and the rest fill the draw.
+        for _ in 0..50 {
+            let keep = resample(&[10.0, 1.0, 1.0, 1.0, 0.5, 0.5], 3, &mut rng);
+            assert_eq!(keep.len(), 3);
+            assert!(keep.windows(2).all(|p| p[0] < p[1]), "{keep:?}");
+            assert_eq!(keep[0], 0);
+        }
     }
 }

@@ -376,6 +376,27 @@ fn hull(
     Some((first, last, coarse))
 }
 
+/// An integer column's support buckets grouped by octave: the negative octaves, the exact
+/// buckets as -63..-32, …, -1, 0, 1, 2..3, …, 32..63, then the positive octaves (ranges of
+/// bucket indices, in value order).
+fn octave_cells(support: Support) -> Vec<(usize, usize)> {
+    let (o, m) = (support.octaves(), support.middle());
+    let zero = support.zero();
+    let mut cells: Vec<(usize, usize)> = (0..o).map(|i| (i, i)).collect();
+    for k in (0..6).rev() {
+        // -(2^(k+1) - 1) ..= -(2^k)
+        let (a, b) = ((1i64 << (k + 1)) - 1, 1i64 << k);
+        cells.push((zero - a as usize, zero - b as usize));
+    }
+    cells.push((zero, zero));
+    for k in 0..6 {
+        let (a, b) = (1usize << k, (1usize << (k + 1)) - 1);
+        cells.push((zero + a, zero + b));
+    }
+    cells.extend((o + m..2 * o + m).map(|i| (i, i)));
+    cells
+}
+
 /// The first release of a numeric column without public bounds: a noisy histogram over
 /// [`Support`] buckets. Its range is the
 /// hull of the buckets that clear the strong threshold, so a point mass far from the bulk
@@ -399,7 +420,32 @@ fn private_support(
     let zero_count = noisy_counts[zero];
     let zero_mass = zero_count > strong.max(0.5);
     let skip = (!integer).then_some(zero);
-    let found = hull(&noisy_counts, strong, weak, skip);
+    let mut found = hull(&noisy_counts, strong, weak, skip);
+    if integer {
+        // Values spread over many exact buckets (ages 18-63 in a table of 600 rows) may clear
+        // no single bucket; the same release read by octave (sums of noisy counts, their
+        // noise σ·√width) sees them. Both views are post-processing of one histogram.
+        let cells = octave_cells(support);
+        let merged: Vec<f64> = cells
+            .iter()
+            .map(|&(a, b)| noisy_counts[a..=b].iter().sum::<f64>() / ((b - a + 1) as f64).sqrt())
+            .collect();
+        // Weak neighbours at 2σ here: an empty octave passes σ one time in six, and would
+        // stretch the range over a whole octave.
+        let coarse_view = hull(
+            &merged,
+            strong_threshold(noise.sigma, cells.len()),
+            2.0 * weak,
+            None,
+        )
+        .map(|(a, b, c)| (cells[a].0, cells[b].1, c));
+        found = match (found, coarse_view) {
+            (Some((a, b, false)), Some((c, d, false))) => Some((a.min(c), b.max(d), false)),
+            (Some((a, b, false)), _) => Some((a, b, false)),
+            (_, Some(view)) => Some(view),
+            (fine, None) => fine,
+        };
+    }
     let (range, coarse) = match found {
         // A continuous column whose only mass is at zero.
         Some((_, _, true)) if !integer && zero_mass => (None, false),
@@ -518,9 +564,30 @@ fn private_bins(
         }
     }
     let strong = strong_threshold(noise.sigma, k + 1);
-    let (first, last) = match hull(&noisy_counts, strong, noise.sigma, None) {
-        Some((a, b, false)) => (a, b),
-        _ => (0, k - 1),
+    // One bin per integer: the support's exact buckets already placed the range, and values
+    // spread thinly (ages in 600 rows) would lose their ends to a trim; only end values whose
+    // noisy count stays within one standard deviation of its noise go (a 0/1 flag must not
+    // grow a -1 from the support's noise). Elsewhere the
+    // empty tails go, with one bin of margin (the mass may start inside it).
+    let (first, last) = if per_integer {
+        let sd = |j: usize| {
+            let v = grid[j] + 0.5;
+            let averaged =
+                support.is_some_and(|s| s.exact.is_some()) && v.abs() <= EXACT_MAX as f64;
+            if averaged {
+                noise.sigma / 2f64.sqrt()
+            } else {
+                noise.sigma
+            }
+        };
+        let first = (0..k).find(|&j| noisy_counts[j] > sd(j)).unwrap_or(0);
+        let last = (first..k)
+            .rev()
+            .find(|&j| noisy_counts[j] > sd(j))
+            .unwrap_or(k - 1);
+        (first, last)
+    } else {
+        trim_tails(&noisy_counts, noise.sigma, true)
     };
     let sub = &grid[first..=last + 1];
     let sub_counts = &noisy_counts[first..=last];
@@ -553,15 +620,81 @@ fn private_bins(
     facts
 }
 
+/// The bins left once the empty tails are cut: from each end, bins are dropped until one
+/// ends a window of 1, 2, 4 or 8 bins (towards that end) whose noisy sum is significant
+/// (above 2σ·√width: an empty tail seldom gets there, a thin real bulk of a few σ per bin
+/// does within a few bins; a tail left uncut costs only the outer bin's width). Local windows, not the whole running sum, so the negative noise
+/// of a long empty tail cannot hide the bulk behind it. One more bin is kept as a margin
+/// when `margin`.
+fn trim_tails(counts: &[f64], sigma: f64, margin: bool) -> (usize, usize) {
+    let k = counts.len();
+    let margin = usize::from(margin && sigma > 0.0);
+    let significant =
+        |window: &[f64]| window.iter().sum::<f64>() > 2.0 * sigma * (window.len() as f64).sqrt();
+    // The smallest significant window ending at bin i (towards the start) or starting at i
+    // (towards the end): the mass it proves lies somewhere in it, so the cut is at its far end.
+    let window = |i: usize, towards_start: bool| -> Option<usize> {
+        [1usize, 2, 4, 8].into_iter().find(|&w| {
+            if towards_start {
+                i + 1 >= w && significant(&counts[i + 1 - w..=i])
+            } else {
+                i + w <= k && significant(&counts[i..i + w])
+            }
+        })
+    };
+    let Some((i, w)) = (0..k).find_map(|i| window(i, true).map(|w| (i, w))) else {
+        return (0, k - 1);
+    };
+    let first = i + 1 - w;
+    let last = (first..k)
+        .rev()
+        .find_map(|i| window(i, false).map(|w| i + w - 1))
+        .unwrap_or(k - 1);
+    (first.saturating_sub(margin), (last + margin).min(k - 1))
+}
+
+/// The non-decreasing sequence closest to `values` in least squares (pool adjacent
+/// violators).
+fn isotonic(values: &[f64]) -> Vec<f64> {
+    let mut blocks: Vec<(f64, usize)> = Vec::with_capacity(values.len());
+    for &v in values {
+        blocks.push((v, 1));
+        while blocks.len() > 1 {
+            let (b, nb) = blocks[blocks.len() - 1];
+            let (a, na) = blocks[blocks.len() - 2];
+            if a <= b {
+                break;
+            }
+            blocks.pop();
+            let last = blocks.len() - 1;
+            blocks[last] = ((a * na as f64 + b * nb as f64) / (na + nb) as f64, na + nb);
+        }
+    }
+    blocks
+        .into_iter()
+        .flat_map(|(v, n)| std::iter::repeat_n(v, n))
+        .collect()
+}
+
 /// `bins` quantile bins over a grid with noisy counts: the running sum made monotone, edges
 /// where it crosses j/bins of its total (linear within a grid bin; integer columns' edges half
 /// way between integers), and each bin's share read from the same running sum.
 fn quantile_bins(grid: &[f64], counts: &[f64], bins: usize, integer: bool) -> (Vec<f64>, Vec<f64>) {
-    let mut cdf = Vec::with_capacity(counts.len() + 1);
-    cdf.push(0.0_f64);
+    // The running sum of the noisy counts is unbiased (clamping each count at zero would
+    // pile the noise of every sparse bin into the low quantiles); its closest non-decreasing
+    // fit, pinned at zero, is the cumulative distribution the quantiles are read from.
+    let mut raw = Vec::with_capacity(counts.len() + 1);
+    raw.push(0.0_f64);
+    let mut run = 0.0;
     for c in counts {
-        let last = *cdf.last().unwrap_or(&0.0);
-        cdf.push((last + c).max(last));
+        run += c;
+        raw.push(run);
+    }
+    let cdf: Vec<f64> = isotonic(&raw).into_iter().map(|c| c.max(0.0)).collect();
+    let mut cdf = cdf;
+    cdf[0] = 0.0;
+    for i in 1..cdf.len() {
+        cdf[i] = cdf[i].max(cdf[i - 1]);
     }
     let total = cdf[cdf.len() - 1].max(1.0);
     let at = |x: f64| -> f64 {
@@ -606,17 +739,8 @@ fn quantile_bins(grid: &[f64], counts: &[f64], bins: usize, integer: bool) -> (V
         j if j == last => cdf[cdf.len() - 1],
         j => at(edges[j]),
     };
-    // The monotone running sum drops negative noise and so overstates the total by about
-    // σ·0.4 per bin; the shares are rescaled to the plain sum of the noisy counts, which is
-    // unbiased (a point mass beside the bins keeps its true share).
-    let raw: f64 = counts.iter().sum::<f64>().max(0.0);
-    let scale = if cdf[cdf.len() - 1] > 0.0 {
-        raw / cdf[cdf.len() - 1]
-    } else {
-        1.0
-    };
     let frequencies = (0..last)
-        .map(|j| (mass(j + 1) - mass(j)).max(0.0) * scale)
+        .map(|j| (mass(j + 1) - mass(j)).max(0.0))
         .collect();
     (edges, frequencies)
 }
@@ -903,9 +1027,20 @@ mod tests {
                     .collect();
                 let spec = complete_one(values, true, sigma, seed);
                 let edges = spec.edges.as_ref().unwrap();
-                assert_eq!(edges, &vec![-0.5, 0.5, 1.5], "{ones} σ={sigma}");
+                if sigma == 0.0 {
+                    assert_eq!(edges, &vec![-0.5, 0.5, 1.5], "{ones}");
+                }
+                assert!(
+                    edges.contains(&0.5) && edges.len() <= 5,
+                    "{ones} σ={sigma}: {edges:?}"
+                );
                 let got = share_at(&spec, 1.0);
                 assert!((got - ones).abs() < 0.03, "{ones} σ={sigma}: {got}");
+                let other = 1.0 - got - share_at(&spec, 0.0);
+                assert!(
+                    other < 0.02,
+                    "{ones} σ={sigma}: {other} outside 0 and 1, {edges:?}"
+                );
             }
         }
     }
@@ -981,10 +1116,45 @@ mod tests {
         // A few levels (a 5-level code): one bin per level.
         let values: Vec<f64> = (0..2000).map(|i| f64::from(i % 5 + 1)).collect();
         let spec = complete_one(values, true, 20.0, 3);
-        assert_eq!(
-            spec.edges.as_ref().unwrap(),
-            &vec![0.5, 1.5, 2.5, 3.5, 4.5, 5.5]
-        );
+        let edges = spec.edges.as_ref().unwrap();
+        assert!(edges.windows(2).all(|w| w[1] - w[0] == 1.0), "{edges:?}");
+        for v in 1..=5 {
+            assert!(
+                (share_at(&spec, f64::from(v)) - 0.2).abs() < 0.03,
+                "{v}: {edges:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_spread_thinly_keep_their_whole_range() {
+        // 600 ages, uniform over 30..=60 (about 20 rows each), at a noise of 3% of the rows:
+        // no single value clears the noise, yet the range must not shrink to a noise spike.
+        for seed in 0..10 {
+            let values: Vec<f64> = (0..600).map(|i| f64::from(30 + i % 31)).collect();
+            let spec = complete_one(values, true, 18.6, seed);
+            let edges = spec.edges.as_ref().unwrap();
+            assert!(
+                edges[0] <= 33.0 && edges[edges.len() - 1] >= 57.0,
+                "{seed}: {edges:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn isotonic_fits_and_tails_trim() {
+        assert_eq!(isotonic(&[1.0, 3.0, 2.0, 4.0]), vec![1.0, 2.5, 2.5, 4.0]);
+        assert_eq!(isotonic(&[3.0, 2.0, 1.0]), vec![2.0, 2.0, 2.0]);
+        let counts = [0.0, 0.0, 0.0, 50.0, 40.0, 60.0, 0.0, 0.0];
+        assert_eq!(trim_tails(&counts, 0.0, true), (3, 5));
+        assert_eq!(trim_tails(&counts, 5.0, true), (2, 6));
+        // A thin bulk behind a long empty tail whose noise sums far below zero.
+        let mut tail = vec![-8.0; 40];
+        tail.extend([20.0; 10]);
+        assert_eq!(trim_tails(&tail, 10.0, false), (40, 49));
+        assert_eq!(trim_tails(&tail, 10.0, true), (39, 49));
+        assert_eq!(trim_tails(&counts, 5.0, false), (3, 5));
+        assert_eq!(trim_tails(&[0.0; 4], 1.0, true), (0, 3));
     }
 
     #[test]
