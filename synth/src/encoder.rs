@@ -316,23 +316,34 @@ impl Encoder {
                         if ch.slot >= k
                             && let Some(&p) = points.get(ch.slot - k)
                         {
-                            return Some(p);
+                            // A point mass is its own value, wherever it lies.
+                            return Some(Err(p));
                         }
                         let b = ch.slot.min(k - 1);
                         let u = f64::from(ch.offset).clamp(0.0, 1.0);
-                        Some(edges[b] + u * (edges[b + 1] - edges[b]))
+                        Some(Ok(edges[b] + u * (edges[b + 1] - edges[b])))
                     });
                     if *integer {
                         let (lo, hi) = (edges[0].ceil(), edges[k].floor());
                         ColumnData::Int(
                             values
-                                .map(|v| v.map(|x| x.round().clamp(lo, hi.max(lo)) as i64))
+                                .map(|v| {
+                                    v.map(|x| match x {
+                                        Ok(x) => x.round().clamp(lo, hi.max(lo)) as i64,
+                                        Err(p) => p.round() as i64,
+                                    })
+                                })
                                 .collect(),
                         )
                     } else {
                         ColumnData::Float(
                             values
-                                .map(|v| v.map(|x| x.clamp(edges[0], edges[k])))
+                                .map(|v| {
+                                    v.map(|x| match x {
+                                        Ok(x) => x.clamp(edges[0], edges[k]),
+                                        Err(p) => p,
+                                    })
+                                })
                                 .collect(),
                         )
                     }
@@ -365,5 +376,75 @@ impl Encoder {
             names: self.columns.iter().map(|c| c.name.clone()).collect(),
             columns,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::schema::Schema;
+
+    #[test]
+    fn a_point_mass_round_trips_exactly_even_outside_the_bins() {
+        // An amount that is zero or between 500 and 1,000: the zeros are a point below the bins.
+        let schema = Schema::from_toml(
+            r#"version = 1
+[[columns]]
+name = "x"
+kind = "continuous"
+nullable = false
+edges = [500.0, 750.0, 1000.0]
+points = [0.0]
+frequencies = [1.0, 1.0, 2.0]
+[[columns]]
+name = "n"
+kind = "integer"
+nullable = false
+edges = [9.5, 20.5]
+points = [0.0]
+"#,
+        )
+        .unwrap();
+        let table = Table {
+            names: vec!["x".into(), "n".into()],
+            columns: vec![
+                ColumnData::Float(vec![Some(0.0), Some(600.0), Some(0.0)]),
+                ColumnData::Int(vec![Some(0), Some(12), Some(15)]),
+            ],
+        };
+        let encoder = Encoder::new(&schema, &table).unwrap();
+        // x: 2 bins + 1 point, offset; n: 1 bin + 1 point, offset.
+        assert_eq!(encoder.width(), 3 + 1 + 2 + 1);
+        let encoded = encoder.encode(&table).unwrap();
+        assert_eq!(encoded[2], 1.0, "the zero of row 0 takes the point slot");
+        let choices = vec![
+            vec![
+                Choice {
+                    slot: 2,
+                    offset: 0.9,
+                },
+                Choice {
+                    slot: 1,
+                    offset: 0.3,
+                },
+            ],
+            vec![
+                Choice {
+                    slot: 0,
+                    offset: 0.5,
+                },
+                Choice {
+                    slot: 0,
+                    offset: 0.5,
+                },
+            ],
+        ];
+        let decoded = encoder.decode(&choices);
+        assert_eq!(
+            decoded.columns[0],
+            ColumnData::Float(vec![Some(0.0), Some(625.0)])
+        );
+        assert_eq!(decoded.columns[1], ColumnData::Int(vec![Some(0), Some(15)]));
     }
 }
