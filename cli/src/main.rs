@@ -268,9 +268,11 @@ pub struct SynthArgs {
     /// Cap on total ε for the dataset, set on its first run (later runs keep the stored cap).
     #[arg(long, default_value_t = 10.0, value_name = "E")]
     cap: f64,
-    /// Expected batch size (Poisson sampling rate = batch / rows).
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    batch_size: usize,
+    /// Expected batch size (Poisson sampling rate = batch / rows). Default: a tenth of the
+    /// (noisy) row count, between 64 and 1,000, so a small table still gets a few hundred
+    /// DP-SGD steps over its epochs (full batches would give it only one per epoch).
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
     /// Adam learning rate.
     #[arg(long, default_value_t = 5e-3, value_name = "LR")]
     learning_rate: f64,

@@ -113,7 +113,9 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         rows,
         count_noise: private_run.then_some(ROW_COUNT_NOISE),
         epochs: args.epochs,
-        batch_size: args.batch_size,
+        batch_size: args
+            .batch_size
+            .unwrap_or_else(|| fedsynth_synth::plan::default_batch_size(rows)),
         preprocess_share: args.preprocess_share,
         learning_rate: args.learning_rate,
         clip_norm: args.clip_norm,

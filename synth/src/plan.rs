@@ -30,6 +30,13 @@ pub fn default_delta(rows: usize) -> f64 {
     (1.0 / (rows.max(1) as f64).powf(1.5)).min(1e-5)
 }
 
+/// The default expected batch for `rows` (noisy) rows: a tenth of them, between 64 and
+/// 1,000. Large tables keep batches of 1,000 (q = 1000/n); a table of 600 rows gets 64
+/// (q ≈ 0.1, 300 steps over 30 epochs) instead of full batches (30 steps, too few to learn).
+pub fn default_batch_size(rows: usize) -> usize {
+    (rows / 10).clamp(64, 1000)
+}
+
 /// A DP release of a row count: n + N(0, [`ROW_COUNT_NOISE`]²), rounded, at least 1. The
 /// caller charges `DpEvent::gaussian(1.0, ROW_COUNT_NOISE, 1)` (a plan with
 /// `count_noise = Some(ROW_COUNT_NOISE)` includes it) and draws `rng` from
