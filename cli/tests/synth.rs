@@ -435,3 +435,75 @@ fn encrypted_output_opens_only_for_the_recipient() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_table(&plain).unwrap().rows(), 200);
 }
+
+/// A table of the shapes real tables have: a 0/1 flag, an amount that is zero for most rows
+/// with a long tail, a small count and a category; `rows` rows, made deterministically.
+fn shaped_table(dir: &Path, rows: usize) -> PathBuf {
+    let path = dir.join(format!("shaped{rows}.csv"));
+    let mut text = String::from("flag,amount,visits,kind\n");
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for _ in 0..rows {
+        let flag = u8::from(next() < 0.3);
+        let amount = if next() < 0.7 {
+            0.0
+        } else {
+            (500.0 * (next() * 5.0).exp() * 100.0).round() / 100.0
+        };
+        let visits = (next() * next() * 12.0) as u32;
+        let kind = ["a", "b", "c"][(next() * 3.0) as usize];
+        text.push_str(&format!("{flag},{amount},{visits},{kind}\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn flags_zeros_and_small_tables_survive_without_a_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.db");
+    // 2,000 rows at ε = 3: the flag keeps both values, the amount its zeros (before, the flag
+    // came out constant and the zeros vanished, even at ε = ∞).
+    let input = shaped_table(dir.path(), 2000);
+    let out = dir.path().join("out.csv");
+    let o = synth(&input, &out, &ledger, &["--epsilon", "3", "--cap", "100"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("plan: 4 columns"), "{}", stderr(&o));
+    let t = read_table(&out).unwrap();
+    let ColumnData::Int(flag) = t.column("flag").unwrap() else {
+        panic!("flag is not an integer column")
+    };
+    let ones = flag.iter().filter(|v| **v == Some(1)).count() as f64 / flag.len() as f64;
+    assert!(
+        flag.iter().all(|v| matches!(v, Some(0 | 1))),
+        "a flag value outside 0/1"
+    );
+    assert!((0.1..0.5).contains(&ones), "share of ones {ones}");
+    let ColumnData::Float(amount) = t.column("amount").unwrap() else {
+        panic!("amount is not a float column")
+    };
+    let zeros = amount.iter().filter(|v| **v == Some(0.0)).count() as f64 / amount.len() as f64;
+    assert!((0.5..0.9).contains(&zeros), "share of zeros {zeros}");
+    let max = amount.iter().flatten().fold(0.0f64, |a, &b| a.max(b));
+    assert!(max > 5_000.0, "the tail was cut: max {max}");
+    // The schema written beside it has the zeros as a point mass, and reuses cleanly.
+    let schema = Schema::read(&dir.path().join("out.csv.schema.toml")).unwrap();
+    let amount_spec = schema.columns.iter().find(|c| c.name == "amount").unwrap();
+    assert_eq!(amount_spec.points, Some(vec![0.0]));
+    // 600 rows of four columns at ε = 1: runs (before: refused for too few rows).
+    let small = shaped_table(dir.path(), 600);
+    let out = dir.path().join("small.csv");
+    let o = synth(
+        &small,
+        &out,
+        &dir.path().join("ledger2.db"),
+        &["--epsilon", "1", "--cap", "100"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(read_table(&out).unwrap().rows() > 300);
+}
