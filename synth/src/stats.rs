@@ -473,13 +473,15 @@ const FINE_BINS: usize = 64;
 /// where the range lies far from zero (hi/lo < 8) and equally spaced in asinh(x/s) where it
 /// spans orders of magnitude (long tails: narrow bins where the values crowd, wide ones in
 /// the tail). The layout is a function of the range only, which is public or a DP release.
-fn fine_grid(lo: f64, hi: f64, integer: bool) -> Vec<f64> {
+/// Returns the edges and whether they are one bin per integer.
+fn fine_grid(lo: f64, hi: f64, integer: bool) -> (Vec<f64>, bool) {
     if integer && hi - lo <= FINE_BINS as f64 + 0.5 {
         let a = (lo + 0.5).round();
         let b = (hi - 0.5).round().max(a);
-        return (0..=(b - a) as usize + 1)
+        let edges = (0..=(b - a) as usize + 1)
             .map(|i| a - 0.5 + i as f64)
             .collect();
+        return (edges, true);
     }
     let narrow = (lo > 0.0 && hi / lo < 8.0) || (hi < 0.0 && lo / hi < 8.0);
     let mut edges: Vec<f64> = if narrow {
@@ -497,15 +499,20 @@ fn fine_grid(lo: f64, hi: f64, integer: bool) -> Vec<f64> {
     edges[FINE_BINS] = hi;
     if integer {
         for e in &mut edges {
-            *e = (*e - 0.5).round() + 0.5;
+            *e = half_integer(*e);
         }
-        edges[0] = (lo - 0.5).round() + 0.5;
     }
     edges.dedup_by(|a, b| *a <= *b);
     if edges.len() < 2 {
         edges = vec![lo, hi.max(lo + 1.0)];
     }
-    edges
+    (edges, false)
+}
+
+/// The nearest point half-way between two integers: where an integer column's bin edges
+/// lie, so that no value sits on an edge.
+fn half_integer(x: f64) -> f64 {
+    (x - 0.5).round() + 0.5
 }
 
 /// What the second release of a numeric column gives the schema.
@@ -525,7 +532,6 @@ struct NumericFacts {
 /// A point mass at zero (`support.zero_mass`, or this release's own zero count when there
 /// was no support release) becomes a point of the schema; its share averages the two noisy
 /// zero counts, as the exact integer counts of the support average into per-value bins.
-#[allow(clippy::too_many_arguments)]
 fn private_bins(
     values: &[f64],
     (lo, hi): (f64, f64),
@@ -535,11 +541,12 @@ fn private_bins(
     noise: &Noise,
     rng: &mut SecureRng,
 ) -> NumericFacts {
-    let grid = fine_grid(lo, hi, integer);
+    let (grid, per_integer) = fine_grid(lo, hi, integer);
     let k = grid.len() - 1;
-    let per_integer = integer && grid.windows(2).all(|w| w[1] - w[0] == 1.0);
-    let zero_apart =
-        !per_integer && lo <= 0.0 && hi >= 0.0 || support.is_some_and(|s| s.zero_mass && !integer);
+    // Zeros get a bucket of their own where 0 lies inside a grid of wide bins, or where the
+    // support found a point mass at 0 in a continuous column (wherever its range lies).
+    let zero_apart = (!per_integer && lo <= 0.0 && hi >= 0.0)
+        || support.is_some_and(|s| s.zero_mass && !integer);
     let mut counts = vec![0.0; k + 1];
     for &v in values {
         if zero_apart && v == 0.0 {
@@ -726,7 +733,7 @@ fn quantile_bins(grid: &[f64], counts: &[f64], bins: usize, integer: bool) -> (V
         .collect();
     if integer {
         for e in edges.iter_mut().skip(1) {
-            *e = (*e - 0.5).round() + 0.5;
+            *e = half_integer(*e);
         }
     }
     edges.dedup_by(|a, b| *a <= *b);
