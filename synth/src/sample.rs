@@ -17,7 +17,7 @@ const OFFSET_JITTER: f64 = 0.2;
 /// Rows decoded per forward pass.
 const CHUNK: usize = 4096;
 /// Proposals per kept row when the schema has frequencies to calibrate to.
-pub const OVERSAMPLE: usize = 3;
+pub const OVERSAMPLE: usize = 5;
 /// Rows calibrated together (bounds the memory of the proposals).
 const BLOCK: usize = 65_536;
 
