@@ -113,6 +113,7 @@ rows = $rows
 recipients = ["team.pub"]
 TOML
 export FEDSYNTH_COORDINATOR="https://localhost:$port" FEDSYNTH_TOKEN="bench-owner-token-000000" FEDSYNTH_CA=certs/ca.pem
+export FEDSYNTH_CLIENT_CERT=certs/owner.pem FEDSYNTH_CLIENT_KEY=certs/owner.key
 start=$(date +%s.%N)
 job=$("$bin" submit job.toml)
 "$bin" status "$job" --watch > /dev/null

@@ -77,11 +77,13 @@ fn fedsynth() -> std::path::PathBuf {
 
 async fn bench(workers: u32) -> (Duration, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
+    // Every simulated worker connects from 127.0.0.1: lift the per-address cap.
     std::fs::write(
         dir.path().join("coordinator.toml"),
         format!(
             "listen = \"127.0.0.1:0\"\nport_file = \"port\"\nowner_token = \"{OWNER}\"\n\
              insecure_plaintext = true\npoll_interval_ms = 20\n\
+             max_connections_per_peer = 1024\n\
              [[federation]]\nname = \"bench\"\nenrolment_token = \"{TOKEN}\"\n"
         ),
     )

@@ -86,8 +86,8 @@ async fn jobs_client(args: &ClientArgs) -> Result<Jobs> {
     };
     let tls = args.ca.as_ref().map(|ca| ClientTls {
         ca: ca.clone(),
-        cert: None,
-        key: None,
+        cert: args.client_cert.clone(),
+        key: args.client_key.clone(),
         domain: args.tls_domain.clone(),
     });
     let channel = connect(&args.coordinator, tls.as_ref())
@@ -491,7 +491,13 @@ pub fn certs(args: &CertsArgs) -> Result<()> {
         vec![args.server.clone(), "localhost".into(), "127.0.0.1".into()],
         ExtendedKeyUsagePurpose::ServerAuth,
     )?;
-    for client in &args.clients {
+    if args.clients.contains(&args.owner) || args.owner == args.server {
+        bail!(
+            "--owner {}: the owner's certificate needs a name of its own",
+            args.owner
+        );
+    }
+    for client in args.clients.iter().chain(std::iter::once(&args.owner)) {
         issue(
             client,
             vec![client.clone()],
@@ -499,10 +505,11 @@ pub fn certs(args: &CertsArgs) -> Result<()> {
         )?;
     }
     println!(
-        "wrote {}/ca.pem, {} and {} client certificate(s) (development use only: the CA key is not kept)",
+        "wrote {}/ca.pem, {}, {} worker certificate(s) and the owner's {}.pem (development use only: the CA key is not kept)",
         args.out.display(),
         args.server,
-        args.clients.len()
+        args.clients.len(),
+        args.owner
     );
     Ok(())
 }

@@ -87,6 +87,13 @@ pub struct ClientArgs {
     /// Name to check the coordinator's certificate against (default: the URL's host).
     #[arg(long, value_name = "NAME")]
     tls_domain: Option<String>,
+    /// The owner's client certificate (PEM, signed by the federation's CA; `fedsynth certs`
+    /// writes owner.pem): the coordinator turns away a TLS peer without one.
+    #[arg(long, value_name = "FILE", env = "FEDSYNTH_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM).
+    #[arg(long, value_name = "FILE", env = "FEDSYNTH_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 /// Arguments of `fedsynth submit`.
@@ -167,6 +174,9 @@ pub struct CertsArgs {
     /// A worker's certificate name; repeat for each worker.
     #[arg(long = "client", value_name = "NAME")]
     clients: Vec<String>,
+    /// The job owner's certificate name (for submit, status, fetch and audit).
+    #[arg(long, value_name = "NAME", default_value = "owner")]
+    owner: String,
 }
 
 /// Arguments of `fedsynth budget`.

@@ -16,7 +16,9 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Its private key (PEM).
     pub key: PathBuf,
-    /// The CA that signs worker certificates (PEM).
+    /// The CA that signs worker and owner certificates (PEM). Every connection must show a
+    /// certificate it signed: a peer without one is turned away in the TLS handshake, before
+    /// any request is read.
     pub client_ca: PathBuf,
 }
 
@@ -67,10 +69,18 @@ pub struct CoordinatorConfig {
     /// so a peer that opens connections and never closes them cannot exhaust the process.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections served at once from one IP address (default 64); a further one from
+    /// that address is closed at once, so one peer cannot take every connection slot.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
 }
 
 fn default_max_connections() -> usize {
     1024
+}
+
+fn default_max_connections_per_peer() -> usize {
+    64
 }
 
 fn default_listen() -> String {
@@ -162,6 +172,9 @@ impl CoordinatorConfig {
         if !(1..=1_000_000).contains(&self.max_connections) {
             return bad("max_connections must be 1-1000000");
         }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_peer) {
+            return bad("max_connections_per_peer must be 1-max_connections");
+        }
         if !(10..=60_000).contains(&self.poll_interval_ms) {
             return bad("poll_interval_ms must be 10-60000");
         }
@@ -191,6 +204,7 @@ mod tests {
             }],
             port_file: None,
             max_connections: 1024,
+            max_connections_per_peer: 64,
         };
         config.validate().unwrap();
         for far in ["0.0.0.0:7443", "10.1.2.3:7443", "[::]:7443"] {

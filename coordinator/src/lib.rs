@@ -28,10 +28,52 @@ pub use config::CoordinatorConfig;
 pub use error::{CoordinatorError, Result};
 pub use server::Coordinator;
 
-/// An accepted connection holding one of the server's connection permits until it closes.
+/// Open connections per peer address.
+type PeerCounts = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// A peer's place among its open connections, given back when the connection closes.
+struct PeerSlot {
+    peer: std::net::IpAddr,
+    counts: PeerCounts,
+}
+
+impl PeerSlot {
+    /// A slot for `peer`, if it has fewer than `max` connections open.
+    fn take(counts: &PeerCounts, peer: std::net::IpAddr, max: usize) -> Option<Self> {
+        let mut open = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(peer).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            peer,
+            counts: counts.clone(),
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// An accepted connection holding one of the server's connection permits and one of its
+/// peer's slots until it closes.
 struct Limited {
     inner: tokio::net::TcpStream,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: PeerSlot,
 }
 
 impl Connected for Limited {
@@ -83,20 +125,34 @@ impl tokio::io::AsyncWrite for Limited {
     }
 }
 
-/// Accepted connections, at most `max` open at once: the next is accepted only when a
-/// permit is free.
+/// Accepted connections, at most `max` open at once (the next is accepted only when a
+/// permit is free) and at most `per_peer` from one IP address (a further one from it is
+/// closed as soon as it is accepted, without taking a permit).
 fn limited_incoming(
     listener: tokio::net::TcpListener,
     max: usize,
+    per_peer: usize,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Limited>> + Send + 'static {
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
-    futures_util::stream::unfold((listener, permits), |(listener, permits)| async move {
+    let counts = PeerCounts::default();
+    futures_util::stream::unfold((listener, permits, counts), move |(listener, permits, counts)| async move {
         let permit = permits.clone().acquire_owned().await.ok()?;
-        let accepted = listener.accept().await.map(|(inner, _)| Limited {
-            inner,
-            _permit: permit,
-        });
-        Some((accepted, (listener, permits)))
+        let accepted = loop {
+            match listener.accept().await {
+                Ok((inner, addr)) => match PeerSlot::take(&counts, addr.ip(), per_peer) {
+                    Some(slot) => {
+                        break Ok(Limited {
+                            inner,
+                            _permit: permit,
+                            _slot: slot,
+                        });
+                    }
+                    None => drop(inner),
+                },
+                Err(e) => break Err(e),
+            }
+        };
+        Some((accepted, (listener, permits, counts)))
     })
 }
 
@@ -131,9 +187,10 @@ pub async fn serve(
         let tls_config = ServerTlsConfig::new()
             .identity(identity)
             .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?))
-            // The job owner's CLI authenticates with its token; workers must show a
-            // certificate, which the Federation service checks on every call.
-            .client_auth_optional(true);
+            // Every peer shows a certificate the federation's CA signed: workers (whose
+            // names the Federation service checks on every call) and the job owner (whose
+            // token the Jobs service checks). A peer without one never reaches a handler.
+            .client_auth_optional(false);
         server = server
             .tls_config(tls_config)
             .map_err(|e| CoordinatorError::Transport(e.to_string()))?;
@@ -144,7 +201,7 @@ pub async fn serve(
             CoordinatorError::Transport(format!("cannot listen on {}: {e}", config.listen))
         })?;
     let addr = listener.local_addr()?;
-    let max_connections = config.max_connections;
+    let (max_connections, per_peer) = (config.max_connections, config.max_connections_per_peer);
     let coordinator = Coordinator::open(config).await?;
     tokio::spawn(coordinator.clone().drive());
     let jobs = JobsServer::new(server::JobsService(coordinator.clone()))
@@ -157,7 +214,7 @@ pub async fn serve(
     server
         .add_service(jobs)
         .add_service(federation)
-        .serve_with_incoming_shutdown(limited_incoming(listener, max_connections), shutdown)
+        .serve_with_incoming_shutdown(limited_incoming(listener, max_connections, per_peer), shutdown)
         .await
         .map_err(|e| CoordinatorError::Transport(e.to_string()))
 }

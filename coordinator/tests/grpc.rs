@@ -22,10 +22,14 @@ type Fed = FederationClient<InterceptedService<Channel, Token>>;
 type Jobs = JobsClient<InterceptedService<Channel, Token>>;
 
 async fn start(dir: &std::path::Path) -> String {
-    start_with(dir, 1024).await
+    start_with(dir, 1024, 64).await
 }
 
-async fn start_with(dir: &std::path::Path, max_connections: usize) -> String {
+async fn start_with(
+    dir: &std::path::Path,
+    max_connections: usize,
+    max_connections_per_peer: usize,
+) -> String {
     let config = CoordinatorConfig {
         listen: "127.0.0.1:0".into(),
         database_url: format!("sqlite://{}", dir.join("c.db").display()),
@@ -47,6 +51,7 @@ async fn start_with(dir: &std::path::Path, max_connections: usize) -> String {
         ],
         port_file: None,
         max_connections,
+        max_connections_per_peer,
     };
     config.validate().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -774,7 +779,7 @@ async fn a_move_longer_than_the_bound_is_scaled_back_before_it_is_averaged() {
 #[tokio::test]
 async fn connections_past_the_limit_wait_until_one_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let url = start_with(dir.path(), 2).await;
+    let url = start_with(dir.path(), 2, 2).await;
     let addr = url.trim_start_matches("http://").to_string();
     // Two idle connections that never speak hold both permits.
     let held = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -792,4 +797,41 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     drop(held);
     let served = tokio::time::timeout(Duration::from_secs(10), call()).await;
     assert!(matches!(served, Ok(Ok(_))), "{served:?}");
+}
+
+#[tokio::test]
+async fn one_peer_cannot_hold_every_connection() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = start_with(dir.path(), 100, 2).await;
+    let addr = url.trim_start_matches("http://").to_string();
+    // Two idle connections from this address take its two slots; a third from it is
+    // closed at once (while the server has 98 permits left for other peers).
+    let held = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _held2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the third connection stayed open: {closed:?}"
+    );
+    // Once one closes, the peer is served again.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let served = tokio::time::timeout(Duration::from_secs(2), async {
+            let channel = connect(&url, None).await.map_err(|e| e.to_string())?;
+            let mut j = JobsClient::with_interceptor(channel, Token::new(OWNER).unwrap());
+            j.list_jobs(pb::ListJobsRequest {})
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if matches!(served, Ok(Ok(_))) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{served:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -161,6 +161,8 @@ domain = "coordinator"
             )
             .env("FEDSYNTH_TOKEN", OWNER)
             .env("FEDSYNTH_CA", self.path("certs/ca.pem"))
+            .env("FEDSYNTH_CLIENT_CERT", self.path("certs/owner.pem"))
+            .env("FEDSYNTH_CLIENT_KEY", self.path("certs/owner.key"))
             .env_remove("FEDSYNTH_TOKEN_FILE");
         cmd
     }
@@ -448,6 +450,25 @@ fn three_holders_train_one_generator_over_mutual_tls() {
         err.contains("UNAUTHENTICATED") && err.trim().lines().count() == 1,
         "{err}"
     );
+    // A peer without a client certificate is turned away in the TLS handshake, even with
+    // the right token: no handler (and no audit entry) ever sees its request.
+    let before = c.audit(&job).len();
+    let out = c
+        .command(&["status", &job])
+        .env_remove("FEDSYNTH_CLIENT_CERT")
+        .env_remove("FEDSYNTH_CLIENT_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("UNAUTHENTICATED") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    // (Reading the trail may itself be audited: compare with one more read.)
+    let after = c.audit(&job).len();
+    let again = c.audit(&job).len();
+    assert_eq!(after - before, again - after, "the refused peer was audited");
 }
 
 #[test]
