@@ -8,14 +8,16 @@ use anyhow::{Context, Result, bail};
 use fedsynth_privacy::envelope::{self, PublicKey};
 use fedsynth_privacy::ledger::{Budget, Ledger};
 use fedsynth_privacy::rng::SecureRng;
-use fedsynth_privacy::{AccountantKind, DpEvent, Epsilon, SamplingRate, Steps};
+use fedsynth_privacy::{AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::TvaeConfig;
-use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan};
-use fedsynth_synth::schema::Schema;
-use fedsynth_synth::stats::{Plan, complete_schema_noting};
-use fedsynth_synth::table::{Format, read_table, table_bytes};
+use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, default_delta, noisy_row_count, plan};
+use fedsynth_synth::schema::{ColumnKind, Schema};
+use fedsynth_synth::stats::{
+    Plan, complete_schema_noting, kind_noise, private_kinds, untyped_columns,
+};
+use fedsynth_synth::table::{Format, read_raw, table_bytes};
 use fedsynth_synth::{sample, train};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngCore;
@@ -83,13 +85,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     if !(args.kl_weight.is_finite() && args.kl_weight >= 0.0) {
         bail!("--kl-weight must be a number ≥ 0, not {}", args.kl_weight);
     }
-    let table = read_table(&args.input)?;
-    let schema = match &args.schema {
-        Some(p) => Schema::read(p)?,
-        None => Schema::infer(&table),
-    };
-    schema.check_against(&table)?;
-    let stats_plan = Plan::for_schema(&schema);
+    let raw = read_raw(&args.input)?;
+    let given = args.schema.as_deref().map(Schema::read).transpose()?;
     let private_run = epsilon.is_finite();
 
     // Two generators: `rng` (seeded by --seed when given) for the model's initialisation, the
@@ -103,15 +100,36 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     // A private run never uses the exact row count: a noisy count (charged below with the
     // rest of the plan, before any of it leaves this process) sets q, δ and the output size.
     let rows = if private_run {
-        noisy_row_count(table.rows(), &mut private)
+        noisy_row_count(raw.rows(), &mut private)
     } else {
-        table.rows()
+        raw.rows()
     };
+    // Without a schema, whether a CSV column holds numbers or text is a fact about its rows:
+    // a noisy release decides it (charged with the plan, after the count).
+    let (schema, kind_release) = match given {
+        Some(schema) => (schema, None),
+        None => {
+            let open = untyped_columns(&raw);
+            let sigma = if private_run && open > 0 {
+                let delta = Delta::new(args.delta.unwrap_or_else(|| default_delta(rows)))?;
+                kind_noise(open, rows, epsilon, delta)
+            } else {
+                0.0
+            };
+            let kinds = private_kinds(&raw, sigma, &mut private);
+            (Schema::from_kinds(&kinds), (sigma > 0.0).then_some((sigma, open)))
+        }
+    };
+    let table = raw.typed(&schema.kinds())?;
+    let non_numbers = raw.non_numbers(&schema.kinds());
+    drop(raw);
+    let stats_plan = Plan::for_schema(&schema);
     let request = PlanRequest {
         epsilon: Some(epsilon),
         delta: args.delta,
         rows,
         count_noise: private_run.then_some(ROW_COUNT_NOISE),
+        kind_noise: kind_release,
         epochs: args.epochs,
         batch_size: args
             .batch_size
@@ -157,6 +175,19 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                     &format!("synth → {}", args.out.display()),
                 )
                 .context("refused before training")?;
+            if let Some((sigma, columns)) = kind_release {
+                let numbers = schema
+                    .columns
+                    .iter()
+                    .filter(|c| c.kind == ColumnKind::Number)
+                    .count();
+                eprintln!(
+                    "kinds: {columns} CSV columns typed by a noisy count of numbers against text \
+                     (σ = {sigma:.1} rows): {numbers} numeric, {} categorical; a --schema declares \
+                     them instead",
+                    schema.columns.len() - numbers
+                );
+            }
             if !stats_plan.is_free() {
                 eprintln!(
                     "plan: {} columns, about {rows} rows: {} numeric histograms at σ = {:.1} rows and {} category discoveries at σ = {:.1}, {:.0}% of ε{}",
@@ -195,11 +226,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         }
     }
 
-    if args.schema.is_none() {
+    if !non_numbers.is_empty() {
         eprintln!(
-            "note: no --schema: column kinds follow the file's column types (for CSV, as read \
-             from its values) and are treated as public; pass --schema (for example the \
-             OUT.schema.toml this run writes) to declare them instead"
+            "note: cells that are not numbers (text, NA, NaN, inf) are read as missing in: {}",
+            non_numbers.join(", ")
         );
     }
     let completion =

@@ -119,7 +119,7 @@ impl Encoder {
                 SynthError::Schema(format!("column '{}' is not in the input", spec.name))
             })?;
             let value_type = match (spec.kind, data) {
-                (ColumnKind::Continuous, _) => ValueType::Float,
+                (ColumnKind::Continuous | ColumnKind::Number, _) => ValueType::Float,
                 (ColumnKind::Integer, _) => ValueType::Int,
                 (ColumnKind::Categorical, ColumnData::Int(_)) => ValueType::Int,
                 (ColumnKind::Categorical, ColumnData::Float(_)) => ValueType::Float,
@@ -131,7 +131,7 @@ impl Encoder {
                         SynthError::Schema(format!("column '{}' has no category set", spec.name))
                     })?,
                 },
-                ColumnKind::Continuous | ColumnKind::Integer => Codec::Numeric {
+                ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => Codec::Numeric {
                     edges: spec.edges.clone().ok_or_else(|| {
                         SynthError::Schema(format!("column '{}' has no bin edges", spec.name))
                     })?,
@@ -189,7 +189,9 @@ impl Encoder {
                 .iter()
                 .map(|c| match c.kind {
                     ColumnKind::Categorical => ColumnData::Text(vec![]),
-                    ColumnKind::Continuous | ColumnKind::Integer => ColumnData::Float(vec![]),
+                    ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
+                        ColumnData::Float(vec![])
+                    }
                 })
                 .collect(),
         };

@@ -56,10 +56,10 @@ pub struct PrivacyPlan {
     pub preprocess: Noise,
     /// Training settings, with the calibrated noise multiplier.
     pub training: TrainConfig,
-    /// Events of the row count (when noised), preprocessing, then training, in the order
-    /// they happen.
+    /// Events of the row count (when noised), the kinds (when released), preprocessing, then
+    /// training, in the order they happen.
     pub events: Vec<DpEvent>,
-    /// ε of the row count and preprocessing alone at δ.
+    /// ε of the row count, the kinds and preprocessing alone at δ.
     pub epsilon_preprocess: f64,
     /// The share of ε given to the preprocessing statistics (0 when nothing was estimated).
     pub preprocess_share: f64,
@@ -82,6 +82,9 @@ pub struct PlanRequest {
     /// σ of the noise on `rows` (`Some(ROW_COUNT_NOISE)` for a private run): the count is
     /// charged as the plan's first event.
     pub count_noise: Option<f64>,
+    /// The release that typed the CSV's columns, when one was made: its noise σ and the
+    /// columns it covered (see [`crate::stats::kind_noise`]); charged after the row count.
+    pub kind_noise: Option<(f64, u64)>,
     /// Epochs.
     pub epochs: usize,
     /// Expected batch size.
@@ -165,10 +168,13 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             "the preprocessing share must be in [0, 1)".into(),
         ));
     }
-    let count_events = match req.count_noise {
+    let mut count_events = match req.count_noise {
         Some(sigma) => vec![DpEvent::gaussian(1.0, sigma, 1)?],
         None => vec![],
     };
+    if let Some((sigma, columns)) = req.kind_noise {
+        count_events.extend(crate::stats::kind_events(sigma, columns)?);
+    }
     let (preprocess, mut pre_events, share, statistics_coarse) = if stats.is_free() {
         (Noise::exact(), vec![], 0.0, false)
     } else {
@@ -258,6 +264,7 @@ mod tests {
             delta,
             rows,
             count_noise: Some(ROW_COUNT_NOISE),
+            kind_noise: None,
             epochs: 2,
             batch_size: 100,
             preprocess_share: Some(0.1),
@@ -310,6 +317,15 @@ mod tests {
             q.training.noise_multiplier.unwrap(),
         );
         assert!(a >= b && a < b * 1.03, "{a} vs {b}");
+        // The kinds of a CSV's columns are charged right after the count, and the whole
+        // still composes to ε.
+        let mut typed = request(5000, None);
+        typed.kind_noise = Some((800.0, 12));
+        let k = plan(&typed, stats).unwrap();
+        assert_eq!(k.events[1], DpEvent::gaussian(1.0, 800.0, 12).unwrap());
+        assert_eq!(k.events.len(), p.events.len() + 1);
+        assert!((k.epsilon_total - 1.0).abs() < 2e-3, "{}", k.epsilon_total);
+        assert!(k.epsilon_preprocess > p.epsilon_preprocess);
     }
 
     #[test]

@@ -35,15 +35,51 @@ pub fn sample(
     device: &Device,
     rng: &mut SecureRng,
 ) -> Table {
-    let factor = if encoder.has_targets() { OVERSAMPLE } else { 1 };
     let mut out: Vec<Vec<Choice>> = Vec::with_capacity(rows);
-    while out.len() < rows {
-        let n = BLOCK.min(rows - out.len());
+    let done: Result<(), std::convert::Infallible> =
+        for_each_block(model, encoder, rows, device, rng, |block| {
+            out.extend(block);
+            Ok(())
+        });
+    let Ok(()) = done;
+    encoder.decode(&out)
+}
+
+/// [`sample`] block by block: each block of at most 65,536 rows is calibrated on its own and
+/// handed to `sink` decoded, in order, so memory holds one block whatever `rows` is. With
+/// the same generator state it yields the rows [`sample`] would, in the same order.
+pub fn sample_blocks<E>(
+    model: &Tvae,
+    encoder: &Encoder,
+    rows: usize,
+    device: &Device,
+    rng: &mut SecureRng,
+    mut sink: impl FnMut(Table) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_block(model, encoder, rows, device, rng, |block| {
+        sink(encoder.decode(&block))
+    })
+}
+
+/// The calibrated choices of `rows` rows, a block at a time.
+fn for_each_block<E>(
+    model: &Tvae,
+    encoder: &Encoder,
+    rows: usize,
+    device: &Device,
+    rng: &mut SecureRng,
+    mut each: impl FnMut(Vec<Vec<Choice>>) -> Result<(), E>,
+) -> Result<(), E> {
+    let factor = if encoder.has_targets() { OVERSAMPLE } else { 1 };
+    let mut done = 0;
+    while done < rows {
+        let n = BLOCK.min(rows - done);
         let proposals = propose(model, encoder, n * factor, device, rng);
         let keep = encoder.calibrate(&proposals, n, rng);
-        out.extend(keep.into_iter().map(|i| proposals[i].clone()));
+        each(keep.into_iter().map(|i| proposals[i].clone()).collect())?;
+        done += n;
     }
-    encoder.decode(&out)
+    Ok(())
 }
 
 /// Decodes `rows` latent points drawn from the prior into column choices.

@@ -22,6 +22,12 @@ pub enum ColumnKind {
     Integer,
     /// A finite set of values (text, booleans, or integers declared categorical).
     Categorical,
+    /// A number, whole or not: fedsynth decides privately whether it is modelled as
+    /// `integer` or `continuous` (from the column's first histogram, which counts whole and
+    /// fractional values apart) and writes the decision into the completed schema. A CSV
+    /// column without a schema whose cells are mostly numbers starts as this kind. With public
+    /// edges and no release to decide from, it is continuous.
+    Number,
 }
 
 /// Where a column's bounds, bins or categories came from.
@@ -172,7 +178,7 @@ impl Schema {
                         }
                     }
                 }
-                ColumnKind::Continuous | ColumnKind::Integer => {
+                ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
                     if c.categories.is_some() {
                         return bad("categories apply to categorical columns only");
                     }
@@ -237,19 +243,32 @@ impl Schema {
         self
     }
 
-    /// A schema inferred from column types only (names and types are treated as public).
+    /// A schema of a typed table's column types (for tests and evaluation, where the types
+    /// are given; synthesis decides a CSV's kinds with [`crate::stats::private_kinds`]).
     pub fn infer(table: &Table) -> Self {
-        let columns = table
+        let kinds: Vec<(String, ColumnKind)> = table
             .names
             .iter()
             .zip(&table.columns)
-            .map(|(name, data)| ColumnSpec {
-                name: name.clone(),
-                kind: match data {
+            .map(|(name, data)| {
+                let kind = match data {
                     ColumnData::Float(_) => ColumnKind::Continuous,
                     ColumnData::Int(_) => ColumnKind::Integer,
                     ColumnData::Text(_) => ColumnKind::Categorical,
-                },
+                };
+                (name.clone(), kind)
+            })
+            .collect();
+        Self::from_kinds(&kinds)
+    }
+
+    /// A schema of names and kinds only: every other fact is left to estimate.
+    pub fn from_kinds(kinds: &[(String, ColumnKind)]) -> Self {
+        let columns = kinds
+            .iter()
+            .map(|(name, kind)| ColumnSpec {
+                name: name.clone(),
+                kind: *kind,
                 nullable: None,
                 min: None,
                 max: None,
@@ -264,6 +283,14 @@ impl Schema {
             version: SCHEMA_VERSION,
             columns,
         }
+    }
+
+    /// The columns' names and kinds, in order.
+    pub fn kinds(&self) -> Vec<(String, ColumnKind)> {
+        self.columns
+            .iter()
+            .map(|c| (c.name.clone(), c.kind))
+            .collect()
     }
 
     /// Checks the schema against a table: every column exists with a compatible type. Only
@@ -284,7 +311,7 @@ impl Schema {
             if matches!(
                 (c.kind, data),
                 (
-                    ColumnKind::Continuous | ColumnKind::Integer,
+                    ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number,
                     ColumnData::Text(_)
                 )
             ) {

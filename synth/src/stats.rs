@@ -18,6 +18,12 @@
 //!    mass at zero are read from it. Where both releases counted the same thing (a value of
 //!    the exact integer buckets, the zeros) their two noisy counts are averaged.
 //!
+//! A CSV column's **kind** is a fact about the rows as well: without a schema, a noisy
+//! balance of its numbers against its text decides whether it is a `number` or categorical
+//! ([`private_kinds`], charged with [`kind_events`]); a `number`'s first release counts whole
+//! and fractional values apart and decides integer or continuous
+//! (`private_number_support`).
+//!
 //! Nullability is a fact about the rows too: when the schema leaves `nullable` open, the
 //! null count is released with noise and a column is nullable when that count clears
 //! [`NULL_THRESHOLD`] standard deviations. The null count rides along as one more bucket of
@@ -33,7 +39,7 @@ use rand_distr::StandardNormal;
 
 use crate::error::{Result, SynthError, column_err};
 use crate::schema::{ColumnKind, ColumnSpec, Schema, Source};
-use crate::table::{ColumnData, Table};
+use crate::table::{Cell, ColumnData, RawColumn, RawTable, Table};
 
 /// Quantile bins per numeric column when the schema gives none.
 pub const DEFAULT_BINS: usize = 20;
@@ -88,7 +94,7 @@ impl Plan {
         for c in &schema.columns {
             let open_nulls = u64::from(c.nullable.is_none());
             match c.kind {
-                ColumnKind::Continuous | ColumnKind::Integer => {
+                ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
                     plan.releases += match (&c.edges, c.min) {
                         (Some(_), _) => open_nulls,
                         (None, Some(_)) => 1,
@@ -208,6 +214,95 @@ impl Noise {
         NoiseMultiplier::new(hi / weight.sqrt())?;
         Ok(Self::weighted(hi, threshold_delta, weight))
     }
+}
+
+/// How many noise standard deviations separate "numbers" from "text" in a column whose
+/// cells are at least half filled with one of them: the kinds' noise is at most
+/// `rows / (2·KIND_Z)`, so such a column is misjudged with probability below Φ(−3) ≈ 10⁻³
+/// (a column of one type and no nulls: Φ(−6) ≈ 10⁻⁹).
+pub const KIND_Z: f64 = 3.0;
+
+/// The largest share of the budget the kinds of a CSV's columns may take, in zCDP's ρ
+/// (what they add to the composition): on a small table at a small ε the kinds' noise grows
+/// past `rows / (2·KIND_Z)` instead.
+pub const KIND_SHARE_MAX: f64 = 0.1;
+
+/// The zCDP ρ whose (ε, δ) conversion (ε = ρ + 2·√(ρ·ln(1/δ))) is exactly (ε, δ).
+pub fn rho_of(epsilon: f64, delta: Delta) -> f64 {
+    let l = (1.0 / delta.get()).ln();
+    ((l + epsilon).sqrt() - l.sqrt()).powi(2)
+}
+
+/// The noise σ of the release that decides the kinds of `columns` CSV columns for a table
+/// of about `rows` (noisy) rows at (ε, δ): `rows / (2·KIND_Z)`, or more where that would
+/// cost over [`KIND_SHARE_MAX`] of the run's ρ. Every row moves each column's balance by at
+/// most 1, so the release is `columns` Gaussian mechanisms of sensitivity 1, ρ = columns/(2σ²).
+pub fn kind_noise(columns: u64, rows: usize, epsilon: f64, delta: Delta) -> f64 {
+    let wanted = (rows.max(1) as f64 / (2.0 * KIND_Z)).max(1.0);
+    if columns == 0 || !epsilon.is_finite() {
+        return wanted;
+    }
+    let floor = (columns as f64 / (2.0 * KIND_SHARE_MAX * rho_of(epsilon, delta))).sqrt();
+    wanted.max(floor)
+}
+
+/// The privacy event of deciding the kinds of `columns` CSV columns with noise `sigma`.
+pub fn kind_events(sigma: f64, columns: u64) -> Result<Vec<DpEvent>> {
+    if columns == 0 {
+        return Ok(vec![]);
+    }
+    Ok(vec![DpEvent::gaussian(1.0, sigma, columns)?])
+}
+
+/// How many columns of `raw` have no type of their own (CSV columns): the kinds release
+/// covers these.
+pub fn untyped_columns(raw: &RawTable) -> u64 {
+    raw.columns
+        .iter()
+        .filter(|c| matches!(c, RawColumn::Cells(_)))
+        .count() as u64
+}
+
+/// Every column's kind, without a schema. A column the file types (Parquet) keeps its type,
+/// which is public. A CSV column's kind is a DP release: its balance, the number of cells
+/// that are numbers minus the number that are text (nulls count for neither), plus Gaussian
+/// noise `sigma` (0: exact, for a run without DP); a positive noisy balance makes the
+/// column a `number` (whole or not is decided by its first histogram, see
+/// [`ColumnKind::Number`]), else categorical. A few stray cells of the other type become
+/// nulls of the column instead of a refusal, which would depend on a single row.
+pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Vec<(String, ColumnKind)> {
+    raw.names
+        .iter()
+        .zip(&raw.columns)
+        .map(|(name, column)| {
+            let kind = match column {
+                RawColumn::Typed(ColumnData::Float(_)) => ColumnKind::Continuous,
+                RawColumn::Typed(ColumnData::Int(_)) => ColumnKind::Integer,
+                RawColumn::Typed(ColumnData::Text(_)) => ColumnKind::Categorical,
+                RawColumn::Cells(cells) => {
+                    let balance: f64 = cells
+                        .iter()
+                        .map(|c| match Cell::of(c.as_deref()) {
+                            Cell::Number(_) => 1.0,
+                            Cell::Text => -1.0,
+                            Cell::Null => 0.0,
+                        })
+                        .sum();
+                    let released = if sigma == 0.0 {
+                        balance
+                    } else {
+                        noisy(balance, sigma, rng)
+                    };
+                    if released > 0.0 {
+                        ColumnKind::Number
+                    } else {
+                        ColumnKind::Categorical
+                    }
+                }
+            };
+            (name.clone(), kind)
+        })
+        .collect()
 }
 
 fn noisy(count: f64, sigma: f64, rng: &mut SecureRng) -> f64 {
@@ -414,13 +509,72 @@ fn private_support(
         counts[support.bucket(v)] += 1.0;
     }
     let noisy_counts: Vec<f64> = counts.iter().map(|&c| noisy(c, noise.sigma, rng)).collect();
-    let strong = strong_threshold(noise.sigma, support.len());
-    let weak = noise.sigma;
+    read_support(support, &noisy_counts, noise.sigma, support.len())
+}
+
+/// The first release of a `number` column (whole or not, undecided): one noisy histogram
+/// with two sets of [`Support`] buckets, one for whole values (as an integer column's) and
+/// one for fractional values (as a continuous column's); every value is in exactly one
+/// bucket, so the sensitivity stays 1. The column is integer unless a fractional bucket
+/// clears the strong threshold, that is unless fractions hold a mass the noise cannot
+/// explain; whole values are then ignored as noise-level leftovers. A continuous column's
+/// range is its fractional values' support, widened to the whole-value buckets away from
+/// zero that clear the strong threshold; its exact zeros (the whole bucket of 0) are a
+/// point mass.
+fn private_number_support(
+    values: &[f64],
+    noise: &Noise,
+    rng: &mut SecureRng,
+) -> (SupportFacts, ColumnKind) {
+    let (whole, frac) = (Support { integer: true }, Support { integer: false });
+    let (lw, lf) = (whole.len(), frac.len());
+    let mut counts = vec![0.0; lw + lf];
+    for &v in values {
+        if v.fract() == 0.0 && v.abs() < 2f64.powi(INT_LOG_MAX) {
+            counts[whole.bucket(v)] += 1.0;
+        } else {
+            counts[lw + frac.bucket(v)] += 1.0;
+        }
+    }
+    let noisy_counts: Vec<f64> = counts.iter().map(|&c| noisy(c, noise.sigma, rng)).collect();
+    let buckets = lw + lf;
+    let strong = strong_threshold(noise.sigma, buckets);
+    let (whole_counts, frac_counts) = noisy_counts.split_at(lw);
+    if !frac_counts.iter().any(|&c| c > strong) {
+        return (
+            read_support(whole, whole_counts, noise.sigma, buckets),
+            ColumnKind::Integer,
+        );
+    }
+    // Continuous: the fractional values' support read as a continuous column's, widened
+    // to the whole values that clear the strong threshold away from zero (round prices, the
+    // whole steps of a mostly fractional scale); the exact zeros are the point mass.
+    let mut facts = read_support(frac, frac_counts, noise.sigma, buckets);
+    let zero = whole.zero();
+    if let Some((a, b, false)) = hull(whole_counts, strong, noise.sigma, Some(zero)) {
+        let (lo, hi) = (whole.edges(a).0, whole.edges(b).1);
+        facts.range = Some(match facts.range {
+            Some((l, h)) => (l.min(lo), h.max(hi)),
+            None => (lo, hi),
+        });
+    }
+    facts.zero_count = whole_counts[zero];
+    facts.zero_mass = facts.zero_count > strong.max(0.5);
+    (facts, ColumnKind::Continuous)
+}
+
+/// What a support histogram's noisy counts (each with noise σ) say: the range, the point
+/// mass at zero and the exact integer counts; `buckets` sets the strong threshold (the
+/// whole histogram's bucket count).
+fn read_support(support: Support, noisy_counts: &[f64], sigma: f64, buckets: usize) -> SupportFacts {
+    let integer = support.integer;
+    let strong = strong_threshold(sigma, buckets);
+    let weak = sigma;
     let zero = support.zero();
     let zero_count = noisy_counts[zero];
     let zero_mass = zero_count > strong.max(0.5);
     let skip = (!integer).then_some(zero);
-    let mut found = hull(&noisy_counts, strong, weak, skip);
+    let mut found = hull(noisy_counts, strong, weak, skip);
     if integer {
         // Values spread over many exact buckets (ages 18-63 in a table of 600 rows) may clear
         // no single bucket; the same release read by octave (sums of noisy counts, their
@@ -434,7 +588,7 @@ fn private_support(
         // stretch the range over a whole octave.
         let coarse_view = hull(
             &merged,
-            strong_threshold(noise.sigma, cells.len()),
+            strong_threshold(sigma, cells.len()),
             2.0 * weak,
             None,
         )
@@ -848,7 +1002,7 @@ pub fn complete_schema_noting(
                     spec.nullable = Some(nullable_from(nulls, noise.sigma, rng));
                 }
             }
-            ColumnKind::Continuous | ColumnKind::Integer => {
+            ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
                 if open_nulls {
                     let noise = need("estimating whether a column has nulls")?;
                     spec.nullable = Some(nullable_from(nulls, noise.sigma, rng));
@@ -871,6 +1025,9 @@ fn complete_numeric(
     coarse: &mut Vec<String>,
 ) -> Result<()> {
     if spec.edges.is_some() {
+        if spec.kind == ColumnKind::Number {
+            spec.kind = ColumnKind::Continuous;
+        }
         let edges = spec.edges.as_ref().map(Vec::clone).unwrap_or_default();
         spec.min = Some(edges[0]);
         spec.max = Some(edges[edges.len() - 1]);
@@ -878,11 +1035,25 @@ fn complete_numeric(
     }
     let values: Vec<f64> = (0..data.len()).filter_map(|i| data.number(i)).collect();
     let noise = need("estimating numeric bins")?;
-    let integer = spec.kind == ColumnKind::Integer;
-    let support = match (spec.min, spec.max) {
-        (Some(_), Some(_)) => None,
-        _ => Some(private_support(&values, integer, &noise, rng)),
+    let support = match (spec.min, spec.max, spec.kind) {
+        (Some(_), Some(_), _) => None,
+        (_, _, ColumnKind::Number) => {
+            let (facts, kind) = private_number_support(&values, &noise, rng);
+            spec.kind = kind;
+            Some(facts)
+        }
+        (_, _, kind) => Some(private_support(
+            &values,
+            kind == ColumnKind::Integer,
+            &noise,
+            rng,
+        )),
     };
+    if spec.kind == ColumnKind::Number {
+        // Public bounds and no support release to decide from.
+        spec.kind = ColumnKind::Continuous;
+    }
+    let integer = spec.kind == ColumnKind::Integer;
     let (lo, hi) = match (spec.min, spec.max, &support) {
         (Some(lo), Some(hi), _) => (lo, hi),
         (_, _, Some(s)) => {
@@ -1186,6 +1357,144 @@ mod tests {
         .unwrap();
         assert_eq!(done.coarse, vec!["x".to_string()]);
         assert!(done.schema.columns[0].edges.is_some());
+    }
+
+    fn cells(values: impl IntoIterator<Item = String>) -> RawColumn {
+        RawColumn::Cells(values.into_iter().map(Some).collect())
+    }
+
+    #[test]
+    fn a_csv_columns_kind_is_a_noisy_release_and_stray_cells_become_nulls() {
+        // 5,000 numbers and one stray text cell (a mixed-types refusal before: it told the
+        // run about that one row); a text column with a number among its categories; a
+        // column half numbers, half text.
+        let n = 5000;
+        let mut numbers: Vec<String> = (0..n).map(|i| (i % 50).to_string()).collect();
+        numbers[17] = "n/a".into();
+        let raw = RawTable {
+            names: vec!["x".into(), "c".into(), "h".into()],
+            columns: vec![
+                cells(numbers),
+                cells((0..n).map(|i| ["a", "b", "c", "d", "e", "f", "g", "h", "i", "7"][i % 10].to_string())),
+                cells((0..n).map(|i| if i % 2 == 0 { "1".into() } else { "z".to_string() })),
+            ],
+        };
+        assert_eq!(untyped_columns(&raw), 3);
+        let sigma = n as f64 / (2.0 * KIND_Z);
+        let mut half_numeric = 0;
+        for seed in 0..64 {
+            let kinds = private_kinds(&raw, sigma, &mut SecureRng::from_seed(seed));
+            assert_eq!(kinds[0], ("x".to_string(), ColumnKind::Number));
+            assert_eq!(kinds[1], ("c".to_string(), ColumnKind::Categorical));
+            half_numeric += usize::from(kinds[2].1 == ColumnKind::Number);
+        }
+        // The balanced column goes either way: the decision carries noise, it is no look.
+        assert!((8..=56).contains(&half_numeric), "{half_numeric} of 64");
+        // Exact (ε = ∞): the majority.
+        let exact = private_kinds(&raw, 0.0, &mut SecureRng::from_seed(0));
+        assert_eq!(exact[0].1, ColumnKind::Number);
+        // The stray cell is a null of the number column, and the holder is told which column.
+        let table = raw.typed(&exact).unwrap();
+        let ColumnData::Float(x) = table.column("x").unwrap() else {
+            panic!("x is not numeric")
+        };
+        assert_eq!(x[17], None);
+        assert_eq!(x.iter().flatten().count(), n - 1);
+        assert_eq!(raw.non_numbers(&exact), vec!["x".to_string()]);
+        // Declared kinds type the cells the same way; a missing column is a schema error.
+        let declared = [("x".to_string(), ColumnKind::Integer)];
+        assert!(matches!(
+            raw.typed(&declared).unwrap().columns[0],
+            ColumnData::Int(_)
+        ));
+        assert!(raw.typed(&[("zz".to_string(), ColumnKind::Integer)]).is_err());
+    }
+
+    #[test]
+    fn the_kinds_noise_fits_the_table_and_stays_within_its_share_of_the_budget() {
+        let delta = Delta::new(1e-6).unwrap();
+        // ρ of (ε, δ) converts back to ε.
+        let rho = rho_of(1.0, delta);
+        let l = (1e6f64).ln();
+        assert!((rho + 2.0 * (rho * l).sqrt() - 1.0).abs() < 1e-12, "{rho}");
+        // A large table: rows / 6, which costs little.
+        let sigma = kind_noise(10, 60_000, 1.0, delta);
+        assert!((sigma - 10_000.0).abs() < 1e-9, "{sigma}");
+        // 600 rows and 21 columns at ε = 1: still rows / 6, a few percent of ρ.
+        let sigma = kind_noise(21, 600, 1.0, delta);
+        assert!((sigma - 100.0).abs() < 1e-9, "{sigma}");
+        assert!(21.0 / (2.0 * sigma * sigma) < 0.07 * rho);
+        // At ε = 0.3 the noise grows so that the kinds take exactly 10% of ρ.
+        let sigma = kind_noise(21, 600, 0.3, delta);
+        let share = 21.0 / (2.0 * sigma * sigma) / rho_of(0.3, delta);
+        assert!(sigma > 100.0 && (share - KIND_SHARE_MAX).abs() < 1e-9, "{sigma} {share}");
+        assert!(kind_events(sigma, 0).unwrap().is_empty());
+        // Without DP there is no noise to size.
+        assert!((kind_noise(3, 600, f64::INFINITY, delta) - 100.0).abs() < 1e-9);
+    }
+
+    /// Completes one `number` column (whole or not undecided) with `sigma`.
+    fn complete_number(values: &[f64], sigma: f64, seed: u64) -> ColumnSpec {
+        let table = Table {
+            names: vec!["x".into()],
+            columns: vec![ColumnData::Float(values.iter().copied().map(Some).collect())],
+        };
+        let mut schema = Schema::from_kinds(&[("x".to_string(), ColumnKind::Number)]);
+        schema.columns[0].nullable = Some(false);
+        assert_eq!(Plan::for_schema(&schema).releases, 2);
+        complete_schema(
+            &table,
+            &schema,
+            Some(noise(sigma)),
+            &mut SecureRng::from_seed(seed),
+        )
+        .unwrap()
+        .columns[0]
+            .clone()
+    }
+
+    #[test]
+    fn a_number_column_is_integer_or_continuous_by_its_first_histogram() {
+        let n = 5000;
+        let mut rng = SecureRng::from_seed(9);
+        let flags: Vec<f64> = (0..n).map(|i| f64::from(i % 10 < 3)).collect();
+        let shares: Vec<f64> = (0..n).map(|_| rng.random::<f64>()).collect();
+        // (10,000 rows: 3,000 amounts spread over two orders of magnitude.)
+        let amounts: Vec<f64> = (0..10_000)
+            .map(|i| {
+                if i % 10 < 7 {
+                    0.0
+                } else {
+                    (50_000.0 * (rng.random::<f64>() * 5.3).exp()).round() / 100.0 + 0.01
+                }
+            })
+            .collect();
+        // Whole values with ten stray fractions: too few to tell from the noise.
+        let counts: Vec<f64> = (0..n)
+            .map(|i| if i < 10 { 2.5 } else { f64::from(i as u32 % 7) })
+            .collect();
+        for (sigma, seed) in [(0.0, 0), (50.0, 1), (50.0, 2)] {
+            let flag = complete_number(&flags, sigma, seed);
+            assert_eq!(flag.kind, ColumnKind::Integer, "σ={sigma}");
+            assert!((share_at(&flag, 1.0) - 0.3).abs() < 0.03, "σ={sigma}");
+            let share = complete_number(&shares, sigma, seed);
+            assert_eq!(share.kind, ColumnKind::Continuous, "σ={sigma}");
+            let (lo, hi) = (share.min.unwrap(), share.max.unwrap());
+            assert!(lo >= -0.01 && lo < 0.25 && hi > 0.9 && hi <= 2.0, "{lo}..{hi}");
+            let amount = complete_number(&amounts, sigma, seed);
+            assert_eq!(amount.kind, ColumnKind::Continuous, "σ={sigma}");
+            assert_eq!(amount.points, Some(vec![0.0]), "σ={sigma}");
+            // (The bins' estimate of the zero share carries the bins' noise: within 0.08 at
+            // σ = 50 over 3,000 amounts, as for a column declared continuous.)
+            let zeros = share_at(&amount, 0.0);
+            assert!((zeros - 0.7).abs() < 0.08, "σ={sigma}: zeros {zeros}");
+            assert!(amount.max.unwrap() > 50_000.0, "σ={sigma}: {:?}", amount.max);
+            if sigma > 0.0 {
+                assert_eq!(complete_number(&counts, sigma, seed).kind, ColumnKind::Integer);
+            }
+        }
+        // At ε = ∞ a single fraction makes the column continuous (exact statistics).
+        assert_eq!(complete_number(&counts, 0.0, 0).kind, ColumnKind::Continuous);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::error::{Result, SynthError, column_err};
+use crate::schema::ColumnKind;
 
 /// The values of one column, with nulls.
 #[derive(Debug, Clone, PartialEq)]
@@ -248,8 +249,10 @@ fn check_csv_shape(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads a CSV or Parquet file and checks that every column is usable.
-pub fn read_table(path: &Path) -> Result<Table> {
+/// Reads a CSV or Parquet file into a polars frame after the checks every reader shares
+/// (a file, not empty, a well-formed CSV shape), with `csv_as_text` reading every CSV column
+/// as text; a parser panic on a hostile file becomes one line.
+fn read_frame(path: &Path, csv_as_text: bool) -> Result<(DataFrame, Format)> {
     let format = Format::of(path)?;
     let meta = std::fs::metadata(path).map_err(|e| input_err(path, format!("cannot read: {e}")))?;
     if meta.is_dir() {
@@ -269,7 +272,7 @@ pub fn read_table(path: &Path) -> Result<Table> {
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match format {
         Format::Csv => CsvReadOptions::default()
             .with_has_header(true)
-            .with_infer_schema_length(None)
+            .with_infer_schema_length(if csv_as_text { Some(0) } else { None })
             .into_reader_with_file_handle(file)
             .finish(),
         Format::Parquet => ParquetReader::new(file).finish(),
@@ -294,6 +297,15 @@ pub fn read_table(path: &Path) -> Result<Table> {
     if df.height() == 0 {
         return Err(input_err(path, "the file has a header but no rows"));
     }
+    Ok((df, format))
+}
+
+/// Reads a CSV or Parquet file, every column typed as polars infers it from its values, and
+/// checks that every column is usable. The types are a look at every row: this reader is
+/// for evaluation and tests, where the rows stay with their holder. Synthesis reads with
+/// [`read_raw`] and decides the kinds of a CSV's columns privately.
+pub fn read_table(path: &Path) -> Result<Table> {
+    let (df, _) = read_frame(path, false)?;
     let mut names = Vec::with_capacity(df.width());
     let mut columns = Vec::with_capacity(df.width());
     for col in df.columns() {
@@ -309,6 +321,187 @@ pub fn read_table(path: &Path) -> Result<Table> {
         columns.push(data);
     }
     Ok(Table { names, columns })
+}
+
+/// A column as read, before its kind is known.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawColumn {
+    /// A column whose type the file declares (Parquet): public, like the column's name.
+    Typed(ColumnData),
+    /// A CSV column's cells as text (empty cells are null): its type is a fact about the
+    /// rows, decided by a DP release or declared in a schema.
+    Cells(Vec<Option<String>>),
+}
+
+/// What a cell of a CSV column holds, as far as typing goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell {
+    /// Empty (or only spaces).
+    Null,
+    /// A finite number.
+    Number(f64),
+    /// Anything else.
+    Text,
+}
+
+impl Cell {
+    /// Classifies one cell: a finite number (`12`, `-3.5`, `1e6`), text, or null.
+    pub fn of(cell: Option<&str>) -> Self {
+        let Some(s) = cell.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Self::Null;
+        };
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() => Self::Number(v),
+            _ => Self::Text,
+        }
+    }
+}
+
+/// A table as read, before the kinds of its CSV columns are decided: names and column
+/// values, with the file's types only where the file declares them (Parquet). Nothing here
+/// looked at a value to choose a type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTable {
+    /// Column names, in file order.
+    pub names: Vec<String>,
+    /// Column values.
+    pub columns: Vec<RawColumn>,
+}
+
+/// Reads a CSV or Parquet file for synthesis: CSV columns as text cells (their kinds are
+/// decided later, privately or by a schema), Parquet columns with the types the file
+/// declares. Refused: what [`read_table`] refuses for its shape, and a column without a
+/// single value. These refusals go to the data's holder only, before any job. In a column
+/// typed as numbers, a cell that is not a finite number (`NA`, `n/a`, `NaN`, `inf`, text)
+/// is a missing value (see [`RawTable::typed`]).
+pub fn read_raw(path: &Path) -> Result<RawTable> {
+    let (df, format) = read_frame(path, true)?;
+    let mut names = Vec::with_capacity(df.width());
+    let mut columns = Vec::with_capacity(df.width());
+    for col in df.columns() {
+        let name = col.name().to_string();
+        let series = col.as_materialized_series();
+        let column = match (format, series.dtype()) {
+            (Format::Csv, DataType::String) => {
+                let ca = series
+                    .str()
+                    .map_err(|e| column_err(&name, polars_message(&e)))?;
+                RawColumn::Cells(
+                    ca.iter()
+                        .map(|v| v.filter(|s| !s.trim().is_empty()).map(str::to_string))
+                        .collect(),
+                )
+            }
+            // An all-empty CSV column has no type at all.
+            (Format::Csv, DataType::Null) => RawColumn::Cells(vec![None; series.len()]),
+            _ => RawColumn::Typed(convert(series, &name)?),
+        };
+        let nulls = match &column {
+            RawColumn::Cells(c) => c.iter().filter(|v| v.is_none()).count(),
+            RawColumn::Typed(d) => d.null_count(),
+        };
+        if nulls == series.len() {
+            return Err(column_err(
+                &name,
+                "every value is null; drop the column or fill it",
+            ));
+        }
+        names.push(name);
+        columns.push(column);
+    }
+    Ok(RawTable { names, columns })
+}
+
+impl RawTable {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        match self.columns.first() {
+            Some(RawColumn::Typed(d)) => d.len(),
+            Some(RawColumn::Cells(c)) => c.len(),
+            None => 0,
+        }
+    }
+
+    /// The column called `name`.
+    pub fn column(&self, name: &str) -> Option<&RawColumn> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.columns[i])
+    }
+
+    /// The numeric columns among `kinds` in which some cell is neither empty nor a finite
+    /// number, and so is read as missing: for the holder's own eyes (its terminal or log),
+    /// never for a job's owner.
+    pub fn non_numbers(&self, kinds: &[(String, ColumnKind)]) -> Vec<String> {
+        kinds
+            .iter()
+            .filter(|(_, kind)| *kind != ColumnKind::Categorical)
+            .filter(|(name, _)| match self.column(name) {
+                Some(RawColumn::Cells(cells)) => cells
+                    .iter()
+                    .any(|c| Cell::of(c.as_deref()) == Cell::Text),
+                _ => false,
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The table typed as `kinds` say, one `(name, kind)` per column to keep, in that order.
+    /// Numeric columns take the cells that are numbers (integer columns rounded), the rest of
+    /// their cells become null; categorical columns keep every cell's text. Nothing is refused
+    /// for a value: a typing that depended on the rows would tell whoever chose the kinds
+    /// about a row. A declared (Parquet) text column cannot be numeric: that is public, and
+    /// refused.
+    pub fn typed(&self, kinds: &[(String, ColumnKind)]) -> Result<Table> {
+        let mut names = Vec::with_capacity(kinds.len());
+        let mut columns = Vec::with_capacity(kinds.len());
+        for (name, kind) in kinds {
+            let raw = self.column(name).ok_or_else(|| {
+                SynthError::Schema(format!(
+                    "column '{name}' is not in the input (it has: {})",
+                    self.names.join(", ")
+                ))
+            })?;
+            let numeric = *kind != ColumnKind::Categorical;
+            let integer = *kind == ColumnKind::Integer;
+            let data = match raw {
+                RawColumn::Cells(cells) if numeric => {
+                    let numbers = cells.iter().map(|c| match Cell::of(c.as_deref()) {
+                        Cell::Number(v) => Some(v),
+                        Cell::Null | Cell::Text => None,
+                    });
+                    if integer {
+                        ColumnData::Int(numbers.map(|v| v.and_then(round_to_i64)).collect())
+                    } else {
+                        ColumnData::Float(numbers.collect())
+                    }
+                }
+                RawColumn::Cells(cells) => ColumnData::Text(cells.clone()),
+                RawColumn::Typed(ColumnData::Text(_)) if numeric => {
+                    return Err(SynthError::Schema(format!(
+                        "column '{name}' is declared {kind:?} but the file types it as text"
+                    )));
+                }
+                RawColumn::Typed(ColumnData::Float(v)) if integer => {
+                    ColumnData::Int(v.iter().map(|x| x.and_then(round_to_i64)).collect())
+                }
+                RawColumn::Typed(ColumnData::Int(v)) if numeric && !integer => {
+                    ColumnData::Float(v.iter().map(|x| x.map(|x| x as f64)).collect())
+                }
+                RawColumn::Typed(d) => d.clone(),
+            };
+            names.push(name.clone());
+            columns.push(data);
+        }
+        Ok(Table { names, columns })
+    }
+}
+
+/// `v` rounded to the nearest integer, if an `i64` holds it.
+fn round_to_i64(v: f64) -> Option<i64> {
+    let r = v.round();
+    (r.abs() < 9.0e18).then_some(r as i64)
 }
 
 fn convert(s: &Series, name: &str) -> Result<ColumnData> {
@@ -462,6 +655,82 @@ fn defuse_formulas(table: &Table) -> std::borrow::Cow<'_, Table> {
         names: table.names.clone(),
         columns,
     })
+}
+
+/// Writes a table block by block, so that memory holds one block: CSV (the header once,
+/// text cells that look like formulas defused, see [`looks_like_formula`]) or Parquet (one
+/// row group per block).
+pub struct BlockWriter<W: std::io::Write> {
+    format: Format,
+    csv: Option<W>,
+    header_written: bool,
+    parquet: Option<ParquetWriter<W>>,
+    batched: Option<polars::io::parquet::write::BatchedWriter<W>>,
+}
+
+fn write_err(e: &PolarsError) -> SynthError {
+    SynthError::Setting(format!("cannot serialise the table: {}", polars_message(e)))
+}
+
+impl<W: std::io::Write> BlockWriter<W> {
+    /// A writer of `format` into `out`.
+    pub fn new(out: W, format: Format) -> Self {
+        let (csv, parquet) = match format {
+            Format::Csv => (Some(out), None),
+            Format::Parquet => (None, Some(ParquetWriter::new(out))),
+        };
+        Self {
+            format,
+            csv,
+            header_written: false,
+            parquet,
+            batched: None,
+        }
+    }
+
+    /// Appends the rows of `table` (every block has the same columns and types).
+    pub fn write(&mut self, table: &Table) -> Result<()> {
+        match self.format {
+            Format::Csv => {
+                let mut df = to_dataframe(&defuse_formulas(table))?;
+                let out = self
+                    .csv
+                    .as_mut()
+                    .ok_or_else(|| SynthError::Setting("the writer is finished".into()))?;
+                CsvWriter::new(out)
+                    .include_header(!self.header_written)
+                    .finish(&mut df)
+                    .map_err(|e| write_err(&e))?;
+                self.header_written = true;
+            }
+            Format::Parquet => {
+                let df = to_dataframe(table)?;
+                if self.batched.is_none() {
+                    let writer = self
+                        .parquet
+                        .take()
+                        .ok_or_else(|| SynthError::Setting("the writer is finished".into()))?;
+                    self.batched = Some(writer.batched(df.schema()).map_err(|e| write_err(&e))?);
+                }
+                if let Some(b) = self.batched.as_mut() {
+                    b.write_batch(&df).map_err(|e| write_err(&e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the file (a Parquet footer; a CSV of no block is just no bytes) and flushes it.
+    pub fn finish(mut self) -> Result<()> {
+        if let Some(b) = self.batched.take() {
+            b.finish().map_err(|e| write_err(&e))?;
+        }
+        if let Some(mut out) = self.csv.take() {
+            out.flush()
+                .map_err(|e| SynthError::Setting(format!("cannot write the table: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// Serialises a table to bytes in the given format. CSV text cells that a spreadsheet would

@@ -1,5 +1,6 @@
-//! Property tests of every parser a file reaches in `synth`: CSV and Parquet input (arbitrary
-//! bytes, and valid tables with bytes flipped, cut or inserted) and schema TOML. Whatever the
+//! Property tests of every parser a file reaches in `synth`: CSV and Parquet input through
+//! both readers (arbitrary bytes, and valid tables with bytes flipped, cut or inserted) and
+//! schema TOML. Whatever the
 //! input, the answer is a table or one error — never a panic — and an error never quotes a
 //! cell.
 
@@ -7,8 +8,10 @@
 
 use proptest::prelude::*;
 
+use fedsynth_privacy::rng::SecureRng;
 use fedsynth_synth::schema::Schema;
-use fedsynth_synth::table::read_table;
+use fedsynth_synth::stats::private_kinds;
+use fedsynth_synth::table::{read_raw, read_table};
 
 const VALID: &str = "age,wage,job,flag\n\
     31,75.04,\"1. Industrial\",0\n\
@@ -20,10 +23,30 @@ fn read_bytes(bytes: &[u8], ext: &str) -> Result<usize, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("t.{ext}"));
     std::fs::write(&path, bytes).unwrap();
+    // The synthesis reader (text cells, kinds decided later) on the same bytes: a table
+    // that types cleanly under its exact kinds, or one line that quotes no cell.
+    match read_raw(&path) {
+        Ok(raw) => {
+            let kinds = private_kinds(&raw, 0.0, &mut SecureRng::from_seed(0));
+            let typed = raw.typed(&kinds).unwrap();
+            assert_eq!(typed.rows(), raw.rows());
+        }
+        Err(e) => {
+            let e = e.to_string();
+            assert_eq!(e.lines().count(), 1, "{e}");
+            for cell in CELLS {
+                assert!(!e.contains(cell), "{e}");
+            }
+        }
+    }
     read_table(&path)
         .map(|t| t.rows())
         .map_err(|e| e.to_string())
 }
+
+/// Distinctive pieces of the valid table's cells (a short one such as "hi" would match words
+/// of a message itself).
+const CELLS: [&str; 5] = ["Industr", "Informat", "130.9", "75.04", "say "];
 
 /// A valid CSV with one edit: a byte replaced, a range cut out, or bytes inserted.
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
@@ -68,9 +91,7 @@ proptest! {
     fn an_edited_csv_is_a_table_or_one_line_that_quotes_no_cell(bytes in mutated()) {
         if let Err(e) = read_bytes(&bytes, "csv") {
             prop_assert_eq!(e.lines().count(), 1, "{}", e);
-            // Distinctive pieces of the cells (a short one such as "hi" would match words
-            // of the message itself).
-            for cell in ["Industr", "Informat", "130.9", "75.04", "say "] {
+            for cell in CELLS {
                 prop_assert!(!e.contains(cell), "{}", e);
             }
         }

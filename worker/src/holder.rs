@@ -31,7 +31,7 @@ use fedsynth_synth::model::{Tvae, TvaeConfig};
 use fedsynth_synth::plan::{ROW_COUNT_NOISE, noisy_row_count};
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::Plan;
-use fedsynth_synth::table::{Format, Table, read_table, table_bytes};
+use fedsynth_synth::table::{BlockWriter, Format, RawTable, Table, read_raw};
 use fedsynth_synth::train::{Adam, Stepper, TrainConfig};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,7 @@ pub fn weights_digest(values: &[f32]) -> String {
 pub struct Holder {
     holder: String,
     dataset: String,
-    table: Arc<Table>,
+    table: Arc<RawTable>,
     ledger_path: PathBuf,
     state_dir: PathBuf,
     device: DeviceChoice,
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Holder {
 impl Holder {
     /// Reads the table, opens the ledger and sets the cap from the config.
     pub fn open(config: &WorkerConfig) -> Result<Self> {
-        let table = read_table(&config.data)?;
+        let table = read_raw(&config.data)?;
         let device: DeviceChoice = config.device.parse()?;
         std::fs::create_dir_all(config.state_dir.join("jobs"))?;
         let lock_path = config.state_dir.join("lock");
@@ -210,8 +210,23 @@ impl Holder {
                     .into(),
             ));
         }
-        schema.check_against(&self.table)?;
+        // Names (and a Parquet file's declared types) are checked; a CSV's cells are typed
+        // as the schema says, never refused for a value.
+        self.table.typed(&schema.kinds())?;
         Ok(schema)
+    }
+
+    /// The job's numeric columns in which some of the holder's cells are not numbers and are
+    /// read as missing: for the holder's log only.
+    pub fn non_numbers(&self, spec: &JobSpec) -> Vec<String> {
+        self.schema(spec)
+            .map(|schema| self.table.non_numbers(&schema.kinds()))
+            .unwrap_or_default()
+    }
+
+    /// The holder's rows typed as the job's schema says.
+    fn typed(&self, schema: &Schema) -> Result<Table> {
+        Ok(self.table.typed(&schema.kinds())?)
     }
 
     /// Decides whether to take part in `spec`: checks the schema against the table, plans the
@@ -344,7 +359,7 @@ impl Holder {
 
     fn encoder(&self, spec: &JobSpec) -> Result<(Encoder, TvaeConfig)> {
         let schema = self.schema(spec)?;
-        let encoder = Encoder::new(&schema, &self.table)?;
+        let encoder = Encoder::new(&schema, &self.typed(&schema)?)?;
         let config = TvaeConfig::new(encoder.width());
         Ok((encoder, config))
     }
@@ -410,7 +425,7 @@ impl Holder {
             return Ok(done);
         }
         let (encoder, config) = self.encoder(spec)?;
-        let data = encoder.encode(&self.table)?;
+        let data = encoder.encode(&self.typed(&self.schema(spec)?)?)?;
         let mut rng = self.rng();
         let device = device::open(self.device, rng.next_u64())?;
         let mut model: Tvae = config.init(&device);
@@ -471,9 +486,13 @@ impl Holder {
         Ok(out)
     }
 
-    /// Samples the final generator (`weights`) into the job's format and encrypts it for the
-    /// job's recipients. Post-processing of DP weights: it costs no budget.
-    pub fn sample(&self, job: &str, spec: &JobSpec, weights: &[f32]) -> Result<Vec<u8>> {
+    /// Samples the final generator (`weights`) into the job's format, encrypts it for the
+    /// job's recipients and writes the envelope to the job's `artifact.fsx`, returning its
+    /// path, size and SHA-256 (hex). Block by block: 65,536 rows at a time are sampled,
+    /// serialised into a pipe and encrypted from it on another thread, so the holder's memory
+    /// holds a block and a chunk whatever the job's row count. The file appears only when
+    /// whole. Post-processing of DP weights: it costs no budget.
+    pub fn sample(&self, job: &str, spec: &JobSpec, weights: &[f32]) -> Result<(PathBuf, u64, String)> {
         self.check_plan(job, spec)?;
         let recipients = spec
             .recipients
@@ -487,22 +506,62 @@ impl Holder {
         model.load_flat(weights).map_err(WorkerError::Invalid)?;
         let rows =
             usize::try_from(spec.rows).map_err(|_| WorkerError::Invalid("too many rows".into()))?;
-        let synthetic = fedsynth_synth::sample::sample(&model, &encoder, rows, &device, &mut rng);
         let format = if spec.format == "parquet" {
             Format::Parquet
         } else {
             Format::Csv
         };
-        let plain = table_bytes(&synthetic, format)?;
-        let mut sealed = Vec::with_capacity(plain.len() + 4096);
-        // Keys and nonces never come from the (possibly seeded) model generator.
-        envelope::encrypt(
-            std::io::Cursor::new(&plain),
-            &mut sealed,
-            &recipients,
-            &mut SecureRng::from_os(),
-        )?;
-        Ok(sealed)
+        let dir = self.job_dir(job)?;
+        let (partial, done) = (dir.join("artifact.partial"), dir.join("artifact.fsx"));
+        let file = std::fs::File::create(&partial)?;
+        let mut sink = Digesting {
+            inner: std::io::BufWriter::with_capacity(256 * 1024, &file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let (reader, writer) = std::io::pipe()?;
+        let (sampled, sealed) = std::thread::scope(|scope| {
+            // Keys and nonces never come from the (possibly seeded) model generator.
+            let (out, to) = (&mut sink, &recipients);
+            let encrypting = scope.spawn(move || {
+                envelope::encrypt(reader, out, to, &mut SecureRng::from_os())
+            });
+            let mut blocks = BlockWriter::new(writer, format);
+            let sampled = fedsynth_synth::sample::sample_blocks(
+                &model,
+                &encoder,
+                rows,
+                &device,
+                &mut rng,
+                |block| blocks.write(&block),
+            );
+            // Finishing (or dropping) the block writer closes the pipe: the end of the input.
+            let sampled = match sampled {
+                Ok(()) => blocks.finish(),
+                Err(e) => {
+                    drop(blocks);
+                    Err(e)
+                }
+            };
+            (sampled, encrypting.join())
+        });
+        let outcome = sampled.map_err(WorkerError::from).and_then(|()| {
+            sealed
+                .map_err(|_| WorkerError::Invalid("the encryption thread failed".into()))?
+                .map_err(WorkerError::from)
+        });
+        let flushed = outcome.and_then(|_| {
+            std::io::Write::flush(&mut sink.inner)?;
+            file.sync_all()?;
+            Ok(())
+        });
+        if let Err(e) = flushed {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+        let (bytes, sha256) = (sink.bytes, hex::encode(sink.hasher.finalize()));
+        std::fs::rename(&partial, &done)?;
+        Ok((done, bytes, sha256))
     }
 
     /// The ledger file.
@@ -513,5 +572,24 @@ impl Holder {
     /// (holder, dataset) as recorded in the ledger.
     pub fn ledger_key(&self) -> (&str, &str) {
         (&self.holder, &self.dataset)
+    }
+}
+
+/// A writer that counts and hashes what passes through it.
+struct Digesting<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Digesting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -19,7 +19,6 @@ use fedsynth_proto::client::{Token, connect};
 use fedsynth_proto::v1::federation_client::FederationClient;
 use fedsynth_proto::v1::{self as pb, poll_response::Task};
 use fedsynth_proto::{JobSpec, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
-use sha2::{Digest, Sha256};
 use tonic::Code;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
@@ -189,9 +188,25 @@ async fn answer(
         Ok(spec) => {
             let h = holder.clone();
             let j = job.clone();
-            tokio::task::spawn_blocking(move || h.accept(&j, &spec))
-                .await
-                .map_err(|e| WorkerError::Invalid(e.to_string()))?
+            tokio::task::spawn_blocking(move || {
+                let decision = h.accept(&j, &spec);
+                let non_numbers = h.non_numbers(&spec);
+                (decision, non_numbers)
+            })
+            .await
+            .map_err(|e| WorkerError::Invalid(e.to_string()))
+            .map(|(decision, non_numbers)| {
+                if decision.is_ok() && !non_numbers.is_empty() {
+                    log(
+                        me,
+                        format!(
+                            "job {job}: cells that are not numbers are read as missing in: {}",
+                            non_numbers.join(", ")
+                        ),
+                    );
+                }
+                decision
+            })?
         }
         Err(e) => Err(e),
     };
@@ -382,28 +397,57 @@ async fn sample_job(
     let weights = download(client, me, &job, &task.base_digest).await?;
     let h = holder.clone();
     let (j, s) = (job.clone(), spec.clone());
-    let sealed = tokio::task::spawn_blocking(move || h.sample(&j, &s, &weights))
+    let (path, size, sha256) = tokio::task::spawn_blocking(move || h.sample(&j, &s, &weights))
         .await
         .map_err(|e| WorkerError::Invalid(e.to_string()))??;
-    let sha256 = hex::encode(Sha256::digest(&sealed));
     let header = pb::ArtifactHeader {
         worker_id: me.into(),
         job_id: job.clone(),
-        size: sealed.len() as u64,
+        size,
         signature: sign_artifact(config, &job, &sha256)?,
         sha256,
     };
-    let mut messages = vec![pb::ArtifactChunk {
-        part: Some(pb::artifact_chunk::Part::Header(header)),
-    }];
-    messages.extend(
-        sealed
-            .chunks(fedsynth_proto::CHUNK_BYTES)
-            .map(|c| pb::ArtifactChunk {
-                part: Some(pb::artifact_chunk::Part::Data(c.to_vec())),
-            }),
-    );
-    client.upload_artifact(tokio_stream::iter(messages)).await?;
+    // The envelope streams from its file, a few chunks in flight: memory stays bounded
+    // whatever the output's size.
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ArtifactChunk>(4);
+    let reading = tokio::task::spawn_blocking(move || -> Result<()> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path)?;
+        let header = pb::ArtifactChunk {
+            part: Some(pb::artifact_chunk::Part::Header(header)),
+        };
+        if tx.blocking_send(header).is_err() {
+            return Ok(());
+        }
+        loop {
+            let mut chunk = vec![0u8; fedsynth_proto::CHUNK_BYTES];
+            let mut filled = 0;
+            while filled < chunk.len() {
+                let n = file.read(&mut chunk[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                return Ok(());
+            }
+            chunk.truncate(filled);
+            let data = pb::ArtifactChunk {
+                part: Some(pb::artifact_chunk::Part::Data(chunk)),
+            };
+            if tx.blocking_send(data).is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let uploaded = client
+        .upload_artifact(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    reading
+        .await
+        .map_err(|e| WorkerError::Invalid(e.to_string()))??;
+    uploaded?;
     log(
         me,
         format!(

@@ -196,7 +196,14 @@ fn a_job_is_charged_once_and_each_round_trained_once() {
     assert_eq!(spends(dir.path()), 2);
 
     // Sampling: ciphertext that only the recipient opens, with the table's columns.
-    let sealed = holder.sample("job-1", &spec, &r1).unwrap();
+    let (path, size, sha256) = holder.sample("job-1", &spec, &r1).unwrap();
+    let sealed = std::fs::read(&path).unwrap();
+    assert_eq!(size, sealed.len() as u64);
+    assert_eq!(sha256, weights_digest_bytes(&sealed));
+    assert!(
+        !path.with_file_name("artifact.partial").exists(),
+        "a partial file left behind"
+    );
     let mut plain = Vec::new();
     fedsynth_privacy::envelope::decrypt(std::io::Cursor::new(&sealed), &mut plain, &key).unwrap();
     let text = String::from_utf8(plain).unwrap();
@@ -358,4 +365,9 @@ fn plaintext_only_reaches_a_coordinator_on_loopback() {
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("loopback"), "{e}");
     }
+}
+
+fn weights_digest_bytes(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
