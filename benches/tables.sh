@@ -46,6 +46,7 @@ for t in "${tables[@]}"; do
       rss=$(tail -1 "$work/rss")
       plan=$(grep -o '[0-9]*% of ε' "$work/log" | head -1)
       coarse=$(grep -c '^note: coarsened' "$work/log")
+      rm -f "$work/indep.csv"
       "$py" - "$out.schema.toml" "$(wc -l < "$out")" "$work/indep.csv" <<'PY'
 # Every column on its own from its released DP marginal.
 import sys, tomllib, numpy as np, pandas as pd
@@ -69,11 +70,11 @@ for c in schema["columns"]:
     b = np.minimum(slot, k - 1)
     v = e[b] + rng.random(n) * (e[b + 1] - e[b])
     if len(pts):
-        v = np.where(slot >= k, pts[np.minimum(slot - k, len(pts) - 1)], v)
+        v = np.where(slot >= k, pts[np.clip(slot - k, 0, len(pts) - 1)], v)
     if c["kind"] == "integer":
         v = np.clip(np.round(v), np.ceil(e[0]), np.floor(e[-1])).astype(np.int64)
         if len(pts):
-            v = np.where(slot >= k, pts[np.minimum(slot - k, len(pts) - 1)].astype(np.int64), v)
+            v = np.where(slot >= k, pts[np.clip(slot - k, 0, len(pts) - 1)].astype(np.int64), v)
     cols[c["name"]] = v
 pd.DataFrame(cols).to_csv(sys.argv[3], index=False)
 PY

@@ -89,10 +89,20 @@ pub struct ClientArgs {
     tls_domain: Option<String>,
     /// The owner's client certificate (PEM, signed by the federation's CA; `fedsynth certs`
     /// writes owner.pem): the coordinator turns away a TLS peer without one.
-    #[arg(long, value_name = "FILE", env = "FEDSYNTH_CLIENT_CERT", requires = "client_key")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FEDSYNTH_CLIENT_CERT",
+        requires = "client_key"
+    )]
     client_cert: Option<PathBuf>,
     /// The private key of --client-cert (PEM).
-    #[arg(long, value_name = "FILE", env = "FEDSYNTH_CLIENT_KEY", requires = "client_cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FEDSYNTH_CLIENT_KEY",
+        requires = "client_cert"
+    )]
     client_key: Option<PathBuf>,
 }
 

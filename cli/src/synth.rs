@@ -117,7 +117,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 0.0
             };
             let kinds = private_kinds(&raw, sigma, &mut private);
-            (Schema::from_kinds(&kinds), (sigma > 0.0).then_some((sigma, open)))
+            (
+                Schema::from_kinds(&kinds),
+                (sigma > 0.0).then_some((sigma, open)),
+            )
         }
     };
     let table = raw.typed(&schema.kinds())?;

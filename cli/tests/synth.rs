@@ -515,7 +515,11 @@ fn stray_cells_in_a_number_column_are_missing_values_and_the_kinds_are_charged()
             21 => "n/a".to_string(),
             _ => (i % 7).to_string(),
         };
-        let kind = if i == 30 { "42" } else { ["a", "b", "c"][i % 3] };
+        let kind = if i == 30 {
+            "42"
+        } else {
+            ["a", "b", "c"][i % 3]
+        };
         text.push_str(&format!("{visits},{kind}\n"));
     }
     std::fs::write(&input, text).unwrap();

@@ -29,7 +29,8 @@ pub use error::{CoordinatorError, Result};
 pub use server::Coordinator;
 
 /// Open connections per peer address.
-type PeerCounts = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+type PeerCounts =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
 
 /// A peer's place among its open connections, given back when the connection closes.
 struct PeerSlot {
@@ -40,7 +41,9 @@ struct PeerSlot {
 impl PeerSlot {
     /// A slot for `peer`, if it has fewer than `max` connections open.
     fn take(counts: &PeerCounts, peer: std::net::IpAddr, max: usize) -> Option<Self> {
-        let mut open = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut open = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = open.entry(peer).or_insert(0);
         if *n >= max {
             return None;
@@ -135,25 +138,28 @@ fn limited_incoming(
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Limited>> + Send + 'static {
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
     let counts = PeerCounts::default();
-    futures_util::stream::unfold((listener, permits, counts), move |(listener, permits, counts)| async move {
-        let permit = permits.clone().acquire_owned().await.ok()?;
-        let accepted = loop {
-            match listener.accept().await {
-                Ok((inner, addr)) => match PeerSlot::take(&counts, addr.ip(), per_peer) {
-                    Some(slot) => {
-                        break Ok(Limited {
-                            inner,
-                            _permit: permit,
-                            _slot: slot,
-                        });
-                    }
-                    None => drop(inner),
-                },
-                Err(e) => break Err(e),
-            }
-        };
-        Some((accepted, (listener, permits, counts)))
-    })
+    futures_util::stream::unfold(
+        (listener, permits, counts),
+        move |(listener, permits, counts)| async move {
+            let permit = permits.clone().acquire_owned().await.ok()?;
+            let accepted = loop {
+                match listener.accept().await {
+                    Ok((inner, addr)) => match PeerSlot::take(&counts, addr.ip(), per_peer) {
+                        Some(slot) => {
+                            break Ok(Limited {
+                                inner,
+                                _permit: permit,
+                                _slot: slot,
+                            });
+                        }
+                        None => drop(inner),
+                    },
+                    Err(e) => break Err(e),
+                }
+            };
+            Some((accepted, (listener, permits, counts)))
+        },
+    )
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>> {
@@ -214,7 +220,10 @@ pub async fn serve(
     server
         .add_service(jobs)
         .add_service(federation)
-        .serve_with_incoming_shutdown(limited_incoming(listener, max_connections, per_peer), shutdown)
+        .serve_with_incoming_shutdown(
+            limited_incoming(listener, max_connections, per_peer),
+            shutdown,
+        )
         .await
         .map_err(|e| CoordinatorError::Transport(e.to_string()))
 }

@@ -131,13 +131,15 @@ impl Encoder {
                         SynthError::Schema(format!("column '{}' has no category set", spec.name))
                     })?,
                 },
-                ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => Codec::Numeric {
-                    edges: spec.edges.clone().ok_or_else(|| {
-                        SynthError::Schema(format!("column '{}' has no bin edges", spec.name))
-                    })?,
-                    points: spec.points.clone().unwrap_or_default(),
-                    integer: spec.kind == ColumnKind::Integer,
-                },
+                ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
+                    Codec::Numeric {
+                        edges: spec.edges.clone().ok_or_else(|| {
+                            SynthError::Schema(format!("column '{}' has no bin edges", spec.name))
+                        })?,
+                        points: spec.points.clone().unwrap_or_default(),
+                        integer: spec.kind == ColumnKind::Integer,
+                    }
+                }
             };
             let mut col = ColumnCodec {
                 name: spec.name.clone(),

@@ -566,7 +566,12 @@ fn private_number_support(
 /// What a support histogram's noisy counts (each with noise σ) say: the range, the point
 /// mass at zero and the exact integer counts; `buckets` sets the strong threshold (the
 /// whole histogram's bucket count).
-fn read_support(support: Support, noisy_counts: &[f64], sigma: f64, buckets: usize) -> SupportFacts {
+fn read_support(
+    support: Support,
+    noisy_counts: &[f64],
+    sigma: f64,
+    buckets: usize,
+) -> SupportFacts {
     let integer = support.integer;
     let strong = strong_threshold(sigma, buckets);
     let weak = sigma;
@@ -1375,8 +1380,16 @@ mod tests {
             names: vec!["x".into(), "c".into(), "h".into()],
             columns: vec![
                 cells(numbers),
-                cells((0..n).map(|i| ["a", "b", "c", "d", "e", "f", "g", "h", "i", "7"][i % 10].to_string())),
-                cells((0..n).map(|i| if i % 2 == 0 { "1".into() } else { "z".to_string() })),
+                cells((0..n).map(|i| {
+                    ["a", "b", "c", "d", "e", "f", "g", "h", "i", "7"][i % 10].to_string()
+                })),
+                cells((0..n).map(|i| {
+                    if i % 2 == 0 {
+                        "1".into()
+                    } else {
+                        "z".to_string()
+                    }
+                })),
             ],
         };
         assert_eq!(untyped_columns(&raw), 3);
@@ -1407,7 +1420,10 @@ mod tests {
             raw.typed(&declared).unwrap().columns[0],
             ColumnData::Int(_)
         ));
-        assert!(raw.typed(&[("zz".to_string(), ColumnKind::Integer)]).is_err());
+        assert!(
+            raw.typed(&[("zz".to_string(), ColumnKind::Integer)])
+                .is_err()
+        );
     }
 
     #[test]
@@ -1427,7 +1443,10 @@ mod tests {
         // At ε = 0.3 the noise grows so that the kinds take exactly 10% of ρ.
         let sigma = kind_noise(21, 600, 0.3, delta);
         let share = 21.0 / (2.0 * sigma * sigma) / rho_of(0.3, delta);
-        assert!(sigma > 100.0 && (share - KIND_SHARE_MAX).abs() < 1e-9, "{sigma} {share}");
+        assert!(
+            sigma > 100.0 && (share - KIND_SHARE_MAX).abs() < 1e-9,
+            "{sigma} {share}"
+        );
         assert!(kind_events(sigma, 0).unwrap().is_empty());
         // Without DP there is no noise to size.
         assert!((kind_noise(3, 600, f64::INFINITY, delta) - 100.0).abs() < 1e-9);
@@ -1437,7 +1456,9 @@ mod tests {
     fn complete_number(values: &[f64], sigma: f64, seed: u64) -> ColumnSpec {
         let table = Table {
             names: vec!["x".into()],
-            columns: vec![ColumnData::Float(values.iter().copied().map(Some).collect())],
+            columns: vec![ColumnData::Float(
+                values.iter().copied().map(Some).collect(),
+            )],
         };
         let mut schema = Schema::from_kinds(&[("x".to_string(), ColumnKind::Number)]);
         schema.columns[0].nullable = Some(false);
@@ -1480,7 +1501,10 @@ mod tests {
             let share = complete_number(&shares, sigma, seed);
             assert_eq!(share.kind, ColumnKind::Continuous, "σ={sigma}");
             let (lo, hi) = (share.min.unwrap(), share.max.unwrap());
-            assert!(lo >= -0.01 && lo < 0.25 && hi > 0.9 && hi <= 2.0, "{lo}..{hi}");
+            assert!(
+                lo >= -0.01 && lo < 0.25 && hi > 0.9 && hi <= 2.0,
+                "{lo}..{hi}"
+            );
             let amount = complete_number(&amounts, sigma, seed);
             assert_eq!(amount.kind, ColumnKind::Continuous, "σ={sigma}");
             assert_eq!(amount.points, Some(vec![0.0]), "σ={sigma}");
@@ -1488,13 +1512,23 @@ mod tests {
             // σ = 50 over 3,000 amounts, as for a column declared continuous.)
             let zeros = share_at(&amount, 0.0);
             assert!((zeros - 0.7).abs() < 0.08, "σ={sigma}: zeros {zeros}");
-            assert!(amount.max.unwrap() > 50_000.0, "σ={sigma}: {:?}", amount.max);
+            assert!(
+                amount.max.unwrap() > 50_000.0,
+                "σ={sigma}: {:?}",
+                amount.max
+            );
             if sigma > 0.0 {
-                assert_eq!(complete_number(&counts, sigma, seed).kind, ColumnKind::Integer);
+                assert_eq!(
+                    complete_number(&counts, sigma, seed).kind,
+                    ColumnKind::Integer
+                );
             }
         }
         // At ε = ∞ a single fraction makes the column continuous (exact statistics).
-        assert_eq!(complete_number(&counts, 0.0, 0).kind, ColumnKind::Continuous);
+        assert_eq!(
+            complete_number(&counts, 0.0, 0).kind,
+            ColumnKind::Continuous
+        );
     }
 
     #[test]

@@ -300,6 +300,11 @@ fn read_frame(path: &Path, csv_as_text: bool) -> Result<(DataFrame, Format)> {
     Ok((df, format))
 }
 
+/// The refusal of a column without a single value.
+fn all_null(name: &str) -> SynthError {
+    column_err(name, "every value is null; drop the column or fill it")
+}
+
 /// Reads a CSV or Parquet file, every column typed as polars infers it from its values, and
 /// checks that every column is usable. The types are a look at every row: this reader is
 /// for evaluation and tests, where the rows stay with their holder. Synthesis reads with
@@ -312,10 +317,7 @@ pub fn read_table(path: &Path) -> Result<Table> {
         let name = col.name().to_string();
         let data = convert(col.as_materialized_series(), &name)?;
         if data.null_count() == data.len() {
-            return Err(column_err(
-                &name,
-                "every value is null; drop the column or fill it",
-            ));
+            return Err(all_null(&name));
         }
         names.push(name);
         columns.push(data);
@@ -401,10 +403,7 @@ pub fn read_raw(path: &Path) -> Result<RawTable> {
             RawColumn::Typed(d) => d.null_count(),
         };
         if nulls == series.len() {
-            return Err(column_err(
-                &name,
-                "every value is null; drop the column or fill it",
-            ));
+            return Err(all_null(&name));
         }
         names.push(name);
         columns.push(column);
@@ -438,9 +437,9 @@ impl RawTable {
             .iter()
             .filter(|(_, kind)| *kind != ColumnKind::Categorical)
             .filter(|(name, _)| match self.column(name) {
-                Some(RawColumn::Cells(cells)) => cells
-                    .iter()
-                    .any(|c| Cell::of(c.as_deref()) == Cell::Text),
+                Some(RawColumn::Cells(cells)) => {
+                    cells.iter().any(|c| Cell::of(c.as_deref()) == Cell::Text)
+                }
                 _ => false,
             })
             .map(|(name, _)| name.clone())
@@ -554,10 +553,7 @@ fn convert(s: &Series, name: &str) -> Result<ColumnData> {
             check_not_mixed(name, &values)?;
             Ok(ColumnData::Text(values))
         }
-        DataType::Null => Err(column_err(
-            name,
-            "every value is null; drop the column or fill it",
-        )),
+        DataType::Null => Err(all_null(name)),
         other => Err(column_err(
             name,
             format!("type {other} is not supported (use numbers, text or booleans)"),

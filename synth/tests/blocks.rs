@@ -54,7 +54,13 @@ fn blocks_are_the_whole_sample_and_serialise_as_it_would() {
         .init(&device);
     // More rows than one block (65,536).
     let rows = 70_001;
-    let whole = sample(&model, &encoder, rows, &device, &mut SecureRng::from_seed(5));
+    let whole = sample(
+        &model,
+        &encoder,
+        rows,
+        &device,
+        &mut SecureRng::from_seed(5),
+    );
     let mut blocks = Vec::new();
     sample_blocks(
         &model,

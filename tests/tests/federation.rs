@@ -468,7 +468,11 @@ fn three_holders_train_one_generator_over_mutual_tls() {
     // (Reading the trail may itself be audited: compare with one more read.)
     let after = c.audit(&job).len();
     let again = c.audit(&job).len();
-    assert_eq!(after - before, again - after, "the refused peer was audited");
+    assert_eq!(
+        after - before,
+        again - after,
+        "the refused peer was audited"
+    );
 }
 
 #[test]

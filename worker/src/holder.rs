@@ -492,7 +492,12 @@ impl Holder {
     /// serialised into a pipe and encrypted from it on another thread, so the holder's memory
     /// holds a block and a chunk whatever the job's row count. The file appears only when
     /// whole. Post-processing of DP weights: it costs no budget.
-    pub fn sample(&self, job: &str, spec: &JobSpec, weights: &[f32]) -> Result<(PathBuf, u64, String)> {
+    pub fn sample(
+        &self,
+        job: &str,
+        spec: &JobSpec,
+        weights: &[f32],
+    ) -> Result<(PathBuf, u64, String)> {
         self.check_plan(job, spec)?;
         let recipients = spec
             .recipients
@@ -523,9 +528,8 @@ impl Holder {
         let (sampled, sealed) = std::thread::scope(|scope| {
             // Keys and nonces never come from the (possibly seeded) model generator.
             let (out, to) = (&mut sink, &recipients);
-            let encrypting = scope.spawn(move || {
-                envelope::encrypt(reader, out, to, &mut SecureRng::from_os())
-            });
+            let encrypting =
+                scope.spawn(move || envelope::encrypt(reader, out, to, &mut SecureRng::from_os()));
             let mut blocks = BlockWriter::new(writer, format);
             let sampled = fedsynth_synth::sample::sample_blocks(
                 &model,
