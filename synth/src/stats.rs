@@ -282,7 +282,7 @@ pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Vec<(St
                 RawColumn::Cells(cells) => {
                     let balance: f64 = cells
                         .iter()
-                        .map(|c| match Cell::of(c.as_deref()) {
+                        .map(|c| match Cell::of(c) {
                             Cell::Number(_) => 1.0,
                             Cell::Text => -1.0,
                             Cell::Null => 0.0,
@@ -1094,6 +1094,7 @@ fn complete_numeric(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::table::Cells;
 
     #[test]
     fn support_buckets_cover_their_values_in_order() {
@@ -1365,7 +1366,7 @@ mod tests {
     }
 
     fn cells(values: impl IntoIterator<Item = String>) -> RawColumn {
-        RawColumn::Cells(values.into_iter().map(Some).collect())
+        RawColumn::Cells(values.into_iter().map(Some).collect::<Cells>())
     }
 
     #[test]

@@ -332,7 +332,41 @@ pub enum RawColumn {
     Typed(ColumnData),
     /// A CSV column's cells as text (empty cells are null): its type is a fact about the
     /// rows, decided by a DP release or declared in a schema.
-    Cells(Vec<Option<String>>),
+    Cells(Cells),
+}
+
+/// A CSV column's cells as text, in polars' compact string array (a large table's cells are
+/// not one heap string each); blank cells read as null.
+#[derive(Debug, Clone)]
+pub struct Cells(StringChunked);
+
+impl PartialEq for Cells {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Cells {
+    /// The cells in order, `None` for an empty or blank one.
+    pub fn iter(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        self.0.iter().map(|c| c.filter(|s| !s.trim().is_empty()))
+    }
+
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no cells.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<Option<S>> for Cells {
+    fn from_iter<I: IntoIterator<Item = Option<S>>>(cells: I) -> Self {
+        Self(cells.into_iter().collect())
+    }
 }
 
 /// What a cell of a CSV column holds, as far as typing goes.
@@ -388,14 +422,12 @@ pub fn read_raw(path: &Path) -> Result<RawTable> {
                 let ca = series
                     .str()
                     .map_err(|e| column_err(&name, polars_message(&e)))?;
-                RawColumn::Cells(
-                    ca.iter()
-                        .map(|v| v.filter(|s| !s.trim().is_empty()).map(str::to_string))
-                        .collect(),
-                )
+                RawColumn::Cells(Cells(ca.clone()))
             }
             // An all-empty CSV column has no type at all.
-            (Format::Csv, DataType::Null) => RawColumn::Cells(vec![None; series.len()]),
+            (Format::Csv, DataType::Null) => {
+                RawColumn::Cells(std::iter::repeat_n(None::<&str>, series.len()).collect())
+            }
             _ => RawColumn::Typed(convert(series, &name)?),
         };
         let nulls = match &column {
@@ -437,9 +469,7 @@ impl RawTable {
             .iter()
             .filter(|(_, kind)| *kind != ColumnKind::Categorical)
             .filter(|(name, _)| match self.column(name) {
-                Some(RawColumn::Cells(cells)) => {
-                    cells.iter().any(|c| Cell::of(c.as_deref()) == Cell::Text)
-                }
+                Some(RawColumn::Cells(cells)) => cells.iter().any(|c| Cell::of(c) == Cell::Text),
                 _ => false,
             })
             .map(|(name, _)| name.clone())
@@ -466,7 +496,7 @@ impl RawTable {
             let integer = *kind == ColumnKind::Integer;
             let data = match raw {
                 RawColumn::Cells(cells) if numeric => {
-                    let numbers = cells.iter().map(|c| match Cell::of(c.as_deref()) {
+                    let numbers = cells.iter().map(|c| match Cell::of(c) {
                         Cell::Number(v) => Some(v),
                         Cell::Null | Cell::Text => None,
                     });
@@ -476,7 +506,9 @@ impl RawTable {
                         ColumnData::Float(numbers.collect())
                     }
                 }
-                RawColumn::Cells(cells) => ColumnData::Text(cells.clone()),
+                RawColumn::Cells(cells) => {
+                    ColumnData::Text(cells.iter().map(|c| c.map(str::to_string)).collect())
+                }
                 RawColumn::Typed(ColumnData::Text(_)) if numeric => {
                     return Err(SynthError::Schema(format!(
                         "column '{name}' is declared {kind:?} but the file types it as text"
