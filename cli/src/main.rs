@@ -244,7 +244,9 @@ pub struct SynthArgs {
     /// Where to write the synthetic table (.csv, .parquet, or .fsx with --recipient).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
-    /// Schema (TOML): column kinds and public bounds or categories; inferred when absent.
+    /// Schema (TOML): column kinds (`integer`, `continuous`, `number`, `categorical`) and public
+    /// bounds or categories. Without it, a CSV column's kind is a small charged DP release (a
+    /// noisy count of numbers against text) and everything else is estimated privately.
     #[arg(long, value_name = "FILE")]
     schema: Option<PathBuf>,
     /// Generator model.
