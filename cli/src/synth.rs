@@ -239,7 +239,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         complete_schema_noting(&table, &schema, Some(privacy.preprocess), &mut private)?;
     if !completion.coarse.is_empty() {
         eprintln!(
-            "note: coarsened (no value range clear of the noise; the fullest bucket was taken): {}; \
+            "note: coarsened (no value range clear of the noise; the most significant run of buckets was taken): {}; \
              give their min and max in a --schema for better bins",
             completion.coarse.join(", ")
         );

@@ -10,8 +10,8 @@
 //!    [-63, 63], so 0/1 flags, counts and codes keep every value). The range is the hull of
 //!    the buckets that clear a strong threshold, so a mass far from the bulk (the zeros of
 //!    an income) stays in it; a continuous column's exact zeros are a point mass of their own.
-//!    With no bucket clear of the noise (a small table at a small ε) the run around the
-//!    fullest bucket is taken and the column is reported as coarsened, never refused;
+//!    With no bucket clear of the noise (a small table at a small ε) the most significant
+//!    run of buckets is taken and the column is reported as coarsened, never refused;
 //! 2. its **bins**: a histogram over the range (one bin per integer when at most 64, else 64
 //!    bins spaced in asinh(x/s), fine where values crowd and wide in a long tail), narrowed
 //!    to the bins clear of the noise; quantile edges, bin shares and the share of a point
