@@ -1403,21 +1403,7 @@ mod tests {
             .map(|_| (rng.random::<f64>() * 256f64.ln()).exp())
             .collect();
         for seed in 0..10 {
-            let data = ColumnData::Float(values.iter().copied().map(Some).collect());
-            let table = Table {
-                names: vec!["x".into()],
-                columns: vec![data],
-            };
-            let mut schema = Schema::infer(&table);
-            schema.columns[0].nullable = Some(false);
-            let done = complete_schema_noting(
-                &table,
-                &schema,
-                Some(noise(50.0)),
-                &mut SecureRng::from_seed(seed),
-            )
-            .unwrap();
-            let spec = &done.schema.columns[0];
+            let spec = complete_one(values.clone(), false, 50.0, seed);
             let (lo, hi) = (spec.min.unwrap(), spec.max.unwrap());
             assert!(lo >= 0.2 && hi <= 2000.0, "seed {seed}: {lo}..{hi}");
         }
