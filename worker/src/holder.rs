@@ -71,6 +71,8 @@ pub struct Holder {
     holder: String,
     dataset: String,
     table: Arc<RawTable>,
+    /// The rows typed for the last schema asked for (every round of a job asks again).
+    typed_cache: std::sync::Mutex<Option<(String, Arc<Table>)>>,
     ledger_path: PathBuf,
     state_dir: PathBuf,
     device: DeviceChoice,
@@ -146,6 +148,7 @@ impl Holder {
             holder,
             dataset,
             table: Arc::new(table),
+            typed_cache: std::sync::Mutex::new(None),
             ledger_path,
             state_dir: config.state_dir.clone(),
             device,
@@ -212,7 +215,7 @@ impl Holder {
         }
         // Names (and a Parquet file's declared types) are checked; a CSV's cells are typed
         // as the schema says, never refused for a value.
-        self.table.typed(&schema.kinds())?;
+        self.typed(&schema)?;
         Ok(schema)
     }
 
@@ -224,9 +227,22 @@ impl Holder {
             .unwrap_or_default()
     }
 
-    /// The holder's rows typed as the job's schema says.
-    fn typed(&self, schema: &Schema) -> Result<Table> {
-        Ok(self.table.typed(&schema.kinds())?)
+    /// The holder's rows typed as the job's schema says (kept for the next call with the
+    /// same schema).
+    fn typed(&self, schema: &Schema) -> Result<Arc<Table>> {
+        let key = schema.to_toml();
+        let mut cache = self
+            .typed_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((k, table)) = cache.as_ref()
+            && *k == key
+        {
+            return Ok(table.clone());
+        }
+        let table = Arc::new(self.table.typed(&schema.kinds())?);
+        *cache = Some((key, table.clone()));
+        Ok(table)
     }
 
     /// Decides whether to take part in `spec`: checks the schema against the table, plans the
@@ -359,7 +375,7 @@ impl Holder {
 
     fn encoder(&self, spec: &JobSpec) -> Result<(Encoder, TvaeConfig)> {
         let schema = self.schema(spec)?;
-        let encoder = Encoder::new(&schema, &self.typed(&schema)?)?;
+        let encoder = Encoder::new(&schema, self.typed(&schema)?.as_ref())?;
         let config = TvaeConfig::new(encoder.width());
         Ok((encoder, config))
     }
@@ -425,7 +441,7 @@ impl Holder {
             return Ok(done);
         }
         let (encoder, config) = self.encoder(spec)?;
-        let data = encoder.encode(&self.typed(&self.schema(spec)?)?)?;
+        let data = encoder.encode(self.typed(&self.schema(spec)?)?.as_ref())?;
         let mut rng = self.rng();
         let device = device::open(self.device, rng.next_u64())?;
         let mut model: Tvae = config.init(&device);
