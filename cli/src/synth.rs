@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 use fedsynth_privacy::envelope::{self, PublicKey};
 use fedsynth_privacy::ledger::{Budget, Ledger};
 use fedsynth_privacy::rng::SecureRng;
-use fedsynth_privacy::{AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps};
+use fedsynth_privacy::{AccountantKind, DpEvent, Epsilon, SamplingRate, Steps};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::TvaeConfig;
-use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, default_delta, noisy_row_count, plan};
+use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan, target_delta};
 use fedsynth_synth::schema::{ColumnKind, Schema};
 use fedsynth_synth::stats::{
     Plan, complete_schema_noting, kind_noise, private_kinds, untyped_columns,
@@ -111,8 +111,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         None => {
             let open = untyped_columns(&raw);
             let sigma = if private_run && open > 0 {
-                let delta = Delta::new(args.delta.unwrap_or_else(|| default_delta(rows)))?;
-                kind_noise(open, rows, epsilon, delta)
+                kind_noise(open, rows, epsilon, target_delta(args.delta, rows)?)
             } else {
                 0.0
             };

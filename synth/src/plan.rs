@@ -30,6 +30,11 @@ pub fn default_delta(rows: usize) -> f64 {
     (1.0 / (rows.max(1) as f64).powf(1.5)).min(1e-5)
 }
 
+/// The run's δ: the one asked for, else [`default_delta`] of the (noisy) row count.
+pub fn target_delta(delta: Option<f64>, rows: usize) -> Result<Delta> {
+    Ok(Delta::new(delta.unwrap_or_else(|| default_delta(rows)))?)
+}
+
 /// The default expected batch for `rows` (noisy) rows: a tenth of them, between 64 and
 /// 1,000. Large tables keep batches of 1,000 (q = 1000/n); a table of 600 rows gets 64
 /// (q ≈ 0.1, 300 steps over 30 epochs) instead of full batches (30 steps, too few to learn).
@@ -151,7 +156,7 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             "ε must be > 0 (or inf for no privacy)".into(),
         ));
     }
-    let delta = Delta::new(req.delta.unwrap_or_else(|| default_delta(req.rows)))?;
+    let delta = target_delta(req.delta, req.rows)?;
     if delta.get() * req.rows as f64 >= 1.0 {
         return Err(SynthError::Setting(format!(
             "δ = {} is not below 1/n for a table of about {} rows: such a δ allows releasing \

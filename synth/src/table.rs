@@ -3,7 +3,6 @@
 //! atomically (or encrypted) on the way out.
 
 use std::fs::File;
-use std::io::Cursor;
 use std::path::Path;
 
 use polars::prelude::*;
@@ -686,15 +685,26 @@ fn defuse_formulas(table: &Table) -> std::borrow::Cow<'_, Table> {
 }
 
 /// Writes a table block by block, so that memory holds one block: CSV (the header once,
-/// text cells that look like formulas defused, see [`looks_like_formula`]) or Parquet (one
-/// row group per block).
+/// text cells that look like formulas defused, see [`looks_like_formula`]) or Parquet (row
+/// groups of at most [`ROW_GROUP`] rows).
 pub struct BlockWriter<W: std::io::Write> {
-    format: Format,
-    csv: Option<W>,
-    header_written: bool,
-    parquet: Option<ParquetWriter<W>>,
-    batched: Option<polars::io::parquet::write::BatchedWriter<W>>,
+    state: Sink<W>,
 }
+
+/// Where a [`BlockWriter`] stands.
+enum Sink<W: std::io::Write> {
+    /// CSV, and whether the header is out.
+    Csv(W, bool),
+    /// Parquet before the first block (the schema comes with it).
+    Parquet(ParquetWriter<W>),
+    /// Parquet after the first block.
+    Batched(polars::io::parquet::write::BatchedWriter<W>),
+    /// Between a failed first Parquet block and the writer's end.
+    Spent,
+}
+
+/// Rows per Parquet row group at most (polars' own default).
+pub const ROW_GROUP: usize = 512 * 512;
 
 fn write_err(e: &PolarsError) -> SynthError {
     SynthError::Setting(format!("cannot serialise the table: {}", polars_message(e)))
@@ -703,84 +713,61 @@ fn write_err(e: &PolarsError) -> SynthError {
 impl<W: std::io::Write> BlockWriter<W> {
     /// A writer of `format` into `out`.
     pub fn new(out: W, format: Format) -> Self {
-        let (csv, parquet) = match format {
-            Format::Csv => (Some(out), None),
-            Format::Parquet => (None, Some(ParquetWriter::new(out))),
+        let state = match format {
+            Format::Csv => Sink::Csv(out, false),
+            Format::Parquet => Sink::Parquet(ParquetWriter::new(out)),
         };
-        Self {
-            format,
-            csv,
-            header_written: false,
-            parquet,
-            batched: None,
-        }
+        Self { state }
     }
 
     /// Appends the rows of `table` (every block has the same columns and types).
     pub fn write(&mut self, table: &Table) -> Result<()> {
-        match self.format {
-            Format::Csv => {
-                let mut df = to_dataframe(&defuse_formulas(table))?;
-                let out = self
-                    .csv
-                    .as_mut()
-                    .ok_or_else(|| SynthError::Setting("the writer is finished".into()))?;
-                CsvWriter::new(out)
-                    .include_header(!self.header_written)
-                    .finish(&mut df)
-                    .map_err(|e| write_err(&e))?;
-                self.header_written = true;
-            }
-            Format::Parquet => {
-                let df = to_dataframe(table)?;
-                if self.batched.is_none() {
-                    let writer = self
-                        .parquet
-                        .take()
-                        .ok_or_else(|| SynthError::Setting("the writer is finished".into()))?;
-                    self.batched = Some(writer.batched(df.schema()).map_err(|e| write_err(&e))?);
-                }
-                if let Some(b) = self.batched.as_mut() {
-                    b.write_batch(&df).map_err(|e| write_err(&e))?;
-                }
-            }
+        if let Sink::Csv(out, header_written) = &mut self.state {
+            let mut df = to_dataframe(&defuse_formulas(table))?;
+            CsvWriter::new(out)
+                .include_header(!*header_written)
+                .finish(&mut df)
+                .map_err(|e| write_err(&e))?;
+            *header_written = true;
+            return Ok(());
+        }
+        let df = to_dataframe(table)?;
+        if matches!(self.state, Sink::Parquet(_))
+            && let Sink::Parquet(writer) = std::mem::replace(&mut self.state, Sink::Spent)
+        {
+            self.state = Sink::Batched(writer.batched(df.schema()).map_err(|e| write_err(&e))?);
+        }
+        let Sink::Batched(batched) = &mut self.state else {
+            return Err(SynthError::Setting(
+                "the Parquet writer failed earlier".into(),
+            ));
+        };
+        for start in (0..df.height()).step_by(ROW_GROUP) {
+            let group = df.slice(start as i64, ROW_GROUP);
+            batched.write_batch(&group).map_err(|e| write_err(&e))?;
         }
         Ok(())
     }
 
     /// Ends the file (a Parquet footer; a CSV of no block is just no bytes) and flushes it.
-    pub fn finish(mut self) -> Result<()> {
-        if let Some(b) = self.batched.take() {
-            b.finish().map_err(|e| write_err(&e))?;
+    pub fn finish(self) -> Result<()> {
+        match self.state {
+            Sink::Csv(mut out, _) => out
+                .flush()
+                .map_err(|e| SynthError::Setting(format!("cannot write the table: {e}"))),
+            Sink::Batched(batched) => batched.finish().map(drop).map_err(|e| write_err(&e)),
+            Sink::Parquet(_) | Sink::Spent => Ok(()),
         }
-        if let Some(mut out) = self.csv.take() {
-            out.flush()
-                .map_err(|e| SynthError::Setting(format!("cannot write the table: {e}")))?;
-        }
-        Ok(())
     }
 }
 
-/// Serialises a table to bytes in the given format. CSV text cells that a spreadsheet would
-/// run as formulas are written as text (see [`looks_like_formula`]); Parquet keeps values as
-/// they are.
+/// Serialises a table to bytes in the given format: one block of a [`BlockWriter`] (CSV
+/// text cells that a spreadsheet would run as formulas are written as text; Parquet keeps
+/// values as they are).
 pub fn table_bytes(table: &Table, format: Format) -> Result<Vec<u8>> {
-    let mut df = match format {
-        Format::Csv => to_dataframe(&defuse_formulas(table))?,
-        Format::Parquet => to_dataframe(table)?,
-    };
-    let mut buf = Cursor::new(Vec::new());
-    match format {
-        Format::Csv => CsvWriter::new(&mut buf)
-            .include_header(true)
-            .finish(&mut df),
-        Format::Parquet => ParquetWriter::new(&mut buf).finish(&mut df).map(|_| ()),
-    }
-    .map_err(|e| {
-        SynthError::Setting(format!(
-            "cannot serialise the table: {}",
-            polars_message(&e)
-        ))
-    })?;
-    Ok(buf.into_inner())
+    let mut buf = Vec::new();
+    let mut writer = BlockWriter::new(&mut buf, format);
+    writer.write(table)?;
+    writer.finish()?;
+    Ok(buf)
 }

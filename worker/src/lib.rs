@@ -420,19 +420,13 @@ async fn sample_job(
             return Ok(());
         }
         loop {
-            let mut chunk = vec![0u8; fedsynth_proto::CHUNK_BYTES];
-            let mut filled = 0;
-            while filled < chunk.len() {
-                let n = file.read(&mut chunk[filled..])?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
+            let mut chunk = Vec::with_capacity(fedsynth_proto::CHUNK_BYTES);
+            (&mut file)
+                .take(fedsynth_proto::CHUNK_BYTES as u64)
+                .read_to_end(&mut chunk)?;
+            if chunk.is_empty() {
                 return Ok(());
             }
-            chunk.truncate(filled);
             let data = pb::ArtifactChunk {
                 part: Some(pb::artifact_chunk::Part::Data(chunk)),
             };
