@@ -115,9 +115,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             } else {
                 0.0
             };
-            let kinds = private_kinds(&raw, sigma, &mut private);
             (
-                Schema::from_kinds(&kinds),
+                private_kinds(&raw, sigma, &mut private),
                 (sigma > 0.0).then_some((sigma, open)),
             )
         }
@@ -178,16 +177,19 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 )
                 .context("refused before training")?;
             if let Some((sigma, columns)) = kind_release {
-                let numbers = schema
+                let count = |kind| schema.columns.iter().filter(|c| c.kind == kind).count();
+                let parts = schema
                     .columns
                     .iter()
-                    .filter(|c| c.kind == ColumnKind::Number)
+                    .filter(|c| fedsynth_synth::datetime::part_of(&c.name).is_some())
                     .count();
                 eprintln!(
-                    "kinds: {columns} CSV columns typed by a noisy count of numbers against text \
-                     (σ = {sigma:.1} rows): {numbers} numeric, {} categorical; a --schema declares \
-                     them instead",
-                    schema.columns.len() - numbers
+                    "kinds: {columns} CSV columns typed by a noisy count of numbers, text and \
+                     dates (σ = {sigma:.1} rows): {} numeric, {} categorical, {} datetime; a \
+                     --schema declares them instead",
+                    count(ColumnKind::Number),
+                    count(ColumnKind::Categorical) - parts.min(count(ColumnKind::Categorical)),
+                    count(ColumnKind::Datetime),
                 );
             }
             if !stats_plan.is_free() {
@@ -306,7 +308,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
 
     let n_out = args.rows.unwrap_or(rows);
     let synthetic = sample::sample(&model, &encoder, n_out, &device, &mut rng);
-    let bytes = table_bytes(&synthetic, format)?;
+    // The report compares the modelled columns (a datetime's day and parts apart).
+    let modelled = args.report.is_some().then(|| synthetic.clone());
+    let written = encoder.finish(synthetic);
+    let bytes = table_bytes(&written, format)?;
     if recipients.is_empty() {
         envelope::write_atomically(&args.out, |w| std::io::Write::write_all(w, &bytes))?;
     } else {
@@ -320,8 +325,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             .map(|_| ())
         })?;
     }
-    if let Some(dir) = &args.report {
-        let metrics = crate::evaluate::report(&table, &synthetic, None, None, dir)?;
+    if let (Some(dir), Some(synthetic)) = (&args.report, &modelled) {
+        let metrics = crate::evaluate::report(&table, synthetic, None, None, dir)?;
         eprintln!(
             "report: {} → {}",
             crate::evaluate::headline(&metrics),

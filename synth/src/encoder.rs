@@ -13,6 +13,7 @@
 use fedsynth_privacy::rng::SecureRng;
 
 use crate::calibrate::{Margin, raking_weights, resample};
+use crate::datetime;
 use crate::error::{Result, SynthError};
 use crate::schema::{ColumnKind, Schema};
 use crate::stats::category_key;
@@ -92,6 +93,8 @@ pub struct Encoder {
     columns: Vec<ColumnCodec>,
     spans: Vec<Span>,
     width: usize,
+    /// How datetime columns are put back together from their day and parts.
+    joins: Vec<datetime::Join>,
 }
 
 /// One generated column value: the chosen slot of its one-hot block and, for numeric
@@ -102,6 +105,40 @@ pub struct Choice {
     pub slot: usize,
     /// Position in [0, 1] within the bin (ignored for categorical columns).
     pub offset: f32,
+}
+
+/// The datetime columns of a schema and their parts.
+fn joins(schema: &Schema) -> Vec<datetime::Join> {
+    let part = |base: &str, want: &dyn Fn(datetime::Part) -> bool| {
+        schema.columns.iter().find_map(|c| {
+            let (b, p) = datetime::part_of(&c.name)?;
+            (b == base && want(p)).then(|| (c.name.clone(), p))
+        })
+    };
+    schema
+        .columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Datetime)
+        .map(|c| datetime::Join {
+            base: c.name.clone(),
+            pattern: c
+                .format
+                .clone()
+                .unwrap_or_else(|| datetime::PATTERNS[0].to_string()),
+            clock: part(&c.name, &|p| matches!(p, datetime::Part::Clock(_))).map(|(n, p)| {
+                let unit = match p {
+                    datetime::Part::Clock(u) => u,
+                    datetime::Part::Weekday => 1,
+                };
+                (n, unit)
+            }),
+            weekday: part(&c.name, &|p| p == datetime::Part::Weekday).map(|(n, _)| n),
+            days: (
+                c.min.map_or(i64::MIN / 2, |m| m.ceil() as i64),
+                c.max.map_or(i64::MAX / 2, |m| m.floor() as i64),
+            ),
+        })
+        .collect()
 }
 
 /// Widest encoded row a model is built for: it bounds the model's first and last layers
@@ -120,7 +157,7 @@ impl Encoder {
             })?;
             let value_type = match (spec.kind, data) {
                 (ColumnKind::Continuous | ColumnKind::Number, _) => ValueType::Float,
-                (ColumnKind::Integer, _) => ValueType::Int,
+                (ColumnKind::Integer | ColumnKind::Datetime, _) => ValueType::Int,
                 (ColumnKind::Categorical, ColumnData::Int(_)) => ValueType::Int,
                 (ColumnKind::Categorical, ColumnData::Float(_)) => ValueType::Float,
                 (ColumnKind::Categorical, ColumnData::Text(_)) => ValueType::Text,
@@ -131,15 +168,16 @@ impl Encoder {
                         SynthError::Schema(format!("column '{}' has no category set", spec.name))
                     })?,
                 },
-                ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
-                    Codec::Numeric {
-                        edges: spec.edges.clone().ok_or_else(|| {
-                            SynthError::Schema(format!("column '{}' has no bin edges", spec.name))
-                        })?,
-                        points: spec.points.clone().unwrap_or_default(),
-                        integer: spec.kind == ColumnKind::Integer,
-                    }
-                }
+                ColumnKind::Continuous
+                | ColumnKind::Integer
+                | ColumnKind::Number
+                | ColumnKind::Datetime => Codec::Numeric {
+                    edges: spec.edges.clone().ok_or_else(|| {
+                        SynthError::Schema(format!("column '{}' has no bin edges", spec.name))
+                    })?,
+                    points: spec.points.clone().unwrap_or_default(),
+                    integer: matches!(spec.kind, ColumnKind::Integer | ColumnKind::Datetime),
+                },
             };
             let mut col = ColumnCodec {
                 name: spec.name.clone(),
@@ -178,7 +216,14 @@ impl Encoder {
             columns,
             spans,
             width,
+            joins: joins(schema),
         })
+    }
+
+    /// A decoded table as it is written: each datetime column's day, time of day and
+    /// weekday joined into text in the column's pattern (see [`crate::datetime`]).
+    pub fn finish(&self, table: Table) -> Table {
+        datetime::join(table, &self.joins)
     }
 
     /// Length of an encoded row for a completed schema, without any table: the encoding's
@@ -191,9 +236,7 @@ impl Encoder {
                 .iter()
                 .map(|c| match c.kind {
                     ColumnKind::Categorical => ColumnData::Text(vec![]),
-                    ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
-                        ColumnData::Float(vec![])
-                    }
+                    _ => ColumnData::Float(vec![]),
                 })
                 .collect(),
         };

@@ -28,6 +28,18 @@ pub enum ColumnKind {
     /// column without a schema whose cells are mostly numbers starts as this kind. With public
     /// edges and no release to decide from, it is continuous.
     Number,
+    /// A date or timestamp (see [`crate::datetime`]): modelled as its day (days since
+    /// 1970-01-01; `min`, `max`, `edges` and `points` are day numbers) with its time of day
+    /// and weekday as the derived columns `NAME#hour` (or `#minute`, `#second`) and
+    /// `NAME#weekday`, and written back in `format`.
+    Datetime,
+}
+
+impl ColumnKind {
+    /// Whether the column is modelled as numbers (bins and offsets).
+    pub fn is_numeric(self) -> bool {
+        !matches!(self, Self::Categorical)
+    }
 }
 
 /// Where a column's bounds, bins or categories came from.
@@ -78,6 +90,10 @@ pub struct ColumnSpec {
     /// Where bounds, edges, categories and frequencies came from.
     #[serde(default)]
     pub source: Source,
+    /// The text pattern of a datetime column (one of [`crate::datetime::PATTERNS`], chrono
+    /// `strftime` syntax), read and written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// A table schema.
@@ -145,6 +161,17 @@ impl Schema {
                 )));
             }
             let bad = |m: &str| Err(SynthError::Schema(format!("column '{}': {m}", c.name)));
+            if c.format.is_some() != (c.kind == ColumnKind::Datetime) {
+                return bad("a datetime column needs a format, and only a datetime column has one");
+            }
+            if let Some(f) = &c.format
+                && !crate::datetime::known(f)
+            {
+                return bad(&format!(
+                    "format {f:?} is not supported (use one of: {})",
+                    crate::datetime::PATTERNS.join(", ")
+                ));
+            }
             if let Some(f) = &c.frequencies
                 && (f.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || f.iter().sum::<f64>() <= 0.0)
             {
@@ -178,7 +205,10 @@ impl Schema {
                         }
                     }
                 }
-                ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
+                ColumnKind::Continuous
+                | ColumnKind::Integer
+                | ColumnKind::Number
+                | ColumnKind::Datetime => {
                     if c.categories.is_some() {
                         return bad("categories apply to categorical columns only");
                     }
@@ -277,6 +307,7 @@ impl Schema {
                 categories: None,
                 frequencies: None,
                 source: Source::Public,
+                format: None,
             })
             .collect();
         Self {
@@ -308,13 +339,7 @@ impl Schema {
                     table.names.join(", ")
                 )));
             };
-            if matches!(
-                (c.kind, data),
-                (
-                    ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number,
-                    ColumnData::Text(_)
-                )
-            ) {
+            if c.kind.is_numeric() && matches!(data, ColumnData::Text(_)) {
                 return Err(SynthError::Schema(format!(
                     "column '{}' is declared {:?} but holds {} values",
                     c.name,

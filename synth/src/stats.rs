@@ -37,6 +37,7 @@ use fedsynth_privacy::{AccountantKind, Delta, DpEvent, Epsilon, NoiseMultiplier,
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use crate::datetime;
 use crate::error::{Result, SynthError, column_err};
 use crate::schema::{ColumnKind, ColumnSpec, Schema, Source};
 use crate::table::{Cell, ColumnData, RawColumn, RawTable, Table};
@@ -94,7 +95,10 @@ impl Plan {
         for c in &schema.columns {
             let open_nulls = u64::from(c.nullable.is_none());
             match c.kind {
-                ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
+                ColumnKind::Continuous
+                | ColumnKind::Integer
+                | ColumnKind::Number
+                | ColumnKind::Datetime => {
                     plan.releases += match (&c.edges, c.min) {
                         (Some(_), _) => open_nulls,
                         (None, Some(_)) => 1,
@@ -216,15 +220,22 @@ impl Noise {
     }
 }
 
-/// How many noise standard deviations separate "numbers" from "text" in a column whose
-/// cells are at least half filled with one of them: the kinds' noise is at most
-/// `rows / (2·KIND_Z)`, so such a column is misjudged with probability below Φ(−3) ≈ 10⁻³
+/// How many noise standard deviations separate the fullest type of a column from an empty
+/// one when the column is at least half filled with it: the kinds' noise is at most
+/// `rows / (2·KIND_Z·√KIND_SPREAD)`, so that a comparison of two type counts (a datetime
+/// pattern's count sums up to four buckets) clears `KIND_Z` standard deviations of its noise:
+/// such a column is misjudged with probability about Φ(−3) ≈ 10⁻³ per competing type
 /// (a column of one type and no nulls: Φ(−6) ≈ 10⁻⁹).
 pub const KIND_Z: f64 = 3.0;
 
+/// The variance, in units of σ², of the difference of two type counts at most: a pattern's
+/// sum over its [`crate::datetime::GRAINS`] buckets (4σ²) against another's (4σ²) plus the
+/// margin of a single bucket (2σ²).
+const KIND_SPREAD: f64 = 10.0;
+
 /// The largest share of the budget the kinds of a CSV's columns may take, in zCDP's ρ
 /// (what they add to the composition): on a small table at a small ε the kinds' noise grows
-/// past `rows / (2·KIND_Z)` instead.
+/// past `rows / (2·KIND_Z·√KIND_SPREAD)` instead.
 pub const KIND_SHARE_MAX: f64 = 0.1;
 
 /// The zCDP ρ whose (ε, δ) conversion (ε = ρ + 2·√(ρ·ln(1/δ))) is exactly (ε, δ).
@@ -234,11 +245,12 @@ pub fn rho_of(epsilon: f64, delta: Delta) -> f64 {
 }
 
 /// The noise σ of the release that decides the kinds of `columns` CSV columns for a table
-/// of about `rows` (noisy) rows at (ε, δ): `rows / (2·KIND_Z)`, or more where that would
-/// cost over [`KIND_SHARE_MAX`] of the run's ρ. Every row moves each column's balance by at
-/// most 1, so the release is `columns` Gaussian mechanisms of sensitivity 1, ρ = columns/(2σ²).
+/// of about `rows` (noisy) rows at (ε, δ): `rows / (2·KIND_Z·√KIND_SPREAD)`, or more where
+/// that would cost over [`KIND_SHARE_MAX`] of the run's ρ. Every row is in one bucket of each
+/// column's type histogram, so the release is `columns` Gaussian mechanisms of L2
+/// sensitivity 1, ρ = columns/(2σ²).
 pub fn kind_noise(columns: u64, rows: usize, epsilon: f64, delta: Delta) -> f64 {
-    let wanted = (rows.max(1) as f64 / (2.0 * KIND_Z)).max(1.0);
+    let wanted = (rows.max(1) as f64 / (2.0 * KIND_Z * KIND_SPREAD.sqrt())).max(1.0);
     if columns == 0 || !epsilon.is_finite() {
         return wanted;
     }
@@ -263,46 +275,117 @@ pub fn untyped_columns(raw: &RawTable) -> u64 {
         .count() as u64
 }
 
-/// Every column's kind, without a schema. A column the file types (Parquet) keeps its type,
-/// which is public. A CSV column's kind is a DP release: its balance, the number of cells
-/// that are numbers minus the number that are text (nulls count for neither), plus Gaussian
-/// noise `sigma` (0: exact, for a run without DP); a positive noisy balance makes the
-/// column a `number` (whole or not is decided by its first histogram, see
-/// [`ColumnKind::Number`]), else categorical. A few stray cells of the other type become
-/// nulls of the column instead of a refusal, which would depend on a single row.
-pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Vec<(String, ColumnKind)> {
-    raw.names
-        .iter()
-        .zip(&raw.columns)
-        .map(|(name, column)| {
-            let kind = match column {
-                RawColumn::Typed(ColumnData::Float(_)) => ColumnKind::Continuous,
-                RawColumn::Typed(ColumnData::Int(_)) => ColumnKind::Integer,
-                RawColumn::Typed(ColumnData::Text(_)) => ColumnKind::Categorical,
-                RawColumn::Cells(cells) => {
-                    let balance: f64 = cells
-                        .iter()
-                        .map(|c| match Cell::of(c) {
-                            Cell::Number(_) => 1.0,
-                            Cell::Text => -1.0,
-                            Cell::Null => 0.0,
-                        })
-                        .sum();
-                    let released = if sigma == 0.0 {
-                        balance
-                    } else {
-                        noisy(balance, sigma, rng)
-                    };
-                    if released > 0.0 {
-                        ColumnKind::Number
-                    } else {
-                        ColumnKind::Categorical
+/// Buckets of a CSV column's type histogram: numbers, text, then one per datetime pattern
+/// and grain.
+const TYPE_BUCKETS: usize = 2 + datetime::PATTERNS.len() * datetime::GRAINS.len();
+
+/// The type histogram's bucket of one cell (`None` for a blank one, which counts for no type).
+fn type_bucket(cell: Option<&str>) -> Option<usize> {
+    match Cell::of(cell) {
+        Cell::Null => None,
+        Cell::Number(_) => Some(0),
+        Cell::Text => Some(match cell.and_then(datetime::parse) {
+            Some((p, secs)) => {
+                let g = datetime::Grain::of(secs);
+                2 + p * datetime::GRAINS.len() + g as usize
+            }
+            None => 1,
+        }),
+    }
+}
+
+/// The schema of a table without one: every column's kind. A column the file types
+/// (Parquet) keeps its type, which is public. A CSV column's kind is a DP release: a
+/// histogram of its cells by type, one bucket each for numbers, text and every datetime
+/// pattern at every grain ([`datetime::Grain`]; nulls count for none; every cell is in one
+/// bucket, so the L2 sensitivity is 1), plus Gaussian noise `sigma` (0: exact, for a run
+/// without DP). The fullest of numbers, text and the patterns (a pattern's count is the sum
+/// of its grains) makes the column a `number` (whole or not is decided by its first
+/// histogram, see [`ColumnKind::Number`]), categorical, or a datetime in that pattern, whose
+/// time-of-day unit is the finest grain clear of the noise (see [`crate::datetime`]). A few
+/// stray cells of another type become nulls of the column instead of a refusal, which
+/// would depend on a single row.
+pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Schema {
+    let mut specs: Vec<ColumnSpec> = Vec::with_capacity(raw.columns.len());
+    for (name, column) in raw.names.iter().zip(&raw.columns) {
+        let one = |kind| Schema::from_kinds(&[(name.clone(), kind)]).columns;
+        match column {
+            RawColumn::Typed(ColumnData::Float(_)) => specs.extend(one(ColumnKind::Continuous)),
+            RawColumn::Typed(ColumnData::Int(_)) => specs.extend(one(ColumnKind::Integer)),
+            RawColumn::Typed(ColumnData::Text(_)) => specs.extend(one(ColumnKind::Categorical)),
+            RawColumn::Cells(cells) => {
+                let mut counts = vec![0.0; TYPE_BUCKETS];
+                for c in cells.iter() {
+                    if let Some(b) = type_bucket(c) {
+                        counts[b] += 1.0;
                     }
                 }
-            };
-            (name.clone(), kind)
-        })
-        .collect()
+                if sigma > 0.0 {
+                    for c in &mut counts {
+                        *c = noisy(*c, sigma, rng);
+                    }
+                }
+                let grains = datetime::GRAINS.len();
+                let pattern_sum = |p: usize| counts[2 + p * grains..2 + (p + 1) * grains].iter().sum::<f64>();
+                let best_pattern = (0..datetime::PATTERNS.len())
+                    .max_by(|&a, &b| pattern_sum(a).total_cmp(&pattern_sum(b)))
+                    .unwrap_or(0);
+                if pattern_sum(best_pattern) > counts[0].max(counts[1]) {
+                    specs.extend(datetime_specs(name, best_pattern, &counts[2 + best_pattern * grains..2 + (best_pattern + 1) * grains], sigma));
+                } else if counts[0] > counts[1] {
+                    specs.extend(one(ColumnKind::Number));
+                } else {
+                    specs.extend(one(ColumnKind::Categorical));
+                }
+            }
+        }
+    }
+    Schema {
+        version: crate::schema::SCHEMA_VERSION,
+        columns: specs,
+    }
+}
+
+/// A datetime column in `pattern` and its derived parts, from the noisy counts of its grains:
+/// the time of day in the unit of the finest grain clear of the strong threshold (or the
+/// fullest grain), none for dates and for values all at midnight.
+fn datetime_specs(name: &str, pattern: usize, grain_counts: &[f64], sigma: f64) -> Vec<ColumnSpec> {
+    let strong = strong_threshold(sigma, TYPE_BUCKETS).max(0.5);
+    let fullest = (0..grain_counts.len())
+        .max_by(|&a, &b| grain_counts[a].total_cmp(&grain_counts[b]))
+        .unwrap_or(0);
+    let finest = (0..grain_counts.len())
+        .rev()
+        .find(|&g| grain_counts[g] > strong)
+        .unwrap_or(fullest);
+    let grain = if datetime::is_date(pattern) {
+        datetime::Grain::Day
+    } else {
+        datetime::GRAINS[finest]
+    };
+    let mut base = Schema::from_kinds(&[(name.to_string(), ColumnKind::Datetime)]).columns;
+    base[0].format = Some(datetime::PATTERNS[pattern].to_string());
+    let mut out = base;
+    if let Some((_, unit)) = grain.clock() {
+        let mut clock = Schema::from_kinds(&[(
+            datetime::part_name(name, datetime::Part::Clock(unit)),
+            ColumnKind::Integer,
+        )])
+        .columns;
+        clock[0].min = Some(-0.5);
+        clock[0].max = Some((86_400 / unit) as f64 - 0.5);
+        clock[0].nullable = Some(true);
+        out.extend(clock);
+    }
+    let mut weekday = Schema::from_kinds(&[(
+        datetime::part_name(name, datetime::Part::Weekday),
+        ColumnKind::Categorical,
+    )])
+    .columns;
+    weekday[0].categories = Some(datetime::WEEKDAYS.iter().map(|d| d.to_string()).collect());
+    weekday[0].nullable = Some(true);
+    out.extend(weekday);
+    out
 }
 
 fn noisy(count: f64, sigma: f64, rng: &mut SecureRng) -> f64 {
@@ -587,6 +670,51 @@ fn private_number_support(
     facts.zero_count = whole_counts[zero];
     facts.zero_mass = facts.zero_count > strong.max(0.5);
     (facts, ColumnKind::Continuous)
+}
+
+/// Calendar years a datetime column's support histogram counts one by one; earlier and later
+/// days fall in one bucket at each end.
+const YEAR_MIN: i32 = 1600;
+const YEAR_MAX: i32 = 2400;
+
+/// The first release of a datetime column without public bounds: a noisy histogram of its
+/// days (whole numbers since 1970-01-01) by calendar year. The range runs from 1 January of
+/// the first year to 31 December of the last in the hull of the years that clear the strong
+/// threshold (or the most significant run of years, `coarse`), so the bins that follow are
+/// a few days wide, not the octave a day number falls in.
+fn private_date_support(values: &[f64], noise: &Noise, rng: &mut SecureRng) -> SupportFacts {
+    let years = (YEAR_MAX - YEAR_MIN + 1) as usize;
+    let bucket = |d: f64| {
+        let y = datetime::year(d as i64);
+        if y < YEAR_MIN {
+            0
+        } else if y > YEAR_MAX {
+            years + 1
+        } else {
+            1 + (y - YEAR_MIN) as usize
+        }
+    };
+    let mut counts = vec![0.0; years + 2];
+    for &v in values {
+        counts[bucket(v)] += 1.0;
+    }
+    let noisy_counts: Vec<f64> = counts.iter().map(|&c| noisy(c, noise.sigma, rng)).collect();
+    let strong = strong_threshold(noise.sigma, counts.len());
+    let first_of = |b: usize| -> f64 {
+        let year = (YEAR_MIN - 1 + b as i32).clamp(YEAR_MIN - 1, YEAR_MAX + 1);
+        datetime::first_day(year) as f64
+    };
+    let (range, coarse) = match hull(&noisy_counts, strong, noise.sigma, None) {
+        Some((a, b, coarse)) => (Some((first_of(a) - 0.5, first_of(b + 1) - 0.5)), coarse),
+        None => (None, true),
+    };
+    SupportFacts {
+        range,
+        zero_mass: false,
+        zero_count: 0.0,
+        coarse,
+        exact: None,
+    }
 }
 
 /// What a support histogram's noisy counts (each with noise σ) say: the range, the point
@@ -1033,7 +1161,10 @@ pub fn complete_schema_noting(
                     spec.nullable = Some(nullable_from(nulls, noise.sigma, rng));
                 }
             }
-            ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number => {
+            ColumnKind::Continuous
+            | ColumnKind::Integer
+            | ColumnKind::Number
+            | ColumnKind::Datetime => {
                 if open_nulls {
                     let noise = need("estimating whether a column has nulls")?;
                     spec.nullable = Some(nullable_from(nulls, noise.sigma, rng));
@@ -1073,6 +1204,7 @@ fn complete_numeric(
             spec.kind = kind;
             Some(facts)
         }
+        (_, _, ColumnKind::Datetime) => Some(private_date_support(&values, &noise, rng)),
         (_, _, kind) => Some(private_support(
             &values,
             kind == ColumnKind::Integer,
@@ -1084,7 +1216,7 @@ fn complete_numeric(
         // Public bounds and no support release to decide from.
         spec.kind = ColumnKind::Continuous;
     }
-    let integer = spec.kind == ColumnKind::Integer;
+    let integer = matches!(spec.kind, ColumnKind::Integer | ColumnKind::Datetime);
     let (lo, hi) = match (spec.min, spec.max, &support) {
         (Some(lo), Some(hi), _) => (lo, hi),
         (_, _, Some(s)) => {
@@ -1438,10 +1570,10 @@ mod tests {
             ],
         };
         assert_eq!(untyped_columns(&raw), 3);
-        let sigma = n as f64 / (2.0 * KIND_Z);
+        let sigma = n as f64 / (2.0 * KIND_Z * KIND_SPREAD.sqrt());
         let mut half_numeric = 0;
         for seed in 0..64 {
-            let kinds = private_kinds(&raw, sigma, &mut SecureRng::from_seed(seed));
+            let kinds = private_kinds(&raw, sigma, &mut SecureRng::from_seed(seed)).kinds();
             assert_eq!(kinds[0], ("x".to_string(), ColumnKind::Number));
             assert_eq!(kinds[1], ("c".to_string(), ColumnKind::Categorical));
             half_numeric += usize::from(kinds[2].1 == ColumnKind::Number);
@@ -1449,7 +1581,7 @@ mod tests {
         // The balanced column goes either way: the decision carries noise, it is no look.
         assert!((8..=56).contains(&half_numeric), "{half_numeric} of 64");
         // Exact (ε = ∞): the majority.
-        let exact = private_kinds(&raw, 0.0, &mut SecureRng::from_seed(0));
+        let exact = private_kinds(&raw, 0.0, &mut SecureRng::from_seed(0)).kinds();
         assert_eq!(exact[0].1, ColumnKind::Number);
         // The stray cell is a null of the number column, and the holder is told which column.
         let table = raw.typed(&exact).unwrap();
@@ -1478,23 +1610,24 @@ mod tests {
         let rho = rho_of(1.0, delta);
         let l = (1e6f64).ln();
         assert!((rho + 2.0 * (rho * l).sqrt() - 1.0).abs() < 1e-12, "{rho}");
-        // A large table: rows / 6, which costs little.
+        // A large table: rows / (6·√10), which costs little.
+        let wanted = |rows: f64| rows / (6.0 * 10f64.sqrt());
         let sigma = kind_noise(10, 60_000, 1.0, delta);
-        assert!((sigma - 10_000.0).abs() < 1e-9, "{sigma}");
-        // 600 rows and 21 columns at ε = 1: still rows / 6, a few percent of ρ.
-        let sigma = kind_noise(21, 600, 1.0, delta);
-        assert!((sigma - 100.0).abs() < 1e-9, "{sigma}");
-        assert!(21.0 / (2.0 * sigma * sigma) < 0.07 * rho);
-        // At ε = 0.3 the noise grows so that the kinds take exactly 10% of ρ.
-        let sigma = kind_noise(21, 600, 0.3, delta);
-        let share = 21.0 / (2.0 * sigma * sigma) / rho_of(0.3, delta);
-        assert!(
-            sigma > 100.0 && (share - KIND_SHARE_MAX).abs() < 1e-9,
-            "{sigma} {share}"
-        );
-        assert!(kind_events(sigma, 0).unwrap().is_empty());
+        assert!((sigma - wanted(60_000.0)).abs() < 1e-9, "{sigma}");
+        assert!(10.0 / (2.0 * sigma * sigma) < 0.001 * rho);
+        // 600 rows and 21 columns at ε = 1 or 0.3: the noise grows so that the kinds take
+        // exactly 10% of ρ.
+        for eps in [1.0, 0.3] {
+            let sigma = kind_noise(21, 600, eps, delta);
+            let share = 21.0 / (2.0 * sigma * sigma) / rho_of(eps, delta);
+            assert!(
+                sigma > wanted(600.0) && (share - KIND_SHARE_MAX).abs() < 1e-9,
+                "{sigma} {share}"
+            );
+        }
+        assert!(kind_events(1.0, 0).unwrap().is_empty());
         // Without DP there is no noise to size.
-        assert!((kind_noise(3, 600, f64::INFINITY, delta) - 100.0).abs() < 1e-9);
+        assert!((kind_noise(3, 600, f64::INFINITY, delta) - wanted(600.0)).abs() < 1e-9);
     }
 
     /// Completes one `number` column (whole or not undecided) with `sigma`.

@@ -423,6 +423,17 @@ pub fn read_raw(path: &Path) -> Result<RawTable> {
                     .map_err(|e| column_err(&name, polars_message(&e)))?;
                 RawColumn::Cells(Cells(ca.clone()))
             }
+            // A Parquet date or timestamp: its text, read like a CSV's (the pattern and the
+            // time-of-day unit are decided with the other kinds).
+            (Format::Parquet, DataType::Date | DataType::Datetime(..)) => {
+                let text = series
+                    .cast(&DataType::String)
+                    .map_err(|e| column_err(&name, polars_message(&e)))?;
+                let ca = text
+                    .str()
+                    .map_err(|e| column_err(&name, polars_message(&e)))?;
+                RawColumn::Cells(Cells(ca.clone()))
+            }
             // An all-empty CSV column has no type at all.
             (Format::Csv, DataType::Null) => {
                 RawColumn::Cells(std::iter::repeat_n(None::<&str>, series.len()).collect())
@@ -466,8 +477,11 @@ impl RawTable {
     pub fn non_numbers(&self, kinds: &[(String, ColumnKind)]) -> Vec<String> {
         kinds
             .iter()
-            .filter(|(_, kind)| *kind != ColumnKind::Categorical)
-            .filter(|(name, _)| match self.column(name) {
+            .filter(|(_, kind)| kind.is_numeric())
+            .filter(|(name, kind)| match self.column(name) {
+                Some(RawColumn::Cells(cells)) if *kind == ColumnKind::Datetime => cells
+                    .iter()
+                    .any(|c| c.is_some_and(|c| crate::datetime::seconds(c).is_none())),
                 Some(RawColumn::Cells(cells)) => cells.iter().any(|c| Cell::of(c) == Cell::Text),
                 _ => false,
             })
@@ -485,15 +499,34 @@ impl RawTable {
         let mut names = Vec::with_capacity(kinds.len());
         let mut columns = Vec::with_capacity(kinds.len());
         for (name, kind) in kinds {
+            if self.column(name).is_none()
+                && let Some((base, part)) = crate::datetime::part_of(name)
+                && let Some(raw) = self.column(base)
+            {
+                names.push(name.clone());
+                columns.push(datetime_part(raw, part));
+                continue;
+            }
             let raw = self.column(name).ok_or_else(|| {
                 SynthError::Schema(format!(
                     "column '{name}' is not in the input (it has: {})",
                     self.names.join(", ")
                 ))
             })?;
-            let numeric = *kind != ColumnKind::Categorical;
+            let numeric = kind.is_numeric();
             let integer = *kind == ColumnKind::Integer;
             let data = match raw {
+                RawColumn::Cells(cells) if *kind == ColumnKind::Datetime => ColumnData::Int(
+                    cells
+                        .iter()
+                        .map(|c| c.and_then(crate::datetime::seconds).map(crate::datetime::day))
+                        .collect(),
+                ),
+                RawColumn::Typed(_) if *kind == ColumnKind::Datetime => {
+                    return Err(SynthError::Schema(format!(
+                        "column '{name}' is declared datetime but the file types it as numbers"
+                    )));
+                }
                 RawColumn::Cells(cells) if numeric => {
                     let numbers = cells.iter().map(|c| match Cell::of(c) {
                         Cell::Number(v) => Some(v),
@@ -525,6 +558,43 @@ impl RawTable {
             columns.push(data);
         }
         Ok(Table { names, columns })
+    }
+}
+
+/// A datetime column's derived part (see [`crate::datetime`]), from its cells; a cell that
+/// is not a datetime is null.
+fn datetime_part(raw: &RawColumn, part: crate::datetime::Part) -> ColumnData {
+    use crate::datetime::ColumnValue;
+    let RawColumn::Cells(cells) = raw else {
+        return ColumnData::Int(vec![None; raw_len(raw)]);
+    };
+    let values = cells
+        .iter()
+        .map(|c| c.and_then(crate::datetime::seconds).map(|s| part.value(s)));
+    match part {
+        crate::datetime::Part::Weekday => ColumnData::Text(
+            values
+                .map(|v| match v {
+                    Some(ColumnValue::Text(t)) => Some(t.to_string()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        crate::datetime::Part::Clock(_) => ColumnData::Int(
+            values
+                .map(|v| match v {
+                    Some(ColumnValue::Int(x)) => Some(x),
+                    _ => None,
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn raw_len(raw: &RawColumn) -> usize {
+    match raw {
+        RawColumn::Typed(d) => d.len(),
+        RawColumn::Cells(c) => c.len(),
     }
 }
 

@@ -28,7 +28,7 @@ fn read_bytes(bytes: &[u8], ext: &str) -> Result<usize, String> {
     match read_raw(&path) {
         Ok(raw) => {
             let kinds = private_kinds(&raw, 0.0, &mut SecureRng::from_seed(0));
-            let typed = raw.typed(&kinds).unwrap();
+            let typed = raw.typed(&kinds.kinds()).unwrap();
             assert_eq!(typed.rows(), raw.rows());
         }
         Err(e) => {

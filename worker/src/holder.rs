@@ -553,7 +553,7 @@ impl Holder {
                 rows,
                 &device,
                 &mut rng,
-                |block| blocks.write(&block),
+                |block| blocks.write(&encoder.finish(block)),
             );
             // Finishing (or dropping) the block writer closes the pipe: the end of the input.
             let sampled = match sampled {
