@@ -54,13 +54,9 @@ schema = tomllib.load(open(sys.argv[1], "rb"))
 n = int(sys.argv[2]) - 1
 rng = np.random.default_rng(0)
 cols = {}
-for c in schema["columns"]:
+specs = {c["name"]: c for c in schema["columns"]}
+def numeric(c):
     f = np.array(c.get("frequencies") or [], float)
-    if c["kind"] == "categorical":
-        cats = c["categories"]
-        p = f / f.sum() if f.sum() > 0 else np.full(len(cats), 1 / len(cats))
-        cols[c["name"]] = rng.choice(cats, size=n, p=p)
-        continue
     e = np.array(c["edges"], float)
     pts = np.array(c.get("points") or [], float)
     k = len(e) - 1
@@ -71,11 +67,41 @@ for c in schema["columns"]:
     v = e[b] + rng.random(n) * (e[b + 1] - e[b])
     if len(pts):
         v = np.where(slot >= k, pts[np.clip(slot - k, 0, len(pts) - 1)], v)
-    if c["kind"] == "integer":
+    if c["kind"] in ("integer", "datetime"):
         v = np.clip(np.round(v), np.ceil(e[0]), np.floor(e[-1])).astype(np.int64)
         if len(pts):
             v = np.where(slot >= k, pts[np.clip(slot - k, 0, len(pts) - 1)].astype(np.int64), v)
-    cols[c["name"]] = v
+    return v
+for c in schema["columns"]:
+    f = np.array(c.get("frequencies") or [], float)
+    base = c["name"].rsplit("#", 1)[0]
+    if "#" in c["name"] and specs.get(base, {}).get("kind") == "datetime":
+        continue  # a datetime's part: drawn with its column below
+    if c["kind"] == "datetime":
+        days = numeric(c)
+        secs = np.zeros(n, np.int64)
+        for unit, suffix in ((3600, "hour"), (60, "minute"), (1, "second")):
+            part = specs.get(c["name"] + "#" + suffix)
+            if part:
+                secs = numeric(part).astype(np.int64) * unit
+        stamps = pd.to_datetime(days * 86400 + secs, unit="s")
+        fmt = c["format"].replace("%.f", "").replace("%:z", "+00:00")
+        cols[c["name"]] = stamps.strftime(fmt)
+        continue
+    if c["kind"] in ("categorical", "id"):
+        cats = c["categories"]
+        w = list(f) if len(f) else [1.0] * len(cats)
+        values = list(cats)
+        if c["kind"] == "id":
+            # The rows whose value was not released: pseudonyms from the pool.
+            pool = [f"anon-{i:016x}" for i in range(int(c.get("pseudonyms", 1)))]
+            rest = max(0.0, n - sum(w))
+            values += pool
+            w += [rest / len(pool)] * len(pool)
+        w = np.array(w, float)
+        cols[c["name"]] = rng.choice(values, size=n, p=w / w.sum())
+        continue
+    cols[c["name"]] = numeric(c)
 pd.DataFrame(cols).to_csv(sys.argv[3], index=False)
 PY
       for which in synth indep; do

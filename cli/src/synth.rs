@@ -15,7 +15,7 @@ use fedsynth_synth::model::TvaeConfig;
 use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan, target_delta};
 use fedsynth_synth::schema::{ColumnKind, Schema};
 use fedsynth_synth::stats::{
-    Plan, complete_schema_noting, kind_noise, private_kinds, untyped_columns,
+    Plan, complete_schema_inferring, kind_noise, private_kinds, untyped_columns,
 };
 use fedsynth_synth::table::{Format, read_raw, table_bytes};
 use fedsynth_synth::{sample, train};
@@ -106,6 +106,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     };
     // Without a schema, whether a CSV column holds numbers or text is a fact about its rows:
     // a noisy release decides it (charged with the plan, after the count).
+    let inferred = given.is_none();
     let (schema, kind_release) = match given {
         Some(schema) => (schema, None),
         None => {
@@ -124,17 +125,24 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let table = raw.typed(&schema.kinds())?;
     let non_numbers = raw.non_numbers(&schema.kinds());
     drop(raw);
-    let stats_plan = Plan::for_schema(&schema);
+    let stats_plan = if inferred {
+        Plan::for_inferred(&schema)
+    } else {
+        Plan::for_schema(&schema)
+    };
+    let batch_size = args
+        .batch_size
+        .unwrap_or_else(|| fedsynth_synth::plan::default_batch_size(rows));
     let request = PlanRequest {
         epsilon: Some(epsilon),
         delta: args.delta,
         rows,
         count_noise: private_run.then_some(ROW_COUNT_NOISE),
         kind_noise: kind_release,
-        epochs: args.epochs,
-        batch_size: args
-            .batch_size
-            .unwrap_or_else(|| fedsynth_synth::plan::default_batch_size(rows)),
+        epochs: args
+            .epochs
+            .unwrap_or_else(|| fedsynth_synth::plan::default_epochs(rows, batch_size)),
+        batch_size,
         preprocess_share: args.preprocess_share,
         learning_rate: args.learning_rate,
         clip_norm: args.clip_norm,
@@ -236,8 +244,21 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             non_numbers.join(", ")
         );
     }
-    let completion =
-        complete_schema_noting(&table, &schema, Some(privacy.preprocess), &mut private)?;
+    let completion = complete_schema_inferring(
+        &table,
+        &schema,
+        Some(privacy.preprocess),
+        inferred.then_some(rows),
+        &mut private,
+    )?;
+    if !completion.ids.is_empty() {
+        eprintln!(
+            "note: most values are too rare to release in: {}; these columns are identifiers \
+             (kind id): released values are kept, every other row gets a pseudonym (anon-…); \
+             declare them categorical in a --schema to keep only the released values",
+            completion.ids.join(", ")
+        );
+    }
     if !completion.coarse.is_empty() {
         eprintln!(
             "note: coarsened (no value range clear of the noise; the most significant run of buckets was taken): {}; \
@@ -247,7 +268,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     }
     let completed = completion.schema;
     let encoder = Encoder::new(&completed, &table)?;
-    let data = encoder.encode(&table)?;
+    let data = encoder.encode_rows(&table)?;
     let mut model = TvaeConfig::new(encoder.width())
         .with_hidden(args.hidden)
         .with_kl_weight(args.kl_weight)
@@ -284,7 +305,6 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     train::train(
         &mut model,
         &data,
-        encoder.width(),
         encoder.spans(),
         &privacy.training,
         &device,

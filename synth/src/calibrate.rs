@@ -17,7 +17,9 @@ const SWEEPS: usize = 25;
 const MIN_WEIGHT: f64 = 1e-3;
 
 /// A column to calibrate: the slot of each proposed row, and the target share of each of
-/// the first `target.len()` slots. Rows in later slots (nulls) keep their total weight.
+/// the first `target.len()` slots (bins or categories, then the null slot where the schema
+/// has a noisy null count). Rows in later slots (nulls without a target, an unseen or
+/// pseudonym slot) keep their total weight.
 pub struct Margin<'a> {
     /// Slot of each proposed row.
     pub slots: &'a [usize],

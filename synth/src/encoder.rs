@@ -55,7 +55,40 @@ enum Codec {
     },
     Categorical {
         categories: Vec<String>,
+        /// An id column's pseudonyms, generated for its "unseen" slot (see [`Pseudonyms`]).
+        pseudonyms: Option<Pseudonyms>,
     },
+}
+
+/// The pseudonyms of an id column: `anon-` and 16 hexadecimal digits, the i-th of a pool of
+/// `count` being ChaCha20 keyed by a fresh 256-bit key per encoder at position i, so the same
+/// pseudonym recurs across rows (an identifier's rows keep looking like one entity's) and
+/// none is derived from any real value. Two pseudonyms, or a pseudonym and one of n real
+/// identifiers, collide with probability at most n/2⁶⁴ each.
+#[derive(Debug, Clone)]
+struct Pseudonyms {
+    count: u64,
+    key: [u8; 32],
+}
+
+impl Pseudonyms {
+    fn new(count: u64) -> Self {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut SecureRng::from_os(), &mut key);
+        Self {
+            count: count.max(1),
+            key,
+        }
+    }
+
+    /// The pseudonym at `u` ∈ [0, 1) of the pool.
+    fn at(&self, u: f32) -> String {
+        use rand::{RngCore, SeedableRng};
+        let i = ((f64::from(u).clamp(0.0, 1.0) * self.count as f64) as u64).min(self.count - 1);
+        let mut g = rand_chacha::ChaCha20Rng::from_seed(self.key);
+        g.set_word_pos(u128::from(i) * 2);
+        format!("anon-{:016x}", g.next_u64())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +107,7 @@ impl ColumnCodec {
     fn slots(&self) -> usize {
         let base = match &self.codec {
             Codec::Numeric { edges, points, .. } => edges.len() - 1 + points.len(),
-            Codec::Categorical { categories } => categories.len() + 1,
+            Codec::Categorical { categories, .. } => categories.len() + 1,
         };
         base + usize::from(self.nullable)
     }
@@ -82,7 +115,7 @@ impl ColumnCodec {
     fn null_slot(&self) -> Option<usize> {
         self.nullable.then(|| match &self.codec {
             Codec::Numeric { edges, points, .. } => edges.len() - 1 + points.len(),
-            Codec::Categorical { categories } => categories.len(),
+            Codec::Categorical { categories, .. } => categories.len(),
         })
     }
 }
@@ -141,6 +174,57 @@ fn joins(schema: &Schema) -> Vec<datetime::Join> {
         .collect()
 }
 
+/// Encoded rows kept compact: for each row, the position of each column's one in the
+/// encoded vector and each numeric column's offset. A batch is expanded to dense vectors
+/// when it is trained on, so memory holds the table's codes, not `rows × width` floats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    width: usize,
+    columns: usize,
+    hot: Vec<u32>,
+    offsets: Vec<f32>,
+    offset_at: Vec<u32>,
+}
+
+impl Encoded {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        if self.columns == 0 {
+            0
+        } else {
+            self.hot.len() / self.columns
+        }
+    }
+
+    /// Length of an encoded row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Appends row `i`'s dense vector to `out`.
+    pub fn extend_row(&self, i: usize, out: &mut Vec<f32>) {
+        let start = out.len();
+        out.resize(start + self.width, 0.0);
+        let row = &mut out[start..];
+        for &h in &self.hot[i * self.columns..(i + 1) * self.columns] {
+            row[h as usize] = 1.0;
+        }
+        let numeric = self.offset_at.len();
+        for (k, &at) in self.offset_at.iter().enumerate() {
+            row[at as usize] = self.offsets[i * numeric + k];
+        }
+    }
+
+    /// Every row as one row-major `[rows, width]` matrix.
+    pub fn dense(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows() * self.width);
+        for i in 0..self.rows() {
+            self.extend_row(i, &mut out);
+        }
+        out
+    }
+}
+
 /// Widest encoded row a model is built for: it bounds the model's first and last layers
 /// (and so the memory of training and sampling) whatever a schema lists.
 pub const MAX_WIDTH: usize = 65_536;
@@ -160,13 +244,17 @@ impl Encoder {
                 (ColumnKind::Integer | ColumnKind::Datetime, _) => ValueType::Int,
                 (ColumnKind::Categorical, ColumnData::Int(_)) => ValueType::Int,
                 (ColumnKind::Categorical, ColumnData::Float(_)) => ValueType::Float,
-                (ColumnKind::Categorical, ColumnData::Text(_)) => ValueType::Text,
+                (ColumnKind::Categorical, ColumnData::Text(_)) | (ColumnKind::Id, _) => {
+                    ValueType::Text
+                }
             };
             let codec = match spec.kind {
-                ColumnKind::Categorical => Codec::Categorical {
+                ColumnKind::Categorical | ColumnKind::Id => Codec::Categorical {
                     categories: spec.categories.clone().ok_or_else(|| {
                         SynthError::Schema(format!("column '{}' has no category set", spec.name))
                     })?,
+                    pseudonyms: (spec.kind == ColumnKind::Id)
+                        .then(|| Pseudonyms::new(spec.pseudonyms.unwrap_or(1))),
                 },
                 ColumnKind::Continuous
                 | ColumnKind::Integer
@@ -185,11 +273,25 @@ impl Encoder {
                 nullable: spec.nullable.unwrap_or(true),
                 value_type,
                 onehot: width,
-                target: spec.frequencies.clone(),
+                // The null slot follows the bins and points (or the categories): its noisy
+                // count extends the targets where the schema has one.
+                target: spec.frequencies.clone().map(|mut f| {
+                    if spec.nullable.unwrap_or(true)
+                        && let Some(n) = spec.nulls
+                    {
+                        f.push(n);
+                    }
+                    f
+                }),
             };
             let slots = col.slots();
             // Categorical layout: categories, [null], unseen — the unseen slot is last.
             let sampleable = match col.codec {
+                // An id's unseen slot is its pseudonyms: generated.
+                Codec::Categorical {
+                    pseudonyms: Some(_),
+                    ..
+                } => slots,
                 Codec::Categorical { .. } => slots - 1,
                 Codec::Numeric { .. } => slots,
             };
@@ -235,7 +337,7 @@ impl Encoder {
                 .columns
                 .iter()
                 .map(|c| match c.kind {
-                    ColumnKind::Categorical => ColumnData::Text(vec![]),
+                    ColumnKind::Categorical | ColumnKind::Id => ColumnData::Text(vec![]),
                     _ => ColumnData::Float(vec![]),
                 })
                 .collect(),
@@ -291,56 +393,80 @@ impl Encoder {
 
     /// Encodes every row of `table` into a row-major `[rows, width]` matrix.
     pub fn encode(&self, table: &Table) -> Result<Vec<f32>> {
+        Ok(self.encode_rows(table)?.dense())
+    }
+
+    /// Encodes every row of `table` compactly: per row, the position of each column's one
+    /// and each numeric column's offset ([`Encoded`]), 8 bytes per column instead of 4 per
+    /// slot of the encoded width; training expands one batch at a time.
+    pub fn encode_rows(&self, table: &Table) -> Result<Encoded> {
         let rows = table.rows();
-        let mut out = vec![0.0f32; rows * self.width];
-        for col in &self.columns {
+        let columns = self.columns.len();
+        let offset_at: Vec<u32> = self
+            .columns
+            .iter()
+            .filter(|c| matches!(c.codec, Codec::Numeric { .. }))
+            .map(|c| (c.onehot + c.slots()) as u32)
+            .collect();
+        let numeric = offset_at.len();
+        let mut hot = vec![0u32; rows * columns];
+        let mut offsets = vec![0.5f32; rows * numeric];
+        let mut n = 0;
+        for (c, col) in self.columns.iter().enumerate() {
             let data = table.column(&col.name).ok_or_else(|| {
                 SynthError::Schema(format!("column '{}' is not in the input", col.name))
             })?;
-            for r in 0..rows {
-                let row = &mut out[r * self.width..(r + 1) * self.width];
-                match &col.codec {
-                    Codec::Numeric { edges, points, .. } => {
-                        let k = edges.len() - 1;
-                        let point = |x: f64| points.iter().position(|&p| p == x);
-                        match data.number(r) {
-                            None => {
-                                let slot = col.null_slot().unwrap_or(0);
-                                row[col.onehot + slot] = 1.0;
-                                row[col.onehot + col.slots()] = 0.5;
-                            }
-                            Some(x) if point(x).is_some() => {
-                                let j = point(x).unwrap_or(0);
-                                row[col.onehot + k + j] = 1.0;
-                                row[col.onehot + col.slots()] = 0.5;
-                            }
-                            Some(x) => {
-                                let x = x.clamp(edges[0], edges[k]);
-                                let b = edges
-                                    .partition_point(|&e| e <= x)
-                                    .saturating_sub(1)
-                                    .min(k - 1);
-                                let u =
-                                    ((x - edges[b]) / (edges[b + 1] - edges[b])).clamp(0.0, 1.0);
-                                row[col.onehot + b] = 1.0;
-                                row[col.onehot + col.slots()] = u as f32;
-                            }
-                        }
+            match &col.codec {
+                Codec::Numeric { edges, points, .. } => {
+                    let k = edges.len() - 1;
+                    for r in 0..rows {
+                        let (slot, u) = match data.number(r) {
+                            None => (col.null_slot().unwrap_or(0), 0.5),
+                            Some(x) => match points.iter().position(|&p| p == x) {
+                                Some(j) => (k + j, 0.5),
+                                None => {
+                                    let x = x.clamp(edges[0], edges[k]);
+                                    let b = edges
+                                        .partition_point(|&e| e <= x)
+                                        .saturating_sub(1)
+                                        .min(k - 1);
+                                    let u = ((x - edges[b]) / (edges[b + 1] - edges[b]))
+                                        .clamp(0.0, 1.0);
+                                    (b, u as f32)
+                                }
+                            },
+                        };
+                        hot[r * columns + c] = (col.onehot + slot) as u32;
+                        offsets[r * numeric + n] = u;
                     }
-                    Codec::Categorical { categories } => {
+                    n += 1;
+                }
+                Codec::Categorical { categories, .. } => {
+                    let index: std::collections::HashMap<&str, usize> = categories
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (c.as_str(), i))
+                        .collect();
+                    for r in 0..rows {
                         let slot = match category_key(data, r) {
                             None => col.null_slot().unwrap_or(categories.len()),
-                            Some(v) => categories
-                                .iter()
-                                .position(|c| *c == v)
+                            Some(v) => index
+                                .get(v.as_str())
+                                .copied()
                                 .unwrap_or(col.slots() - 1),
                         };
-                        row[col.onehot + slot] = 1.0;
+                        hot[r * columns + c] = (col.onehot + slot) as u32;
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(Encoded {
+            width: self.width,
+            columns,
+            hot,
+            offsets,
+            offset_at,
+        })
     }
 
     /// Decodes generated choices (one `Choice` per column per row) into a table.
@@ -395,7 +521,24 @@ impl Encoder {
                         )
                     }
                 }
-                Codec::Categorical { categories } => {
+                Codec::Categorical {
+                    categories,
+                    pseudonyms: Some(pool),
+                } => ColumnData::Text(
+                    rows.iter()
+                        .map(|r| {
+                            let ch = r[c];
+                            if Some(ch.slot) == null {
+                                None
+                            } else if ch.slot < categories.len() {
+                                Some(categories[ch.slot].clone())
+                            } else {
+                                Some(pool.at(ch.offset))
+                            }
+                        })
+                        .collect(),
+                ),
+                Codec::Categorical { categories, .. } => {
                     let values = rows.iter().map(|r| {
                         let slot = r[c].slot;
                         if Some(slot) == null {

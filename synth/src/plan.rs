@@ -42,6 +42,22 @@ pub fn default_batch_size(rows: usize) -> usize {
     (rows / 10).clamp(64, 1000)
 }
 
+/// Epochs a table gets by default, when that stays within [`MAX_DEFAULT_STEPS`].
+pub const DEFAULT_EPOCHS: usize = 30;
+
+/// The most DP-SGD steps a run takes by default: a large table gets fewer epochs instead of
+/// more steps (each step sees a batch of about 1,000 rows; 2,400 steps of the TVAE converge
+/// on every shared table, and a table of 337,000 rows fits in minutes instead of 8,100 steps).
+pub const MAX_DEFAULT_STEPS: usize = 2_400;
+
+/// The default epochs for `rows` (noisy) rows in expected batches of `batch`: 30, fewer for
+/// a large table so that the run stays within [`MAX_DEFAULT_STEPS`] steps, at least one. The
+/// training plan scales with the table; the time and memory of a step are those of a batch.
+pub fn default_epochs(rows: usize, batch: usize) -> usize {
+    let per_epoch = (rows.max(1) as f64 / batch.max(1) as f64).ceil().max(1.0) as usize;
+    (MAX_DEFAULT_STEPS / per_epoch).clamp(1, DEFAULT_EPOCHS)
+}
+
 /// A DP release of a row count: n + N(0, [`ROW_COUNT_NOISE`]²), rounded, at least 1. The
 /// caller charges `DpEvent::gaussian(1.0, ROW_COUNT_NOISE, 1)` (a plan with
 /// `count_noise = Some(ROW_COUNT_NOISE)` includes it) and draws `rng` from
@@ -239,16 +255,24 @@ pub const AUTO_SHARES: [f64; 6] = [0.1, 0.15, 0.2, 0.3, 0.4, 0.5];
 /// threshold of a support histogram and a bin's share is known to about ±1%.
 pub const AUTO_NOISE_FRACTION: f64 = 0.01;
 
+/// ... and the category discovery threshold at most this fraction of the rows: a class of 2%
+/// of the rows (a failure outcome, a rare diagnosis) then clears it with probability about
+/// 0.96, one of 3% all but surely. A class that misses it can never be generated.
+pub const AUTO_CLASS_FRACTION: f64 = 0.015;
+
 /// The preprocessing share chosen from the table's size and width: the statistics' noise
 /// is a function of how many histograms the schema needs (its width) and of ε, their signal
-/// of the row count, so the share grows until σ ≤ [`AUTO_NOISE_FRACTION`] × rows, up to the
-/// largest of [`AUTO_SHARES`] (then the statistics are coarse: the flag says so). A table of
-/// 43,000 rows and 10 columns at ε = 1 keeps 10%; 750 rows and 21 columns get half.
+/// of the row count, so the share grows until σ ≤ [`AUTO_NOISE_FRACTION`] × rows and the
+/// discovery threshold ≤ [`AUTO_CLASS_FRACTION`] × rows, up to the largest of
+/// [`AUTO_SHARES`] (then the statistics are coarse: the flag says so). A table of 750 rows
+/// and 21 columns gets half.
 pub fn auto_share(stats: Plan, eps: f64, delta: Delta, rows: usize) -> Result<(f64, Noise, bool)> {
     let mut last = None;
     for share in AUTO_SHARES {
         let noise = Noise::calibrate(stats, Epsilon::new(eps * share)?, delta)?;
-        if noise.sigma <= AUTO_NOISE_FRACTION * rows as f64 {
+        if noise.sigma <= AUTO_NOISE_FRACTION * rows as f64
+            && (stats.discoveries == 0 || noise.threshold() <= AUTO_CLASS_FRACTION * rows as f64)
+        {
             return Ok((share, noise, false));
         }
         last = Some((share, noise));
@@ -305,6 +329,7 @@ mod tests {
         let stats = Plan {
             releases: 3,
             discoveries: 1,
+            ..Plan::default()
         };
         let p = plan(&request(5000, None), stats).unwrap();
         assert_eq!(
@@ -340,6 +365,7 @@ mod tests {
         let diamonds = Plan {
             releases: 14,
             discoveries: 3,
+            ..Plan::default()
         };
         let (share, noise, coarse) = auto_share(diamonds, 1.0, delta(43_152), 43_152).unwrap();
         assert_eq!((share, coarse), (0.1, false));
@@ -349,6 +375,7 @@ mod tests {
         let small = Plan {
             releases: 34,
             discoveries: 4,
+            ..Plan::default()
         };
         let (s3, _, c3) = auto_share(small, 3.0, delta(750), 750).unwrap();
         let (s1, n1, c1) = auto_share(small, 1.0, delta(750), 750).unwrap();
@@ -360,6 +387,7 @@ mod tests {
         let wide = Plan {
             releases: 170,
             discoveries: 1,
+            ..Plan::default()
         };
         let (sw, _, _) = auto_share(wide, 3.0, delta(4658), 4658).unwrap();
         let (sn, _, _) = auto_share(diamonds, 3.0, delta(4658), 4658).unwrap();
@@ -379,11 +407,13 @@ mod tests {
         let wide = Plan {
             releases: 170,
             discoveries: 1,
+            ..Plan::default()
         };
         assert_eq!(category_weight(wide), 85.0);
         let narrow = Plan {
             releases: 14,
             discoveries: 3,
+            ..Plan::default()
         };
         assert_eq!(category_weight(narrow), crate::stats::CATEGORY_WEIGHT);
         // With the weight, the 6% class of a 4,658-row table clears its threshold at ε = 1.

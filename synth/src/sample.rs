@@ -121,7 +121,12 @@ fn propose(
                                 break;
                             }
                         }
-                        choices.push(Choice { slot, offset: 0.5 });
+                        // The offset of a categorical choice picks an id's pseudonym; a
+                        // numeric one is replaced by its offset span below.
+                        choices.push(Choice {
+                            slot,
+                            offset: rng.random::<f32>(),
+                        });
                         pos += len;
                     }
                     Span::Offset { .. } => {

@@ -33,12 +33,18 @@ pub enum ColumnKind {
     /// and weekday as the derived columns `NAME#hour` (or `#minute`, `#second`) and
     /// `NAME#weekday`, and written back in `format`.
     Datetime,
+    /// An identifier (user ids, tail numbers, hostnames): a categorical column whose values
+    /// are mostly rare. Values released by DP partition selection (`categories`) may appear
+    /// in the output; every other row gets a fresh pseudonym `anon-` + 16 hexadecimal digits
+    /// (64 random bits) from a pool of `pseudonyms` of them, so no real value below the
+    /// release threshold is ever written.
+    Id,
 }
 
 impl ColumnKind {
     /// Whether the column is modelled as numbers (bins and offsets).
     pub fn is_numeric(self) -> bool {
-        !matches!(self, Self::Categorical)
+        !matches!(self, Self::Categorical | Self::Id)
     }
 }
 
@@ -94,6 +100,15 @@ pub struct ColumnSpec {
     /// `strftime` syntax), read and written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// The noisy count of the column's nulls (a DP release, in the unit of `frequencies`):
+    /// sampling matches the share of generated nulls to it, as it matches bins and
+    /// categories to their frequencies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nulls: Option<f64>,
+    /// The number of distinct pseudonyms an `id` column draws from for the rows whose value
+    /// was not released (a DP estimate of its rare values' count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudonyms: Option<u64>,
 }
 
 /// A table schema.
@@ -164,6 +179,15 @@ impl Schema {
             if c.format.is_some() != (c.kind == ColumnKind::Datetime) {
                 return bad("a datetime column needs a format, and only a datetime column has one");
             }
+            if c.nulls.is_some_and(|n| !(n.is_finite() && n >= 0.0)) {
+                return bad("nulls must be a finite count, not negative");
+            }
+            if c.pseudonyms.is_some() && c.kind != ColumnKind::Id {
+                return bad("only an id column has pseudonyms");
+            }
+            if c.pseudonyms == Some(0) {
+                return bad("pseudonyms must be at least 1");
+            }
             if let Some(f) = &c.format
                 && !crate::datetime::known(f)
             {
@@ -178,13 +202,13 @@ impl Schema {
                 return bad("frequencies must be finite, non-negative and not all zero");
             }
             match c.kind {
-                ColumnKind::Categorical => {
+                ColumnKind::Categorical | ColumnKind::Id => {
                     if c.min.is_some() || c.max.is_some() || c.edges.is_some() || c.points.is_some()
                     {
                         return bad("min, max, edges and points apply to numeric columns only");
                     }
                     if let Some(cats) = &c.categories {
-                        if cats.is_empty() {
+                        if cats.is_empty() && c.kind == ColumnKind::Categorical {
                             return bad("categories is empty");
                         }
                         let mut distinct = std::collections::HashSet::new();
@@ -308,6 +332,8 @@ impl Schema {
                 frequencies: None,
                 source: Source::Public,
                 format: None,
+                pseudonyms: None,
+                nulls: None,
             })
             .collect();
         Self {

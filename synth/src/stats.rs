@@ -62,7 +62,15 @@ pub struct Plan {
     /// Category discoveries: one Gaussian-noised histogram each (with its own, smaller
     /// noise, see [`CATEGORY_WEIGHT`]) plus a δ-only event for its threshold.
     pub discoveries: u64,
+    /// Counts of distinct values (the pseudonym pool of an `id` column, or of a categorical
+    /// column that may become one), each with noise [`DISTINCT_NOISE`] times a histogram's.
+    pub distinct: u64,
 }
+
+/// How much noisier a count of distinct values is than a numeric histogram: it only sizes a
+/// pool of pseudonyms, which tolerates an error of a few percent, so it costs 1/16 of a
+/// histogram's ρ.
+pub const DISTINCT_NOISE: f64 = 4.0;
 
 /// How much more of the preprocessing budget (in zCDP's ρ, so σ shrinks by its square root)
 /// a category discovery gets than one numeric histogram, at least (see [`category_weight`]). A category that misses the
@@ -112,14 +120,36 @@ impl Plan {
                         plan.releases += open_nulls;
                     }
                 }
+                // An id's discovery, then its count of distinct values (the pseudonym pool).
+                ColumnKind::Id => {
+                    if c.categories.is_none() {
+                        plan.discoveries += 1;
+                    } else {
+                        plan.releases += open_nulls;
+                    }
+                    plan.distinct += u64::from(c.pseudonyms.is_none());
+                }
             }
         }
         plan
     }
 
+    /// [`Plan::for_schema`] for a schema whose kinds were inferred: each categorical column
+    /// to discover also counts its distinct values, in case it turns out an identifier (see
+    /// [`complete_schema_inferring`]).
+    pub fn for_inferred(schema: &Schema) -> Self {
+        let mut plan = Self::for_schema(schema);
+        plan.distinct += schema
+            .columns
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Categorical && c.categories.is_none())
+            .count() as u64;
+        plan
+    }
+
     /// Whether nothing private needs to be released.
     pub fn is_free(&self) -> bool {
-        self.releases == 0 && self.discoveries == 0
+        self.releases == 0 && self.discoveries == 0 && self.distinct == 0
     }
 }
 
@@ -132,6 +162,8 @@ pub struct Noise {
     pub sigma_categories: f64,
     /// Probability bound δ for a category of one row to pass the discovery threshold.
     pub threshold_delta: f64,
+    /// Standard deviation of the Gaussian noise on a count of distinct values.
+    pub sigma_distinct: f64,
 }
 
 impl Noise {
@@ -141,6 +173,7 @@ impl Noise {
             sigma: 0.0,
             sigma_categories: 0.0,
             threshold_delta: 0.5,
+            sigma_distinct: 0.0,
         }
     }
 
@@ -150,6 +183,7 @@ impl Noise {
             sigma,
             sigma_categories: sigma / weight.sqrt(),
             threshold_delta,
+            sigma_distinct: sigma * DISTINCT_NOISE,
         }
     }
 
@@ -179,6 +213,9 @@ impl Noise {
                 self.threshold_delta,
                 plan.discoveries,
             )?);
+        }
+        if plan.distinct > 0 {
+            events.push(DpEvent::gaussian(1.0, self.sigma_distinct, plan.distinct)?);
         }
         Ok(events)
     }
@@ -393,13 +430,41 @@ fn noisy(count: f64, sigma: f64, rng: &mut SecureRng) -> f64 {
     count + sigma * z
 }
 
-/// Whether a column is nullable, from its null count released with noise `sigma` (exact
-/// when `sigma` is 0).
-fn nullable_from(nulls: usize, sigma: f64, rng: &mut SecureRng) -> bool {
-    if sigma == 0.0 {
-        return nulls > 0;
+/// The count of distinct values, with noise `sigma_distinct` (one row adds at most one
+/// value, so the sensitivity is 1); exact without noise.
+fn noisy_distinct(values: &[String], noise: &Noise, rng: &mut SecureRng) -> f64 {
+    let distinct = values
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len() as f64;
+    if noise.sigma_distinct == 0.0 {
+        distinct
+    } else {
+        noisy(distinct, noise.sigma_distinct, rng)
     }
-    noisy(nulls as f64, sigma, rng) > NULL_THRESHOLD * sigma
+}
+
+/// Whether a column is nullable, from its null count released with noise `sigma` (exact
+/// when `sigma` is 0), and the released count when it is (the null slot's share in
+/// calibration, see [`ColumnSpec::nulls`]).
+fn nullable_from(nulls: usize, sigma: f64, rng: &mut SecureRng) -> (bool, Option<f64>) {
+    let count = if sigma == 0.0 {
+        nulls as f64
+    } else {
+        noisy(nulls as f64, sigma, rng)
+    };
+    let nullable = if sigma == 0.0 {
+        nulls > 0
+    } else {
+        count > NULL_THRESHOLD * sigma
+    };
+    (nullable, nullable.then_some(count.max(0.0)))
+}
+
+/// [`nullable_from`] as a schema's `nullable` and `nulls`.
+fn release_nulls(nulls: usize, sigma: f64, rng: &mut SecureRng) -> (Option<bool>, Option<f64>) {
+    let (nullable, count) = nullable_from(nulls, sigma, rng);
+    (Some(nullable), count)
 }
 
 /// Every integer in [-EXACT_MAX, EXACT_MAX] has a support bucket of its own in an integer
@@ -680,7 +745,8 @@ const YEAR_MAX: i32 = 2400;
 /// The first release of a datetime column without public bounds: a noisy histogram of its
 /// days (whole numbers since 1970-01-01) by calendar year. The range runs from 1 January of
 /// the first year to 31 December of the last in the hull of the years that clear the strong
-/// threshold (or the most significant run of years, `coarse`), so the bins that follow are
+/// threshold, without growth through weaker neighbours (or the most significant run of
+/// years, `coarse`), so the bins that follow are
 /// a few days wide, not the octave a day number falls in.
 fn private_date_support(values: &[f64], noise: &Noise, rng: &mut SecureRng) -> SupportFacts {
     let years = (YEAR_MAX - YEAR_MIN + 1) as usize;
@@ -704,7 +770,9 @@ fn private_date_support(values: &[f64], noise: &Noise, rng: &mut SecureRng) -> S
         let year = (YEAR_MIN - 1 + b as i32).clamp(YEAR_MIN - 1, YEAR_MAX + 1);
         datetime::first_day(year) as f64
     };
-    let (range, coarse) = match hull(&noisy_counts, strong, noise.sigma, None) {
+    // No growth through neighbours above σ: an empty year passes σ one time in six, and a
+    // year is a long stretch of dates that would be generated.
+    let (range, coarse) = match hull(&noisy_counts, strong, strong, None) {
         Some((a, b, coarse)) => (Some((first_of(a) - 0.5, first_of(b + 1) - 0.5)), coarse),
         None => (None, true),
     };
@@ -778,6 +846,12 @@ fn read_support(
     }
 }
 
+/// An integer column with at most this many values in its range keeps one bin per value
+/// (hours of a day, days of a month, small counts and codes): quantile bins would merge
+/// values, and the model spreads a merged bin evenly over values that may never occur (the
+/// night hours of a flight timetable).
+const PER_VALUE_MAX: usize = 32;
+
 /// Bins of the second release of a numeric column: at most this many.
 const FINE_BINS: usize = 64;
 
@@ -840,7 +914,7 @@ struct NumericFacts {
 /// The second release of a numeric column: a noisy histogram over [`fine_grid`] of [lo, hi],
 /// the exact zeros in a bucket of their own when 0 lies in the range and the grid is not one
 /// bin per integer. The range narrows to the hull of the
-/// bins that clear the strong threshold; integer columns with at most `bins` values there
+/// bins that clear the strong threshold; integer columns with at most `bins` (or [`PER_VALUE_MAX`]) values there
 /// keep one bin per value, others get `bins` quantile bins read from the noisy running sum.
 /// A point mass at zero (`support.zero_mass`, or this release's own zero count when there
 /// was no support release) becomes a point of the schema; its share averages the two noisy
@@ -911,7 +985,7 @@ fn private_bins(
     };
     let sub = &grid[first..=last + 1];
     let sub_counts = &noisy_counts[first..=last];
-    let (edges, frequencies) = if per_integer && sub_counts.len() <= bins {
+    let (edges, frequencies) = if per_integer && sub_counts.len() <= bins.max(PER_VALUE_MAX) {
         (
             sub.to_vec(),
             sub_counts.iter().map(|c| c.max(0.0)).collect(),
@@ -1110,6 +1184,8 @@ pub struct Completed {
     pub schema: Schema,
     /// Columns whose statistics were coarsened.
     pub coarse: Vec<String>,
+    /// Categorical columns made `id` columns (see [`complete_schema_inferring`]).
+    pub ids: Vec<String>,
 }
 
 /// [`complete_schema`], also naming the columns whose statistics were coarsened.
@@ -1119,7 +1195,28 @@ pub fn complete_schema_noting(
     noise: Option<Noise>,
     rng: &mut SecureRng,
 ) -> Result<Completed> {
+    complete_schema_inferring(table, schema, noise, None, rng)
+}
+
+/// Share of a categorical column's non-null rows whose values were not released above which,
+/// when the kinds were inferred, the column is made an `id`: most of its values are rare, so
+/// its unreleased rows get pseudonyms instead of being folded into the released values.
+pub const ID_REST_SHARE: f64 = 0.5;
+
+/// [`complete_schema_noting`] for a schema whose kinds were inferred, on a table of `rows`
+/// (noisy) rows: a categorical column most of whose rows hold values too rare to release
+/// (their share read from the noisy row count, the column's noisy null count and its
+/// released counts: post-processing) becomes an `id` column, listed in `Completed::ids`.
+/// `rows` = `None`: no inference.
+pub fn complete_schema_inferring(
+    table: &Table,
+    schema: &Schema,
+    noise: Option<Noise>,
+    rows: Option<usize>,
+    rng: &mut SecureRng,
+) -> Result<Completed> {
     let mut coarse = Vec::new();
+    let mut ids = Vec::new();
     let need = |what: &str| -> Result<Noise> {
         noise.ok_or_else(|| {
             SynthError::Setting(format!(
@@ -1137,28 +1234,57 @@ pub fn complete_schema_noting(
         let open_nulls = spec.nullable.is_none();
         let nulls = data.null_count();
         match spec.kind {
-            ColumnKind::Categorical => {
+            ColumnKind::Categorical | ColumnKind::Id => {
+                let values: Vec<String> = (0..data.len())
+                    .filter_map(|i| category_key(data, i))
+                    .collect();
                 if spec.categories.is_none() {
                     let noise = need("discovering categories")?;
-                    let values: Vec<String> = (0..data.len())
-                        .filter_map(|i| category_key(data, i))
-                        .collect();
                     let cats = private_categories(&values, &noise, rng);
+                    let mut noisy_nulls = 0.0;
                     if open_nulls {
-                        spec.nullable = Some(nullable_from(nulls, noise.sigma_categories, rng));
+                        let (nullable, count) =
+                            nullable_from(nulls, noise.sigma_categories, rng);
+                        spec.nullable = Some(nullable);
+                        spec.nulls = count;
+                        noisy_nulls = count.unwrap_or(0.0);
                     }
-                    if cats.is_empty() {
+                    if let Some(rows) = rows
+                        && spec.kind == ColumnKind::Categorical
+                    {
+                        let present = (rows as f64 - noisy_nulls.max(0.0)).max(1.0);
+                        let released: f64 = cats.iter().map(|(_, c)| *c).sum();
+                        let rest = present - released;
+                        // The distinct count was planned for every inferred categorical
+                        // column (Plan::for_inferred): released here whether used or not.
+                        let pool = noisy_distinct(&values, &noise, rng) - cats.len() as f64;
+                        if rest > ID_REST_SHARE * present {
+                            spec.kind = ColumnKind::Id;
+                            spec.pseudonyms = Some(pool.round().max(1.0) as u64);
+                            ids.push(spec.name.clone());
+                        }
+                    }
+                    if cats.is_empty() && spec.kind == ColumnKind::Categorical {
                         return Err(column_err(
                             &spec.name,
                             "no category is frequent enough to be released privately; list the categories in the schema",
                         ));
                     }
-                    spec.frequencies = Some(cats.iter().map(|(_, c)| *c).collect());
+                    spec.frequencies =
+                        (!cats.is_empty()).then(|| cats.iter().map(|(_, c)| *c).collect());
                     spec.categories = Some(cats.into_iter().map(|(k, _)| k).collect());
                     spec.source = Source::Dp;
                 } else if open_nulls {
                     let noise = need("estimating whether a column has nulls")?;
-                    spec.nullable = Some(nullable_from(nulls, noise.sigma, rng));
+                    (spec.nullable, spec.nulls) = release_nulls(nulls, noise.sigma, rng);
+                }
+                if spec.kind == ColumnKind::Id && spec.pseudonyms.is_none() {
+                    // The count of distinct values (one row adds at most one), less those
+                    // released: the pool of pseudonyms.
+                    let noise = need("counting an id column's values")?;
+                    let released = spec.categories.as_ref().map_or(0, Vec::len) as f64;
+                    let pool = noisy_distinct(&values, &noise, rng) - released;
+                    spec.pseudonyms = Some(pool.round().max(1.0) as u64);
                 }
             }
             ColumnKind::Continuous
@@ -1167,7 +1293,7 @@ pub fn complete_schema_noting(
             | ColumnKind::Datetime => {
                 if open_nulls {
                     let noise = need("estimating whether a column has nulls")?;
-                    spec.nullable = Some(nullable_from(nulls, noise.sigma, rng));
+                    (spec.nullable, spec.nulls) = release_nulls(nulls, noise.sigma, rng);
                 }
                 complete_numeric(spec, data, need, rng, &mut coarse)?;
             }
@@ -1176,6 +1302,7 @@ pub fn complete_schema_noting(
     Ok(Completed {
         schema: out,
         coarse,
+        ids,
     })
 }
 
@@ -1288,6 +1415,7 @@ mod tests {
             sigma,
             sigma_categories: sigma / 2.0,
             threshold_delta: 1e-8,
+            sigma_distinct: sigma * DISTINCT_NOISE,
         }
     }
 
@@ -1546,6 +1674,73 @@ mod tests {
     }
 
     #[test]
+    fn a_datetime_column_gets_its_pattern_and_unit_from_the_kinds_release() {
+        // Hourly timestamps in UTC (a few at midnight), dates, minute timestamps with an
+        // offset, and text that merely starts like a date.
+        let n = 3000;
+        let hourly = cells((0..n).map(|i| {
+            datetime::format(1_356_998_400 + 3_600 * i as i64, datetime::PATTERNS[0]).unwrap()
+        }));
+        let dates = cells((0..n).map(|i| {
+            datetime::format(86_400 * (15_000 + i as i64 % 400), "%Y-%m-%d").unwrap()
+        }));
+        let minutes = cells((0..n).map(|i| format!("2020-05-{:02} 10:{:02}:00+02:00", 1 + i % 28, i % 60)));
+        let text = cells((0..n).map(|i| format!("2020-05-0{} (approx.)", i % 9)));
+        let raw = RawTable {
+            names: vec!["t".into(), "d".into(), "m".into(), "x".into()],
+            columns: vec![hourly, dates, minutes, text],
+        };
+        let sigma = n as f64 / (2.0 * KIND_Z * KIND_SPREAD.sqrt());
+        for seed in 0..16 {
+            let schema = private_kinds(&raw, sigma, &mut SecureRng::from_seed(seed));
+            let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["t", "t#hour", "t#weekday", "d", "d#weekday", "m", "m#minute", "m#weekday", "x"]
+            );
+            let format = |i: usize| schema.columns[i].format.as_deref();
+            assert_eq!(format(0), Some(datetime::PATTERNS[0]));
+            assert_eq!(format(3), Some("%Y-%m-%d"));
+            assert_eq!(format(5), Some("%Y-%m-%d %H:%M:%S%.f%:z"));
+            assert_eq!(schema.columns[8].kind, ColumnKind::Categorical);
+            schema.validate().unwrap();
+            // Typed as the schema says: days, hours, weekdays (2013-01-01 was a Tuesday).
+            let table = raw.typed(&schema.kinds()).unwrap();
+            assert_eq!(table.column("t").unwrap().number(0), Some(15_706.0));
+            assert_eq!(table.column("t#hour").unwrap().number(10), Some(10.0));
+            assert_eq!(
+                table.column("t#weekday").unwrap(),
+                &ColumnData::Text((0..n).map(|i| Some(datetime::WEEKDAYS[(1 + i / 24) % 7].to_string())).collect())
+            );
+            assert_eq!(table.column("m#minute").unwrap().number(1), Some(8.0 * 60.0 + 1.0));
+        }
+    }
+
+    #[test]
+    fn a_datetime_columns_range_is_its_years_and_its_bins_are_days() {
+        // Two years of days, one value per day: the range is 1 Jan 2012 to 1 Jan 2014, the
+        // quantile bins about five weeks wide.
+        let first = datetime::first_day(2012);
+        let days: Vec<f64> = (0..20 * 731).map(|i| (first + i % 731) as f64).collect();
+        let table = Table {
+            names: vec!["t".into()],
+            columns: vec![ColumnData::Int(days.iter().map(|&d| Some(d as i64)).collect())],
+        };
+        let mut schema = Schema::from_kinds(&[("t".to_string(), ColumnKind::Datetime)]);
+        schema.columns[0].format = Some("%Y-%m-%d".into());
+        schema.columns[0].nullable = Some(false);
+        let spec = complete_schema(&table, &schema, Some(noise(20.0)), &mut SecureRng::from_seed(3))
+            .unwrap()
+            .columns[0]
+            .clone();
+        let edges = spec.edges.unwrap();
+        assert!((edges[0] - (first as f64 - 0.5)).abs() < 20.0, "{edges:?}");
+        let end = datetime::first_day(2014) as f64;
+        assert!((edges[edges.len() - 1] - end).abs() < 20.0, "{edges:?}");
+        assert!(edges.windows(2).all(|w| w[1] - w[0] < 60.0), "{edges:?}");
+    }
+
+    #[test]
     fn a_csv_columns_kind_is_a_noisy_release_and_stray_cells_become_nulls() {
         // 5,000 numbers and one stray text cell (a mixed-types refusal before: it told the
         // run about that one row); a text column with a number among its categories; a
@@ -1736,13 +1931,15 @@ mod tests {
             plan,
             Plan {
                 releases: 3,
-                discoveries: 1
+                discoveries: 1,
+                ..Plan::default()
             }
         );
         let noise = Noise {
             sigma: 20.0,
             sigma_categories: 10.0,
             threshold_delta: 1e-8,
+            sigma_distinct: 80.0,
         };
         for seed in 0..20 {
             let done = complete_schema(
@@ -1770,7 +1967,8 @@ mod tests {
             Plan::for_schema(&schema),
             Plan {
                 releases: 3,
-                discoveries: 1
+                discoveries: 1,
+                ..Plan::default()
             }
         );
         schema.columns[2].nullable = Some(false);
@@ -1778,7 +1976,8 @@ mod tests {
             Plan::for_schema(&schema),
             Plan {
                 releases: 2,
-                discoveries: 1
+                discoveries: 1,
+                ..Plan::default()
             }
         );
         let done =

@@ -11,7 +11,7 @@ use fedsynth_privacy::sampling::poisson_sample;
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use crate::encoder::Span;
+use crate::encoder::{Encoded, Span};
 use crate::error::{Result, SynthError};
 use crate::model::{Tvae, Weights};
 
@@ -144,8 +144,7 @@ enum Optimizer {
 /// generator passed to [`Stepper::step`] only draws the VAE's latent noise, which a `--seed`
 /// may fix without weakening the guarantee.
 pub struct Stepper<'a> {
-    data: &'a [f32],
-    width: usize,
+    data: &'a Encoded,
     spans: &'a [Span],
     cfg: TrainConfig,
     q: SamplingRate,
@@ -156,24 +155,22 @@ pub struct Stepper<'a> {
 }
 
 impl<'a> Stepper<'a> {
-    /// Prepares steps over the encoded rows `data` (row-major, `width` per row); `private`
-    /// draws the batches and the DP noise (pass [`SecureRng::for_dp_noise`]).
+    /// Prepares steps over the encoded rows `data`; `private` draws the batches and the DP
+    /// noise (pass [`SecureRng::for_dp_noise`]).
     pub fn new(
         model: &Tvae,
-        data: &'a [f32],
-        width: usize,
+        data: &'a Encoded,
         spans: &'a [Span],
         cfg: &TrainConfig,
         device: &Device,
         mut private: SecureRng,
     ) -> Result<Self> {
-        if data.is_empty() || width == 0 {
+        if data.rows() == 0 || data.width() == 0 {
             return Err(SynthError::Setting("no rows to train on".into()));
         }
         let noise = GaussianNoise::new(private.fork());
         Ok(Self {
             data,
-            width,
             spans,
             cfg: *cfg,
             q: SamplingRate::new(cfg.sampling_rate)?,
@@ -214,11 +211,11 @@ impl<'a> Stepper<'a> {
     /// One step: a Poisson batch, its clipped and noised (or plain) gradient, an Adam
     /// update. `rng` draws the latent noise only. Returns the batch's summed loss and size.
     pub fn step(&mut self, model: &mut Tvae, rng: &mut SecureRng) -> Result<(f64, usize)> {
-        let (width, n) = (self.width, self.data.len() / self.width);
+        let (width, n) = (self.data.width(), self.data.rows());
         let batch = poisson_sample(n, self.q, &mut self.sampler);
         let mut x = Vec::with_capacity(batch.len() * width);
         for &i in &batch {
-            x.extend_from_slice(&self.data[i * width..(i + 1) * width]);
+            self.data.extend_row(i, &mut x);
         }
         let b = batch.len();
         let eps = normal_vec(b * model.latent, rng);
@@ -247,13 +244,12 @@ impl<'a> Stepper<'a> {
     }
 }
 
-/// Trains `model` on the encoded rows `data` (row-major, `width` per row): `private` draws
-/// the batches and the DP noise, `rng` the latent noise (see [`Stepper`]).
+/// Trains `model` on the encoded rows `data`: `private` draws the batches and the DP noise,
+/// `rng` the latent noise (see [`Stepper`]).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     model: &mut Tvae,
-    data: &[f32],
-    width: usize,
+    data: &Encoded,
     spans: &[Span],
     cfg: &TrainConfig,
     device: &Device,
@@ -261,7 +257,7 @@ pub fn train(
     rng: &mut SecureRng,
     mut on_epoch: impl FnMut(EpochReport),
 ) -> Result<()> {
-    let mut stepper = Stepper::new(model, data, width, spans, cfg, device, private)?;
+    let mut stepper = Stepper::new(model, data, spans, cfg, device, private)?;
     let per_epoch = cfg.steps_per_epoch();
     let mut steps = 0;
     for epoch in 1..=cfg.epochs {

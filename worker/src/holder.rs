@@ -441,7 +441,7 @@ impl Holder {
             return Ok(done);
         }
         let (encoder, config) = self.encoder(spec)?;
-        let data = encoder.encode(self.typed(&self.schema(spec)?)?.as_ref())?;
+        let data = encoder.encode_rows(self.typed(&self.schema(spec)?)?.as_ref())?;
         let mut rng = self.rng();
         let device = device::open(self.device, rng.next_u64())?;
         let mut model: Tvae = config.init(&device);
@@ -456,7 +456,6 @@ impl Holder {
         let mut stepper = Stepper::new(
             &model,
             &data,
-            encoder.width(),
             encoder.spans(),
             &cfg,
             &device,
