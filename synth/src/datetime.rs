@@ -7,10 +7,10 @@
 //!   timestamps with a zone, the wall clock for naive ones), with DP range and bins like a
 //!   number (its range from a histogram over calendar years, see
 //!   [`crate::stats`]);
-//! - `NAME#hour`, `NAME#minute` or `NAME#second`: the **time of day** in the coarsest unit
-//!   the column's values use (0–23, 0–1,439 or 0–86,399), an integer column with public
-//!   bounds, so that an hourly timestamp keeps exact hours; absent for dates and for
-//!   timestamps that are all at midnight;
+//! - `NAME#hour`: the **hour of the day** (0–23), an integer column with public bounds and a
+//!   bin per hour, so that daily rhythms keep their exact hours; with `NAME#minute` (minute
+//!   of the hour, 0–59) or `NAME#second` (second of the hour, 0–3,599) where the values are
+//!   that fine; absent for dates and for timestamps that are all at midnight;
 //! - `NAME#weekday`: the **day of the week** (`Mon` … `Sun`, a public category set), so a
 //!   weekly rhythm survives bins that span weeks: decoding moves the day by at most three
 //!   to the nearest one with the generated weekday (when that stays within the column's
@@ -93,14 +93,14 @@ impl Grain {
         }
     }
 
-    /// The time-of-day part this grain needs: its name suffix and unit in seconds (none for
-    /// a column whose values are all at midnight).
-    pub fn clock(self) -> Option<(&'static str, i64)> {
+    /// The time-of-day parts this grain needs (none for a column whose values are all at
+    /// midnight).
+    pub fn parts(self) -> &'static [Part] {
         match self {
-            Self::Day => None,
-            Self::Hour => Some(("hour", 3_600)),
-            Self::Minute => Some(("minute", 60)),
-            Self::Second => Some(("second", 1)),
+            Self::Day => &[],
+            Self::Hour => &[Part::Hour],
+            Self::Minute => &[Part::Hour, Part::Minute],
+            Self::Second => &[Part::Hour, Part::Second],
         }
     }
 }
@@ -193,8 +193,12 @@ pub const PART_SEP: char = '#';
 /// A derived part of a datetime column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// Time of day in units of this many seconds.
-    Clock(i64),
+    /// Hour of the day, 0–23.
+    Hour,
+    /// Minute of the hour, 0–59.
+    Minute,
+    /// Second of the hour, 0–3,599.
+    Second,
     /// Day of the week.
     Weekday,
 }
@@ -203,9 +207,9 @@ impl Part {
     /// The part's name suffix.
     pub fn suffix(self) -> &'static str {
         match self {
-            Self::Clock(3_600) => "hour",
-            Self::Clock(60) => "minute",
-            Self::Clock(_) => "second",
+            Self::Hour => "hour",
+            Self::Minute => "minute",
+            Self::Second => "second",
             Self::Weekday => "weekday",
         }
     }
@@ -213,8 +217,21 @@ impl Part {
     /// The part's value for a time in seconds.
     pub fn value(self, seconds: i64) -> ColumnValue {
         match self {
-            Self::Clock(unit) => ColumnValue::Int(seconds.rem_euclid(86_400) / unit),
+            Self::Hour => ColumnValue::Int(seconds.rem_euclid(86_400) / 3_600),
+            Self::Minute => ColumnValue::Int(seconds.rem_euclid(3_600) / 60),
+            Self::Second => ColumnValue::Int(seconds.rem_euclid(3_600)),
             Self::Weekday => ColumnValue::Text(WEEKDAYS[weekday(day(seconds))]),
+        }
+    }
+
+    /// A time-of-day part's values run over 0..count, and each is worth this many seconds:
+    /// (count, seconds); `None` for the weekday.
+    pub fn clock(self) -> Option<(i64, i64)> {
+        match self {
+            Self::Hour => Some((24, 3_600)),
+            Self::Minute => Some((60, 60)),
+            Self::Second => Some((3_600, 1)),
+            Self::Weekday => None,
         }
     }
 }
@@ -232,9 +249,9 @@ pub enum ColumnValue {
 pub fn part_of(name: &str) -> Option<(&str, Part)> {
     let (base, suffix) = name.rsplit_once(PART_SEP)?;
     let part = match suffix {
-        "hour" => Part::Clock(3_600),
-        "minute" => Part::Clock(60),
-        "second" => Part::Clock(1),
+        "hour" => Part::Hour,
+        "minute" => Part::Minute,
+        "second" => Part::Second,
         "weekday" => Part::Weekday,
         _ => return None,
     };
@@ -253,8 +270,8 @@ pub struct Join {
     pub base: String,
     /// The pattern to write.
     pub pattern: String,
-    /// The time-of-day part and its unit.
-    pub clock: Option<(String, i64)>,
+    /// The time-of-day parts.
+    pub clock: Vec<(String, Part)>,
     /// The weekday part.
     pub weekday: Option<String>,
     /// The day range (inclusive) a weekday may move a day within.
@@ -273,17 +290,19 @@ pub fn join(table: Table, joins: &[Join]) -> Table {
     let mut drop = vec![false; names.len()];
     for j in joins {
         let Some(b) = index(&j.base) else { continue };
-        let clock = j.clock.as_ref().and_then(|(n, unit)| Some((index(n)?, *unit)));
+        let clock: Vec<(usize, Part)> = j
+            .clock
+            .iter()
+            .filter_map(|(n, p)| Some((index(n)?, *p)))
+            .collect();
         let wd = j.weekday.as_deref().and_then(index);
         let ints = |c: Option<&ColumnData>, r: usize| match c {
             Some(ColumnData::Int(v)) => v[r],
             _ => None,
         };
-        let (days, clock_col, wd_col) = (
-            out[b].clone(),
-            clock.and_then(|(i, _)| out[i].clone()),
-            wd.and_then(|i| out[i].clone()),
-        );
+        let (days, wd_col) = (out[b].clone(), wd.and_then(|i| out[i].clone()));
+        let clock_cols: Vec<(Option<ColumnData>, Part)> =
+            clock.iter().map(|&(i, p)| (out[i].clone(), p)).collect();
         let rows = days.as_ref().map_or(0, ColumnData::len);
         let text: Vec<Option<String>> = (0..rows)
             .map(|r| {
@@ -299,16 +318,18 @@ pub fn join(table: Table, joins: &[Join]) -> Table {
                         d += shift;
                     }
                 }
-                let secs = match clock {
-                    Some((_, unit)) => ints(clock_col.as_ref(), r)
-                        .map_or(0, |c| (c * unit).clamp(0, 86_399)),
-                    None => 0,
-                };
+                let secs: i64 = clock_cols
+                    .iter()
+                    .filter_map(|(col, p)| {
+                        let (count, unit) = p.clock()?;
+                        Some(ints(col.as_ref(), r).map_or(0, |v| v.clamp(0, count - 1) * unit))
+                    })
+                    .sum();
                 format(d.saturating_mul(86_400).saturating_add(secs), &j.pattern)
             })
             .collect();
         out[b] = Some(ColumnData::Text(text));
-        for i in clock.map(|(i, _)| i).into_iter().chain(wd) {
+        for i in clock.iter().map(|&(i, _)| i).chain(wd) {
             drop[i] = true;
         }
     }
@@ -371,7 +392,7 @@ mod tests {
         assert_eq!(year(first_day(2013)), 2013);
         assert_eq!(year(first_day(2013) - 1), 2012);
         assert_eq!(first_day(1970), 0);
-        assert_eq!(part_of("t#hour"), Some(("t", Part::Clock(3_600))));
+        assert_eq!(part_of("t#hour"), Some(("t", Part::Hour)));
         assert_eq!(part_of("a#b#weekday"), Some(("a#b", Part::Weekday)));
         assert_eq!(part_of("t#day"), None);
         assert_eq!(part_of("#hour"), None);
@@ -381,11 +402,18 @@ mod tests {
     fn a_join_writes_the_pattern_with_the_clock_and_the_weekday() {
         let d = day(seconds("2013-01-01").unwrap()); // a Tuesday
         let table = Table {
-            names: vec!["x".into(), "t".into(), "t#hour".into(), "t#weekday".into()],
+            names: vec![
+                "x".into(),
+                "t".into(),
+                "t#hour".into(),
+                "t#minute".into(),
+                "t#weekday".into(),
+            ],
             columns: vec![
                 ColumnData::Int(vec![Some(1), Some(2), Some(3)]),
                 ColumnData::Int(vec![Some(d), Some(d), None]),
                 ColumnData::Int(vec![Some(10), Some(23), Some(4)]),
+                ColumnData::Int(vec![Some(5), None, Some(4)]),
                 ColumnData::Text(vec![Some("Tue".into()), Some("Fri".into()), None]),
             ],
         };
@@ -394,7 +422,7 @@ mod tests {
             &[Join {
                 base: "t".into(),
                 pattern: PATTERNS[0].into(),
-                clock: Some(("t#hour".into(), 3_600)),
+                clock: vec![("t#hour".into(), Part::Hour), ("t#minute".into(), Part::Minute)],
                 weekday: Some("t#weekday".into()),
                 days: (d - 10, d + 10),
             }],
@@ -403,7 +431,7 @@ mod tests {
         assert_eq!(
             joined.columns[1],
             ColumnData::Text(vec![
-                Some("2013-01-01T10:00:00Z".into()),
+                Some("2013-01-01T10:05:00Z".into()),
                 Some("2013-01-04T23:00:00Z".into()),
                 None
             ])

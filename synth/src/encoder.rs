@@ -158,13 +158,10 @@ fn joins(schema: &Schema) -> Vec<datetime::Join> {
                 .format
                 .clone()
                 .unwrap_or_else(|| datetime::PATTERNS[0].to_string()),
-            clock: part(&c.name, &|p| matches!(p, datetime::Part::Clock(_))).map(|(n, p)| {
-                let unit = match p {
-                    datetime::Part::Clock(u) => u,
-                    datetime::Part::Weekday => 1,
-                };
-                (n, unit)
-            }),
+            clock: [datetime::Part::Hour, datetime::Part::Minute, datetime::Part::Second]
+                .into_iter()
+                .filter_map(|want| part(&c.name, &|p| p == want))
+                .collect(),
             weekday: part(&c.name, &|p| p == datetime::Part::Weekday).map(|(n, _)| n),
             days: (
                 c.min.map_or(i64::MIN / 2, |m| m.ceil() as i64),

@@ -403,14 +403,15 @@ fn datetime_specs(name: &str, pattern: usize, grain_counts: &[f64], sigma: f64) 
     let mut base = Schema::from_kinds(&[(name.to_string(), ColumnKind::Datetime)]).columns;
     base[0].format = Some(datetime::PATTERNS[pattern].to_string());
     let mut out = base;
-    if let Some((_, unit)) = grain.clock() {
+    for &part in grain.parts() {
         let mut clock = Schema::from_kinds(&[(
-            datetime::part_name(name, datetime::Part::Clock(unit)),
+            datetime::part_name(name, part),
             ColumnKind::Integer,
         )])
         .columns;
+        let (count, _) = part.clock().unwrap_or((1, 1));
         clock[0].min = Some(-0.5);
-        clock[0].max = Some((86_400 / unit) as f64 - 0.5);
+        clock[0].max = Some(count as f64 - 0.5);
         clock[0].nullable = Some(true);
         out.extend(clock);
     }
@@ -1696,13 +1697,16 @@ mod tests {
             let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
             assert_eq!(
                 names,
-                ["t", "t#hour", "t#weekday", "d", "d#weekday", "m", "m#minute", "m#weekday", "x"]
+                [
+                    "t", "t#hour", "t#weekday", "d", "d#weekday", "m", "m#hour", "m#minute",
+                    "m#weekday", "x"
+                ]
             );
             let format = |i: usize| schema.columns[i].format.as_deref();
             assert_eq!(format(0), Some(datetime::PATTERNS[0]));
             assert_eq!(format(3), Some("%Y-%m-%d"));
             assert_eq!(format(5), Some("%Y-%m-%d %H:%M:%S%.f%:z"));
-            assert_eq!(schema.columns[8].kind, ColumnKind::Categorical);
+            assert_eq!(schema.columns[9].kind, ColumnKind::Categorical);
             schema.validate().unwrap();
             // Typed as the schema says: days, hours, weekdays (2013-01-01 was a Tuesday).
             let table = raw.typed(&schema.kinds()).unwrap();
@@ -1712,7 +1716,8 @@ mod tests {
                 table.column("t#weekday").unwrap(),
                 &ColumnData::Text((0..n).map(|i| Some(datetime::WEEKDAYS[(1 + i / 24) % 7].to_string())).collect())
             );
-            assert_eq!(table.column("m#minute").unwrap().number(1), Some(8.0 * 60.0 + 1.0));
+            assert_eq!(table.column("m#hour").unwrap().number(1), Some(8.0));
+            assert_eq!(table.column("m#minute").unwrap().number(1), Some(1.0));
         }
     }
 

@@ -580,7 +580,7 @@ fn datetime_part(raw: &RawColumn, part: crate::datetime::Part) -> ColumnData {
                 })
                 .collect(),
         ),
-        crate::datetime::Part::Clock(_) => ColumnData::Int(
+        _ => ColumnData::Int(
             values
                 .map(|v| match v {
                     Some(ColumnValue::Int(x)) => Some(x),
