@@ -267,6 +267,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         );
     }
     let completed = completion.schema;
+    let table = fedsynth_synth::nulls::with_pattern(table, &completed);
     let encoder = Encoder::new(&completed, &table)?;
     let data = encoder.encode_rows(&table)?;
     let mut model = TvaeConfig::new(encoder.width())

@@ -1,7 +1,9 @@
 //! `fedsynth synth` on an access log, the shape of security telemetry: ISO 8601 timestamps
 //! with a working-hours rhythm, a few thousand principals (most rare, one unique), actions,
-//! resources, byte counts with a long tail and a 2% failure class. The timestamps come back
-//! in their pattern and zone, the principals below the release threshold as pseudonyms.
+//! resources, byte counts with a long tail (none for a login: two nulls that go together)
+//! and a 2% failure class. The timestamps come back in their pattern and zone with their
+//! working-hours rhythm, the principals below the release threshold as pseudonyms, the
+//! login's nulls together and with the action.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -31,7 +33,7 @@ impl Gen {
     }
 }
 
-const ROWS: usize = 6_000;
+const ROWS: usize = 20_000;
 const UNIQUE: &str = "svc-unique-backup";
 
 /// Writes the log; returns how often each principal occurs.
@@ -61,8 +63,15 @@ fn write_log(path: &Path) -> HashMap<String, usize> {
         };
         *counts.entry(principal.clone()).or_insert(0) += 1;
         let action = ["read", "read", "read", "write", "delete", "login"][(g.unit() * 6.0) as usize];
-        let resource = format!("/api/v1/r{}", (g.unit() * g.unit() * 30.0) as usize);
-        let bytes = (200.0 * (3.0 * g.unit()).exp().powf(2.0)) as i64;
+        // A login touches no resource and moves no bytes: two nulls that go together.
+        let (resource, bytes) = if action == "login" {
+            (String::new(), String::new())
+        } else {
+            (
+                format!("/api/v1/r{}", (g.unit() * g.unit() * 30.0) as usize),
+                ((200.0 * (3.0 * g.unit()).exp().powf(2.0)) as i64).to_string(),
+            )
+        };
         let outcome = if g.unit() < 0.02 { "denied" } else { "ok" };
         text.push_str(&format!(
             "{time},{principal},{action},{resource},{bytes},{outcome}\n"
@@ -96,7 +105,7 @@ fn an_access_log_keeps_its_timestamps_rhythm_and_never_writes_a_rare_principal()
         .arg(&out)
         .arg("--ledger")
         .arg(&ledger)
-        .args(["--epsilon", "3", "--epochs", "10", "--dataset", "log"])
+        .args(["--epsilon", "3", "--dataset", "log"])
         .env_remove(INSECURE_NOISE_SEED_VAR)
         .output()
         .unwrap();
@@ -157,6 +166,30 @@ fn an_access_log_keeps_its_timestamps_rhythm_and_never_writes_a_rare_principal()
     // Pseudonyms recur (a pool, not one per row) and are many.
     let anon = principals.iter().flatten().filter(|p| p.starts_with("anon-")).count();
     assert!(pseudonyms.len() > 100 && pseudonyms.len() < anon, "{} of {anon}", pseudonyms.len());
+
+    // Meaningful nulls: a login's missing resource and bytes keep their share and go
+    // together, and go with the action.
+    let null_rows = |t: &fedsynth_synth::table::Table, c: &str| -> Vec<bool> {
+        let col = t.column(c).unwrap();
+        (0..t.rows()).map(|r| match col {
+            ColumnData::Text(v) => v[r].is_none(),
+            ColumnData::Int(v) => v[r].is_none(),
+            ColumnData::Float(v) => v[r].is_none(),
+        }).collect()
+    };
+    let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len() as f64;
+    let (real_null, synth_null) = (share(&null_rows(&real, "bytes")), share(&null_rows(&synth, "bytes")));
+    assert!((synth_null - real_null).abs() < 0.05, "bytes null: real {real_null:.3}, synthetic {synth_null:.3}");
+    let (b, r) = (null_rows(&synth, "bytes"), null_rows(&synth, "resource"));
+    let together = b.iter().zip(&r).filter(|(x, y)| **x && **y).count() as f64
+        / b.iter().filter(|&&x| x).count().max(1) as f64;
+    assert!(together > 0.9, "P(resource null | bytes null) = {together:.3}");
+    let Some(ColumnData::Text(actions)) = synth.column("action") else {
+        panic!()
+    };
+    let logins = b.iter().zip(actions).filter(|(_, a)| a.as_deref() == Some("login")).count() as f64;
+    let login_nulls = b.iter().zip(actions).filter(|(n, a)| **n && a.as_deref() == Some("login")).count() as f64;
+    assert!(login_nulls / logins.max(1.0) > 0.5, "P(bytes null | login) = {:.3}", login_nulls / logins.max(1.0));
 
     // The failure class keeps its share.
     let Some(ColumnData::Text(outcomes)) = synth.column("outcome") else {

@@ -14,6 +14,7 @@ use fedsynth_privacy::rng::SecureRng;
 
 use crate::calibrate::{Margin, raking_weights, resample};
 use crate::datetime;
+use crate::nulls;
 use crate::error::{Result, SynthError};
 use crate::schema::{ColumnKind, Schema};
 use crate::stats::category_key;
@@ -128,6 +129,8 @@ pub struct Encoder {
     width: usize,
     /// How datetime columns are put back together from their day and parts.
     joins: Vec<datetime::Join>,
+    /// Per column, a slot never sampled (see [`Encoder::null_masks`]).
+    null_masks: Vec<Option<usize>>,
 }
 
 /// One generated column value: the chosen slot of its one-hot block and, for numeric
@@ -229,6 +232,15 @@ pub const MAX_WIDTH: usize = 65_536;
 impl Encoder {
     /// Builds the encoder from a completed schema; `table` supplies the column value types.
     pub fn new(schema: &Schema, table: &Table) -> Result<Self> {
+        // Columns that get their nulls from a released null pattern (see crate::nulls).
+        let patterned: std::collections::HashSet<&str> = schema
+            .columns
+            .iter()
+            .filter(|c| c.name == nulls::PATTERN)
+            .flat_map(|c| c.categories.iter().flatten())
+            .flat_map(|p| nulls::parse(p))
+            .collect();
+        let mut null_masks = Vec::with_capacity(schema.columns.len());
         let mut columns = Vec::with_capacity(schema.columns.len());
         let mut spans = Vec::new();
         let mut width = 0;
@@ -274,6 +286,7 @@ impl Encoder {
                 // count extends the targets where the schema has one.
                 target: spec.frequencies.clone().map(|mut f| {
                     if spec.nullable.unwrap_or(true)
+                        && !patterned.contains(spec.name.as_str())
                         && let Some(n) = spec.nulls
                     {
                         f.push(n);
@@ -281,6 +294,10 @@ impl Encoder {
                     f
                 }),
             };
+            null_masks.push(
+                col.null_slot()
+                    .filter(|_| patterned.contains(spec.name.as_str())),
+            );
             let slots = col.slots();
             // Categorical layout: categories, [null], unseen — the unseen slot is last.
             let sampleable = match col.codec {
@@ -316,13 +333,20 @@ impl Encoder {
             spans,
             width,
             joins: joins(schema),
+            null_masks,
         })
+    }
+
+    /// Per column, the slot of its one-hot block that sampling must not produce: the null
+    /// slot of a column whose nulls come from the null pattern.
+    pub fn null_masks(&self) -> &[Option<usize>] {
+        &self.null_masks
     }
 
     /// A decoded table as it is written: each datetime column's day, time of day and
     /// weekday joined into text in the column's pattern (see [`crate::datetime`]).
     pub fn finish(&self, table: Table) -> Table {
-        datetime::join(table, &self.joins)
+        datetime::join(nulls::apply(table), &self.joins)
     }
 
     /// Length of an encoded row for a completed schema, without any table: the encoding's

@@ -10,6 +10,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod model;
+pub mod nulls;
 pub mod plan;
 pub mod quality;
 pub mod sample;

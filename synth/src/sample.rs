@@ -91,6 +91,7 @@ fn propose(
     rng: &mut SecureRng,
 ) -> Vec<Vec<Choice>> {
     let spans = encoder.spans();
+    let masks = encoder.null_masks();
     let width = encoder.width();
     let mut out: Vec<Vec<Choice>> = Vec::with_capacity(rows);
     let mut done = 0;
@@ -105,18 +106,28 @@ fn propose(
             let row = &generated[r * width..(r + 1) * width];
             let mut choices = Vec::with_capacity(encoder.columns());
             let mut pos = 0;
+            let mut column = 0;
             for s in spans {
                 match *s {
                     Span::Softmax {
                         len, sampleable, ..
                     } => {
                         let probs = &row[pos..pos + len];
-                        let total: f64 = probs[..sampleable].iter().map(|&p| f64::from(p)).sum();
+                        let mask = masks.get(column).copied().flatten();
+                        column += 1;
+                        let p = |k: usize| {
+                            if Some(k) == mask {
+                                0.0
+                            } else {
+                                f64::from(probs[k])
+                            }
+                        };
+                        let total: f64 = (0..sampleable).map(p).sum();
                         let mut u = rng.random::<f64>() * total;
-                        let mut slot = sampleable - 1;
-                        for (k, &p) in probs[..sampleable].iter().enumerate() {
-                            u -= f64::from(p);
-                            if u <= 0.0 {
+                        let mut slot = (0..sampleable).rev().find(|&k| p(k) > 0.0).unwrap_or(0);
+                        for k in 0..sampleable {
+                            u -= p(k);
+                            if u <= 0.0 && p(k) > 0.0 {
                                 slot = k;
                                 break;
                             }

@@ -38,6 +38,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 
 use crate::datetime;
+use crate::nulls;
 use crate::error::{Result, SynthError, column_err};
 use crate::schema::{ColumnKind, ColumnSpec, Schema, Source};
 use crate::table::{Cell, ColumnData, RawColumn, RawTable, Table};
@@ -142,7 +143,11 @@ impl Plan {
         plan.distinct += schema
             .columns
             .iter()
-            .filter(|c| c.kind == ColumnKind::Categorical && c.categories.is_none())
+            .filter(|c| {
+                c.kind == ColumnKind::Categorical
+                    && c.categories.is_none()
+                    && c.name != nulls::PATTERN
+            })
             .count() as u64;
         plan
     }
@@ -376,6 +381,10 @@ pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Schema 
                 }
             }
         }
+    }
+    // Which columns are null together: a derived column of its own (see crate::nulls).
+    if raw.columns.len() >= 2 {
+        specs.push(nulls::pattern_spec());
     }
     Schema {
         version: crate::schema::SCHEMA_VERSION,
@@ -1227,6 +1236,9 @@ pub fn complete_schema_inferring(
     };
     let mut out = schema.clone();
     for spec in &mut out.columns {
+        if spec.name == nulls::PATTERN {
+            continue; // after every other column's nullability is known, below
+        }
         let data = table.column(&spec.name).ok_or_else(|| {
             SynthError::Schema(format!("column '{}' is not in the input", spec.name))
         })?;
@@ -1298,6 +1310,28 @@ pub fn complete_schema_inferring(
                 }
                 complete_numeric(spec, data, need, rng, &mut coarse)?;
             }
+        }
+    }
+    // The null patterns over the columns that may be null: one more discovery. A schema
+    // left with a single pattern (or none) clear of the threshold has nothing to model.
+    if let Some(i) = out.columns.iter().position(|c| c.name == nulls::PATTERN)
+        && out.columns[i].categories.is_none()
+    {
+        let noise = need("discovering which columns are null together")?;
+        let members = nulls::members(&out);
+        let values: Vec<String> = nulls::pattern_values(table, &members)
+            .into_iter()
+            .flatten()
+            .collect();
+        let cats = private_categories(&values, &noise, rng);
+        if cats.len() < 2 {
+            out.columns.remove(i);
+        } else {
+            let spec = &mut out.columns[i];
+            spec.nullable = Some(false);
+            spec.frequencies = Some(cats.iter().map(|(_, c)| *c).collect());
+            spec.categories = Some(cats.into_iter().map(|(k, _)| k).collect());
+            spec.source = Source::Dp;
         }
     }
     Ok(Completed {
@@ -1699,7 +1733,7 @@ mod tests {
                 names,
                 [
                     "t", "t#hour", "t#weekday", "d", "d#weekday", "m", "m#hour", "m#minute",
-                    "m#weekday", "x"
+                    "m#weekday", "x", "#nulls"
                 ]
             );
             let format = |i: usize| schema.columns[i].format.as_deref();

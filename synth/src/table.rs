@@ -499,6 +499,9 @@ impl RawTable {
         let mut names = Vec::with_capacity(kinds.len());
         let mut columns = Vec::with_capacity(kinds.len());
         for (name, kind) in kinds {
+            if name == crate::nulls::PATTERN && self.column(name).is_none() {
+                continue; // derived after the schema is complete (crate::nulls::with_pattern)
+            }
             if self.column(name).is_none()
                 && let Some((base, part)) = crate::datetime::part_of(name)
                 && let Some(raw) = self.column(base)
