@@ -202,12 +202,20 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             }
             if !stats_plan.is_free() {
                 eprintln!(
-                    "plan: {} columns, about {rows} rows: {} numeric histograms at σ = {:.1} rows and {} category discoveries at σ = {:.1}, {:.0}% of ε{}",
+                    "plan: {} columns, about {rows} rows: {} numeric histograms at σ = {:.1} rows and {} category discoveries at σ = {:.1}{}, {:.0}% of ε{}",
                     schema.columns.len(),
                     stats_plan.releases,
                     privacy.preprocess.sigma,
                     stats_plan.discoveries,
                     privacy.preprocess.sigma_categories,
+                    if stats_plan.distinct > 0 {
+                        format!(
+                            " ({} with a count of distinct values at σ = {:.1})",
+                            stats_plan.distinct, privacy.preprocess.sigma_distinct
+                        )
+                    } else {
+                        String::new()
+                    },
                     100.0 * privacy.preprocess_share,
                     if args.preprocess_share.is_some() {
                         " (--preprocess-share)"

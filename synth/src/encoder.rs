@@ -658,4 +658,65 @@ points = [0.0]
         );
         assert_eq!(decoded.columns[1], ColumnData::Int(vec![Some(0), Some(15)]));
     }
+
+    #[test]
+    fn an_id_column_writes_released_values_and_recurring_pseudonyms_only() {
+        let schema = Schema::from_toml(
+            r#"version = 1
+[[columns]]
+name = "user"
+kind = "id"
+nullable = true
+categories = ["alice", "bob"]
+frequencies = [10.0, 5.0]
+pseudonyms = 3
+"#,
+        )
+        .unwrap();
+        let table = Table {
+            names: vec!["user".into()],
+            columns: vec![ColumnData::Text(vec![
+                Some("alice".into()),
+                Some("carol".into()),
+                None,
+            ])],
+        };
+        let encoder = Encoder::new(&schema, &table).unwrap();
+        // alice, bob, null, pseudonym: the pseudonym slot is sampled, and a rare real value
+        // trains into it.
+        assert_eq!(
+            encoder.spans()[0],
+            Span::Softmax {
+                start: 0,
+                len: 4,
+                sampleable: 4
+            }
+        );
+        let encoded = encoder.encode(&table).unwrap();
+        assert_eq!(&encoded[4..8], &[0.0, 0.0, 0.0, 1.0], "carol → the pseudonym slot");
+        let pick = |slot, offset| vec![Choice { slot, offset }];
+        let rows: Vec<Vec<Choice>> = (0..300)
+            .map(|i| pick(3, i as f32 / 300.0))
+            .chain([pick(0, 0.5), pick(2, 0.5)])
+            .collect();
+        let ColumnData::Text(out) = &encoder.decode(&rows).columns[0] else {
+            panic!("not text")
+        };
+        assert_eq!(out[300].as_deref(), Some("alice"));
+        assert_eq!(out[301], None);
+        let pool: std::collections::HashSet<&str> =
+            out[..300].iter().flatten().map(String::as_str).collect();
+        assert_eq!(pool.len(), 3, "{pool:?}");
+        for p in pool {
+            let hex = p.strip_prefix("anon-").unwrap();
+            assert!(hex.len() == 16 && u64::from_str_radix(hex, 16).is_ok(), "{p}");
+        }
+        assert!(!out.iter().flatten().any(|v| v == "carol"));
+        // Another encoder draws another key: pseudonyms do not link two outputs.
+        let other = Encoder::new(&schema, &table).unwrap();
+        let ColumnData::Text(again) = &other.decode(&rows).columns[0] else {
+            panic!("not text")
+        };
+        assert_ne!(again[0], out[0]);
+    }
 }

@@ -1709,6 +1709,63 @@ mod tests {
     }
 
     #[test]
+    fn identifiers_are_planned_charged_and_found_from_the_rare_share() {
+        // An id without a pool: a discovery and a count of distinct values (4σ, charged).
+        let mut schema = Schema::from_kinds(&[
+            ("user".to_string(), ColumnKind::Id),
+            ("action".to_string(), ColumnKind::Categorical),
+        ]);
+        let plan = Plan::for_schema(&schema);
+        assert_eq!((plan.releases, plan.discoveries, plan.distinct), (0, 2, 1));
+        assert_eq!(Plan::for_inferred(&schema).distinct, 2);
+        let events = noise(10.0).events(plan).unwrap();
+        assert_eq!(
+            events.last(),
+            Some(&DpEvent::gaussian(1.0, 10.0 * DISTINCT_NOISE, 1).unwrap())
+        );
+        schema.columns[0].pseudonyms = Some(50);
+        assert_eq!(Plan::for_schema(&schema).distinct, 0);
+        // Inferred kinds: 2,000 users of 3 rows each and one of 2,000 rows; 2 actions. The
+        // users' rare share makes the column an id whose pool is about their number; the
+        // actions stay categorical.
+        let n = 8_000;
+        let users: Vec<Option<String>> = (0..n)
+            .map(|i| Some(if i < 2_000 { "root".to_string() } else { format!("u{}", i / 3) }))
+            .collect();
+        let actions: Vec<Option<String>> =
+            (0..n).map(|i| Some(["read", "write"][i % 2].to_string())).collect();
+        let table = Table {
+            names: vec!["user".into(), "action".into()],
+            columns: vec![ColumnData::Text(users), ColumnData::Text(actions)],
+        };
+        let mut inferred = Schema::from_kinds(&[
+            ("user".to_string(), ColumnKind::Categorical),
+            ("action".to_string(), ColumnKind::Categorical),
+        ]);
+        for c in &mut inferred.columns {
+            c.nullable = Some(false);
+        }
+        for seed in 0..5 {
+            let done = complete_schema_inferring(
+                &table,
+                &inferred,
+                Some(noise(20.0)),
+                Some(n),
+                &mut SecureRng::from_seed(seed),
+            )
+            .unwrap();
+            assert_eq!(done.ids, vec!["user".to_string()]);
+            let user = &done.schema.columns[0];
+            assert_eq!(user.kind, ColumnKind::Id);
+            assert_eq!(user.categories.as_deref(), Some(&["root".to_string()][..]));
+            let pool = user.pseudonyms.unwrap() as f64;
+            assert!((pool - 2_000.0).abs() < 400.0, "pool {pool}");
+            assert_eq!(done.schema.columns[1].kind, ColumnKind::Categorical);
+            done.schema.validate().unwrap();
+        }
+    }
+
+    #[test]
     fn a_datetime_column_gets_its_pattern_and_unit_from_the_kinds_release() {
         // Hourly timestamps in UTC (a few at midnight), dates, minute timestamps with an
         // offset, and text that merely starts like a date.
