@@ -13,7 +13,7 @@ use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::TvaeConfig;
 use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan, target_delta};
-use fedsynth_synth::schema::{ColumnKind, Schema};
+use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
 use fedsynth_synth::stats::{
     Plan, complete_schema_inferring, kind_noise, private_kinds, untyped_columns,
 };
@@ -122,6 +122,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             )
         }
     };
+    let modelled = schema.columns.iter().filter(|c| !is_derived(&c.name)).count();
     let table = raw.typed(&schema.kinds())?;
     let non_numbers = raw.non_numbers(&schema.kinds());
     drop(raw);
@@ -185,25 +186,28 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 )
                 .context("refused before training")?;
             if let Some((sigma, columns)) = kind_release {
-                let count = |kind| schema.columns.iter().filter(|c| c.kind == kind).count();
-                let parts = schema
-                    .columns
-                    .iter()
-                    .filter(|c| fedsynth_synth::datetime::part_of(&c.name).is_some())
-                    .count();
+                // The derived columns (a datetime's parts, the null pattern) are not the
+                // file's.
+                let count = |kind| {
+                    schema
+                        .columns
+                        .iter()
+                        .filter(|c| c.kind == kind && !is_derived(&c.name))
+                        .count()
+                };
                 eprintln!(
                     "kinds: {columns} CSV columns typed by a noisy count of numbers, text and \
                      dates (σ = {sigma:.1} rows): {} numeric, {} categorical, {} datetime; a \
                      --schema declares them instead",
                     count(ColumnKind::Number),
-                    count(ColumnKind::Categorical) - parts.min(count(ColumnKind::Categorical)),
+                    count(ColumnKind::Categorical),
                     count(ColumnKind::Datetime),
                 );
             }
             if !stats_plan.is_free() {
                 eprintln!(
                     "plan: {} columns, about {rows} rows: {} numeric histograms at σ = {:.1} rows and {} category discoveries at σ = {:.1}{}, {:.0}% of ε{}",
-                    schema.columns.len(),
+                    modelled,
                     stats_plan.releases,
                     privacy.preprocess.sigma,
                     stats_plan.discoveries,

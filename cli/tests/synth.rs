@@ -556,7 +556,8 @@ fn stray_cells_in_a_number_column_are_missing_values_and_the_kinds_are_charged()
     match &st.spends[1].event {
         fedsynth_privacy::DpEvent::Gaussian { std_dev, count, .. } => {
             assert_eq!(count.get(), 2);
-            assert!(std_dev.get() > 800.0 / 19.0, "σ {}", std_dev.get());
+            // (the noisy count of 800 rows, σ = 50, is above 600 but for a 4σ draw)
+            assert!(std_dev.get() > 600.0 / 19.0, "σ {}", std_dev.get());
         }
         other => panic!("the second charge is {other:?}"),
     }

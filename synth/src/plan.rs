@@ -260,10 +260,16 @@ pub const AUTO_NOISE_FRACTION: f64 = 0.01;
 /// 0.96, one of 3% all but surely. A class that misses it can never be generated.
 pub const AUTO_CLASS_FRACTION: f64 = 0.015;
 
+/// The largest share the class criterion alone may ask for: beyond it, the training noise it
+/// costs weighs on every column more than a rarer class gains (Wage's 2,400 rows at ε = 3
+/// would give half of ε to its statistics).
+pub const AUTO_CLASS_SHARE_MAX: f64 = 0.2;
+
 /// The preprocessing share chosen from the table's size and width: the statistics' noise
 /// is a function of how many histograms the schema needs (its width) and of ε, their signal
 /// of the row count, so the share grows until σ ≤ [`AUTO_NOISE_FRACTION`] × rows and the
-/// discovery threshold ≤ [`AUTO_CLASS_FRACTION`] × rows, up to the largest of
+/// discovery threshold ≤ [`AUTO_CLASS_FRACTION`] × rows (this one up to
+/// [`AUTO_CLASS_SHARE_MAX`]), up to the largest of
 /// [`AUTO_SHARES`] (then the statistics are coarse: the flag says so). A table of 750 rows
 /// and 21 columns gets half.
 pub fn auto_share(stats: Plan, eps: f64, delta: Delta, rows: usize) -> Result<(f64, Noise, bool)> {
@@ -271,7 +277,9 @@ pub fn auto_share(stats: Plan, eps: f64, delta: Delta, rows: usize) -> Result<(f
     for share in AUTO_SHARES {
         let noise = Noise::calibrate(stats, Epsilon::new(eps * share)?, delta)?;
         if noise.sigma <= AUTO_NOISE_FRACTION * rows as f64
-            && (stats.discoveries == 0 || noise.threshold() <= AUTO_CLASS_FRACTION * rows as f64)
+            && (stats.discoveries == 0
+                || share >= AUTO_CLASS_SHARE_MAX
+                || noise.threshold() <= AUTO_CLASS_FRACTION * rows as f64)
         {
             return Ok((share, noise, false));
         }

@@ -41,6 +41,12 @@ pub enum ColumnKind {
     Id,
 }
 
+/// Whether a schema column is derived by fedsynth rather than one of the file's: a
+/// datetime's part (`NAME#hour`, …) or the null pattern (`#nulls`).
+pub fn is_derived(name: &str) -> bool {
+    crate::datetime::part_of(name).is_some() || name == crate::nulls::PATTERN
+}
+
 impl ColumnKind {
     /// Whether the column is modelled as numbers (bins and offsets).
     pub fn is_numeric(self) -> bool {

@@ -136,3 +136,47 @@ fn a_schema_too_wide_for_a_model_is_refused() {
         .to_string();
     assert!(e.contains("more than the 65536"), "{e}");
 }
+
+#[test]
+fn a_parquet_files_dates_and_timestamps_are_read_as_datetimes() {
+    use fedsynth_synth::datetime;
+    use fedsynth_synth::schema::ColumnKind;
+    use fedsynth_synth::stats::private_kinds;
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.parquet");
+    // Hourly timestamps (milliseconds since the epoch, no zone) and dates.
+    let ms: Vec<i64> = (0..500).map(|i| 1_356_998_400_000 + 3_600_000 * i).collect();
+    let days: Vec<i32> = (0..500).map(|i| 15_706 + i % 40).collect();
+    let mut df = DataFrame::new(
+        500,
+        vec![
+            Series::new("t".into(), ms)
+                .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+                .unwrap()
+                .into_column(),
+            Series::new("d".into(), days)
+                .cast(&DataType::Date)
+                .unwrap()
+                .into_column(),
+        ],
+    )
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(&path).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let raw = fedsynth_synth::table::read_raw(&path).unwrap();
+    let schema = private_kinds(&raw, 0.0, &mut fedsynth_privacy::rng::SecureRng::from_seed(0));
+    let kind = |n: &str| schema.columns.iter().find(|c| c.name == n).map(|c| c.kind);
+    assert_eq!(kind("t"), Some(ColumnKind::Datetime));
+    assert_eq!(kind("t#hour"), Some(ColumnKind::Integer));
+    assert_eq!(kind("d"), Some(ColumnKind::Datetime));
+    let typed = raw.typed(&schema.kinds()).unwrap();
+    assert_eq!(typed.column("t").unwrap().number(0), Some(15_706.0));
+    assert_eq!(typed.column("t#hour").unwrap().number(5), Some(5.0));
+    assert_eq!(typed.column("d").unwrap().number(3), Some(15_709.0));
+    assert_eq!(
+        datetime::format(86_400 * 15_709, schema.columns[3].format.as_deref().unwrap()),
+        Some("2013-01-04".to_string())
+    );
+}
