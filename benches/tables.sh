@@ -93,9 +93,13 @@ for c in schema["columns"]:
         w = list(f) if len(f) else [1.0] * len(cats)
         values = list(cats)
         if c["kind"] == "id":
-            # The rows whose value was not released: pseudonyms from the pool.
+            # The rows whose value was not released: pseudonyms from the pool, their share
+            # the frequencies' last entry when there is one for them.
             pool = [f"anon-{i:016x}" for i in range(int(c.get("pseudonyms", 1)))]
-            rest = max(0.0, n - sum(w))
+            if len(w) == len(cats) + 1:
+                rest = w.pop()
+            else:
+                rest = max(0.0, n - sum(w))
             values += pool
             w += [rest / len(pool)] * len(pool)
         w = np.array(w, float)

@@ -18,8 +18,9 @@ const MIN_WEIGHT: f64 = 1e-3;
 
 /// A column to calibrate: the slot of each proposed row, and the target share of each of
 /// the first `target.len()` slots (bins or categories, then the null slot where the schema
-/// has a noisy null count). Rows in later slots (nulls without a target, an unseen or
-/// pseudonym slot) keep their total weight.
+/// has a noisy null count, then an id's pseudonyms where it has their count). Rows in later
+/// slots, or in a slot whose target is NaN (a null slot between an id's categories and its
+/// pseudonyms), keep their total weight.
 pub struct Margin<'a> {
     /// Slot of each proposed row.
     pub slots: &'a [usize],
@@ -33,13 +34,15 @@ pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> V
     for _ in 0..SWEEPS {
         for m in margins {
             let k = m.target.len();
-            let target_total: f64 = m.target.iter().sum();
+            // A slot whose target is not finite (NaN) is free, like the slots past the end.
+            let aimed = |s: usize| s < k && m.target[s].is_finite();
+            let target_total: f64 = m.target.iter().filter(|t| t.is_finite()).sum();
             if k == 0 || !(target_total > 0.0) {
                 continue;
             }
             let mut current = vec![0.0; k];
             for (r, &s) in m.slots.iter().enumerate() {
-                if s < k {
+                if aimed(s) {
                     current[s] += w[r];
                 }
             }
@@ -48,7 +51,7 @@ pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> V
                 .iter()
                 .zip(m.target)
                 .map(|(&c, &t)| {
-                    if c > 0.0 {
+                    if c > 0.0 && t.is_finite() {
                         t / target_total * total / c
                     } else {
                         1.0
@@ -193,6 +196,31 @@ mod tests {
         }
         for (got, want) in shares(&b, &keep, 3).iter().zip(tb) {
             assert!((got - want).abs() < 0.015, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn a_free_slot_between_targets_keeps_its_weight() {
+        // An id's slots: two released values, a null slot without a target (NaN), the
+        // pseudonyms. Proposed 25% each; targets 10% / 10% / free / 60% of the aimed rows.
+        let mut rng = SecureRng::from_seed(3);
+        let rows = 60_000;
+        let a: Vec<usize> = (0..rows).map(|_| rng.random_range(0..4)).collect();
+        let target = [1.0, 1.0, f64::NAN, 6.0];
+        let w = raking_weights(
+            rows,
+            &[Margin {
+                slots: &a,
+                target: &target,
+            }],
+            3.0,
+        );
+        let keep = resample(&w, rows / 3, &mut rng);
+        let got = shares(&a, &keep, 4);
+        // The null slot keeps its quarter; the rest split 1 : 1 : 6.
+        assert!((got[2] - 0.25).abs() < 0.015, "{got:?}");
+        for (g, want) in [(got[0], 0.75 / 8.0), (got[1], 0.75 / 8.0), (got[3], 0.75 * 6.0 / 8.0)] {
+            assert!((g - want).abs() < 0.015, "{got:?}");
         }
     }
 

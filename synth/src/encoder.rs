@@ -285,11 +285,22 @@ impl Encoder {
                 // The null slot follows the bins and points (or the categories): its noisy
                 // count extends the targets where the schema has one.
                 target: spec.frequencies.clone().map(|mut f| {
-                    if spec.nullable.unwrap_or(true)
-                        && !patterned.contains(spec.name.as_str())
-                        && let Some(n) = spec.nulls
-                    {
-                        f.push(n);
+                    let null = (!patterned.contains(spec.name.as_str()))
+                        .then_some(spec.nulls)
+                        .flatten();
+                    // An id's frequencies may end with its pseudonyms' count, whose slot
+                    // comes after the null slot.
+                    let cats = spec.categories.as_ref().map_or(0, Vec::len);
+                    let rest = (spec.kind == ColumnKind::Id && f.len() == cats + 1).then(|| f.pop());
+                    if spec.nullable.unwrap_or(true) {
+                        match (null, rest.is_some()) {
+                            (Some(n), _) => f.push(n),
+                            (None, true) => f.push(f64::NAN),
+                            (None, false) => {}
+                        }
+                    }
+                    if let Some(Some(r)) = rest {
+                        f.push(r);
                     }
                     f
                 }),

@@ -228,8 +228,12 @@ impl Schema {
                     if let Some(f) = &c.frequencies {
                         match &c.categories {
                             None => return bad("frequencies need the categories they belong to"),
-                            Some(cats) if cats.len() != f.len() => {
-                                return bad("give one frequency per category");
+                            // An id's may add its pseudonyms' share at the end.
+                            Some(cats)
+                                if cats.len() != f.len()
+                                    && !(c.kind == ColumnKind::Id && cats.len() + 1 == f.len()) =>
+                            {
+                                return bad("give one frequency per category (an id: and one for its pseudonyms)");
                             }
                             Some(_) => {}
                         }

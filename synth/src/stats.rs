@@ -1255,6 +1255,7 @@ pub fn complete_schema_inferring(
                     let noise = need("discovering categories")?;
                     let cats = private_categories(&values, &noise, rng);
                     let mut noisy_nulls = 0.0;
+                    let mut rest_target = None;
                     if open_nulls {
                         let (nullable, count) =
                             nullable_from(nulls, noise.sigma_categories, rng);
@@ -1275,6 +1276,11 @@ pub fn complete_schema_inferring(
                             spec.kind = ColumnKind::Id;
                             spec.pseudonyms = Some(pool.round().max(1.0) as u64);
                             ids.push(spec.name.clone());
+                            // The pseudonyms' share: a calibration target after the
+                            // released values' (see Encoder::calibrate).
+                            if !cats.is_empty() {
+                                rest_target = Some(rest);
+                            }
                         }
                     }
                     if cats.is_empty() && spec.kind == ColumnKind::Categorical {
@@ -1283,8 +1289,12 @@ pub fn complete_schema_inferring(
                             "no category is frequent enough to be released privately; list the categories in the schema",
                         ));
                     }
-                    spec.frequencies =
-                        (!cats.is_empty()).then(|| cats.iter().map(|(_, c)| *c).collect());
+                    spec.frequencies = (!cats.is_empty()).then(|| {
+                        cats.iter()
+                            .map(|(_, c)| *c)
+                            .chain(rest_target)
+                            .collect()
+                    });
                     spec.categories = Some(cats.into_iter().map(|(k, _)| k).collect());
                     spec.source = Source::Dp;
                 } else if open_nulls {
