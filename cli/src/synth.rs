@@ -122,7 +122,11 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             )
         }
     };
-    let modelled = schema.columns.iter().filter(|c| !is_derived(&c.name)).count();
+    let modelled = schema
+        .columns
+        .iter()
+        .filter(|c| !is_derived(&c.name))
+        .count();
     let table = raw.typed(&schema.kinds())?;
     let non_numbers = raw.non_numbers(&schema.kinds());
     drop(raw);

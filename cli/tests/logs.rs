@@ -62,7 +62,8 @@ fn write_log(path: &Path) -> HashMap<String, usize> {
             format!("user-{rank:04}")
         };
         *counts.entry(principal.clone()).or_insert(0) += 1;
-        let action = ["read", "read", "read", "write", "delete", "login"][(g.unit() * 6.0) as usize];
+        let action =
+            ["read", "read", "read", "write", "delete", "login"][(g.unit() * 6.0) as usize];
         // A login touches no resource and moves no bytes: two nulls that go together.
         let (resource, bytes) = if action == "login" {
             (String::new(), String::new())
@@ -112,7 +113,10 @@ fn an_access_log_keeps_its_timestamps_rhythm_and_never_writes_a_rare_principal()
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("1 datetime"), "{err}");
-    assert!(err.contains("identifiers (kind id)") && err.contains("principal"), "{err}");
+    assert!(
+        err.contains("identifiers (kind id)") && err.contains("principal"),
+        "{err}"
+    );
 
     // The completed schema: time is a datetime in its pattern with an hour and a weekday.
     let schema = Schema::read(&dir.path().join("synthetic.csv.schema.toml")).unwrap();
@@ -144,9 +148,13 @@ fn an_access_log_keeps_its_timestamps_rhythm_and_never_writes_a_rare_principal()
     let Some(ColumnData::Text(real_times)) = real.column("time") else {
         panic!()
     };
-    let busy = |h: &[i64]| h.iter().filter(|&&h| (8..18).contains(&h)).count() as f64 / h.len() as f64;
+    let busy =
+        |h: &[i64]| h.iter().filter(|&&h| (8..18).contains(&h)).count() as f64 / h.len() as f64;
     let (rb, sb) = (busy(&hours(real_times)), busy(&hours(times)));
-    assert!(sb > 0.6 && (sb - rb).abs() < 0.1, "working hours: real {rb:.3}, synthetic {sb:.3}");
+    assert!(
+        sb > 0.6 && (sb - rb).abs() < 0.1,
+        "working hours: real {rb:.3}, synthetic {sb:.3}"
+    );
 
     // No principal seen fewer than 20 times comes out; the rest are pseudonyms.
     let Some(ColumnData::Text(principals)) = synth.column("principal") else {
@@ -155,7 +163,10 @@ fn an_access_log_keeps_its_timestamps_rhythm_and_never_writes_a_rare_principal()
     let mut pseudonyms = std::collections::HashSet::new();
     for p in principals.iter().flatten() {
         if let Some(hex) = p.strip_prefix("anon-") {
-            assert!(hex.len() == 16 && hex.chars().all(|c| c.is_ascii_hexdigit()), "{p}");
+            assert!(
+                hex.len() == 16 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+                "{p}"
+            );
             pseudonyms.insert(p.clone());
             continue;
         }
@@ -164,39 +175,70 @@ fn an_access_log_keeps_its_timestamps_rhythm_and_never_writes_a_rare_principal()
         assert!(seen >= 20, "{p} occurs {seen} times in the input");
     }
     // Pseudonyms recur (a pool, not one per row) and are many.
-    let anon = principals.iter().flatten().filter(|p| p.starts_with("anon-")).count();
-    assert!(pseudonyms.len() > 100 && pseudonyms.len() < anon, "{} of {anon}", pseudonyms.len());
+    let anon = principals
+        .iter()
+        .flatten()
+        .filter(|p| p.starts_with("anon-"))
+        .count();
+    assert!(
+        pseudonyms.len() > 100 && pseudonyms.len() < anon,
+        "{} of {anon}",
+        pseudonyms.len()
+    );
 
     // Meaningful nulls: a login's missing resource and bytes keep their share and go
     // together, and go with the action.
     let null_rows = |t: &fedsynth_synth::table::Table, c: &str| -> Vec<bool> {
         let col = t.column(c).unwrap();
-        (0..t.rows()).map(|r| match col {
-            ColumnData::Text(v) => v[r].is_none(),
-            ColumnData::Int(v) => v[r].is_none(),
-            ColumnData::Float(v) => v[r].is_none(),
-        }).collect()
+        (0..t.rows())
+            .map(|r| match col {
+                ColumnData::Text(v) => v[r].is_none(),
+                ColumnData::Int(v) => v[r].is_none(),
+                ColumnData::Float(v) => v[r].is_none(),
+            })
+            .collect()
     };
     let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len() as f64;
-    let (real_null, synth_null) = (share(&null_rows(&real, "bytes")), share(&null_rows(&synth, "bytes")));
-    assert!((synth_null - real_null).abs() < 0.05, "bytes null: real {real_null:.3}, synthetic {synth_null:.3}");
+    let (real_null, synth_null) = (
+        share(&null_rows(&real, "bytes")),
+        share(&null_rows(&synth, "bytes")),
+    );
+    assert!(
+        (synth_null - real_null).abs() < 0.05,
+        "bytes null: real {real_null:.3}, synthetic {synth_null:.3}"
+    );
     let (b, r) = (null_rows(&synth, "bytes"), null_rows(&synth, "resource"));
     let together = b.iter().zip(&r).filter(|(x, y)| **x && **y).count() as f64
         / b.iter().filter(|&&x| x).count().max(1) as f64;
-    assert!(together > 0.9, "P(resource null | bytes null) = {together:.3}");
+    assert!(
+        together > 0.9,
+        "P(resource null | bytes null) = {together:.3}"
+    );
     let Some(ColumnData::Text(actions)) = synth.column("action") else {
         panic!()
     };
-    let logins = b.iter().zip(actions).filter(|(_, a)| a.as_deref() == Some("login")).count() as f64;
-    let login_nulls = b.iter().zip(actions).filter(|(n, a)| **n && a.as_deref() == Some("login")).count() as f64;
-    assert!(login_nulls / logins.max(1.0) > 0.5, "P(bytes null | login) = {:.3}", login_nulls / logins.max(1.0));
+    let logins = b
+        .iter()
+        .zip(actions)
+        .filter(|(_, a)| a.as_deref() == Some("login"))
+        .count() as f64;
+    let login_nulls = b
+        .iter()
+        .zip(actions)
+        .filter(|(n, a)| **n && a.as_deref() == Some("login"))
+        .count() as f64;
+    assert!(
+        login_nulls / logins.max(1.0) > 0.5,
+        "P(bytes null | login) = {:.3}",
+        login_nulls / logins.max(1.0)
+    );
 
     // The failure class keeps its share.
     let Some(ColumnData::Text(outcomes)) = synth.column("outcome") else {
         panic!()
     };
-    let denied = outcomes.iter().flatten().filter(|o| *o == "denied").count() as f64
-        / outcomes.len() as f64;
+    let denied =
+        outcomes.iter().flatten().filter(|o| *o == "denied").count() as f64 / outcomes.len() as f64;
     assert!((0.005..0.05).contains(&denied), "denied {denied:.4}\n{err}");
 
     // Read back by polars with date parsing, the column has the input's dtype and zone.
@@ -214,6 +256,9 @@ fn an_access_log_keeps_its_timestamps_rhythm_and_never_writes_a_rare_principal()
             .clone()
     };
     let real_dtype = dtype(&input);
-    assert!(matches!(real_dtype, DataType::Datetime(..)), "{real_dtype:?}");
+    assert!(
+        matches!(real_dtype, DataType::Datetime(..)),
+        "{real_dtype:?}"
+    );
     assert_eq!(dtype(&out), real_dtype);
 }

@@ -221,10 +221,18 @@ mod tests {
         let mut rng = SecureRng::from_seed(4);
         let rows = 60_000;
         let a: Vec<usize> = (0..rows)
-            .map(|_| if rng.random::<f64>() < 0.999 { 0 } else { rng.random_range(1..16) })
+            .map(|_| {
+                if rng.random::<f64>() < 0.999 {
+                    0
+                } else {
+                    rng.random_range(1..16)
+                }
+            })
             .collect();
         let b: Vec<usize> = (0..rows).map(|_| rng.random_range(0..2)).collect();
-        let ta: Vec<f64> = (0..16).map(|s| if s == 0 { 0.06 } else { 0.94 / 15.0 }).collect();
+        let ta: Vec<f64> = (0..16)
+            .map(|s| if s == 0 { 0.06 } else { 0.94 / 15.0 })
+            .collect();
         let tb = [0.9, 0.1];
         let margins = [
             Margin {
@@ -262,7 +270,11 @@ mod tests {
         let got = shares(&a, &keep, 4);
         // The null slot keeps its quarter; the rest split 1 : 1 : 6.
         assert!((got[2] - 0.25).abs() < 0.015, "{got:?}");
-        for (g, want) in [(got[0], 0.75 / 8.0), (got[1], 0.75 / 8.0), (got[3], 0.75 * 6.0 / 8.0)] {
+        for (g, want) in [
+            (got[0], 0.75 / 8.0),
+            (got[1], 0.75 / 8.0),
+            (got[3], 0.75 * 6.0 / 8.0),
+        ] {
             assert!((g - want).abs() < 0.015, "{got:?}");
         }
     }

@@ -166,10 +166,8 @@ pub fn day(seconds: i64) -> i64 {
 
 /// The calendar year of a day number (clamped to chrono's range).
 pub fn year(day: i64) -> i32 {
-    DateTime::from_timestamp(day.saturating_mul(86_400), 0).map_or(
-        if day < 0 { -262_000 } else { 262_000 },
-        |t| t.year(),
-    )
+    DateTime::from_timestamp(day.saturating_mul(86_400), 0)
+        .map_or(if day < 0 { -262_000 } else { 262_000 }, |t| t.year())
 }
 
 /// The day number of 1 January of `year`.
@@ -378,8 +376,19 @@ mod tests {
             }
         }
         assert_eq!(seconds("1970-01-02"), Some(86_400));
-        assert_eq!(seconds("2013-01-01T10:00:00.250Z"), seconds("2013-01-01T10:00:00Z"));
-        for bad in ["", "2013", "2013-13-01", "2013-02-30", "10:00", "x2013-01-01", "2013-01-01T25:00"] {
+        assert_eq!(
+            seconds("2013-01-01T10:00:00.250Z"),
+            seconds("2013-01-01T10:00:00Z")
+        );
+        for bad in [
+            "",
+            "2013",
+            "2013-13-01",
+            "2013-02-30",
+            "10:00",
+            "x2013-01-01",
+            "2013-01-01T25:00",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
@@ -387,7 +396,10 @@ mod tests {
     #[test]
     fn weekdays_and_days_follow_the_calendar() {
         assert_eq!(WEEKDAYS[weekday(0)], "Thu");
-        assert_eq!(WEEKDAYS[weekday(day(seconds("2026-12-02").unwrap()))], "Wed");
+        assert_eq!(
+            WEEKDAYS[weekday(day(seconds("2026-12-02").unwrap()))],
+            "Wed"
+        );
         assert_eq!(WEEKDAYS[weekday(-1)], "Wed");
         assert_eq!(year(first_day(2013)), 2013);
         assert_eq!(year(first_day(2013) - 1), 2012);
@@ -422,7 +434,10 @@ mod tests {
             &[Join {
                 base: "t".into(),
                 pattern: PATTERNS[0].into(),
-                clock: vec![("t#hour".into(), Part::Hour), ("t#minute".into(), Part::Minute)],
+                clock: vec![
+                    ("t#hour".into(), Part::Hour),
+                    ("t#minute".into(), Part::Minute),
+                ],
                 weekday: Some("t#weekday".into()),
                 days: (d - 10, d + 10),
             }],

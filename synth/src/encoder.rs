@@ -14,8 +14,8 @@ use fedsynth_privacy::rng::SecureRng;
 
 use crate::calibrate::{Margin, raking_weights, resample};
 use crate::datetime;
-use crate::nulls;
 use crate::error::{Result, SynthError};
+use crate::nulls;
 use crate::schema::{ColumnKind, Schema};
 use crate::stats::category_key;
 use crate::table::{ColumnData, Table};
@@ -161,10 +161,14 @@ fn joins(schema: &Schema) -> Vec<datetime::Join> {
                 .format
                 .clone()
                 .unwrap_or_else(|| datetime::PATTERNS[0].to_string()),
-            clock: [datetime::Part::Hour, datetime::Part::Minute, datetime::Part::Second]
-                .into_iter()
-                .filter_map(|want| part(&c.name, &|p| p == want))
-                .collect(),
+            clock: [
+                datetime::Part::Hour,
+                datetime::Part::Minute,
+                datetime::Part::Second,
+            ]
+            .into_iter()
+            .filter_map(|want| part(&c.name, &|p| p == want))
+            .collect(),
             weekday: part(&c.name, &|p| p == datetime::Part::Weekday).map(|(n, _)| n),
             days: (
                 c.min.map_or(i64::MIN / 2, |m| m.ceil() as i64),
@@ -291,7 +295,8 @@ impl Encoder {
                     // An id's frequencies may end with its pseudonyms' count, whose slot
                     // comes after the null slot.
                     let cats = spec.categories.as_ref().map_or(0, Vec::len);
-                    let rest = (spec.kind == ColumnKind::Id && f.len() == cats + 1).then(|| f.pop());
+                    let rest =
+                        (spec.kind == ColumnKind::Id && f.len() == cats + 1).then(|| f.pop());
                     if spec.nullable.unwrap_or(true) {
                         match (null, rest.is_some()) {
                             (Some(n), _) => f.push(n),
@@ -482,10 +487,7 @@ impl Encoder {
                     for r in 0..rows {
                         let slot = match category_key(data, r) {
                             None => col.null_slot().unwrap_or(categories.len()),
-                            Some(v) => index
-                                .get(v.as_str())
-                                .copied()
-                                .unwrap_or(col.slots() - 1),
+                            Some(v) => index.get(v.as_str()).copied().unwrap_or(col.slots() - 1),
                         };
                         hot[r * columns + c] = (col.onehot + slot) as u32;
                     }
@@ -704,7 +706,11 @@ pseudonyms = 3
             }
         );
         let encoded = encoder.encode(&table).unwrap();
-        assert_eq!(&encoded[4..8], &[0.0, 0.0, 0.0, 1.0], "carol → the pseudonym slot");
+        assert_eq!(
+            &encoded[4..8],
+            &[0.0, 0.0, 0.0, 1.0],
+            "carol → the pseudonym slot"
+        );
         let pick = |slot, offset| vec![Choice { slot, offset }];
         let rows: Vec<Vec<Choice>> = (0..300)
             .map(|i| pick(3, i as f32 / 300.0))
@@ -720,7 +726,10 @@ pseudonyms = 3
         assert_eq!(pool.len(), 3, "{pool:?}");
         for p in pool {
             let hex = p.strip_prefix("anon-").unwrap();
-            assert!(hex.len() == 16 && u64::from_str_radix(hex, 16).is_ok(), "{p}");
+            assert!(
+                hex.len() == 16 && u64::from_str_radix(hex, 16).is_ok(),
+                "{p}"
+            );
         }
         assert!(!out.iter().flatten().any(|v| v == "carol"));
         // Another encoder draws another key: pseudonyms do not link two outputs.

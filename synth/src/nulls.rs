@@ -164,7 +164,10 @@ mod tests {
         };
         let applied = apply(generated);
         assert_eq!(applied.names, vec!["a", "b"]);
-        assert_eq!(applied.columns[0], ColumnData::Int(vec![None, Some(2), Some(3)]));
+        assert_eq!(
+            applied.columns[0],
+            ColumnData::Int(vec![None, Some(2), Some(3)])
+        );
         assert_eq!(
             applied.columns[1],
             ColumnData::Text(vec![None, Some("y".into()), None])

@@ -233,7 +233,9 @@ impl Schema {
                                 if cats.len() != f.len()
                                     && !(c.kind == ColumnKind::Id && cats.len() + 1 == f.len()) =>
                             {
-                                return bad("give one frequency per category (an id: and one for its pseudonyms)");
+                                return bad(
+                                    "give one frequency per category (an id: and one for its pseudonyms)",
+                                );
                             }
                             Some(_) => {}
                         }

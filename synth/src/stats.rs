@@ -38,8 +38,8 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 
 use crate::datetime;
-use crate::nulls;
 use crate::error::{Result, SynthError, column_err};
+use crate::nulls;
 use crate::schema::{ColumnKind, ColumnSpec, Schema, Source};
 use crate::table::{Cell, ColumnData, RawColumn, RawTable, Table};
 
@@ -368,12 +368,21 @@ pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Schema 
                     }
                 }
                 let grains = datetime::GRAINS.len();
-                let pattern_sum = |p: usize| counts[2 + p * grains..2 + (p + 1) * grains].iter().sum::<f64>();
+                let pattern_sum = |p: usize| {
+                    counts[2 + p * grains..2 + (p + 1) * grains]
+                        .iter()
+                        .sum::<f64>()
+                };
                 let best_pattern = (0..datetime::PATTERNS.len())
                     .max_by(|&a, &b| pattern_sum(a).total_cmp(&pattern_sum(b)))
                     .unwrap_or(0);
                 if pattern_sum(best_pattern) > counts[0].max(counts[1]) {
-                    specs.extend(datetime_specs(name, best_pattern, &counts[2 + best_pattern * grains..2 + (best_pattern + 1) * grains], sigma));
+                    specs.extend(datetime_specs(
+                        name,
+                        best_pattern,
+                        &counts[2 + best_pattern * grains..2 + (best_pattern + 1) * grains],
+                        sigma,
+                    ));
                 } else if counts[0] > counts[1] {
                     specs.extend(one(ColumnKind::Number));
                 } else {
@@ -413,11 +422,8 @@ fn datetime_specs(name: &str, pattern: usize, grain_counts: &[f64], sigma: f64) 
     base[0].format = Some(datetime::PATTERNS[pattern].to_string());
     let mut out = base;
     for &part in grain.parts() {
-        let mut clock = Schema::from_kinds(&[(
-            datetime::part_name(name, part),
-            ColumnKind::Integer,
-        )])
-        .columns;
+        let mut clock =
+            Schema::from_kinds(&[(datetime::part_name(name, part), ColumnKind::Integer)]).columns;
         let (count, _) = part.clock().unwrap_or((1, 1));
         clock[0].min = Some(-0.5);
         clock[0].max = Some(count as f64 - 0.5);
@@ -1257,8 +1263,7 @@ pub fn complete_schema_inferring(
                     let mut noisy_nulls = 0.0;
                     let mut rest_target = None;
                     if open_nulls {
-                        let (nullable, count) =
-                            nullable_from(nulls, noise.sigma_categories, rng);
+                        let (nullable, count) = nullable_from(nulls, noise.sigma_categories, rng);
                         spec.nullable = Some(nullable);
                         spec.nulls = count;
                         noisy_nulls = count.unwrap_or(0.0);
@@ -1289,12 +1294,8 @@ pub fn complete_schema_inferring(
                             "no category is frequent enough to be released privately; list the categories in the schema",
                         ));
                     }
-                    spec.frequencies = (!cats.is_empty()).then(|| {
-                        cats.iter()
-                            .map(|(_, c)| *c)
-                            .chain(rest_target)
-                            .collect()
-                    });
+                    spec.frequencies = (!cats.is_empty())
+                        .then(|| cats.iter().map(|(_, c)| *c).chain(rest_target).collect());
                     spec.categories = Some(cats.into_iter().map(|(k, _)| k).collect());
                     spec.source = Source::Dp;
                 } else if open_nulls {
@@ -1740,10 +1741,17 @@ mod tests {
         // actions stay categorical.
         let n = 8_000;
         let users: Vec<Option<String>> = (0..n)
-            .map(|i| Some(if i < 2_000 { "root".to_string() } else { format!("u{}", i / 3) }))
+            .map(|i| {
+                Some(if i < 2_000 {
+                    "root".to_string()
+                } else {
+                    format!("u{}", i / 3)
+                })
+            })
             .collect();
-        let actions: Vec<Option<String>> =
-            (0..n).map(|i| Some(["read", "write"][i % 2].to_string())).collect();
+        let actions: Vec<Option<String>> = (0..n)
+            .map(|i| Some(["read", "write"][i % 2].to_string()))
+            .collect();
         let table = Table {
             names: vec!["user".into(), "action".into()],
             columns: vec![ColumnData::Text(users), ColumnData::Text(actions)],
@@ -1783,10 +1791,12 @@ mod tests {
         let hourly = cells((0..n).map(|i| {
             datetime::format(1_356_998_400 + 3_600 * i as i64, datetime::PATTERNS[0]).unwrap()
         }));
-        let dates = cells((0..n).map(|i| {
-            datetime::format(86_400 * (15_000 + i as i64 % 400), "%Y-%m-%d").unwrap()
-        }));
-        let minutes = cells((0..n).map(|i| format!("2020-05-{:02} 10:{:02}:00+02:00", 1 + i % 28, i % 60)));
+        let dates =
+            cells((0..n).map(|i| {
+                datetime::format(86_400 * (15_000 + i as i64 % 400), "%Y-%m-%d").unwrap()
+            }));
+        let minutes =
+            cells((0..n).map(|i| format!("2020-05-{:02} 10:{:02}:00+02:00", 1 + i % 28, i % 60)));
         let text = cells((0..n).map(|i| format!("2020-05-0{} (approx.)", i % 9)));
         let raw = RawTable {
             names: vec!["t".into(), "d".into(), "m".into(), "x".into()],
@@ -1799,8 +1809,17 @@ mod tests {
             assert_eq!(
                 names,
                 [
-                    "t", "t#hour", "t#weekday", "d", "d#weekday", "m", "m#hour", "m#minute",
-                    "m#weekday", "x", "#nulls"
+                    "t",
+                    "t#hour",
+                    "t#weekday",
+                    "d",
+                    "d#weekday",
+                    "m",
+                    "m#hour",
+                    "m#minute",
+                    "m#weekday",
+                    "x",
+                    "#nulls"
                 ]
             );
             let format = |i: usize| schema.columns[i].format.as_deref();
@@ -1815,7 +1834,11 @@ mod tests {
             assert_eq!(table.column("t#hour").unwrap().number(10), Some(10.0));
             assert_eq!(
                 table.column("t#weekday").unwrap(),
-                &ColumnData::Text((0..n).map(|i| Some(datetime::WEEKDAYS[(1 + i / 24) % 7].to_string())).collect())
+                &ColumnData::Text(
+                    (0..n)
+                        .map(|i| Some(datetime::WEEKDAYS[(1 + i / 24) % 7].to_string()))
+                        .collect()
+                )
             );
             assert_eq!(table.column("m#hour").unwrap().number(1), Some(8.0));
             assert_eq!(table.column("m#minute").unwrap().number(1), Some(1.0));
@@ -1830,14 +1853,21 @@ mod tests {
         let days: Vec<f64> = (0..20 * 731).map(|i| (first + i % 731) as f64).collect();
         let table = Table {
             names: vec!["t".into()],
-            columns: vec![ColumnData::Int(days.iter().map(|&d| Some(d as i64)).collect())],
+            columns: vec![ColumnData::Int(
+                days.iter().map(|&d| Some(d as i64)).collect(),
+            )],
         };
         let mut schema = Schema::from_kinds(&[("t".to_string(), ColumnKind::Datetime)]);
         schema.columns[0].format = Some("%Y-%m-%d".into());
         schema.columns[0].nullable = Some(false);
-        let spec = complete_schema(&table, &schema, Some(noise(20.0)), &mut SecureRng::from_seed(3))
-            .unwrap()
-            .columns[0]
+        let spec = complete_schema(
+            &table,
+            &schema,
+            Some(noise(20.0)),
+            &mut SecureRng::from_seed(3),
+        )
+        .unwrap()
+        .columns[0]
             .clone();
         let edges = spec.edges.unwrap();
         assert!((edges[0] - (first as f64 - 0.5)).abs() < 20.0, "{edges:?}");

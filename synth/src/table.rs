@@ -522,7 +522,10 @@ impl RawTable {
                 RawColumn::Cells(cells) if *kind == ColumnKind::Datetime => ColumnData::Int(
                     cells
                         .iter()
-                        .map(|c| c.and_then(crate::datetime::seconds).map(crate::datetime::day))
+                        .map(|c| {
+                            c.and_then(crate::datetime::seconds)
+                                .map(crate::datetime::day)
+                        })
                         .collect(),
                 ),
                 RawColumn::Typed(_) if *kind == ColumnKind::Datetime => {

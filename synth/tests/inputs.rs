@@ -146,7 +146,9 @@ fn a_parquet_files_dates_and_timestamps_are_read_as_datetimes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.parquet");
     // Hourly timestamps (milliseconds since the epoch, no zone) and dates.
-    let ms: Vec<i64> = (0..500).map(|i| 1_356_998_400_000 + 3_600_000 * i).collect();
+    let ms: Vec<i64> = (0..500)
+        .map(|i| 1_356_998_400_000 + 3_600_000 * i)
+        .collect();
     let days: Vec<i32> = (0..500).map(|i| 15_706 + i % 40).collect();
     let mut df = DataFrame::new(
         500,
@@ -166,7 +168,11 @@ fn a_parquet_files_dates_and_timestamps_are_read_as_datetimes() {
         .finish(&mut df)
         .unwrap();
     let raw = fedsynth_synth::table::read_raw(&path).unwrap();
-    let schema = private_kinds(&raw, 0.0, &mut fedsynth_privacy::rng::SecureRng::from_seed(0));
+    let schema = private_kinds(
+        &raw,
+        0.0,
+        &mut fedsynth_privacy::rng::SecureRng::from_seed(0),
+    );
     let kind = |n: &str| schema.columns.iter().find(|c| c.name == n).map(|c| c.kind);
     assert_eq!(kind("t"), Some(ColumnKind::Datetime));
     assert_eq!(kind("t#hour"), Some(ColumnKind::Integer));
@@ -176,7 +182,10 @@ fn a_parquet_files_dates_and_timestamps_are_read_as_datetimes() {
     assert_eq!(typed.column("t#hour").unwrap().number(5), Some(5.0));
     assert_eq!(typed.column("d").unwrap().number(3), Some(15_709.0));
     assert_eq!(
-        datetime::format(86_400 * 15_709, schema.columns[3].format.as_deref().unwrap()),
+        datetime::format(
+            86_400 * 15_709,
+            schema.columns[3].format.as_deref().unwrap()
+        ),
         Some("2013-01-04".to_string())
     );
 }
