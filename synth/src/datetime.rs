@@ -21,7 +21,7 @@
 //! unit. The output writes each value in the input's pattern; a `±hh:mm` offset is written
 //! as `+00:00` (the same instant in UTC: polars reads both as a UTC datetime).
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime};
 
 use crate::table::{ColumnData, Table};
 
@@ -339,11 +339,6 @@ pub fn join(table: Table, joins: &[Join]) -> Table {
         .filter_map(|((n, c), _)| Some((n, c?)))
         .unzip();
     Table { names, columns }
-}
-
-/// Hour, minute and second of a time (for tests and messages).
-pub fn clock_of(seconds: i64) -> (u32, u32, u32) {
-    DateTime::from_timestamp(seconds, 0).map_or((0, 0, 0), |t| (t.hour(), t.minute(), t.second()))
 }
 
 #[cfg(test)]

@@ -1254,9 +1254,16 @@ pub fn complete_schema_inferring(
         let nulls = data.null_count();
         match spec.kind {
             ColumnKind::Categorical | ColumnKind::Id => {
-                let values: Vec<String> = (0..data.len())
-                    .filter_map(|i| category_key(data, i))
-                    .collect();
+                // The values, for a discovery or an id's distinct count only.
+                let released = spec.categories.is_some()
+                    && !(spec.kind == ColumnKind::Id && spec.pseudonyms.is_none());
+                let values: Vec<String> = if released {
+                    Vec::new()
+                } else {
+                    (0..data.len())
+                        .filter_map(|i| category_key(data, i))
+                        .collect()
+                };
                 if spec.categories.is_none() {
                     let noise = need("discovering categories")?;
                     let cats = private_categories(&values, &noise, rng);

@@ -498,6 +498,21 @@ impl RawTable {
     pub fn typed(&self, kinds: &[(String, ColumnKind)]) -> Result<Table> {
         let mut names = Vec::with_capacity(kinds.len());
         let mut columns = Vec::with_capacity(kinds.len());
+        // A datetime column's cells are parsed once for the column and all its parts.
+        let mut times: std::collections::HashMap<String, Vec<Option<i64>>> =
+            std::collections::HashMap::new();
+        let mut seconds = |name: &str, raw: &RawColumn| -> Vec<Option<i64>> {
+            times
+                .entry(name.to_string())
+                .or_insert_with(|| match raw {
+                    RawColumn::Cells(cells) => cells
+                        .iter()
+                        .map(|c| c.and_then(crate::datetime::seconds))
+                        .collect(),
+                    RawColumn::Typed(d) => vec![None; d.len()],
+                })
+                .clone()
+        };
         for (name, kind) in kinds {
             if name == crate::nulls::PATTERN && self.column(name).is_none() {
                 continue; // derived after the schema is complete (crate::nulls::with_pattern)
@@ -507,7 +522,7 @@ impl RawTable {
                 && let Some(raw) = self.column(base)
             {
                 names.push(name.clone());
-                columns.push(datetime_part(raw, part));
+                columns.push(datetime_part(&seconds(base, raw), part));
                 continue;
             }
             let raw = self.column(name).ok_or_else(|| {
@@ -519,13 +534,10 @@ impl RawTable {
             let numeric = kind.is_numeric();
             let integer = *kind == ColumnKind::Integer;
             let data = match raw {
-                RawColumn::Cells(cells) if *kind == ColumnKind::Datetime => ColumnData::Int(
-                    cells
-                        .iter()
-                        .map(|c| {
-                            c.and_then(crate::datetime::seconds)
-                                .map(crate::datetime::day)
-                        })
+                RawColumn::Cells(_) if *kind == ColumnKind::Datetime => ColumnData::Int(
+                    seconds(name, raw)
+                        .into_iter()
+                        .map(|s| s.map(crate::datetime::day))
                         .collect(),
                 ),
                 RawColumn::Typed(_) if *kind == ColumnKind::Datetime => {
@@ -567,16 +579,11 @@ impl RawTable {
     }
 }
 
-/// A datetime column's derived part (see [`crate::datetime`]), from its cells; a cell that
-/// is not a datetime is null.
-fn datetime_part(raw: &RawColumn, part: crate::datetime::Part) -> ColumnData {
+/// A datetime column's derived part (see [`crate::datetime`]), from its cells' times; a
+/// cell that is not a datetime is null.
+fn datetime_part(seconds: &[Option<i64>], part: crate::datetime::Part) -> ColumnData {
     use crate::datetime::ColumnValue;
-    let RawColumn::Cells(cells) = raw else {
-        return ColumnData::Int(vec![None; raw_len(raw)]);
-    };
-    let values = cells
-        .iter()
-        .map(|c| c.and_then(crate::datetime::seconds).map(|s| part.value(s)));
+    let values = seconds.iter().map(|s| s.map(|s| part.value(s)));
     match part {
         crate::datetime::Part::Weekday => ColumnData::Text(
             values
@@ -594,13 +601,6 @@ fn datetime_part(raw: &RawColumn, part: crate::datetime::Part) -> ColumnData {
                 })
                 .collect(),
         ),
-    }
-}
-
-fn raw_len(raw: &RawColumn) -> usize {
-    match raw {
-        RawColumn::Typed(d) => d.len(),
-        RawColumn::Cells(c) => c.len(),
     }
 }
 
