@@ -52,6 +52,8 @@ fn spec(workers: u32) -> JobSpec {
         local_learning_rate: 1.0,
         clip_norm: 1.0,
         secure_aggregation: SecureAggregation::None,
+        tolerated_workers: 0,
+        spare_attempts: None,
         min_workers: workers,
         round_deadline_s: 600,
         enrol_deadline_s: 600,

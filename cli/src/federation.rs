@@ -217,7 +217,7 @@ fn status_json(s: &pb::JobStatus) -> serde_json::Value {
     json!({
         "job_id": s.job_id, "name": s.name, "federation": s.federation, "state": s.state,
         "round": s.round, "rounds": s.rounds, "workers": s.workers, "refusals": s.refusals,
-        "reason": s.reason, "artifact_bytes": s.artifact_bytes,
+        "reason": s.reason, "artifact_bytes": s.artifact_bytes, "aggregation": s.aggregation,
         "created_at_ms": s.created_at_ms, "updated_at_ms": s.updated_at_ms,
     })
 }
@@ -237,6 +237,9 @@ fn status_line(s: &pb::JobStatus) -> String {
     }
     if s.state == "done" {
         line.push_str(&format!("  ({} bytes, encrypted)", s.artifact_bytes));
+    }
+    if !s.aggregation.is_empty() {
+        line.push_str(&format!("\n    {}", s.aggregation));
     }
     for r in &s.refusals {
         line.push_str(&format!("\n    refused by {r}"));

@@ -6,12 +6,14 @@
 //! - [`config`]: the config file;
 //! - [`store`]: jobs, rounds, workers and the audit trail in SQLite or PostgreSQL (sqlx);
 //! - [`artifacts`]: weights and encrypted outputs through object_store;
+//! - [`secure`]: secure aggregation's stages, decisions and ring sum (pure state);
 //! - [`server`]: the gRPC services and the round driver.
 
 pub mod artifacts;
 pub mod config;
 pub mod error;
 pub mod optimizer;
+pub mod secure;
 pub mod server;
 pub mod store;
 

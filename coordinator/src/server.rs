@@ -32,38 +32,7 @@ use crate::store::{JobRecord, JobState, Store};
 /// Largest artifact accepted: 16 GiB.
 const MAX_ARTIFACT_BYTES: u64 = 16 << 30;
 
-/// The stages of one round. Secure aggregation runs all four; plain aggregation only `Collect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Workers publish their key-agreement keys.
-    AdvertiseKeys,
-    /// Workers exchange encrypted shares of their mask seeds.
-    ShareKeys,
-    /// Workers upload (masked) weighted updates.
-    Collect,
-    /// Survivors reveal what is needed to remove the masks.
-    Unmask,
-}
-
-impl Stage {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AdvertiseKeys => "advertise_keys",
-            Self::ShareKeys => "share_keys",
-            Self::Collect => "collect",
-            Self::Unmask => "unmask",
-        }
-    }
-
-    /// The first stage of a round under `mode`.
-    pub fn first(mode: fedsynth_proto::SecureAggregation) -> Self {
-        match mode {
-            fedsynth_proto::SecureAggregation::None => Self::Collect,
-            _ => Self::AdvertiseKeys,
-        }
-    }
-}
+pub use crate::secure::Stage;
 
 /// One open round.
 #[derive(Debug)]
@@ -71,11 +40,17 @@ struct LiveRound {
     round: u32,
     stage: Stage,
     deadline: Instant,
-    /// Σ wᵢ·θᵢ over the uploads so far.
+    /// Σ wᵢ·θᵢ over the uploads so far (plain aggregation).
     sum: Vec<f32>,
     /// Σ wᵢ.
     weight: f64,
     uploaded: Vec<String>,
+    /// Secure aggregation: the attempt (never repeated for the job by this process: a
+    /// random epoch in the high bits), its participant set (sorted) and the ring sum of
+    /// the masked uploads so far.
+    attempt: u32,
+    participants: Vec<String>,
+    ring: Vec<u32>,
 }
 
 /// An active job as the coordinator tracks it between store writes.
@@ -88,6 +63,73 @@ struct LiveJob {
     round: Option<LiveRound>,
     sampler: Option<String>,
     sampling_since: Instant,
+    /// Secure aggregation: the key adverts received (worker → JSON, as published) and the
+    /// roster, fixed when the key stage completes. In memory only: after a restart the key
+    /// stage runs again and the workers publish the same keys.
+    adverts: std::collections::BTreeMap<String, String>,
+    roster: Option<Vec<String>>,
+}
+
+impl LiveJob {
+    fn new(record: JobRecord, accepted: Vec<String>, answered: HashSet<String>) -> Self {
+        let now = Instant::now();
+        Self {
+            enrol_deadline: now + Duration::from_secs(record.spec.enrol_deadline_s),
+            accepted,
+            answered,
+            round: None,
+            sampler: None,
+            sampling_since: now,
+            adverts: std::collections::BTreeMap::new(),
+            roster: None,
+            record,
+        }
+    }
+
+    fn secure(&self) -> bool {
+        self.record.spec.secure_aggregation == fedsynth_proto::SecureAggregation::Secagg
+    }
+
+    /// The roster's parsed adverts, in worker order.
+    fn roster_adverts(&self) -> Vec<fedsynth_privacy::secagg::KeyAdvert> {
+        self.roster
+            .iter()
+            .flatten()
+            .filter_map(|w| self.adverts.get(w))
+            .filter_map(|t| fedsynth_privacy::secagg::KeyAdvert::from_text(t).ok())
+            .collect()
+    }
+
+    /// Opens `round`'s next stage: under secure aggregation the key stage until the roster
+    /// is fixed, then the initial weights until the job has weights, then a collect attempt
+    /// over the roster's live workers.
+    fn open_round(&mut self, round: u32, live: &HashSet<String>, epoch: u32) {
+        let spec = &self.record.spec;
+        let stage = if !self.secure() {
+            Stage::Collect
+        } else if self.roster.is_none() {
+            Stage::AdvertiseKeys
+        } else if self.record.weights_key.is_empty() {
+            Stage::InitialWeights
+        } else {
+            Stage::Collect
+        };
+        let participants = match (&self.roster, stage) {
+            (Some(roster), Stage::Collect) => crate::secure::participants(roster, live),
+            _ => Vec::new(),
+        };
+        self.round = Some(LiveRound {
+            round,
+            stage,
+            deadline: Instant::now() + Duration::from_secs(spec.round_deadline_s),
+            sum: Vec::new(),
+            weight: 0.0,
+            uploaded: Vec::new(),
+            attempt: (epoch << 16) | (self.record.tries & 0xffff),
+            participants,
+            ring: Vec::new(),
+        });
+    }
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +152,10 @@ pub struct Coordinator {
     wake: tokio::sync::Notify,
     /// The rate limit of refusals written to the audit trail.
     denials: std::sync::Mutex<Denials>,
+    /// This process's attempt epoch (1–65535, random): the high bits of every secure
+    /// aggregation attempt, so that a restarted coordinator never asks for an attempt it
+    /// asked for before with another participant set (a worker would refuse it).
+    epoch: u32,
 }
 
 /// Most refused calls the audit trail records in a minute.
@@ -184,24 +230,21 @@ impl Coordinator {
         let store = Store::open(&config.database_url).await?;
         let artifacts = Artifacts::open(&config.artifacts, &config.artifact_options)?;
         let mut state = State::default();
-        let now = Instant::now();
+        let epoch = 1 + rand::random::<u32>() % 0xffff;
         for record in store.active_jobs().await? {
             let participants = store.participants(&record.id).await?;
-            let mut live = LiveJob {
-                accepted: participants
+            let mut live = LiveJob::new(
+                record,
+                participants
                     .iter()
                     .filter(|p| p.accepted)
                     .map(|p| p.worker_id.clone())
                     .collect(),
-                answered: participants.iter().map(|p| p.worker_id.clone()).collect(),
-                enrol_deadline: now + Duration::from_secs(record.spec.enrol_deadline_s),
-                round: None,
-                sampler: None,
-                sampling_since: now,
-                record,
-            };
+                participants.iter().map(|p| p.worker_id.clone()).collect(),
+            );
             if live.record.state == JobState::Running {
-                live.round = Some(open_round(&live.record, live.record.round));
+                let r = live.record.round;
+                live.open_round(r, &HashSet::new(), epoch);
                 store
                     .audit(
                         "coordinator",
@@ -220,6 +263,7 @@ impl Coordinator {
             state: Mutex::new(state),
             wake: tokio::sync::Notify::new(),
             denials: std::sync::Mutex::new(Denials::default()),
+            epoch,
         }))
     }
 
@@ -355,7 +399,8 @@ impl Coordinator {
                 )
                 .await?;
             job.record.state = JobState::Running;
-            job.round = Some(open_round(&job.record, job.record.round));
+            let r = job.record.round;
+            job.open_round(r, live, self.epoch);
         } else if now >= job.enrol_deadline {
             let reason = format!(
                 "enrolment closed with {} of the {} workers needed accepting",
@@ -373,10 +418,14 @@ impl Coordinator {
         live: &HashSet<String>,
         now: Instant,
     ) -> Result<()> {
+        if job.secure() {
+            return self.step_secure(job, live, now).await;
+        }
         let spec = job.record.spec.clone();
         let min = spec.min_workers as usize;
         let Some(round) = job.round.as_mut() else {
-            job.round = Some(open_round(&job.record, job.record.round));
+            let r = job.record.round;
+            job.open_round(r, live, self.epoch);
             return Ok(());
         };
         let everyone_live_delivered = job
@@ -396,13 +445,23 @@ impl Coordinator {
         }
         let r = round.round;
         let delivered = round.uploaded.len();
+        let detail = format!("round {r}: {delivered} of {min} updates by the deadline");
+        self.retry(job, live, detail).await
+    }
+
+    /// A stage that missed its deadline: tried again (a fresh attempt) or, after the job's
+    /// `round_tries`, the job fails saying why.
+    async fn retry(&self, job: &mut LiveJob, live: &HashSet<String>, detail: String) -> Result<()> {
+        let spec = job.record.spec.clone();
+        let r = job
+            .round
+            .as_ref()
+            .map_or(job.record.round, |round| round.round);
         let tries = job.record.tries + 1;
         self.store.set_tries(&job.record.id, tries).await?;
         job.record.tries = tries;
         if tries >= spec.round_tries {
-            let reason = format!(
-                "round {r}: only {delivered} of the {min} workers needed delivered an update before the deadline, {tries} tries"
-            );
+            let reason = format!("{detail}; {tries} tries, giving up");
             return self.fail(job, reason).await;
         }
         self.store
@@ -410,26 +469,148 @@ impl Coordinator {
                 "coordinator",
                 "retry",
                 &job.record.id,
-                &format!(
-                    "round {r}: {delivered} of {min} updates by the deadline; try {} of {}",
-                    tries + 1,
-                    spec.round_tries
-                ),
+                &format!("{detail}; try {} of {}", tries + 1, spec.round_tries),
             )
             .await?;
-        job.round = Some(open_round(&job.record, r));
+        job.open_round(r, live, self.epoch);
         Ok(())
     }
 
-    async fn commit(&self, job: &mut LiveJob, round: LiveRound) -> Result<()> {
+    /// One tick of a job under secure aggregation (see [`crate::secure`]).
+    async fn step_secure(
+        &self,
+        job: &mut LiveJob,
+        live: &HashSet<String>,
+        now: Instant,
+    ) -> Result<()> {
+        use crate::secure::{Decision, decide};
+        use std::collections::BTreeSet;
+        let min = job.record.spec.min_workers as usize;
+        let Some(round) = job.round.as_ref() else {
+            let r = job.record.round;
+            job.open_round(r, live, self.epoch);
+            return Ok(());
+        };
         let r = round.round;
-        let inv = (1.0 / round.weight) as f32;
-        let mut weights = round.sum;
-        for v in &mut weights {
-            *v *= inv;
+        match round.stage {
+            Stage::AdvertiseKeys => {
+                let expected: BTreeSet<String> = job
+                    .accepted
+                    .iter()
+                    .filter(|w| live.contains(*w))
+                    .cloned()
+                    .collect();
+                let published: BTreeSet<String> = job.adverts.keys().cloned().collect();
+                let enough = published.len() >= min;
+                let decision = decide(&expected, &published, enough, round.deadline, now);
+                match decision {
+                    Decision::Complete if enough => {
+                        let roster: Vec<String> = published.into_iter().collect();
+                        self.store
+                            .audit(
+                                "coordinator",
+                                "keys",
+                                &job.record.id,
+                                &format!(
+                                    "secure aggregation: signed keys of {} relayed",
+                                    roster.join(", ")
+                                ),
+                            )
+                            .await?;
+                        job.roster = Some(roster);
+                        job.open_round(r, live, self.epoch);
+                        Ok(())
+                    }
+                    Decision::Complete | Decision::Wait => Ok(()),
+                    Decision::Void(missing) => {
+                        let detail = format!(
+                            "secure aggregation: {} of the {min} keys needed by the deadline (none from {})",
+                            job.adverts.len(),
+                            missing.join(", ")
+                        );
+                        self.retry(job, live, detail).await
+                    }
+                }
+            }
+            Stage::InitialWeights => {
+                if !job.record.weights_key.is_empty() {
+                    job.open_round(r, live, self.epoch);
+                    return Ok(());
+                }
+                if now >= round.deadline {
+                    let detail = "no worker uploaded the job's initial weights by the deadline";
+                    return self.retry(job, live, detail.into()).await;
+                }
+                Ok(())
+            }
+            Stage::Collect => {
+                let expected: BTreeSet<String> = round.participants.iter().cloned().collect();
+                let delivered: BTreeSet<String> = round.uploaded.iter().cloned().collect();
+                if expected.len() < min && now < round.deadline {
+                    // Too few live workers to start: wait for more until the deadline.
+                    return Ok(());
+                }
+                match decide(&expected, &delivered, false, round.deadline, now) {
+                    Decision::Complete if expected.len() >= min => match job.round.take() {
+                        Some(round) => self.commit(job, round).await,
+                        None => Ok(()),
+                    },
+                    Decision::Complete | Decision::Wait => Ok(()),
+                    Decision::Void(missing) => {
+                        let detail = if expected.len() < min {
+                            format!(
+                                "round {r}: {} live workers of the roster, {min} needed",
+                                expected.len()
+                            )
+                        } else {
+                            format!(
+                                "round {r}: attempt void, no masked update from {} by the deadline ({} received stay masked and are dropped); the survivors retry with fresh updates",
+                                missing.join(", "),
+                                delivered.len()
+                            )
+                        };
+                        self.retry(job, live, detail).await
+                    }
+                }
+            }
         }
-        // FedAdam steps from the second round on: the first has no global weights here.
-        let server_step = job.record.spec.server_optimizer == ServerOptimizer::Adam && r > 0;
+    }
+
+    async fn commit(&self, job: &mut LiveJob, mut round: LiveRound) -> Result<()> {
+        let r = round.round;
+        let mut weights = if job.secure() {
+            // The sum over the participants, decoded: the noisy sum of their clipped
+            // gradients, over the rows they sampled in expectation (batch_size each).
+            let spec = &job.record.spec;
+            let scale = crate::secure::roster_scale(
+                &job.roster_adverts(),
+                spec.clip_norm,
+                f64::from(spec.batch_size),
+            );
+            let rows = f64::from(spec.batch_size) * round.participants.len() as f64;
+            let base = self.artifacts.read_weights(&job.record.weights_key).await?;
+            if base.len() != round.ring.len() {
+                let reason = format!(
+                    "round {r}: the stored weights have {} values, the sum {}",
+                    base.len(),
+                    round.ring.len()
+                );
+                return self.fail(job, reason).await;
+            }
+            round.weight = rows;
+            crate::secure::apply_sum(&base, &round.ring, scale, rows)
+        } else {
+            let inv = (1.0 / round.weight) as f32;
+            let mut weights = std::mem::take(&mut round.sum);
+            for v in &mut weights {
+                *v *= inv;
+            }
+            weights
+        };
+        // FedAdam steps from the second round on: the first has no global weights here
+        // (under secure aggregation it has: the seeded ones).
+        let server_step =
+            job.record.spec.server_optimizer == ServerOptimizer::Adam && (r > 0 || job.secure());
         if server_step {
             let stepped = optimizer::step_stored(
                 &self.artifacts,
@@ -524,7 +705,11 @@ impl Coordinator {
             job.record.state = JobState::Sampling;
             job.sampling_since = Instant::now();
         } else {
-            job.round = Some(open_round(&job.record, r + 1));
+            job.open_round(
+                r + 1,
+                &round.participants.iter().cloned().collect(),
+                self.epoch,
+            );
         }
         Ok(())
     }
@@ -697,6 +882,7 @@ impl Coordinator {
                 .filter(|p| !p.accepted)
                 .map(|p| format!("{}: {}", p.worker_id, p.reason))
                 .collect(),
+            aggregation: aggregation_text(record.spec.secure_aggregation).into(),
         }
     }
 
@@ -713,17 +899,6 @@ impl Coordinator {
             tokio_stream::iter(items)
         });
         Ok(Box::pin(out))
-    }
-}
-
-fn open_round(record: &JobRecord, round: u32) -> LiveRound {
-    LiveRound {
-        round,
-        stage: Stage::first(record.spec.secure_aggregation),
-        deadline: Instant::now() + Duration::from_secs(record.spec.round_deadline_s),
-        sum: Vec::new(),
-        weight: 0.0,
-        uploaded: Vec::new(),
     }
 }
 
@@ -773,22 +948,15 @@ impl Jobs for JobsService {
                     "submit",
                     &record.id,
                     &format!(
-                        "'{}' for federation {}: ε = {} per holder, {} rounds × {} steps, min {} workers",
-                        spec.name, spec.federation, spec.epsilon, spec.rounds, spec.local_steps, spec.min_workers
+                        "'{}' for federation {}: ε = {} per holder, {} rounds × {} steps, min {} workers, {}",
+                        spec.name, spec.federation, spec.epsilon, spec.rounds, spec.local_steps, spec.min_workers,
+                        aggregation_text(spec.secure_aggregation)
                     ),
                 )
                 .await?;
             state.jobs.insert(
                 record.id.clone(),
-                LiveJob {
-                    enrol_deadline: Instant::now() + Duration::from_secs(spec.enrol_deadline_s),
-                    accepted: vec![],
-                    answered: HashSet::new(),
-                    round: None,
-                    sampler: None,
-                    sampling_since: Instant::now(),
-                    record: record.clone(),
-                },
+                LiveJob::new(record.clone(), vec![], HashSet::new()),
             );
         } else {
             c.store
@@ -1032,12 +1200,14 @@ impl Federation for FederationService {
                     });
                 }
                 JobState::Running if job.accepted.contains(&worker) => match &job.round {
-                    Some(r) if !r.uploaded.contains(&worker) => {
+                    Some(r) if wanted_from(job, r, &worker) => {
                         task = Task::Train(pb::TrainRound {
                             job_id: id,
                             round: r.round,
                             base_digest: job.record.weights_digest.clone(),
                             stage: r.stage.as_str().into(),
+                            attempt: r.attempt,
+                            participants: r.participants.clone(),
                         });
                     }
                     _ => continue,
@@ -1136,6 +1306,92 @@ impl Federation for FederationService {
         Ok(Response::new(c.stream_object(&key).await?))
     }
 
+    async fn publish_key(
+        &self,
+        req: Request<pb::PublishKeyRequest>,
+    ) -> Result<Response<pb::UploadAck>, Status> {
+        let c = &self.0;
+        let worker = req.get_ref().worker_id.clone();
+        let creds = c.credentials(&req);
+        let (_, worker) = c.worker(&creds, Some(&worker), "publish key").await?;
+        let body = req.into_inner();
+        let advert = fedsynth_privacy::secagg::KeyAdvert::from_text(&body.advert)
+            .map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
+        // The coordinator checks the fields only: the signature is for the other workers,
+        // who hold the federation's CA, to check.
+        advert
+            .verify(&body.job_id, &worker, None)
+            .map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
+        let mut state = c.state.lock().await;
+        let job = state
+            .jobs
+            .get_mut(&body.job_id)
+            .filter(|j| j.accepted.contains(&worker) && j.secure())
+            .ok_or_else(|| {
+                CoordinatorError::PermissionDenied(format!(
+                    "{worker} takes no part in a secure aggregation job '{}'",
+                    body.job_id
+                ))
+            })?;
+        if let Some(known) = job.adverts.get(&worker) {
+            if *known == body.advert {
+                return Ok(Response::new(pb::UploadAck {
+                    accepted: true,
+                    message: "key already published".into(),
+                }));
+            }
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "{worker} published another key for this job already"
+            ))
+            .into());
+        }
+        let open = job
+            .round
+            .as_ref()
+            .is_some_and(|r| r.stage == Stage::AdvertiseKeys);
+        if !open || job.record.state != JobState::Running {
+            return Err(CoordinatorError::FailedPrecondition(
+                "the job is not collecting keys".into(),
+            )
+            .into());
+        }
+        job.adverts.insert(worker, body.advert);
+        drop(state);
+        c.wake.notify_one();
+        Ok(Response::new(pb::UploadAck {
+            accepted: true,
+            message: "key published".into(),
+        }))
+    }
+
+    async fn fetch_keys(
+        &self,
+        req: Request<pb::FetchKeysRequest>,
+    ) -> Result<Response<pb::KeyList>, Status> {
+        let c = &self.0;
+        let worker = req.get_ref().worker_id.clone();
+        let creds = c.credentials(&req);
+        let (_, worker) = c.worker(&creds, Some(&worker), "fetch keys").await?;
+        let job_id = req.into_inner().job_id;
+        let state = c.state.lock().await;
+        let job = state
+            .jobs
+            .get(&job_id)
+            .filter(|j| j.roster.iter().flatten().any(|w| *w == worker))
+            .ok_or_else(|| {
+                CoordinatorError::PermissionDenied(format!(
+                    "{worker} is not in the key roster of job '{job_id}'"
+                ))
+            })?;
+        let adverts = job
+            .roster
+            .iter()
+            .flatten()
+            .filter_map(|w| job.adverts.get(w).cloned())
+            .collect();
+        Ok(Response::new(pb::KeyList { adverts }))
+    }
+
     async fn upload_update(
         &self,
         req: Request<Streaming<pb::UpdateChunk>>,
@@ -1160,16 +1416,18 @@ impl Federation for FederationService {
             ))
             .into());
         }
-        if !(header.weight.is_finite() && header.weight > 0.0 && header.weight <= 1e12) {
+        // Check the round before receiving anything large.
+        let kind = {
+            let state = c.state.lock().await;
+            check_round(&state, &header, &worker)?
+        };
+        if kind == UploadKind::Plain
+            && !(header.weight.is_finite() && header.weight > 0.0 && header.weight <= 1e12)
+        {
             return Err(CoordinatorError::Invalid(
                 "an update's weight must be in (0, 1e12]".into(),
             )
             .into());
-        }
-        // Check the round before receiving anything large.
-        {
-            let state = c.state.lock().await;
-            check_round(&state, &header, &worker)?;
         }
         // The update is spooled to an unlinked temporary file as it arrives, so a stream
         // costs the coordinator about one chunk of memory, whatever the model's size; it is
@@ -1184,11 +1442,19 @@ impl Federation for FederationService {
                     CoordinatorError::Invalid("a second header in one update".into()).into(),
                 );
             };
+            if bytes.len() % 4 != 0 {
+                return Err(CoordinatorError::Invalid(
+                    "an update chunk is not whole 32-bit values".into(),
+                )
+                .into());
+            }
             decoded.clear();
-            fedsynth_proto::extend_f32(&mut decoded, &bytes).ok_or_else(|| {
-                CoordinatorError::Invalid("an update chunk is not whole f32 values".into())
-            })?;
-            received += decoded.len();
+            if kind != UploadKind::Ring {
+                fedsynth_proto::extend_f32(&mut decoded, &bytes).ok_or_else(|| {
+                    CoordinatorError::Invalid("an update chunk is not whole f32 values".into())
+                })?;
+            }
+            received += bytes.len() / 4;
             if received > n {
                 return Err(CoordinatorError::Invalid(
                     "the update is longer than its header says".into(),
@@ -1217,6 +1483,11 @@ impl Federation for FederationService {
             .into_inner()
             .map_err(|e| CoordinatorError::Io(e.into_error()))?;
         std::io::Seek::rewind(&mut spool)?;
+        match kind {
+            UploadKind::Plain => {}
+            UploadKind::Initial => return initial_weights(c, &header, &worker, spool, n).await,
+            UploadKind::Ring => return add_ring(c, &header, &worker, spool, n).await,
+        }
         // A bounded move (the spec's max_update_norm): measured against the round's global
         // weights, and scaled back to the bound before it is averaged.
         let bound = {
@@ -1382,6 +1653,91 @@ impl Federation for FederationService {
     }
 }
 
+/// Stores a worker's upload of the job's seeded initial weights as the job's first weights.
+async fn initial_weights(
+    c: &Coordinator,
+    header: &pb::UpdateHeader,
+    worker: &str,
+    mut spool: std::fs::File,
+    n: usize,
+) -> Result<Response<pb::UploadAck>, Status> {
+    let mut bytes = vec![0u8; n * 4];
+    std::io::Read::read_exact(&mut spool, &mut bytes)?;
+    let values: Vec<f32> = bytes.chunks_exact(4).map(f32_at).collect();
+    drop(bytes);
+    let (key, digest) = c.artifacts.put_weights(&header.job_id, 0, &values).await?;
+    let mut state = c.state.lock().await;
+    check_round(&state, header, worker)?;
+    if !c
+        .store
+        .set_initial_weights(&header.job_id, &key, &digest)
+        .await?
+    {
+        return Err(CoordinatorError::FailedPrecondition(
+            "the job has its initial weights already".into(),
+        )
+        .into());
+    }
+    if let Some(job) = state.jobs.get_mut(&header.job_id) {
+        job.record.weights_key = key;
+        job.record.weights_digest = digest.clone();
+    }
+    drop(state);
+    c.store
+        .audit(
+            worker,
+            "initial",
+            &header.job_id,
+            &format!("the job's seeded initial weights, digest {digest}"),
+        )
+        .await?;
+    c.wake.notify_one();
+    Ok(Response::new(pb::UploadAck {
+        accepted: true,
+        message: "initial weights stored".into(),
+    }))
+}
+
+/// Adds a worker's masked ring words into the attempt's sum (wrapping).
+async fn add_ring(
+    c: &Coordinator,
+    header: &pb::UpdateHeader,
+    worker: &str,
+    mut spool: std::fs::File,
+    n: usize,
+) -> Result<Response<pb::UploadAck>, Status> {
+    let mut state = c.state.lock().await;
+    check_round(&state, header, worker)?;
+    let job = state
+        .jobs
+        .get_mut(&header.job_id)
+        .ok_or_else(|| CoordinatorError::NotFound("job gone".into()))?;
+    let Some(round) = job.round.as_mut() else {
+        return Err(CoordinatorError::FailedPrecondition("the round closed".into()).into());
+    };
+    if round.ring.is_empty() {
+        round.ring = vec![0; n];
+    }
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut at = 0;
+    while at < n {
+        let len = (n - at).min(CHUNK_BYTES / 4);
+        std::io::Read::read_exact(&mut spool, &mut buf[..len * 4])?;
+        for (s, b) in round.ring[at..at + len].iter_mut().zip(buf.chunks_exact(4)) {
+            *s = s.wrapping_add(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        }
+        at += len;
+    }
+    round.uploaded.push(worker.to_string());
+    let (r, a) = (round.round, round.attempt);
+    drop(state);
+    c.wake.notify_one();
+    Ok(Response::new(pb::UploadAck {
+        accepted: true,
+        message: format!("round {r} attempt {a}: masked update received"),
+    }))
+}
+
 fn f32_at(b: &[u8]) -> f32 {
     f32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -1453,7 +1809,44 @@ async fn first<T>(stream: &mut Streaming<T>, what: &str) -> Result<T, Status> {
     }
 }
 
-fn check_round(state: &State, header: &pb::UpdateHeader, worker: &str) -> Result<()> {
+/// How a job aggregates, in words for `status` and the audit trail.
+pub fn aggregation_text(mode: fedsynth_proto::SecureAggregation) -> &'static str {
+    match mode {
+        fedsynth_proto::SecureAggregation::Secagg => {
+            "secure aggregation (secagg: the coordinator sees only the noisy sum)"
+        }
+        fedsynth_proto::SecureAggregation::He => "homomorphic encryption (he)",
+        fedsynth_proto::SecureAggregation::None => {
+            "NO secure aggregation (none: the coordinator sees every holder's update; trusted set-ups only)"
+        }
+    }
+}
+
+/// Whether the open stage `r` of `job` waits for something from `worker`.
+fn wanted_from(job: &LiveJob, r: &LiveRound, worker: &str) -> bool {
+    let in_roster = || job.roster.iter().flatten().any(|w| w == worker);
+    match r.stage {
+        Stage::AdvertiseKeys => !job.adverts.contains_key(worker),
+        Stage::InitialWeights => in_roster() && job.record.weights_key.is_empty(),
+        Stage::Collect if job.secure() => {
+            r.participants.iter().any(|w| w == worker) && !r.uploaded.iter().any(|w| w == worker)
+        }
+        Stage::Collect => !r.uploaded.iter().any(|w| w == worker),
+    }
+}
+
+/// What an upload is, by the job's mode and the round's stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UploadKind {
+    /// Plain aggregation: a worker's f32 weights, averaged by its weight.
+    Plain,
+    /// Secure aggregation: the job's seeded initial weights (f32, no data).
+    Initial,
+    /// Secure aggregation: masked ring words.
+    Ring,
+}
+
+fn check_round(state: &State, header: &pb::UpdateHeader, worker: &str) -> Result<UploadKind> {
     let job = state
         .jobs
         .get(&header.job_id)
@@ -1477,10 +1870,56 @@ fn check_round(state: &State, header: &pb::UpdateHeader, worker: &str) -> Result
                 job.record.round
             ))
         })?;
-    if round.stage != Stage::Collect {
-        return Err(CoordinatorError::FailedPrecondition(
-            "the round is not collecting updates".into(),
-        ));
+    let encoding = match header.encoding.as_str() {
+        "" | "f32" => "f32",
+        "ring32" => "ring32",
+        other => {
+            return Err(CoordinatorError::Invalid(format!(
+                "unknown update encoding '{}'",
+                other.escape_debug()
+            )));
+        }
+    };
+    let kind = match (job.secure(), round.stage, encoding) {
+        (false, Stage::Collect, "f32") => UploadKind::Plain,
+        (true, Stage::InitialWeights, "f32") => UploadKind::Initial,
+        (true, Stage::Collect, "ring32") => UploadKind::Ring,
+        (true, Stage::Collect, _) => {
+            return Err(CoordinatorError::Invalid(
+                "this job uses secure aggregation: updates must be masked ring words".into(),
+            ));
+        }
+        _ => {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "the round is at stage {}, not taking {encoding} uploads",
+                round.stage.as_str()
+            )));
+        }
+    };
+    if kind == UploadKind::Initial {
+        if !job.roster.iter().flatten().any(|w| w == worker) {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "{worker} is not in the job's roster"
+            )));
+        }
+        if !(job.record.weights_key.is_empty() && header.base_digest.is_empty()) {
+            return Err(CoordinatorError::FailedPrecondition(
+                "the job has its initial weights already".into(),
+            ));
+        }
+    }
+    if kind == UploadKind::Ring {
+        if !round.participants.iter().any(|w| w == worker) {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "{worker} is not a participant of this attempt"
+            )));
+        }
+        if header.attempt != round.attempt {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "the update is for attempt {}, the round is at attempt {}",
+                header.attempt, round.attempt
+            )));
+        }
     }
     if round.uploaded.iter().any(|w| w == worker) {
         return Err(CoordinatorError::FailedPrecondition(format!(
@@ -1501,11 +1940,11 @@ fn check_round(state: &State, header: &pb::UpdateHeader, worker: &str) -> Result
             header.parameters, job.record.spec.parameters
         )));
     }
-    if header.weight > job.record.spec.max_worker_weight {
+    if kind == UploadKind::Plain && header.weight > job.record.spec.max_worker_weight {
         return Err(CoordinatorError::Invalid(format!(
             "the update's weight {} is above the job's max_worker_weight {}",
             header.weight, job.record.spec.max_worker_weight
         )));
     }
-    Ok(())
+    Ok(kind)
 }

@@ -366,6 +366,23 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a job's first global weights (secure aggregation: the model the job's seed
+    /// gives, uploaded by a worker before round 0). Only once: false if the job has weights.
+    pub async fn set_initial_weights(&self, id: &str, key: &str, digest: &str) -> Result<bool> {
+        let moved = sqlx::query(
+            "UPDATE jobs SET weights_key = $1, weights_digest = $2, updated_ms = $3
+             WHERE id = $4 AND round = 0 AND weights_key = '' AND state = 'running'",
+        )
+        .bind(key)
+        .bind(digest)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(moved == 1)
+    }
+
     /// Records that the current round failed once more.
     pub async fn set_tries(&self, id: &str, tries: u32) -> Result<()> {
         sqlx::query("UPDATE jobs SET tries = $1, updated_ms = $2 WHERE id = $3")

@@ -22,6 +22,8 @@ fn spec(name: &str) -> JobSpec {
         local_learning_rate: 1.0,
         clip_norm: 1.0,
         secure_aggregation: SecureAggregation::None,
+        tolerated_workers: 0,
+        spare_attempts: None,
         min_workers: 2,
         round_deadline_s: 10,
         enrol_deadline_s: 10,

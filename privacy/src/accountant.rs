@@ -42,6 +42,9 @@ impl AccountantKind {
                 }
                 Ok(acc.epsilon(delta.get()))
             }
+            // A mechanism with a Rényi curve only (secure aggregation's Skellam noise) takes
+            // the whole composition to RDP: a valid, slightly looser bound for the others.
+            Self::Pld if events.iter().any(DpEvent::rdp_only) => Self::Rdp.epsilon(events, delta),
             Self::Pld => PldAccountant::default().epsilon(events, delta.get()),
         }
     }
@@ -89,13 +92,29 @@ pub fn calibrate_noise(
     delta: Delta,
     prior: &[DpEvent],
 ) -> Result<NoiseMultiplier> {
-    let eps_at = |sigma: f64| -> Result<f64> {
-        let mut events = prior.to_vec();
-        events.push(DpEvent::SubsampledGaussian {
+    calibrate_with(kind, target, delta, prior, &|sigma| {
+        Ok(DpEvent::SubsampledGaussian {
             sampling_rate: q,
             noise_multiplier: NoiseMultiplier::new(sigma)?,
             steps,
-        });
+        })
+    })
+}
+
+/// The smallest σ (to a relative tolerance of 10⁻⁴) such that the event `release(σ)`,
+/// composed after the `prior` events, stays within ε at δ; `release` must grow more private
+/// as σ grows (any noise-multiplier mechanism: DP-SGD, distributed DP-SGD). Checked: the ε
+/// of the σ returned never exceeds the target.
+pub fn calibrate_with(
+    kind: AccountantKind,
+    target: Epsilon,
+    delta: Delta,
+    prior: &[DpEvent],
+    release: &dyn Fn(f64) -> Result<DpEvent>,
+) -> Result<NoiseMultiplier> {
+    let eps_at = |sigma: f64| -> Result<f64> {
+        let mut events = prior.to_vec();
+        events.push(release(sigma)?);
         kind.epsilon(&events, delta)
     };
     let target = target.get();
@@ -117,13 +136,12 @@ pub fn calibrate_noise(
         AccountantKind::Pld => {
             // The bracket ignores the prior events (RDP cannot express (ε, δ) ones); the
             // doubling below widens it when they need more noise.
-            let rdp = calibrate_noise(
+            let rdp = calibrate_with(
                 AccountantKind::Rdp,
                 Epsilon::new(target - prior_eps)?,
-                q,
-                steps,
                 delta,
                 &[],
+                release,
             )?;
             (0.7 * rdp.get(), rdp.get())
         }

@@ -67,6 +67,9 @@ pub enum PrivacyError {
         /// What is wrong.
         message: String,
     },
+    /// A secure-aggregation key, roster or round that does not hold.
+    #[error("secure aggregation: {0}")]
+    SecureAggregation(String),
     /// Shapes of flat gradient buffers do not agree.
     #[error("shape mismatch: {0}")]
     Shape(String),

@@ -38,6 +38,22 @@ pub enum DpEvent {
         /// Number of such releases.
         count: Steps,
     },
+    /// Distributed DP-SGD under secure aggregation: `steps` Poisson-subsampled releases of a
+    /// clipped sum scaled by `ring_scale` (ring units per unit of the clipping norm),
+    /// stochastically rounded to integers in `dimension` coordinates, plus Skellam noise of
+    /// variance at least (σ·ring_scale)² per coordinate. Rényi DP only (see [`crate::skellam`]).
+    SubsampledSkellam {
+        /// Poisson sampling rate q.
+        sampling_rate: SamplingRate,
+        /// Noise multiplier σ: the guaranteed noise std is σ times the scaled clipping norm.
+        noise_multiplier: NoiseMultiplier,
+        /// The clipping norm in ring units (s·C).
+        ring_scale: Scale,
+        /// Coordinates rounded (the model's parameter count).
+        dimension: Steps,
+        /// Number of steps composed.
+        steps: Steps,
+    },
     /// `count` releases known only by their (ε, δ) guarantee.
     ApproxDp {
         /// ε of one release.
@@ -57,6 +73,28 @@ impl DpEvent {
             noise_multiplier: NoiseMultiplier::new(sigma)?,
             steps: Steps::new(steps)?,
         })
+    }
+
+    /// Distributed DP-SGD steps under secure aggregation (see [`Self::SubsampledSkellam`]).
+    pub fn subsampled_skellam(
+        q: f64,
+        sigma: f64,
+        ring_scale: f64,
+        dimension: u64,
+        steps: u64,
+    ) -> Result<Self> {
+        Ok(Self::SubsampledSkellam {
+            sampling_rate: SamplingRate::new(q)?,
+            noise_multiplier: NoiseMultiplier::new(sigma)?,
+            ring_scale: Scale::new(ring_scale)?,
+            dimension: Steps::new(dimension)?,
+            steps: Steps::new(steps)?,
+        })
+    }
+
+    /// Whether the event has only a Rényi-DP curve (no privacy loss distribution).
+    pub fn rdp_only(&self) -> bool {
+        matches!(self, Self::SubsampledSkellam { .. })
     }
 
     /// `count` Gaussian releases.
@@ -107,6 +145,15 @@ impl DpEvent {
                 steps,
             } => format!(
                 "subsampled Gaussian (q={sampling_rate}, σ={noise_multiplier}, {steps} steps)"
+            ),
+            Self::SubsampledSkellam {
+                sampling_rate,
+                noise_multiplier,
+                ring_scale,
+                dimension,
+                steps,
+            } => format!(
+                "subsampled Skellam, secure aggregation (q={sampling_rate}, σ={noise_multiplier}, s·C={ring_scale}, d={dimension}, {steps} steps)"
             ),
             Self::Gaussian {
                 sensitivity,

@@ -6,6 +6,8 @@
 //! - [`sampling`]: Poisson subsampling of row indices;
 //! - [`rng`]: the one source of cryptographic randomness (noise, sampling, keys);
 //! - [`ledger`]: the holder's persistent, atomic privacy budget ledger (SQLite);
+//! - [`secagg`]: secure aggregation (pairwise masks, ring quantisation, Skellam shares) and
+//!   [`skellam`], its accountant;
 //! - [`envelope`]: encrypted files for named recipients (HPKE + AES-256-GCM STREAM).
 //!
 //! The crate depends on nothing else of fedsynth.
@@ -21,10 +23,12 @@ pub mod pld;
 pub mod rdp;
 pub mod rng;
 pub mod sampling;
+pub mod secagg;
 pub mod signature;
+pub mod skellam;
 pub mod special;
 
-pub use accountant::{AccountantKind, calibrate_noise, dpsgd_epsilon};
+pub use accountant::{AccountantKind, calibrate_noise, calibrate_with, dpsgd_epsilon};
 pub use error::{PrivacyError, Result};
 pub use event::DpEvent;
 pub use params::{Delta, Epsilon, NoiseMultiplier, SamplingRate, Scale, Steps};

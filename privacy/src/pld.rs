@@ -526,6 +526,11 @@ impl PldAccountant {
                     );
                     (pmf.clone(), pmf, count.get())
                 }
+                DpEvent::SubsampledSkellam { .. } => {
+                    return Err(crate::error::PrivacyError::Calibration(
+                        "the subsampled Skellam mechanism has a Rényi-DP curve only; compose it with the RDP accountant".into(),
+                    ));
+                }
                 DpEvent::ApproxDp {
                     epsilon,
                     delta,

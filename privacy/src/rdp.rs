@@ -90,6 +90,20 @@ fn event_rdp(event: &DpEvent, alpha: f64) -> Result<f64> {
             let t2 = (-a * e).exp() * (a - 1.0) / (2.0 * a - 1.0);
             count.get() as f64 * (t1 + t2).ln() / (a - 1.0)
         }
+        DpEvent::SubsampledSkellam {
+            sampling_rate,
+            noise_multiplier,
+            ring_scale,
+            dimension,
+            steps,
+        } => {
+            let mechanism = crate::skellam::Skellam::for_dpsgd(
+                noise_multiplier.get(),
+                ring_scale.get(),
+                dimension.get(),
+            );
+            steps.get() as f64 * mechanism.subsampled_rdp(sampling_rate.get(), alpha)
+        }
         DpEvent::ApproxDp { .. } => {
             return Err(PrivacyError::Calibration(
                 "an (ε, δ) event has no Rényi-DP curve; use the PLD accountant".into(),

@@ -89,30 +89,8 @@ impl ArtifactSignature {
         key_pem: &[u8],
         certificate_pem: &str,
     ) -> Result<Self, SignatureError> {
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|e| SignatureError::Key(format!("not a PEM private key ({e})")))?;
-        let PrivateKeyDer::Pkcs8(pkcs8) = key else {
-            return Err(SignatureError::Key(
-                "the key must be PKCS#8 (\"BEGIN PRIVATE KEY\")".into(),
-            ));
-        };
         let sha256 = sha256.to_ascii_lowercase();
-        let msg = message(job_id, &sha256);
-        let der = pkcs8.secret_pkcs8_der();
-        let rng = ring::rand::SystemRandom::new();
-        let signature =
-            if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng) {
-                k.sign(&rng, &msg)
-                    .map_err(|_| SignatureError::Key("ECDSA signing failed".into()))?
-                    .as_ref()
-                    .to_vec()
-            } else if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
-                k.sign(&msg).as_ref().to_vec()
-            } else {
-                return Err(SignatureError::Key(
-                    "only ECDSA P-256 and Ed25519 keys can sign outputs".into(),
-                ));
-            };
+        let signature = sign_bytes(&message(job_id, &sha256), key_pem)?;
         Ok(Self {
             job_id: job_id.into(),
             sha256,
@@ -158,48 +136,86 @@ impl ArtifactSignature {
                 "the file is not the one that was signed (its SHA-256 differs)".into(),
             ));
         }
-        let pem_der = |what: &str, pem: &[u8]| {
-            CertificateDer::from_pem_slice(pem).map_err(|e| {
-                SignatureError::Malformed(format!("{what}: not a PEM certificate ({e})"))
-            })
-        };
-        let ca_der = pem_der("CA", ca_pem)?;
-        let signer_der = pem_der("signer certificate", self.certificate.as_bytes())?;
-        let (_, ca) = x509_parser::parse_x509_certificate(ca_der.as_ref())
-            .map_err(|_| SignatureError::Malformed("the CA certificate does not parse".into()))?;
-        let (_, signer) =
-            x509_parser::parse_x509_certificate(signer_der.as_ref()).map_err(|_| {
-                SignatureError::Malformed("the signer certificate does not parse".into())
-            })?;
-        signer
-            .verify_signature(Some(ca.public_key()))
-            .map_err(|_| {
-                SignatureError::Invalid("the signer's certificate was not issued by this CA".into())
-            })?;
-        if !signer.validity().is_valid() {
-            return Err(SignatureError::Invalid(
-                "the signer's certificate is expired or not yet valid".into(),
-            ));
-        }
-        let spki = signer.public_key();
-        let algorithm: &dyn ring::signature::VerificationAlgorithm =
-            if spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
-                &ECDSA_P256_SHA256_ASN1
-            } else if spki.algorithm.algorithm == OID_SIG_ED25519 {
-                &ED25519
-            } else {
-                return Err(SignatureError::Invalid(
-                    "the signer's key is neither ECDSA P-256 nor Ed25519".into(),
-                ));
-            };
-        let signature = hex::decode(&self.signature)
-            .map_err(|_| SignatureError::Malformed("the signature is not hex".into()))?;
-        UnparsedPublicKey::new(algorithm, &spki.subject_public_key.data)
-            .verify(&message(job_id, &self.sha256), &signature)
-            .map_err(|_| SignatureError::Invalid("the signature does not verify".into()))?;
-        let names = dns_names(&signer);
-        Ok(names)
+        verify_certified(
+            &self.certificate,
+            &message(job_id, &self.sha256),
+            &self.signature,
+            ca_pem,
+        )
     }
+}
+
+/// Signs `msg` with a PKCS#8 PEM key (ECDSA P-256 or Ed25519).
+pub fn sign_bytes(msg: &[u8], key_pem: &[u8]) -> Result<Vec<u8>, SignatureError> {
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| SignatureError::Key(format!("not a PEM private key ({e})")))?;
+    let PrivateKeyDer::Pkcs8(pkcs8) = key else {
+        return Err(SignatureError::Key(
+            "the key must be PKCS#8 (\"BEGIN PRIVATE KEY\")".into(),
+        ));
+    };
+    let der = pkcs8.secret_pkcs8_der();
+    let rng = ring::rand::SystemRandom::new();
+    if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng) {
+        Ok(k.sign(&rng, msg)
+            .map_err(|_| SignatureError::Key("ECDSA signing failed".into()))?
+            .as_ref()
+            .to_vec())
+    } else if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+        Ok(k.sign(msg).as_ref().to_vec())
+    } else {
+        Err(SignatureError::Key(
+            "only ECDSA P-256 and Ed25519 keys can sign".into(),
+        ))
+    }
+}
+
+/// Checks that `signature_hex` signs `msg` with the key of `certificate_pem`, which the CA
+/// (`ca_pem`) issued and which is valid now. Returns the names (DNS subject alternative
+/// names) the certificate was issued for.
+pub fn verify_certified(
+    certificate_pem: &str,
+    msg: &[u8],
+    signature_hex: &str,
+    ca_pem: &[u8],
+) -> Result<Vec<String>, SignatureError> {
+    let pem_der = |what: &str, pem: &[u8]| {
+        CertificateDer::from_pem_slice(pem)
+            .map_err(|e| SignatureError::Malformed(format!("{what}: not a PEM certificate ({e})")))
+    };
+    let ca_der = pem_der("CA", ca_pem)?;
+    let signer_der = pem_der("signer certificate", certificate_pem.as_bytes())?;
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der.as_ref())
+        .map_err(|_| SignatureError::Malformed("the CA certificate does not parse".into()))?;
+    let (_, signer) = x509_parser::parse_x509_certificate(signer_der.as_ref())
+        .map_err(|_| SignatureError::Malformed("the signer certificate does not parse".into()))?;
+    signer
+        .verify_signature(Some(ca.public_key()))
+        .map_err(|_| {
+            SignatureError::Invalid("the signer's certificate was not issued by this CA".into())
+        })?;
+    if !signer.validity().is_valid() {
+        return Err(SignatureError::Invalid(
+            "the signer's certificate is expired or not yet valid".into(),
+        ));
+    }
+    let spki = signer.public_key();
+    let algorithm: &dyn ring::signature::VerificationAlgorithm =
+        if spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+            &ECDSA_P256_SHA256_ASN1
+        } else if spki.algorithm.algorithm == OID_SIG_ED25519 {
+            &ED25519
+        } else {
+            return Err(SignatureError::Invalid(
+                "the signer's key is neither ECDSA P-256 nor Ed25519".into(),
+            ));
+        };
+    let signature = hex::decode(signature_hex)
+        .map_err(|_| SignatureError::Malformed("the signature is not hex".into()))?;
+    UnparsedPublicKey::new(algorithm, &spki.subject_public_key.data)
+        .verify(msg, &signature)
+        .map_err(|_| SignatureError::Invalid("the signature does not verify".into()))?;
+    Ok(dns_names(&signer))
 }
 
 /// The DNS subject alternative names of a parsed certificate: the names it was issued for.

@@ -11,13 +11,28 @@ pub const SPEC_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SecureAggregation {
-    /// Pairwise masking with dropout recovery: the coordinator sees only the sum.
-    Secagg,
-    /// Additive homomorphic encryption (tfhe): the coordinator adds ciphertexts.
-    He,
-    /// No protection of individual updates (trusted coordinator only).
+    /// Pairwise masks (keys agreed once per job) and distributed noise: the coordinator sees
+    /// only the noisy sum of the holders' clipped gradient sums, which carries the DP noise
+    /// once. Each round is one distributed DP-SGD step; a round someone drops out of is tried
+    /// again with the survivors and fresh updates.
     #[default]
+    Secagg,
+    /// Additive homomorphic encryption (tfhe): not available yet.
+    He,
+    /// No protection of individual updates: the coordinator sees every holder's DP weights.
+    /// For trusted set-ups only.
     None,
+}
+
+impl SecureAggregation {
+    /// The name in job files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secagg => "secagg",
+            Self::He => "he",
+            Self::None => "none",
+        }
+    }
 }
 
 /// Where the optimiser of a federated job runs.
@@ -79,9 +94,20 @@ pub struct JobSpec {
     /// Per-example clipping norm.
     #[serde(default = "default_clip")]
     pub clip_norm: f64,
-    /// Aggregation protection.
+    /// Aggregation protection (`secagg`, the default, or `none`).
     #[serde(default)]
     pub secure_aggregation: SecureAggregation,
+    /// Secure aggregation: how many participants of a round may drop out or collude with the
+    /// coordinator while every completed sum still carries each holder's full noise (each
+    /// adds 1/(|S| − t) of it). Must stay below `min_workers`.
+    #[serde(default)]
+    pub tolerated_workers: u32,
+    /// Secure aggregation: attempts beyond one per round that each holder charges in advance
+    /// (a void attempt, from a dropout, costs every survivor one DP-SGD step). Unset: 5% of
+    /// the rounds plus `round_tries`. A holder whose spare attempts are spent stops sending,
+    /// and the job fails rather than overspend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare_attempts: Option<u32>,
     /// Fewest workers a round may commit with.
     pub min_workers: u32,
     /// Seconds a round waits for uploads.
@@ -154,6 +180,15 @@ fn default_format() -> String {
 }
 
 impl JobSpec {
+    /// Attempts each holder pays for in advance under secure aggregation: one per round
+    /// and the spare ones.
+    pub fn charged_attempts(&self) -> u64 {
+        let spare = self
+            .spare_attempts
+            .unwrap_or_else(|| self.rounds.div_ceil(20) + self.round_tries);
+        u64::from(self.rounds) + u64::from(spare)
+    }
+
     /// Parses and validates a spec.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let table: toml::Table = toml::from_str(text).map_err(|e| {
@@ -253,11 +288,37 @@ impl JobSpec {
         if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
             return fail("clip_norm must be positive".into());
         }
-        if self.secure_aggregation != SecureAggregation::None {
-            return fail(format!(
-                "secure_aggregation = {:?}: this coordinator supports only \"none\" so far",
-                self.secure_aggregation
-            ));
+        match self.secure_aggregation {
+            SecureAggregation::He => {
+                return fail(
+                    "secure_aggregation = \"he\" is not available yet: use \"secagg\" (the default)"
+                        .into(),
+                );
+            }
+            SecureAggregation::Secagg => {
+                if self.local_steps != 1 || self.server_optimizer != ServerOptimizer::Adam {
+                    return fail(
+                        "secure_aggregation = \"secagg\" runs one distributed DP-SGD step per round: set local_steps = 1 and server_optimizer = \"adam\" (or secure_aggregation = \"none\")"
+                            .into(),
+                    );
+                }
+                if self.max_update_norm.is_some() {
+                    return fail(
+                        "max_update_norm: under secure aggregation the coordinator cannot measure a holder's update (each holder's clipping bounds it)"
+                            .into(),
+                    );
+                }
+                if self.tolerated_workers >= self.min_workers {
+                    return fail(format!(
+                        "tolerated_workers ({}) must be below min_workers ({})",
+                        self.tolerated_workers, self.min_workers
+                    ));
+                }
+            }
+            SecureAggregation::None => {}
+        }
+        if self.spare_attempts.is_some_and(|s| s > 1_000_000) {
+            return fail("spare_attempts must be at most 1000000".into());
         }
         if self.min_workers == 0 || self.min_workers > 10_000 {
             return fail("min_workers must be 1-10000".into());
@@ -323,6 +384,8 @@ mod tests {
             local_learning_rate: 1.0,
             clip_norm: 1.0,
             secure_aggregation: SecureAggregation::None,
+            tolerated_workers: 0,
+            spare_attempts: None,
             min_workers: 2,
             round_deadline_s: 10,
             enrol_deadline_s: 10,

@@ -62,6 +62,8 @@ fn spec(recipient: &SecretKey) -> JobSpec {
         local_learning_rate: 1.0,
         clip_norm: 1.0,
         secure_aggregation: SecureAggregation::None,
+        tolerated_workers: 0,
+        spare_attempts: None,
         min_workers: 1,
         round_deadline_s: 10,
         enrol_deadline_s: 10,

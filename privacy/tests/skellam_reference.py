@@ -1,0 +1,42 @@
+"""Reference values for fedsynth's subsampled Skellam accountant (privacy/src/skellam.rs),
+written independently of it: exact integer binomials (math.comb), a max-shifted sum instead
+of pairwise log-additions, and the formulas as printed in the papers.
+
+  Skellam RDP (Agarwal, Kairouz, Liu 2021, Thm 3.5):
+    eps(a) = a*D2^2/(2V) + min(((2a-1)*D2^2 + 6*D1)/(4V^2), 3*D1/(2V))
+  Poisson subsampling, general upper bound (Zhu, Wang 2019, Thm 5), integer a >= 2:
+    eps'(a) = log[(1-q)^(a-1)(aq-q+1) + C(a,2) q^2 (1-q)^(a-2) e^{eps(2)}
+              + 3 sum_{l=3..a} C(a,l) (1-q)^(a-l) q^l e^{(l-1) eps(l)}] / (a-1)
+    capped at eps(a).
+
+Run: python3 privacy/tests/skellam_reference.py > privacy/tests/skellam_reference.json
+"""
+import json
+import math
+
+
+def skellam_rdp(a, v, l2, l1):
+    return a * l2 * l2 / (2 * v) + min(((2 * a - 1) * l2 * l2 + 6 * l1) / (4 * v * v), 3 * l1 / (2 * v))
+
+
+def subsampled(q, a, v, l2, l1):
+    logs = [(a - 1) * math.log1p(-q) + math.log(a * q - q + 1),
+            math.log(math.comb(a, 2)) + 2 * math.log(q) + (a - 2) * math.log1p(-q) + skellam_rdp(2, v, l2, l1)]
+    for l in range(3, a + 1):
+        logs.append(math.log(3) + math.log(math.comb(a, l)) + (a - l) * math.log1p(-q)
+                    + l * math.log(q) + (l - 1) * skellam_rdp(l, v, l2, l1))
+    top = max(logs)
+    total = top + math.log(sum(math.exp(x - top) for x in logs))
+    return max(0.0, min(total / (a - 1), skellam_rdp(a, v, l2, l1)))
+
+
+cases = []
+for (sigma, sc, d) in [(1.0, 2.0 ** 19, 10 ** 6), (0.8, 1000.0, 10 ** 4), (2.5, 2.0 ** 12, 50_000), (1.2, 50.0, 100)]:
+    v = (sigma * sc) ** 2
+    l2 = sc + math.sqrt(d)
+    l1 = math.sqrt(d) * sc + d
+    for q in [0.001, 0.02, 0.3]:
+        for a in [2, 3, 8, 32, 128]:
+            cases.append({"variance": v, "l2": l2, "l1": l1, "q": q, "alpha": float(a),
+                          "rdp": subsampled(q, a, v, l2, l1)})
+print(json.dumps(cases, indent=1))
