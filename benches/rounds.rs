@@ -172,6 +172,7 @@ async fn bench(workers: u32) -> (Duration, f64) {
                 parameters: PARAMETERS as u64,
                 weight: 1.0 + k as f64,
                 base_digest: digest.clone(),
+                ..Default::default()
             };
             let per_chunk = CHUNK_BYTES / 4;
             let chunks = PARAMETERS.div_ceil(per_chunk);

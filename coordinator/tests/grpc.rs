@@ -184,6 +184,7 @@ async fn upload_round(
             parameters: values.len() as u64,
             weight,
             base_digest: base_digest.into(),
+            ..Default::default()
         })),
     }];
     messages.extend(fedsynth_proto::f32_chunks(values).map(|c| pb::UpdateChunk {

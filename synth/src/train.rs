@@ -244,6 +244,46 @@ impl<'a> Stepper<'a> {
     }
 }
 
+impl Stepper<'_> {
+    /// One step's Poisson batch and the sum of its clipped per-example gradients, flat in the
+    /// layout of [`Tvae::to_flat`], **without noise**: what a federated worker discretises and
+    /// adds its share of the noise to under secure aggregation. An empty batch (or one whose
+    /// sum is not finite) gives zeros, never an error that would tell who was sampled.
+    /// Returns the sum and the batch size.
+    pub fn clipped_sum(&mut self, model: &Tvae, rng: &mut SecureRng) -> Result<(Vec<f32>, usize)> {
+        let (width, n) = (self.data.width(), self.data.rows());
+        let batch = poisson_sample(n, self.q, &mut self.sampler);
+        let b = batch.len();
+        if b == 0 {
+            return Ok((vec![0.0; model.parameters()], 0));
+        }
+        let mut x = Vec::with_capacity(b * width);
+        for &i in &batch {
+            self.data.extend_row(i, &mut x);
+        }
+        let eps = normal_vec(b * model.latent, rng);
+        let (sums, _) = clipped_sums(
+            model,
+            x,
+            eps,
+            b,
+            width,
+            self.spans,
+            self.cfg.clip_norm,
+            &self.device,
+        );
+        if !all_finite(&sums) {
+            return Ok((vec![0.0; model.parameters()], b));
+        }
+        let mut out = Vec::with_capacity(model.parameters());
+        for (w, bias) in sums {
+            out.extend(w.into_data().iter::<f32>());
+            out.extend(bias.into_data().iter::<f32>());
+        }
+        Ok((out, b))
+    }
+}
+
 /// Trains `model` on the encoded rows `data`: `private` draws the batches and the DP noise,
 /// `rng` the latent noise (see [`Stepper`]).
 #[allow(clippy::too_many_arguments)]

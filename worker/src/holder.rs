@@ -21,10 +21,11 @@ use std::sync::Arc;
 use fedsynth_privacy::envelope::{self, PublicKey};
 use fedsynth_privacy::ledger::{Budget, Ledger};
 use fedsynth_privacy::rng::SecureRng;
+use fedsynth_privacy::secagg::{self, JobKey, KeyAdvert, Pairs};
 use fedsynth_privacy::{
-    AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps, calibrate_noise,
+    AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps, calibrate_noise, calibrate_with,
 };
-use fedsynth_proto::{JobSpec, ServerOptimizer};
+use fedsynth_proto::{JobSpec, SecureAggregation, ServerOptimizer};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::{Tvae, TvaeConfig};
@@ -55,6 +56,14 @@ pub struct JobPlan {
     pub noisy_rows: f64,
     /// ε charged for the job (count + training, composed).
     pub epsilon: f64,
+}
+
+/// The clipping norm in ring units below which a holder takes no part in a secure round:
+/// 32·√d, so that rounding adds at most 1/32 to the sensitivity (s·C + √d). Every holder
+/// charges its attempts at this resolution; a roster whose ring scale is coarser (a very
+/// large federation or batch for a 32-bit ring) is refused rather than undercharged.
+pub fn min_ring_clip(parameters: u64) -> f64 {
+    32.0 * (parameters as f64).sqrt()
 }
 
 /// SHA-256 of little-endian f32 values, hex (the same digest the coordinator computes).
@@ -304,15 +313,33 @@ impl Holder {
             )));
         }
         let q = (f64::from(spec.batch_size) / noisy_rows as f64).min(1.0);
-        let sigma = calibrate_noise(
-            AccountantKind::Pld,
-            epsilon,
-            SamplingRate::new(q)?,
-            Steps::new(steps)?,
-            delta,
-            std::slice::from_ref(&count),
-        )?;
-        let training = DpEvent::subsampled_gaussian(q, sigma.get(), steps)?;
+        let (sigma, training) = if spec.secure_aggregation == SecureAggregation::Secagg {
+            // Distributed DP-SGD: every attempt this holder may send (one per round and the
+            // spare ones) is charged now, as the Skellam mechanism at the coarsest ring
+            // resolution this holder will take part at (see `secure_update`).
+            let attempts = spec.charged_attempts();
+            let d = spec.parameters;
+            let ring_clip = min_ring_clip(d);
+            let sigma = calibrate_with(
+                AccountantKind::Pld,
+                epsilon,
+                delta,
+                std::slice::from_ref(&count),
+                &|s| DpEvent::subsampled_skellam(q, s, ring_clip, d, attempts),
+            )?;
+            let event = DpEvent::subsampled_skellam(q, sigma.get(), ring_clip, d, attempts)?;
+            (sigma, event)
+        } else {
+            let sigma = calibrate_noise(
+                AccountantKind::Pld,
+                epsilon,
+                SamplingRate::new(q)?,
+                Steps::new(steps)?,
+                delta,
+                std::slice::from_ref(&count),
+            )?;
+            (sigma, DpEvent::subsampled_gaussian(q, sigma.get(), steps)?)
+        };
         let total = AccountantKind::Pld.epsilon(&[count, training.clone()], delta)?;
         ledger.try_spend_once(
             &self.holder,
@@ -581,6 +608,204 @@ impl Holder {
         let (bytes, sha256) = (sink.bytes, hex::encode(sink.hasher.finalize()));
         std::fs::rename(&partial, &done)?;
         Ok((done, bytes, sha256))
+    }
+
+    /// The job's key-agreement key: drawn once and kept in the job's directory (0600), so a
+    /// restarted worker publishes the same key.
+    fn job_key(&self, job: &str) -> Result<JobKey> {
+        let path = self.job_dir(job)?.join("secagg.key");
+        if let Ok(bytes) = std::fs::read(&path) {
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| WorkerError::Invalid(format!("{}: not a key", path.display())))?;
+            return Ok(JobKey::from_bytes(bytes));
+        }
+        let key = JobKey::generate();
+        let secret = key.to_bytes();
+        envelope::write_atomically(&path, |w| std::io::Write::write_all(w, &secret[..]))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(key)
+    }
+
+    /// This worker's key advert for an accepted secure job, signed with `identity` (its
+    /// certificate's PKCS#8 key and the certificate, PEM) when it has one.
+    pub fn advert(
+        &self,
+        job: &str,
+        spec: &JobSpec,
+        me: &str,
+        identity: Option<(&[u8], &str)>,
+    ) -> Result<KeyAdvert> {
+        let plan = self.check_plan(job, spec)?;
+        let key = self.job_key(job)?;
+        Ok(KeyAdvert::new(
+            job,
+            me,
+            &key,
+            plan.noise_multiplier,
+            identity,
+        )?)
+    }
+
+    /// This worker's masked update for one attempt of a secure round: checks the roster's
+    /// adverts (against the federation's CA when given), the participant set and the
+    /// holder's charged attempts; then draws a fresh Poisson batch, sums its clipped
+    /// gradients, discretises the sum, adds this worker's Skellam share and its pairwise
+    /// masks. An attempt already answered is answered with the same words (the same masks
+    /// never cover two different updates); an attempt number seen with another participant
+    /// set is refused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn secure_update(
+        &self,
+        job: &str,
+        spec: &JobSpec,
+        me: &str,
+        round: u32,
+        attempt: u32,
+        participants: &[String],
+        adverts: &[KeyAdvert],
+        ca_pem: Option<&[u8]>,
+        base: &[f32],
+        base_digest: &str,
+    ) -> Result<Vec<u32>> {
+        let plan = self.check_plan(job, spec)?;
+        let invalid = |m: String| WorkerError::Invalid(format!("job {job}: {m}"));
+        if round >= spec.rounds {
+            return Err(invalid(format!("the job has {} rounds", spec.rounds)));
+        }
+        let dir = self.job_dir(job)?;
+        let digest = hex::encode(secagg::participants_digest(participants));
+        let name = format!("secure-{round:06}-{attempt:010}");
+        let (words_path, set_path) = (
+            dir.join(format!("{name}.u32")),
+            dir.join(format!("{name}.set")),
+        );
+        if let Ok(seen) = std::fs::read_to_string(&set_path) {
+            if seen.trim() != format!("{digest} {base_digest}") {
+                return Err(invalid(format!(
+                    "round {round} attempt {attempt} was answered for another participant set or base; refusing to mask a second update under it"
+                )));
+            }
+            let bytes = std::fs::read(&words_path)?;
+            return Ok(bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect());
+        }
+        for a in adverts {
+            a.verify(job, &a.worker_id, ca_pem)?;
+        }
+        let key = self.job_key(job)?;
+        let mine = adverts
+            .iter()
+            .find(|a| a.worker_id == me)
+            .ok_or_else(|| invalid("this worker's key is not in the roster".into()))?;
+        if mine.public_key()? != key.public() {
+            return Err(invalid(
+                "the roster holds another key under this worker's name".into(),
+            ));
+        }
+        if participants.len() < spec.min_workers as usize {
+            return Err(invalid(format!(
+                "{} participants, fewer than the job's minimum {}",
+                participants.len(),
+                spec.min_workers
+            )));
+        }
+        let sigma_max = adverts
+            .iter()
+            .map(|a| a.noise_multiplier)
+            .fold(0.0f64, f64::max);
+        let batch = f64::from(spec.batch_size);
+        let scale = secagg::ring_scale(spec.clip_norm, batch, adverts.len(), sigma_max);
+        let ring_clip = scale * spec.clip_norm;
+        if ring_clip < min_ring_clip(spec.parameters) {
+            return Err(invalid(format!(
+                "a roster of {} workers at batch {} leaves the clipping norm {ring_clip:.0} ring units, below the {:.0} this holder charged for",
+                adverts.len(),
+                spec.batch_size,
+                min_ring_clip(spec.parameters)
+            )));
+        }
+        let lambda = secagg::skellam_share(
+            sigma_max,
+            ring_clip,
+            participants.len(),
+            spec.tolerated_workers as usize,
+        )?;
+        let pairs = Pairs::agree(job, me, &key, adverts)?;
+        // Every attempt is a DP-SGD step this holder paid for in advance: counted (and
+        // written) before anything is computed, so a crash can waste one, never overspend.
+        let used_path = dir.join("secure-attempts");
+        let used: u64 = std::fs::read_to_string(&used_path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        if used >= spec.charged_attempts() {
+            return Err(invalid(format!(
+                "the {} attempts this holder charged for are spent; it sends no more",
+                spec.charged_attempts()
+            )));
+        }
+        envelope::write_atomically(&used_path, |w| {
+            std::io::Write::write_all(w, (used + 1).to_string().as_bytes())
+        })?;
+        let d = base.len();
+        // The masks do not depend on the update: expanded on another thread while the
+        // gradient is computed.
+        let (mask, sum) = std::thread::scope(|scope| {
+            let masking = scope.spawn(|| pairs.net_mask(d, round, attempt, participants));
+            let sum = self.clipped_sum(spec, &plan, base);
+            (masking.join(), sum)
+        });
+        let mask = mask.map_err(|_| invalid("the masking thread failed".into()))??;
+        let sum = sum?;
+        let mut noise = SecureRng::for_dp_noise();
+        let mut words = secagg::discretise(&sum, scale, &mut noise);
+        drop(sum);
+        secagg::add_skellam(&mut words, lambda, &mut noise)?;
+        secagg::add_words(&mut words, &mask);
+        envelope::write_atomically(&words_path, |w| {
+            for chunk in words.chunks(16384) {
+                let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+                std::io::Write::write_all(w, &bytes)?;
+            }
+            Ok(())
+        })?;
+        envelope::write_atomically(&set_path, |w| {
+            std::io::Write::write_all(w, format!("{digest} {base_digest}").as_bytes())
+        })?;
+        Ok(words)
+    }
+
+    /// The sum of clipped per-example gradients over one fresh Poisson batch, from `base`.
+    fn clipped_sum(&self, spec: &JobSpec, plan: &JobPlan, base: &[f32]) -> Result<Vec<f32>> {
+        let (encoder, config) = self.encoder(spec)?;
+        let data = encoder.encode_rows(self.typed(&self.schema(spec)?)?.as_ref())?;
+        let mut rng = self.rng();
+        let device = device::open(self.device, rng.next_u64())?;
+        let mut model: Tvae = config.init(&device);
+        model.load_flat(base).map_err(WorkerError::Invalid)?;
+        let cfg = TrainConfig {
+            epochs: 1,
+            sampling_rate: plan.sampling_rate,
+            clip_norm: spec.clip_norm,
+            noise_multiplier: None,
+            learning_rate: spec.learning_rate,
+        };
+        let mut stepper = Stepper::new(
+            &model,
+            &data,
+            encoder.spans(),
+            &cfg,
+            &device,
+            SecureRng::for_dp_noise(),
+        )?;
+        Ok(stepper.clipped_sum(&model, &mut rng)?.0)
     }
 
     /// The ledger file.

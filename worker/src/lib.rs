@@ -126,9 +126,20 @@ async fn session(config: &WorkerConfig, holder: &Arc<Holder>) -> Result<()> {
         let work = async {
             match task {
                 Some(Task::Offer(offer)) => answer(&mut client.clone(), holder, &me, offer).await,
-                Some(Task::Train(train)) => {
-                    train_round(&mut client.clone(), holder, &me, train).await
-                }
+                Some(Task::Train(train)) => match train.stage.as_str() {
+                    "advertise_keys" => {
+                        publish_key(&mut client.clone(), config, holder, &me, train).await
+                    }
+                    "initial_weights" => {
+                        upload_initial(&mut client.clone(), holder, &me, train).await
+                    }
+                    _ if holder.spec(&train.job_id)?.secure_aggregation
+                        == fedsynth_proto::SecureAggregation::Secagg =>
+                    {
+                        secure_round(&mut client.clone(), config, holder, &me, train).await
+                    }
+                    _ => train_round(&mut client.clone(), holder, &me, train).await,
+                },
                 Some(Task::Sample(sample)) => {
                     sample_job(&mut client.clone(), config, holder, &me, sample).await
                 }
@@ -339,6 +350,8 @@ async fn train_round(
         parameters: values.len() as u64,
         weight: plan.noisy_rows,
         base_digest: task.base_digest.clone(),
+        attempt: 0,
+        encoding: "f32".into(),
     };
     let mut messages = vec![pb::UpdateChunk {
         part: Some(pb::update_chunk::Part::Header(header)),
@@ -363,6 +376,200 @@ async fn train_round(
         }
         Err(s) => Err(s.into()),
     }
+}
+
+/// This worker's enrolled identity (certificate key and certificate, PEM) and the
+/// federation's CA, when it has them (not on a plaintext loopback federation).
+#[allow(clippy::type_complexity)]
+fn identity(
+    config: &WorkerConfig,
+) -> Result<Option<(zeroize::Zeroizing<Vec<u8>>, String, Vec<u8>)>> {
+    let Some(tls) = config.tls.as_ref().filter(|_| !config.insecure_plaintext) else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (tls.cert.as_ref(), tls.key.as_ref()) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        zeroize::Zeroizing::new(std::fs::read(key)?),
+        std::fs::read_to_string(cert)?,
+        std::fs::read(&tls.ca)?,
+    )))
+}
+
+/// Secure aggregation, once per job: publishes this worker's signed key advert.
+async fn publish_key(
+    client: &mut Client,
+    config: &WorkerConfig,
+    holder: &Arc<Holder>,
+    me: &str,
+    task: pb::TrainRound,
+) -> Result<()> {
+    let job = task.job_id.clone();
+    let spec = holder.spec(&job)?;
+    let id = identity(config)?;
+    if id.is_none() {
+        log(
+            me,
+            format!(
+                "job {job}: no certificate: the key advert is unsigned (a plaintext federation trusts its coordinator to relay keys unchanged)"
+            ),
+        );
+    }
+    let advert = holder.advert(
+        &job,
+        &spec,
+        me,
+        id.as_ref().map(|(k, c, _)| (k.as_slice(), c.as_str())),
+    )?;
+    client
+        .publish_key(pb::PublishKeyRequest {
+            worker_id: me.into(),
+            job_id: job.clone(),
+            advert: advert.to_text(),
+        })
+        .await?;
+    log(me, format!("job {job}: key-agreement key published"));
+    Ok(())
+}
+
+/// Secure aggregation, once per job: uploads the model the job's seed gives (no data).
+async fn upload_initial(
+    client: &mut Client,
+    holder: &Arc<Holder>,
+    me: &str,
+    task: pb::TrainRound,
+) -> Result<()> {
+    let job = task.job_id.clone();
+    let spec = holder.spec(&job)?;
+    let h = holder.clone();
+    let values = tokio::task::spawn_blocking(move || h.initial_weights(&spec))
+        .await
+        .map_err(|e| WorkerError::Invalid(e.to_string()))??;
+    let header = pb::UpdateHeader {
+        worker_id: me.into(),
+        job_id: job.clone(),
+        round: 0,
+        parameters: values.len() as u64,
+        weight: 1.0,
+        base_digest: String::new(),
+        attempt: 0,
+        encoding: "f32".into(),
+    };
+    let chunks = fedsynth_proto::f32_chunks(&values).map(pb::update_chunk::Part::Data);
+    send_update(client, me, &job, 0, header, chunks.collect()).await
+}
+
+/// Streams an update (header, then chunks); an upload the round no longer takes is logged.
+async fn send_update(
+    client: &mut Client,
+    me: &str,
+    job: &str,
+    round: u32,
+    header: pb::UpdateHeader,
+    chunks: Vec<pb::update_chunk::Part>,
+) -> Result<()> {
+    let mut messages = vec![pb::UpdateChunk {
+        part: Some(pb::update_chunk::Part::Header(header)),
+    }];
+    messages.extend(
+        chunks
+            .into_iter()
+            .map(|p| pb::UpdateChunk { part: Some(p) }),
+    );
+    match client.upload_update(tokio_stream::iter(messages)).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::FailedPrecondition => {
+            log(
+                me,
+                format!("job {job}: round {round} upload not taken: {}", s.message()),
+            );
+            Ok(())
+        }
+        Err(s) => Err(s.into()),
+    }
+}
+
+/// Secure aggregation: one attempt of a round — the masked, discretised, noised clipped sum.
+async fn secure_round(
+    client: &mut Client,
+    config: &WorkerConfig,
+    holder: &Arc<Holder>,
+    me: &str,
+    task: pb::TrainRound,
+) -> Result<()> {
+    let job = task.job_id.clone();
+    let spec = holder.spec(&job)?;
+    let adverts = client
+        .fetch_keys(pb::FetchKeysRequest {
+            worker_id: me.into(),
+            job_id: job.clone(),
+        })
+        .await?
+        .into_inner()
+        .adverts
+        .iter()
+        .map(|t| fedsynth_privacy::secagg::KeyAdvert::from_text(t))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let base = download(client, me, &job, &task.base_digest).await?;
+    if task.round == 0 {
+        // The first weights came from one worker: they must be the job's seeded model.
+        let h = holder.clone();
+        let s = spec.clone();
+        let own = tokio::task::spawn_blocking(move || h.initial_weights(&s))
+            .await
+            .map_err(|e| WorkerError::Invalid(e.to_string()))??;
+        if holder::weights_digest(&own) != task.base_digest {
+            return Err(WorkerError::Invalid(format!(
+                "job {job}: the initial weights are not the model the job's seed gives"
+            )));
+        }
+    }
+    let ca = identity(config)?.map(|(_, _, ca)| ca);
+    let h = holder.clone();
+    let (j, m, t) = (job.clone(), me.to_string(), task.clone());
+    let started = std::time::Instant::now();
+    let words = tokio::task::spawn_blocking(move || {
+        h.secure_update(
+            &j,
+            &spec,
+            &m,
+            t.round,
+            t.attempt,
+            &t.participants,
+            &adverts,
+            ca.as_deref(),
+            &base,
+            &t.base_digest,
+        )
+    })
+    .await
+    .map_err(|e| WorkerError::Invalid(e.to_string()))??;
+    log(
+        me,
+        format!(
+            "job {job}: round {} attempt {} masked for {} participants ({:.1} s)",
+            task.round,
+            task.attempt & 0xffff,
+            task.participants.len(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    let header = pb::UpdateHeader {
+        worker_id: me.into(),
+        job_id: job.clone(),
+        round: task.round,
+        parameters: words.len() as u64,
+        weight: 1.0,
+        base_digest: task.base_digest.clone(),
+        attempt: task.attempt,
+        encoding: "ring32".into(),
+    };
+    let chunks = words
+        .chunks(fedsynth_proto::CHUNK_BYTES / 4)
+        .map(|c| pb::update_chunk::Part::Data(c.iter().flat_map(|w| w.to_le_bytes()).collect()))
+        .collect();
+    send_update(client, me, &job, task.round, header, chunks).await
 }
 
 /// Signs an artifact with this worker's certificate key (its enrolled identity), so the
