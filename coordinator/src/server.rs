@@ -436,7 +436,7 @@ impl Coordinator {
         let enough = round.uploaded.len() >= min;
         if enough && (everyone_live_delivered || now >= round.deadline) {
             if let Some(round) = job.round.take() {
-                return self.commit(job, round).await;
+                return self.commit(job, round, live).await;
             }
             return Ok(());
         }
@@ -494,12 +494,9 @@ impl Coordinator {
         let r = round.round;
         match round.stage {
             Stage::AdvertiseKeys => {
-                let expected: BTreeSet<String> = job
-                    .accepted
-                    .iter()
-                    .filter(|w| live.contains(*w))
-                    .cloned()
-                    .collect();
+                // Every accepted worker's key completes the stage at once; at the deadline,
+                // those published make the roster if they are enough.
+                let expected: BTreeSet<String> = job.accepted.iter().cloned().collect();
                 let published: BTreeSet<String> = job.adverts.keys().cloned().collect();
                 let enough = published.len() >= min;
                 let decision = decide(&expected, &published, enough, round.deadline, now);
@@ -550,9 +547,15 @@ impl Coordinator {
                     // Too few live workers to start: wait for more until the deadline.
                     return Ok(());
                 }
-                match decide(&expected, &delivered, false, round.deadline, now) {
+                // A participant that stopped polling will not deliver: the attempt is void
+                // now rather than at the deadline.
+                let gone = expected
+                    .iter()
+                    .any(|w| !delivered.contains(w) && !live.contains(w));
+                let deadline = if gone { now } else { round.deadline };
+                match decide(&expected, &delivered, false, deadline, now) {
                     Decision::Complete if expected.len() >= min => match job.round.take() {
-                        Some(round) => self.commit(job, round).await,
+                        Some(round) => self.commit(job, round, live).await,
                         None => Ok(()),
                     },
                     Decision::Complete | Decision::Wait => Ok(()),
@@ -576,7 +579,12 @@ impl Coordinator {
         }
     }
 
-    async fn commit(&self, job: &mut LiveJob, mut round: LiveRound) -> Result<()> {
+    async fn commit(
+        &self,
+        job: &mut LiveJob,
+        mut round: LiveRound,
+        live: &HashSet<String>,
+    ) -> Result<()> {
         let r = round.round;
         let mut weights = if job.secure() {
             // The sum over the participants, decoded: the noisy sum of their clipped
@@ -705,11 +713,7 @@ impl Coordinator {
             job.record.state = JobState::Sampling;
             job.sampling_since = Instant::now();
         } else {
-            job.open_round(
-                r + 1,
-                &round.participants.iter().cloned().collect(),
-                self.epoch,
-            );
+            job.open_round(r + 1, live, self.epoch);
         }
         Ok(())
     }

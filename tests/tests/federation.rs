@@ -245,7 +245,14 @@ domain = "coordinator"
         out
     }
 
-    fn job_file(&self, rounds: u32, local_steps: u32, min_workers: u32, rows: u32) -> PathBuf {
+    fn job_file(
+        &self,
+        rounds: u32,
+        local_steps: u32,
+        min_workers: u32,
+        rows: u32,
+        aggregation: &str,
+    ) -> PathBuf {
         let path = self.path("job.toml");
         std::fs::write(
             &path,
@@ -266,6 +273,7 @@ rows = {rows}
 format = "csv"
 recipients = ["team.pub"]
 init_seed = 11
+secure_aggregation = "{aggregation}"
 "#
             ),
         )
@@ -336,7 +344,7 @@ fn three_holders_train_one_generator_over_mutual_tls() {
     for k in 0..3 {
         c.start_worker(k);
     }
-    let job_file = c.job_file(4, 15, 3, 600);
+    let job_file = c.job_file(4, 1, 3, 600, "secagg");
     let job = c.ok(&[
         "submit",
         job_file.to_str().unwrap(),
@@ -434,9 +442,18 @@ fn three_holders_train_one_generator_over_mutual_tls() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    for needed in ["submit", "accept", "round", "artifact", "fetch"] {
+    for needed in [
+        "submit", "accept", "keys", "initial", "round", "artifact", "fetch",
+    ] {
         assert!(actions.contains(&needed), "{actions:?}");
     }
+    assert!(
+        done["aggregation"]
+            .as_str()
+            .unwrap()
+            .starts_with("secure aggregation"),
+        "{done}"
+    );
 
     // The owner's commands refuse a wrong token with one clear line.
     let out = c
@@ -483,7 +500,7 @@ fn a_coordinator_killed_mid_job_resumes_from_the_last_committed_round() {
     for k in 0..3 {
         c.start_worker(k);
     }
-    let job_file = c.job_file(8, 25, 3, 100);
+    let job_file = c.job_file(8, 1, 3, 100, "secagg");
     let job = c.ok(&["submit", job_file.to_str().unwrap()]);
     c.wait(&job, 300, |s| s["round"].as_u64().unwrap_or(0) >= 2);
     c.kill_coordinator();
@@ -525,7 +542,7 @@ fn a_killed_worker_is_dropped_and_a_restarted_one_rejoins() {
     for k in 0..3 {
         c.start_worker(k);
     }
-    let job_file = c.job_file(20, 25, 2, 100);
+    let job_file = c.job_file(80, 1, 2, 100, "secagg");
     let job = c.ok(&["submit", job_file.to_str().unwrap()]);
     c.wait(&job, 300, |s| {
         s["state"] == "running" && s["round"].as_u64().unwrap_or(0) >= 1
@@ -537,11 +554,21 @@ fn a_killed_worker_is_dropped_and_a_restarted_one_rejoins() {
         .unwrap();
     c.start_worker(2);
     let done = c.wait(&job, 300, |s| s["state"] == "done");
-    assert_eq!(done["round"], 20);
-    let rounds = committed_rounds(&c.audit(&job));
+    assert_eq!(done["round"], 80);
+    let audit = c.audit(&job);
+    // The attempt the killed worker was in (or was counted live for) was void, its
+    // received uploads dropped still masked, and the survivors retried: no partial sum.
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["action"] == "retry"
+                && e["detail"].as_str().unwrap().contains("attempt void")),
+        "{audit:?}"
+    );
+    let rounds = committed_rounds(&audit);
     assert_eq!(
         rounds.iter().map(|r| r.0).collect::<Vec<_>>(),
-        (0..20).collect::<Vec<_>>()
+        (0..80).collect::<Vec<_>>()
     );
     assert!(
         rounds.iter().any(|&(_, n)| n == 2),
@@ -609,7 +636,7 @@ fn a_worker_with_another_federations_credentials_is_refused() {
     for k in 0..3 {
         c.start_worker(k);
     }
-    let job_file = c.job_file(2, 5, 2, 50);
+    let job_file = c.job_file(2, 5, 2, 50, "none");
     let job = c.ok(&["submit", job_file.to_str().unwrap()]);
     let s = c.wait(&job, 120, |s| {
         !s["refusals"].as_array().unwrap().is_empty() && s["state"] != "enrolling"
