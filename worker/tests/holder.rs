@@ -373,3 +373,78 @@ fn weights_digest_bytes(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// Secure aggregation at the holder: an attempt is answered once (the same words again for
+/// the same participant set and base, a refusal for another set, so no two updates are ever
+/// masked alike); every attempt is counted against those charged, and a holder whose charged
+/// attempts are spent sends nothing more; a roster that swaps this worker's key, or a set
+/// below the job's minimum, is refused.
+#[test]
+fn a_secure_attempt_is_answered_once_and_attempts_are_charged_in_advance() {
+    use fedsynth_privacy::secagg::{JobKey, KeyAdvert};
+    let dir = tempfile::tempdir().unwrap();
+    let holder = Holder::open(&config(dir.path(), 10.0)).unwrap();
+    let recipient = SecretKey::generate(&mut SecureRng::from_os());
+    let mut spec = spec(&recipient);
+    spec.secure_aggregation = SecureAggregation::Secagg;
+    spec.local_steps = 1;
+    spec.rounds = 3;
+    spec.spare_attempts = Some(1);
+    spec.min_workers = 2;
+    spec.validate().unwrap();
+    let plan = holder.accept("job-s", &spec).unwrap();
+    // The charge is the Skellam mechanism over every attempt (3 rounds + 1 spare).
+    let ledger = Ledger::open(dir.path().join("state/ledger.db")).unwrap();
+    let st = ledger.statement("host", "wage").unwrap();
+    assert!(
+        st.spends
+            .iter()
+            .any(|s| s.event.describe().contains("Skellam")
+                && s.event.describe().contains("4 steps")),
+        "{:?}",
+        st.spends
+            .iter()
+            .map(|s| s.event.describe())
+            .collect::<Vec<_>>()
+    );
+    assert!(st.spent <= spec.epsilon + 1e-9);
+    let me = "clinics/a";
+    let mine = holder.advert("job-s", &spec, me, None).unwrap();
+    assert!((mine.noise_multiplier - plan.noise_multiplier).abs() < 1e-12);
+    let other_key = JobKey::generate();
+    let other = KeyAdvert::new("job-s", "clinics/b", &other_key, 1.3, None).unwrap();
+    let roster = vec![mine.clone(), other.clone()];
+    let set: Vec<String> = vec![me.into(), "clinics/b".into()];
+    let base = holder.initial_weights(&spec).unwrap();
+    let digest = weights_digest(&base);
+    let update = |round: u32, attempt: u32, set: &[String], roster: &[KeyAdvert]| {
+        holder.secure_update(
+            "job-s", &spec, me, round, attempt, set, roster, None, &base, &digest,
+        )
+    };
+    let first = update(0, 7, &set, &roster).unwrap();
+    assert_eq!(first.len(), base.len());
+    // Asked again (a restart): the very same words.
+    assert_eq!(update(0, 7, &set, &roster).unwrap(), first);
+    // The same attempt for another set: refused.
+    let grown = vec![me.to_string(), "clinics/b".into(), "clinics/c".into()];
+    let third = KeyAdvert::new("job-s", "clinics/c", &JobKey::generate(), 1.0, None).unwrap();
+    let wider = vec![mine.clone(), other.clone(), third];
+    assert!(update(0, 7, &grown, &wider).is_err());
+    // A roster that puts another key under this worker's name: refused.
+    let mut swapped = mine.clone();
+    swapped.public_key = other.public_key.clone();
+    assert!(update(0, 8, &set, &[swapped, other.clone()]).is_err());
+    // Too few participants: refused.
+    assert!(update(0, 9, &[me.to_string()], &roster).is_err());
+    // Fresh attempts: each a new update (new batch, new noise, new masks).
+    let second = update(0, 10, &set, &roster).unwrap();
+    assert_ne!(second, first);
+    update(1, 0, &set, &roster).unwrap();
+    update(2, 0, &set, &roster).unwrap();
+    // Four attempts were charged (3 rounds + 1 spare) and four sent: no fifth.
+    let e = update(2, 1, &set, &roster).unwrap_err().to_string();
+    assert!(e.contains("spent"), "{e}");
+    // A round beyond the job's is refused.
+    assert!(update(3, 0, &set, &roster).is_err());
+}
