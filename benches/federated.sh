@@ -7,8 +7,10 @@
 #
 #   bash benches/federated.sh [EPSILON]        (default: 3)
 #
-# Environment: OPTIMIZER (adam, the default: FedAdam; or average: FedAvg), LOCAL_STEPS (1 for
-# adam, 25 for average), LEARNING_RATE (0.005), LOCAL_LEARNING_RATE (1.0).
+# Environment: AGGREGATION (secagg, the default: secure aggregation with distributed noise,
+# one distributed DP-SGD step per round; or none), OPTIMIZER (adam, the default: FedAdam; or
+# average: FedAvg, with AGGREGATION=none), LOCAL_STEPS (1 for adam, 25 for average),
+# LEARNING_RATE (0.005), LOCAL_LEARNING_RATE (1.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/reference_eval.sh
@@ -49,6 +51,7 @@ shard_rows=$(($(wc -l < "$work/shard0.csv") - 1))
 batch=$(( (1000 * shard_rows + rows / 2) / rows ))
 steps=$(( 30 * ( (rows + 999) / 1000 ) ))
 optimizer=${OPTIMIZER:-adam}
+aggregation=${AGGREGATION:-secagg}
 if [ "$optimizer" = adam ]; then local_steps=${LOCAL_STEPS:-1}; else local_steps=${LOCAL_STEPS:-25}; fi
 rounds=$(( (steps + local_steps - 1) / local_steps ))
 
@@ -107,6 +110,7 @@ batch_size = $batch
 learning_rate = ${LEARNING_RATE:-0.005}
 server_optimizer = "$optimizer"
 local_learning_rate = ${LOCAL_LEARNING_RATE:-1.0}
+secure_aggregation = "$aggregation"
 min_workers = 3
 round_deadline_s = 600
 rows = $rows
@@ -122,7 +126,7 @@ fed_s=$(echo "$(date +%s.%N) - $start" | bc)
 "$bin" fetch "$job" --out fetched > /dev/null
 "$bin" decrypt "fetched/$job.fsx" --key team.key --out federated.csv > /dev/null
 
-echo "ε = $eps (single party, 10% of it on the schema) / $fed_eps per holder for training (federated); single party: $rows rows, 30 epochs (${single_s%.*} s); federated ($optimizer): 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
+echo "ε = $eps (single party, 10% of it on the schema) / $fed_eps per holder for training (federated); single party: $rows rows, 30 epochs (${single_s%.*} s); federated ($optimizer, $aggregation): 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
 for name in single federated; do
   echo "  $name: $("$bin" evaluate --real "$train" --synth "$name.csv" --holdout "$holdout" --target cut --out "eval-$name" | sed 's/; wrote.*//')"
   reference_eval "$py" "$shared" "$train" "$holdout" "$name.csv" "ref-$name.json" "    "
