@@ -1532,16 +1532,12 @@ impl Federation for FederationService {
             round.sum = vec![0.0; n];
         }
         let w = header.weight as f32;
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        let mut at = 0;
-        while at < n {
-            let len = (n - at).min(CHUNK_BYTES / 4);
-            std::io::Read::read_exact(&mut spool, &mut buf[..len * 4])?;
-            for (s, b) in round.sum[at..at + len].iter_mut().zip(buf.chunks_exact(4)) {
-                *s += w * f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let sum = &mut round.sum;
+        spool_blocks(&mut spool, n, |at, bytes| {
+            for (s, b) in sum[at..].iter_mut().zip(bytes.chunks_exact(4)) {
+                *s += w * f32_at(b);
             }
-            at += len;
-        }
+        })?;
         round.weight += header.weight;
         round.uploaded.push(worker.clone());
         let r = round.round;
@@ -1722,16 +1718,12 @@ async fn add_ring(
     if round.ring.is_empty() {
         round.ring = vec![0; n];
     }
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let mut at = 0;
-    while at < n {
-        let len = (n - at).min(CHUNK_BYTES / 4);
-        std::io::Read::read_exact(&mut spool, &mut buf[..len * 4])?;
-        for (s, b) in round.ring[at..at + len].iter_mut().zip(buf.chunks_exact(4)) {
+    let ring = &mut round.ring;
+    spool_blocks(&mut spool, n, |at, bytes| {
+        for (s, b) in ring[at..].iter_mut().zip(bytes.chunks_exact(4)) {
             *s = s.wrapping_add(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         }
-        at += len;
-    }
+    })?;
     round.uploaded.push(worker.to_string());
     let (r, a) = (round.round, round.attempt);
     drop(state);
@@ -1740,6 +1732,24 @@ async fn add_ring(
         accepted: true,
         message: format!("round {r} attempt {a}: masked update received"),
     }))
+}
+
+/// Reads a spool of `n` 32-bit values a chunk at a time, handing each chunk's bytes and the
+/// index of its first value to `f`.
+fn spool_blocks(
+    spool: &mut std::fs::File,
+    n: usize,
+    mut f: impl FnMut(usize, &[u8]),
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut at = 0;
+    while at < n {
+        let len = (n - at).min(CHUNK_BYTES / 4);
+        std::io::Read::read_exact(spool, &mut buf[..len * 4])?;
+        f(at, &buf[..len * 4]);
+        at += len;
+    }
+    Ok(())
 }
 
 fn f32_at(b: &[u8]) -> f32 {

@@ -1,7 +1,7 @@
 //! Choosing the tensor device: burn's pure-Rust CPU backend (flex) by default, a GPU through
 //! burn-wgpu when fedsynth is built with the `wgpu` feature and an adapter exists.
 
-use burn::prelude::Device;
+pub use burn::prelude::Device;
 
 use crate::error::{Result, SynthError};
 

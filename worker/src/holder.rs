@@ -467,12 +467,13 @@ impl Holder {
         if let Some(done) = self.cached_round(job, round, base_digest)? {
             return Ok(done);
         }
-        let (encoder, config) = self.encoder(spec)?;
-        let data = encoder.encode_rows(self.typed(&self.schema(spec)?)?.as_ref())?;
-        let mut rng = self.rng();
-        let device = device::open(self.device, rng.next_u64())?;
-        let mut model: Tvae = config.init(&device);
-        model.load_flat(base).map_err(WorkerError::Invalid)?;
+        let Local {
+            encoder,
+            data,
+            device,
+            mut model,
+            mut rng,
+        } = self.local(spec, base)?;
         let cfg = TrainConfig {
             epochs: 1,
             sampling_rate: plan.sampling_rate,
@@ -782,14 +783,32 @@ impl Holder {
         Ok(words)
     }
 
-    /// The sum of clipped per-example gradients over one fresh Poisson batch, from `base`.
-    fn clipped_sum(&self, spec: &JobSpec, plan: &JobPlan, base: &[f32]) -> Result<Vec<f32>> {
+    /// The job's encoder, the holder's encoded rows, a device and the model at `base`.
+    fn local(&self, spec: &JobSpec, base: &[f32]) -> Result<Local> {
         let (encoder, config) = self.encoder(spec)?;
         let data = encoder.encode_rows(self.typed(&self.schema(spec)?)?.as_ref())?;
         let mut rng = self.rng();
         let device = device::open(self.device, rng.next_u64())?;
         let mut model: Tvae = config.init(&device);
         model.load_flat(base).map_err(WorkerError::Invalid)?;
+        Ok(Local {
+            encoder,
+            data,
+            device,
+            model,
+            rng,
+        })
+    }
+
+    /// The sum of clipped per-example gradients over one fresh Poisson batch, from `base`.
+    fn clipped_sum(&self, spec: &JobSpec, plan: &JobPlan, base: &[f32]) -> Result<Vec<f32>> {
+        let Local {
+            encoder,
+            data,
+            device,
+            model,
+            mut rng,
+        } = self.local(spec, base)?;
         let cfg = TrainConfig {
             epochs: 1,
             sampling_rate: plan.sampling_rate,
@@ -817,6 +836,15 @@ impl Holder {
     pub fn ledger_key(&self) -> (&str, &str) {
         (&self.holder, &self.dataset)
     }
+}
+
+/// What a round's training needs at the holder.
+struct Local {
+    encoder: Encoder,
+    data: fedsynth_synth::encoder::Encoded,
+    device: device::Device,
+    model: Tvae,
+    rng: SecureRng,
 }
 
 /// A writer that counts and hashes what passes through it.
