@@ -6,6 +6,12 @@
 //! and the coordinator's peak memory against the model size times the number of concurrent
 //! upload streams.
 //!
+//! Each figure is measured twice: with `secure_aggregation = "none"` (plain f32 weights) and
+//! with `"secagg"` (masked 32-bit ring words, after the once-per-job key stage and initial
+//! weights; each simulated worker's upload is its real net mask over a zero update, computed
+//! before the clock starts — a worker expands its masks while it trains; the criterion
+//! benchmark `secagg` times that expansion — so the committed sum must decode to zero).
+//!
 //!   cargo bench --workspace --profile dev --bench rounds
 //!
 //! The coordinator is the `fedsynth` binary of the same build, run as its own process (so its
@@ -14,6 +20,7 @@
 
 use std::time::{Duration, Instant};
 
+use fedsynth_privacy::secagg::{JobKey, KeyAdvert, Pairs};
 use fedsynth_proto::client::{Token, connect};
 use fedsynth_proto::v1::federation_client::FederationClient;
 use fedsynth_proto::v1::jobs_client::JobsClient;
@@ -35,7 +42,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn spec(workers: u32) -> JobSpec {
+fn spec(workers: u32, secure: bool) -> JobSpec {
     JobSpec {
         version: 1,
         name: format!("bench {workers}"),
@@ -51,7 +58,11 @@ fn spec(workers: u32) -> JobSpec {
         server_optimizer: fedsynth_proto::ServerOptimizer::Adam,
         local_learning_rate: 1.0,
         clip_norm: 1.0,
-        secure_aggregation: SecureAggregation::None,
+        secure_aggregation: if secure {
+            SecureAggregation::Secagg
+        } else {
+            SecureAggregation::None
+        },
         tolerated_workers: 0,
         spare_attempts: None,
         min_workers: workers,
@@ -77,7 +88,7 @@ fn fedsynth() -> std::path::PathBuf {
         .join("fedsynth")
 }
 
-async fn bench(workers: u32) -> (Duration, f64) {
+async fn bench(workers: u32, secure: bool) -> (Duration, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
     // Every simulated worker connects from 127.0.0.1: lift the per-address cap.
     std::fs::write(
@@ -108,7 +119,7 @@ async fn bench(workers: u32) -> (Duration, f64) {
     let job = jobs
         .submit(pb::SubmitRequest {
             client_request_id: "b".into(),
-            spec_toml: spec(workers).to_toml(),
+            spec_toml: spec(workers, secure).to_toml(),
         })
         .await
         .expect("submit")
@@ -140,28 +151,54 @@ async fn bench(workers: u32) -> (Duration, f64) {
         .expect("answer");
         clients.push((c, me));
     }
+    let pairs = if secure {
+        Some(secure_setup(&job, &mut clients).await)
+    } else {
+        None
+    };
     let mut times = Vec::new();
     let mut digest = String::new();
     for round in 0..ROUNDS {
         // Every worker waits for the round to open.
+        let mut task = pb::TrainRound::default();
         for (c, me) in &mut clients {
-            loop {
-                let task = c
-                    .poll(pb::PollRequest {
-                        worker_id: me.clone(),
-                    })
-                    .await
-                    .expect("poll")
-                    .into_inner()
-                    .task;
-                if let Some(Task::Train(t)) = task {
-                    assert_eq!(t.round, round);
-                    digest = t.base_digest;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            task = wait_for(c, me, "collect").await;
+            assert_eq!(task.round, round);
+            digest = task.base_digest.clone();
         }
+        // The simulated workers keep polling while their masks are expanded, as real ones
+        // do while they train (a worker silent for the live window voids the attempt).
+        let beating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let heartbeat = {
+            let beating = beating.clone();
+            let clients: Vec<Worker> = clients.clone();
+            tokio::spawn(async move {
+                while beating.load(std::sync::atomic::Ordering::Relaxed) {
+                    for (c, me) in &clients {
+                        let _ = c
+                            .clone()
+                            .poll(pb::PollRequest {
+                                worker_id: me.clone(),
+                            })
+                            .await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        let masks: Option<Vec<Vec<u8>>> = pairs.as_ref().map(|pairs| {
+            pairs
+                .iter()
+                .map(|p| {
+                    let words = p
+                        .net_mask(PARAMETERS, round, task.attempt, &task.participants)
+                        .expect("mask");
+                    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+                })
+                .collect()
+        });
+        beating.store(false, std::sync::atomic::Ordering::Relaxed);
+        heartbeat.await.expect("heartbeat");
         let started = Instant::now();
         let uploads = clients.iter().enumerate().map(|(k, (c, me))| {
             let mut c = c.clone();
@@ -172,18 +209,26 @@ async fn bench(workers: u32) -> (Duration, f64) {
                 parameters: PARAMETERS as u64,
                 weight: 1.0 + k as f64,
                 base_digest: digest.clone(),
-                ..Default::default()
+                attempt: task.attempt,
+                encoding: if secure { "ring32" } else { "f32" }.into(),
             };
             let per_chunk = CHUNK_BYTES / 4;
             let chunks = PARAMETERS.div_ceil(per_chunk);
+            let mask = masks.as_ref().map(|m| m[k].clone());
             let body = (0..chunks).map(move |i| {
                 let n = per_chunk.min(PARAMETERS - i * per_chunk);
-                let mut bytes = Vec::with_capacity(n * 4);
-                for j in 0..n {
-                    bytes.extend_from_slice(
-                        &(((i * per_chunk + j + k) % 97) as f32 * 0.01).to_le_bytes(),
-                    );
-                }
+                let bytes = match &mask {
+                    Some(m) => m[i * per_chunk * 4..(i * per_chunk + n) * 4].to_vec(),
+                    None => {
+                        let mut bytes = Vec::with_capacity(n * 4);
+                        for j in 0..n {
+                            bytes.extend_from_slice(
+                                &(((i * per_chunk + j + k) % 97) as f32 * 0.01).to_le_bytes(),
+                            );
+                        }
+                        bytes
+                    }
+                };
                 pb::UpdateChunk {
                     part: Some(pb::update_chunk::Part::Data(bytes)),
                 }
@@ -221,6 +266,87 @@ async fn bench(workers: u32) -> (Duration, f64) {
     (times[times.len() / 2], rss)
 }
 
+type Worker = (
+    FederationClient<tonic::codegen::InterceptedService<tonic::transport::Channel, Token>>,
+    String,
+);
+
+/// Polls until the worker is asked for `stage`.
+async fn wait_for(
+    c: &mut FederationClient<tonic::codegen::InterceptedService<tonic::transport::Channel, Token>>,
+    me: &str,
+    stage: &str,
+) -> pb::TrainRound {
+    loop {
+        let task = c
+            .poll(pb::PollRequest {
+                worker_id: me.to_string(),
+            })
+            .await
+            .expect("poll")
+            .into_inner()
+            .task;
+        if let Some(Task::Train(t)) = task
+            && t.stage == stage
+        {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The once-per-job stages of secure aggregation: every worker publishes a key, one uploads
+/// the initial weights. Returns each worker's pairwise keys.
+async fn secure_setup(job: &str, clients: &mut [Worker]) -> Vec<Pairs> {
+    let keys: Vec<JobKey> = clients.iter().map(|_| JobKey::generate()).collect();
+    for ((c, me), key) in clients.iter_mut().zip(&keys) {
+        wait_for(c, me, "advertise_keys").await;
+        let advert = KeyAdvert::new(job, me, key, 1.0, None).expect("advert");
+        c.publish_key(pb::PublishKeyRequest {
+            worker_id: me.clone(),
+            job_id: job.to_string(),
+            advert: advert.to_text(),
+        })
+        .await
+        .expect("publish");
+    }
+    let (c, me) = &mut clients[0];
+    wait_for(c, me, "initial_weights").await;
+    let header = pb::UpdateHeader {
+        worker_id: me.clone(),
+        job_id: job.to_string(),
+        parameters: PARAMETERS as u64,
+        weight: 1.0,
+        encoding: "f32".into(),
+        ..Default::default()
+    };
+    let zeros = vec![0.0f32; PARAMETERS];
+    let messages: Vec<pb::UpdateChunk> = std::iter::once(pb::update_chunk::Part::Header(header))
+        .chain(fedsynth_proto::f32_chunks(&zeros).map(pb::update_chunk::Part::Data))
+        .map(|p| pb::UpdateChunk { part: Some(p) })
+        .collect();
+    c.upload_update(tokio_stream::iter(messages))
+        .await
+        .expect("initial weights");
+    let adverts: Vec<KeyAdvert> = c
+        .fetch_keys(pb::FetchKeysRequest {
+            worker_id: me.clone(),
+            job_id: job.to_string(),
+        })
+        .await
+        .expect("keys")
+        .into_inner()
+        .adverts
+        .iter()
+        .map(|t| KeyAdvert::from_text(t).expect("advert"))
+        .collect();
+    clients
+        .iter()
+        .zip(&keys)
+        .map(|((_, me), key)| Pairs::agree(job, me, key, &adverts).expect("pairs"))
+        .collect()
+}
+
 async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>)
 where
     F::Output: Send,
@@ -242,11 +368,14 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     for workers in [3u32, 10, 50] {
-        let (median, rss) = rt.block_on(bench(workers));
-        println!(
-            "  {workers:>2} workers: {:>7.1} ms per round; coordinator peak RSS {rss:.0} MiB ({:.2}x the model per upload stream)",
-            median.as_secs_f64() * 1e3,
-            rss / (model_mib * f64::from(workers))
-        );
+        for secure in [false, true] {
+            let (median, rss) = rt.block_on(bench(workers, secure));
+            println!(
+                "  {workers:>2} workers, {:<6}: {:>7.1} ms per round; coordinator peak RSS {rss:.0} MiB ({:.2}x the model per upload stream)",
+                if secure { "secagg" } else { "none" },
+                median.as_secs_f64() * 1e3,
+                rss / (model_mib * f64::from(workers))
+            );
+        }
     }
 }
