@@ -838,3 +838,291 @@ async fn one_peer_cannot_hold_every_connection() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Uploads ring words (secure aggregation) for `attempt`.
+async fn upload_ring(
+    client: &mut Fed,
+    me: &str,
+    job: &str,
+    task: &pb::TrainRound,
+    attempt: u32,
+    words: &[u32],
+) -> Result<(), tonic::Status> {
+    let mut messages = vec![pb::UpdateChunk {
+        part: Some(pb::update_chunk::Part::Header(pb::UpdateHeader {
+            worker_id: me.into(),
+            job_id: job.into(),
+            round: task.round,
+            parameters: words.len() as u64,
+            weight: 1.0,
+            base_digest: task.base_digest.clone(),
+            attempt,
+            encoding: "ring32".into(),
+        })),
+    }];
+    messages.extend(
+        words
+            .chunks(fedsynth_proto::CHUNK_BYTES / 4)
+            .map(|c| pb::UpdateChunk {
+                part: Some(pb::update_chunk::Part::Data(
+                    c.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                )),
+            }),
+    );
+    client
+        .upload_update(tokio_stream::iter(messages))
+        .await
+        .map(|_| ())
+}
+
+/// Polls until the worker is asked for `stage` (up to ~10 s).
+async fn stage_task(client: &mut Fed, me: &str, stage: &str) -> pb::TrainRound {
+    for _ in 0..200 {
+        if let Task::Train(t) = poll(client, me).await
+            && t.stage == stage
+        {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{me} was never asked for {stage}")
+}
+
+/// Secure aggregation through the real services: keys published once (another key or
+/// another worker's name refused), the seeded weights once, masked uploads only (plain
+/// ones, a wrong attempt, a replay and a non-participant refused), the sum decoded only
+/// when complete — and a worker that goes silent voids the attempt, which the survivors
+/// retry under a new attempt number.
+#[tokio::test]
+async fn a_secure_round_takes_only_masked_updates_and_a_dropout_voids_the_attempt() {
+    use fedsynth_privacy::secagg::{self, JobKey, KeyAdvert, Pairs};
+    let dir = tempfile::tempdir().unwrap();
+    let url = start(dir.path()).await;
+    let mut j = jobs(&url, OWNER).await;
+    let spec = JobSpec {
+        secure_aggregation: SecureAggregation::Secagg,
+        rounds: 2,
+        round_deadline_s: 2,
+        round_tries: 8,
+        ..spec()
+    };
+    let job = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "s".into(),
+            spec_toml: spec.to_toml(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut clients = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut c = fed(&url, CLINICS).await;
+        let me = register(&mut c, "clinics", name).await;
+        let Task::Offer(_) = poll(&mut c, &me).await else {
+            panic!("expected an offer")
+        };
+        clients.push((c, me, JobKey::generate()));
+    }
+    for (c, me, _) in &mut clients {
+        accept(c, me, &job).await.unwrap();
+    }
+    let publish = |c: &mut Fed, me: &str, advert: &KeyAdvert| {
+        let mut c = c.clone();
+        let (me, job, text) = (me.to_string(), job.clone(), advert.to_text());
+        async move {
+            c.publish_key(pb::PublishKeyRequest {
+                worker_id: me,
+                job_id: job,
+                advert: text,
+            })
+            .await
+        }
+    };
+    for (c, me, key) in &mut clients {
+        stage_task(c, me, "advertise_keys").await;
+        // An advert in another worker's name is refused.
+        let other = KeyAdvert::new(&job, "clinics/zz", key, 1.0, None).unwrap();
+        let e = publish(c, me, &other).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let advert = KeyAdvert::new(&job, me, key, 1.0, None).unwrap();
+        publish(c, me, &advert).await.unwrap();
+        // The same advert again is fine; another key is refused.
+        publish(c, me, &advert).await.unwrap();
+        let swapped = KeyAdvert::new(&job, me, &JobKey::generate(), 1.0, None).unwrap();
+        let e = publish(c, me, &swapped).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    }
+    // The seeded initial weights, once.
+    let n = ROUND_PARAMETERS;
+    let me0 = clients[0].1.clone();
+    let t = stage_task(&mut clients[0].0, &me0, "initial_weights").await;
+    let e = upload_ring(&mut clients[0].0, &me0, &job, &t, 0, &vec![0; n])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    upload(&mut clients[0].0, &me0, &job, &vec![0.0; n], 1.0)
+        .await
+        .unwrap();
+    let me1 = clients[1].1.clone();
+    // A second copy is refused: the stage has moved on (or, if the driver has not yet
+    // ticked, the job has its weights already).
+    let e = upload(&mut clients[1].0, &me1, &job, &vec![0.0; n], 1.0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::FailedPrecondition | Code::InvalidArgument),
+        "{e:?}"
+    );
+
+    // Round 0 with all three: real masks over known sums.
+    let adverts: Vec<KeyAdvert> = clients[0]
+        .0
+        .fetch_keys(pb::FetchKeysRequest {
+            worker_id: me0.clone(),
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .adverts
+        .iter()
+        .map(|t| KeyAdvert::from_text(t).unwrap())
+        .collect();
+    assert_eq!(adverts.len(), 3);
+    let pairs: Vec<Pairs> = clients
+        .iter()
+        .map(|(_, me, key)| Pairs::agree(&job, me, key, &adverts).unwrap())
+        .collect();
+    let scale = secagg::ring_scale(spec.clip_norm, f64::from(spec.batch_size), 3, 1.0);
+    let sums: Vec<Vec<f32>> = (0..3)
+        .map(|k| (0..n).map(|i| ((i * 7 + k) % 11) as f32 - 5.0).collect())
+        .collect();
+    let mut rng = fedsynth_privacy::rng::SecureRng::from_seed(3);
+    let mut round0 = Vec::new();
+    for (k, (c, me, _)) in clients.iter_mut().enumerate() {
+        let t = stage_task(c, me, "collect").await;
+        assert_eq!(t.participants.len(), 3);
+        let mut words = secagg::discretise(&sums[k], scale, &mut rng);
+        secagg::add_words(
+            &mut words,
+            &pairs[k]
+                .net_mask(n, t.round, t.attempt, &t.participants)
+                .unwrap(),
+        );
+        if k == 0 {
+            // Plain weights and a wrong attempt are refused.
+            let e = upload(c, me, &job, &vec![0.0; n], 1.0).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+            let e = upload_ring(c, me, &job, &t, t.attempt + 1, &words)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        }
+        round0.push((t, words));
+    }
+    for (k, (c, me, _)) in clients.iter_mut().enumerate() {
+        let (t, words) = &round0[k];
+        upload_ring(c, me, &job, t, t.attempt, words).await.unwrap();
+    }
+    // A replay of an accepted upload is refused.
+    let (t0, w0) = &round0[0];
+    let e = upload_ring(&mut clients[0].0, &me0, &job, t0, t0.attempt, w0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    // The committed step: Adam's first step from zero moves each weight by the learning
+    // rate against the sign of the mean gradient Σ sums / (batch · 3).
+    let t1 = stage_task(&mut clients[0].0, &me0, "collect").await;
+    assert_eq!(t1.round, 1);
+    let weights = global_weights(&mut clients[0].0, &me0, &job).await;
+    for i in 0..n {
+        let g: f32 = sums.iter().map(|s| s[i]).sum();
+        let lr = spec.learning_rate as f32;
+        if g == 0.0 {
+            // Only the rounding's residue (a few ring units) is left: a step of at most lr.
+            assert!(weights[i].abs() <= lr * 1.001, "{i}: {}", weights[i]);
+        } else {
+            let want = -g.signum() * lr;
+            assert!(
+                (weights[i] - want).abs() < 1e-4,
+                "{i}: {} vs {want}",
+                weights[i]
+            );
+        }
+    }
+
+    // Round 1: c goes silent. a and b deliver; the attempt is void, never a partial sum.
+    let first_attempt = t1.attempt;
+    for k in 0..2 {
+        let (c, me, _) = &mut clients[k];
+        let t = stage_task(c, me, "collect").await;
+        let mut words = vec![0u32; n];
+        secagg::add_words(
+            &mut words,
+            &pairs[k]
+                .net_mask(n, t.round, t.attempt, &t.participants)
+                .unwrap(),
+        );
+        upload_ring(c, me, &job, &t, t.attempt, &words)
+            .await
+            .unwrap();
+    }
+    // The survivors are asked again: another attempt, without c.
+    let mut retry = None;
+    for _ in 0..300 {
+        let t = stage_task(&mut clients[0].0, &me0, "collect").await;
+        let _ = poll(&mut clients[1].0, &me1).await;
+        if t.attempt != first_attempt && t.participants.len() == 2 {
+            retry = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let retry = retry.expect("a retry without the silent worker");
+    assert_eq!(retry.round, 1);
+    let audit = audit_trail(&mut j, &job).await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "retry" && e.detail.contains("attempt void")),
+        "{audit:?}"
+    );
+    // The silent worker is no participant of the retry.
+    let mec = clients[2].1.clone();
+    let e = upload_ring(
+        &mut clients[2].0,
+        &mec,
+        &job,
+        &retry,
+        retry.attempt,
+        &vec![0; n],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    for k in 0..2 {
+        let (c, me, _) = &mut clients[k];
+        let words = pairs[k]
+            .net_mask(n, retry.round, retry.attempt, &retry.participants)
+            .unwrap();
+        upload_ring(c, me, &job, &retry, retry.attempt, &words)
+            .await
+            .unwrap();
+    }
+    for _ in 0..100 {
+        let s = j
+            .get_job(pb::GetJobRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.round == 2 {
+            assert!(s.aggregation.starts_with("secure aggregation"), "{s:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("round 1 never committed with the survivors");
+}
