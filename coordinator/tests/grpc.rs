@@ -1126,3 +1126,111 @@ async fn a_secure_round_takes_only_masked_updates_and_a_dropout_voids_the_attemp
     }
     panic!("round 1 never committed with the survivors");
 }
+
+/// The key stage closes at its deadline with the workers that published (a malformed advert
+/// refused, the silent worker left out of the roster and of every round); with too few live
+/// workers left, the job stops cleanly, saying why.
+#[tokio::test]
+async fn a_roster_forms_without_a_silent_worker_and_too_few_survivors_stop_the_job() {
+    use fedsynth_privacy::secagg::{JobKey, KeyAdvert};
+    let dir = tempfile::tempdir().unwrap();
+    let url = start(dir.path()).await;
+    let mut j = jobs(&url, OWNER).await;
+    let spec = JobSpec {
+        secure_aggregation: SecureAggregation::Secagg,
+        rounds: 3,
+        round_deadline_s: 1,
+        round_tries: 3,
+        ..spec()
+    };
+    let job = j
+        .submit(pb::SubmitRequest {
+            client_request_id: "k".into(),
+            spec_toml: spec.to_toml(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut clients = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut c = fed(&url, CLINICS).await;
+        let me = register(&mut c, "clinics", name).await;
+        let Task::Offer(_) = poll(&mut c, &me).await else {
+            panic!("expected an offer")
+        };
+        clients.push((c, me));
+    }
+    for (c, me) in &mut clients {
+        accept(c, me, &job).await.unwrap();
+    }
+    // a and b publish; c polls but never publishes. A malformed advert is refused.
+    for (c, me) in clients.iter_mut().take(2) {
+        stage_task(c, me, "advertise_keys").await;
+        let e = c
+            .publish_key(pb::PublishKeyRequest {
+                worker_id: me.clone(),
+                job_id: job.clone(),
+                advert: "{not json".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let advert = KeyAdvert::new(&job, me, &JobKey::generate(), 1.0, None).unwrap();
+        c.publish_key(pb::PublishKeyRequest {
+            worker_id: me.clone(),
+            job_id: job.clone(),
+            advert: advert.to_text(),
+        })
+        .await
+        .unwrap();
+    }
+    let (mut cc, mec) = (clients[2].0.clone(), clients[2].1.clone());
+    stage_task(&mut cc, &mec, "advertise_keys").await;
+    // At the deadline the roster is a and b: the initial weights are asked of them only.
+    let me0 = clients[0].1.clone();
+    stage_task(&mut clients[0].0, &me0, "initial_weights").await;
+    let e = cc
+        .fetch_keys(pb::FetchKeysRequest {
+            worker_id: mec.clone(),
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    upload(
+        &mut clients[0].0,
+        &me0,
+        &job,
+        &vec![0.0; ROUND_PARAMETERS],
+        1.0,
+    )
+    .await
+    .unwrap();
+    let t = stage_task(&mut clients[0].0, &me0, "collect").await;
+    assert_eq!(
+        t.participants,
+        vec![clients[0].1.clone(), clients[1].1.clone()]
+    );
+    let Task::Idle(_) = poll(&mut cc, &mec).await else {
+        panic!("the worker outside the roster was asked for something")
+    };
+    // Only a keeps polling: fewer live workers than min_workers, every try void, the job
+    // fails with the reason.
+    for _ in 0..200 {
+        let _ = poll(&mut clients[0].0, &me0).await;
+        let s = j
+            .get_job(pb::GetJobRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.state == "failed" {
+            assert!(s.reason.contains("giving up"), "{}", s.reason);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the job did not stop with too few workers");
+}
