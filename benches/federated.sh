@@ -90,6 +90,8 @@ ca = "certs/ca.pem"
 cert = "certs/h$k.pem"
 key = "certs/h$k.key"
 domain = "coordinator"
+[policy]
+allow_plain_aggregation = $([ "$aggregation" = none ] && echo true || echo false)
 TOML
 done
 sleep 1

@@ -633,6 +633,16 @@ fn a_worker_with_another_federations_credentials_is_refused() {
         .unwrap()
         .replace("cap_epsilon = 10.0", "cap_epsilon = 0.5");
     std::fs::write(c.path("clinic-c.toml"), config).unwrap();
+    // This job runs without secure aggregation, which each holder must allow.
+    for w in WORKERS {
+        let path = c.path(&format!("{w}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            format!("{text}[policy]\nallow_plain_aggregation = true\n"),
+        )
+        .unwrap();
+    }
     for k in 0..3 {
         c.start_worker(k);
     }

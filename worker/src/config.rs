@@ -68,6 +68,11 @@ pub struct Policy {
     pub max_output_rows: Option<u64>,
     /// Most weights and biases a job's model may have (default 16,777,216, 64 MiB).
     pub max_parameters: Option<u64>,
+    /// Whether this holder takes part in jobs without secure aggregation
+    /// (`secure_aggregation = "none"`), where the coordinator sees each holder's update.
+    /// Default false: such jobs are refused.
+    #[serde(default)]
+    pub allow_plain_aggregation: bool,
 }
 
 impl Policy {
@@ -121,6 +126,14 @@ impl Policy {
                 spec.parameters,
                 self.max_model()
             ));
+        }
+        if spec.secure_aggregation == fedsynth_proto::SecureAggregation::None
+            && !self.allow_plain_aggregation
+        {
+            return refuse(
+                "the job runs without secure aggregation (the coordinator would see this holder's updates); set allow_plain_aggregation = true to take part in such jobs"
+                    .into(),
+            );
         }
         if !self.allowed_recipients.is_empty() {
             let allowed = |r: &String| self.allowed_recipients.iter().any(|a| a.trim() == r.trim());

@@ -34,7 +34,11 @@ fn config(dir: &std::path::Path, cap: f64) -> WorkerConfig {
         tls: None,
         insecure_plaintext: true,
         seed: Some(5),
-        policy: Default::default(),
+        // Most of these tests run plain-aggregation jobs.
+        policy: fedsynth_worker::config::Policy {
+            allow_plain_aggregation: true,
+            ..Default::default()
+        },
     }
 }
 
@@ -327,6 +331,12 @@ fn the_policy_limits_each_job_and_its_recipients() {
     let holder = Holder::open(&cfg).unwrap();
     let e = holder.accept("job-n", &spec(&key)).unwrap_err().to_string();
     assert!(e.contains("output rows"), "{e}");
+    drop(holder);
+    let mut cfg = config(dir.path(), 10.0);
+    cfg.policy.allow_plain_aggregation = false;
+    let holder = Holder::open(&cfg).unwrap();
+    let e = holder.accept("job-x", &spec(&key)).unwrap_err().to_string();
+    assert!(e.contains("without secure aggregation"), "{e}");
     drop(holder);
     let mut cfg = config(dir.path(), 10.0);
     cfg.policy.max_parameters = Some(1000);
