@@ -888,6 +888,38 @@ async fn stage_task(client: &mut Fed, me: &str, stage: &str) -> pb::TrainRound {
     panic!("{me} was never asked for {stage}")
 }
 
+/// Submits a secure-aggregation `spec` and has clinics/a, b and c each take the offer and
+/// accept it (all offered before any accepts, so the job waits for the three).
+async fn secure_job(
+    url: &str,
+    spec: &JobSpec,
+    request: &str,
+) -> (Jobs, String, Vec<(Fed, String)>) {
+    let mut j = jobs(url, OWNER).await;
+    let job = j
+        .submit(pb::SubmitRequest {
+            client_request_id: request.into(),
+            spec_toml: spec.to_toml(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut clients = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut c = fed(url, CLINICS).await;
+        let me = register(&mut c, "clinics", name).await;
+        let Task::Offer(_) = poll(&mut c, &me).await else {
+            panic!("expected an offer")
+        };
+        clients.push((c, me));
+    }
+    for (c, me) in &mut clients {
+        accept(c, me, &job).await.unwrap();
+    }
+    (j, job, clients)
+}
+
 /// Secure aggregation through the real services: keys published once (another key or
 /// another worker's name refused), the seeded weights once, masked uploads only (plain
 /// ones, a wrong attempt, a replay and a non-participant refused), the sum decoded only
@@ -898,7 +930,6 @@ async fn a_secure_round_takes_only_masked_updates_and_a_dropout_voids_the_attemp
     use fedsynth_privacy::secagg::{self, JobKey, KeyAdvert, Pairs};
     let dir = tempfile::tempdir().unwrap();
     let url = start(dir.path()).await;
-    let mut j = jobs(&url, OWNER).await;
     let spec = JobSpec {
         secure_aggregation: SecureAggregation::Secagg,
         rounds: 2,
@@ -906,27 +937,11 @@ async fn a_secure_round_takes_only_masked_updates_and_a_dropout_voids_the_attemp
         round_tries: 8,
         ..spec()
     };
-    let job = j
-        .submit(pb::SubmitRequest {
-            client_request_id: "s".into(),
-            spec_toml: spec.to_toml(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
-    let mut clients = Vec::new();
-    for name in ["a", "b", "c"] {
-        let mut c = fed(&url, CLINICS).await;
-        let me = register(&mut c, "clinics", name).await;
-        let Task::Offer(_) = poll(&mut c, &me).await else {
-            panic!("expected an offer")
-        };
-        clients.push((c, me, JobKey::generate()));
-    }
-    for (c, me, _) in &mut clients {
-        accept(c, me, &job).await.unwrap();
-    }
+    let (mut j, job, joined) = secure_job(&url, &spec, "s").await;
+    let mut clients: Vec<(Fed, String, JobKey)> = joined
+        .into_iter()
+        .map(|(c, me)| (c, me, JobKey::generate()))
+        .collect();
     let publish = |c: &mut Fed, me: &str, advert: &KeyAdvert| {
         let mut c = c.clone();
         let (me, job, text) = (me.to_string(), job.clone(), advert.to_text());
@@ -1135,7 +1150,6 @@ async fn a_roster_forms_without_a_silent_worker_and_too_few_survivors_stop_the_j
     use fedsynth_privacy::secagg::{JobKey, KeyAdvert};
     let dir = tempfile::tempdir().unwrap();
     let url = start(dir.path()).await;
-    let mut j = jobs(&url, OWNER).await;
     let spec = JobSpec {
         secure_aggregation: SecureAggregation::Secagg,
         rounds: 3,
@@ -1143,27 +1157,7 @@ async fn a_roster_forms_without_a_silent_worker_and_too_few_survivors_stop_the_j
         round_tries: 3,
         ..spec()
     };
-    let job = j
-        .submit(pb::SubmitRequest {
-            client_request_id: "k".into(),
-            spec_toml: spec.to_toml(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
-    let mut clients = Vec::new();
-    for name in ["a", "b", "c"] {
-        let mut c = fed(&url, CLINICS).await;
-        let me = register(&mut c, "clinics", name).await;
-        let Task::Offer(_) = poll(&mut c, &me).await else {
-            panic!("expected an offer")
-        };
-        clients.push((c, me));
-    }
-    for (c, me) in &mut clients {
-        accept(c, me, &job).await.unwrap();
-    }
+    let (mut j, job, mut clients) = secure_job(&url, &spec, "k").await;
     // a and b publish; c polls but never publishes. A malformed advert is refused.
     for (c, me) in clients.iter_mut().take(2) {
         stage_task(c, me, "advertise_keys").await;

@@ -474,13 +474,7 @@ impl Holder {
             mut model,
             mut rng,
         } = self.local(spec, base)?;
-        let cfg = TrainConfig {
-            epochs: 1,
-            sampling_rate: plan.sampling_rate,
-            clip_norm: spec.clip_norm,
-            noise_multiplier: Some(plan.noise_multiplier),
-            learning_rate: spec.learning_rate,
-        };
+        let cfg = round_config(spec, &plan, Some(plan.noise_multiplier));
         let mut stepper = Stepper::new(
             &model,
             &data,
@@ -809,13 +803,7 @@ impl Holder {
             model,
             mut rng,
         } = self.local(spec, base)?;
-        let cfg = TrainConfig {
-            epochs: 1,
-            sampling_rate: plan.sampling_rate,
-            clip_norm: spec.clip_norm,
-            noise_multiplier: None,
-            learning_rate: spec.learning_rate,
-        };
+        let cfg = round_config(spec, plan, None);
         let mut stepper = Stepper::new(
             &model,
             &data,
@@ -835,6 +823,18 @@ impl Holder {
     /// (holder, dataset) as recorded in the ledger.
     pub fn ledger_key(&self) -> (&str, &str) {
         (&self.holder, &self.dataset)
+    }
+}
+
+/// One round's training settings: the plan's sampling rate, the spec's clipping and learning
+/// rate, and the noise multiplier (none for a secure round: its noise is added in the ring).
+fn round_config(spec: &JobSpec, plan: &JobPlan, noise_multiplier: Option<f64>) -> TrainConfig {
+    TrainConfig {
+        epochs: 1,
+        sampling_rate: plan.sampling_rate,
+        clip_norm: spec.clip_norm,
+        noise_multiplier,
+        learning_rate: spec.learning_rate,
     }
 }
 
