@@ -8,6 +8,7 @@
 //!   over the survivors' fresh uploads, plus the partial sum it discards (`sum` at n and 0.9·n).
 //!
 //!   cargo bench --workspace --profile dev --bench secagg
+#![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fedsynth_privacy::rng::SecureRng;

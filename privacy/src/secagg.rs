@@ -319,7 +319,7 @@ impl Pairs {
         if !participants.windows(2).all(|w| w[0] < w[1]) {
             return fail("the participant set is not sorted without repeats");
         }
-        if !participants.iter().any(|p| *p == self.me) {
+        if !participants.contains(&self.me) {
             return fail("this worker is not in the participant set");
         }
         let digest = participants_digest(participants);

@@ -16,8 +16,8 @@
 //!   Gaussian's; the second vanishes as V grows.
 //! - **Poisson subsampling** of a mechanism known by its RDP curve: the general upper bound of
 //!   Zhu and Wang 2019 (Theorem 5), at integer orders α ≥ 2:
-//!   ε'(α) = 1/(α−1)·log[(1−q)^(α−1)(αq−q+1) + C(α,2)q²(1−q)^(α−2)e^{ε(2)}
-//!   + 3·Σ_{l=3..α} C(α,l)(1−q)^(α−l)q^l e^{(l−1)ε(l)}], never above ε(α) itself. Fractional
+//!   ε'(α) = 1/(α−1)·log[(1−q)^(α−1)(αq−q+1) + C(α,2)q²(1−q)^(α−2)e^{ε(2)} +
+//!   3·Σ_{l=3..α} C(α,l)(1−q)^(α−l)q^l e^{(l−1)ε(l)}], never above ε(α) itself. Fractional
 //!   orders are left out (infinite), so the RDP → (ε, δ) conversion picks among the integers.
 //!
 //! Wrap-around in the ring is post-processing: it costs accuracy, never privacy.
