@@ -14,11 +14,18 @@
 //! - **Skellam RDP** (Agarwal, Kairouz and Liu 2021, Theorem 3.5), in ring units:
 //!   ε(α) = α·Δ₂²/(2V) + min(((2α−1)·Δ₂² + 6·Δ₁)/(4V²), 3·Δ₁/(2V)). The first term is the
 //!   Gaussian's; the second vanishes as V grows.
-//! - **Poisson subsampling** of a mechanism known by its RDP curve: the general upper bound of
-//!   Zhu and Wang 2019 (Theorem 5), at integer orders α ≥ 2:
-//!   ε'(α) = 1/(α−1)·log[(1−q)^(α−1)(αq−q+1) + C(α,2)q²(1−q)^(α−2)e^{ε(2)} +
-//!   3·Σ_{l=3..α} C(α,l)(1−q)^(α−l)q^l e^{(l−1)ε(l)}], never above ε(α) itself. Fractional
-//!   orders are left out (infinite), so the RDP → (ε, δ) conversion picks among the integers.
+//! - **Poisson subsampling** of a mechanism known by its RDP curve, under addition or removal
+//!   of a row, at integer orders α ≥ 2 (Steinke 2022, "Composition of Differential Privacy &
+//!   Privacy Amplification by Subsampling", the Poisson-subsampling theorem for Rényi DP):
+//!   ε'(α) = 1/(α−1)·log[(1−q)^(α−1)(1+(α−1)q) + Σ_{k=2..α} C(α,k)(1−q)^(α−k)q^k e^{(k−1)ε(k)}],
+//!   never above ε(α) itself, where ε(k) bounds the base mechanism's divergence in both
+//!   directions (the Skellam bound does: the mechanism is symmetric). For the Gaussian this is
+//!   exactly Mironov, Talwar and Zhang's sampled-Gaussian formula. The removal direction is the
+//!   binomial expansion itself; the addition direction is the theorem's — checked here
+//!   numerically, in high precision, on random pairs of distributions (`tests`), and it
+//!   replaced Zhu and Wang's general bound (a factor 3 on the terms k ≥ 3), which charged ~40%
+//!   more noise at DP-SGD's rates. Fractional orders are left out (infinite), so the RDP →
+//!   (ε, δ) conversion picks among the integers.
 //!
 //! Wrap-around in the ring is post-processing: it costs accuracy, never privacy.
 
@@ -56,35 +63,43 @@ impl Skellam {
         gaussian + extra
     }
 
-    /// The Rényi divergence of one Poisson-subsampled release (rate q) at order α: the
-    /// Zhu–Wang bound at integer α ≥ 2, infinite at other orders.
+    /// The Rényi divergence of one Poisson-subsampled release (rate q) at order α (see the
+    /// module's documentation): at integer α ≥ 2, infinite at other orders.
     pub fn subsampled_rdp(&self, q: f64, alpha: f64) -> f64 {
-        if q <= 0.0 {
-            return 0.0;
-        }
         if alpha.fract() != 0.0 || alpha < 2.0 {
             return f64::INFINITY;
         }
         if q >= 1.0 {
             return self.rdp(alpha);
         }
-        let a = alpha as u64;
-        let (lq, l1q) = (q.ln(), (-q).ln_1p());
-        let mut log_sum = (alpha - 1.0) * l1q + (alpha * q - q + 1.0).ln();
-        let (lb2, _) = log_abs_binom(alpha, 2);
-        log_sum = log_add(
-            log_sum,
-            lb2 + 2.0 * lq + (alpha - 2.0) * l1q + self.rdp(2.0),
-        );
-        let log3 = 3.0f64.ln();
-        for l in 3..=a {
-            let fl = l as f64;
-            let (lb, _) = log_abs_binom(alpha, l);
-            let term = log3 + lb + (alpha - fl) * l1q + fl * lq + (fl - 1.0) * self.rdp(fl);
-            log_sum = log_add(log_sum, term);
-        }
-        (log_sum / (alpha - 1.0)).min(self.rdp(alpha)).max(0.0)
+        poisson_subsampled_rdp(q, alpha, |k| self.rdp(k as f64)).min(self.rdp(alpha))
     }
+}
+
+/// The Rényi divergence at order α of a mechanism Poisson-subsampled at rate q, from `rdp(k)`,
+/// bounds of its divergence (in both directions of neighbouring) at the integer orders
+/// k = 2..α: Steinke's theorem (see the module's documentation). Infinite at fractional α.
+pub fn poisson_subsampled_rdp(q: f64, alpha: f64, rdp: impl Fn(u64) -> f64) -> f64 {
+    if q <= 0.0 {
+        return 0.0;
+    }
+    if alpha.fract() != 0.0 || alpha < 2.0 || q >= 1.0 {
+        return if q >= 1.0 && alpha >= 2.0 && alpha.fract() == 0.0 {
+            rdp(alpha as u64)
+        } else {
+            f64::INFINITY
+        };
+    }
+    let a = alpha as u64;
+    let (lq, l1q) = (q.ln(), (-q).ln_1p());
+    let mut log_sum = (alpha - 1.0) * l1q + ((alpha - 1.0) * q).ln_1p();
+    for k in 2..=a {
+        let fk = k as f64;
+        let (lb, _) = log_abs_binom(alpha, k);
+        let term = lb + (alpha - fk) * l1q + fk * lq + (fk - 1.0) * rdp(k);
+        log_sum = log_add(log_sum, term);
+    }
+    (log_sum / (alpha - 1.0)).max(0.0)
 }
 
 #[cfg(test)]
@@ -117,14 +132,12 @@ mod tests {
     }
 
     /// With the rounding negligible (a large ring scale), the Skellam step is never tighter
-    /// than the exact subsampled Gaussian (Mironov et al.), and its ε stays within 35% of it:
-    /// the price of a subsampling bound that holds for any mechanism (the factor 3 and the
-    /// integer orders of Zhu and Wang's Theorem 5), in DP-SGD's regime of small rates. At
-    /// large rates it is looser (q = 0.2, σ = 4, 50 steps: 4.2 against 1.6).
+    /// than the exact subsampled Gaussian (Mironov et al.) and equals it at integer orders to
+    /// within 10⁻⁴ (relative; the rounding's √d on a clipping norm of 10⁹ units); its ε is within 2% (only fractional orders are missing).
     #[test]
     fn tends_to_the_gaussian() {
         let orders: Vec<f64> = default_orders();
-        for &(q, sigma, steps) in &[(0.01, 1.0, 1000u64), (0.05, 1.5, 300), (0.02, 1.2, 2000)] {
+        for &(q, sigma, steps) in &[(0.01, 1.0, 1000u64), (0.05, 1.5, 300), (0.2, 4.0, 50)] {
             let m = Skellam::for_dpsgd(sigma, 1e9, 100_000);
             let plain = Skellam::for_dpsgd(sigma, 1e9, 1);
             assert!((m.rdp(8.0) / plain.rdp(8.0) - 1.0).abs() < 1e-3);
@@ -139,6 +152,12 @@ mod tests {
             for (i, &a) in orders.iter().enumerate() {
                 if a.fract() == 0.0 {
                     assert!(
+                        sk[i] <= ga[i] * (1.0 + 1e-4) + 1e-12,
+                        "α={a}: {} vs {}",
+                        sk[i],
+                        ga[i]
+                    );
+                    assert!(
                         sk[i] >= ga[i] * (1.0 - 1e-9),
                         "α={a}: {} < {}",
                         sk[i],
@@ -148,8 +167,65 @@ mod tests {
             }
             let (es, _) = rdp_to_epsilon(&orders, &sk, 1e-5);
             let (eg, _) = rdp_to_epsilon(&orders, &ga, 1e-5);
-            assert!(es >= eg && es <= 1.35 * eg, "q={q} σ={sigma}: {es} vs {eg}");
+            assert!(es >= eg && es <= 1.02 * eg, "q={q} σ={sigma}: {es} vs {eg}");
         }
+    }
+
+    /// The theorem behind the subsampling bound, checked on its own terms: for random pairs
+    /// of distributions (P, Q) on a few points, and ε(k) the larger of D_k(P‖Q) and
+    /// D_k(Q‖P), both true Rényi divergences of the subsampled pair — removal
+    /// D_α((1−q)Q + qP ‖ Q) and addition D_α(Q ‖ (1−q)Q + qP) — stay below the bound.
+    #[test]
+    fn the_subsampling_bound_holds_in_both_directions_on_random_pairs() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        let divergence = |a: f64, p: &[f64], q: &[f64]| -> f64 {
+            let s: f64 = p
+                .iter()
+                .zip(q)
+                .map(|(x, y)| x.powf(a) * y.powf(1.0 - a))
+                .sum();
+            s.ln() / (a - 1.0)
+        };
+        let mut worst: f64 = 0.0;
+        for trial in 0..4000 {
+            let n = rng.random_range(2..6);
+            let draw = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f64> {
+                let v: Vec<f64> = (0..n).map(|_| rng.random::<f64>().powi(3) + 1e-6).collect();
+                let t: f64 = v.iter().sum();
+                v.into_iter().map(|x| x / t).collect()
+            };
+            let p = draw(&mut rng);
+            // Half the pairs are mirror images (a shifted symmetric noise, as Skellam's).
+            let q_dist = if trial % 2 == 0 {
+                p.iter().rev().copied().collect()
+            } else {
+                draw(&mut rng)
+            };
+            let rate = [0.01, 0.05, 0.2, 0.5][trial % 4];
+            let alpha = [2.0, 3.0, 5.0, 8.0][(trial / 4) % 4];
+            let eps = |k: u64| {
+                let k = k as f64;
+                divergence(k, &p, &q_dist).max(divergence(k, &q_dist, &p))
+            };
+            let bound = poisson_subsampled_rdp(rate, alpha, eps);
+            let mix: Vec<f64> = q_dist
+                .iter()
+                .zip(&p)
+                .map(|(a, b)| (1.0 - rate) * a + rate * b)
+                .collect();
+            let removal = divergence(alpha, &mix, &q_dist);
+            let addition = divergence(alpha, &q_dist, &mix);
+            let tolerance = 1e-9 * bound.abs() + 1e-12;
+            assert!(
+                removal <= bound + tolerance && addition <= bound + tolerance,
+                "q={rate} α={alpha} p={p:?} q={q_dist:?}: removal {removal}, addition {addition}, bound {bound}"
+            );
+            if bound > 1e-9 {
+                worst = worst.max(addition.max(removal) / bound);
+            }
+        }
+        assert!(worst > 0.5, "the check never came near the bound: {worst}");
     }
 
     /// Coarse rounding costs privacy: a small ring scale gives a larger ε at the same σ.

@@ -4,9 +4,8 @@ of pairwise log-additions, and the formulas as printed in the papers.
 
   Skellam RDP (Agarwal, Kairouz, Liu 2021, Thm 3.5):
     eps(a) = a*D2^2/(2V) + min(((2a-1)*D2^2 + 6*D1)/(4V^2), 3*D1/(2V))
-  Poisson subsampling, general upper bound (Zhu, Wang 2019, Thm 5), integer a >= 2:
-    eps'(a) = log[(1-q)^(a-1)(aq-q+1) + C(a,2) q^2 (1-q)^(a-2) e^{eps(2)}
-              + 3 sum_{l=3..a} C(a,l) (1-q)^(a-l) q^l e^{(l-1) eps(l)}] / (a-1)
+  Poisson subsampling under addition/removal (Steinke 2022), integer a >= 2:
+    eps'(a) = log[(1-q)^(a-1)(1+(a-1)q) + sum_{k=2..a} C(a,k) (1-q)^(a-k) q^k e^{(k-1) eps(k)}] / (a-1)
     capped at eps(a).
 
 Run: python3 privacy/tests/skellam_reference.py > privacy/tests/skellam_reference.json
@@ -20,11 +19,10 @@ def skellam_rdp(a, v, l2, l1):
 
 
 def subsampled(q, a, v, l2, l1):
-    logs = [(a - 1) * math.log1p(-q) + math.log(a * q - q + 1),
-            math.log(math.comb(a, 2)) + 2 * math.log(q) + (a - 2) * math.log1p(-q) + skellam_rdp(2, v, l2, l1)]
-    for l in range(3, a + 1):
-        logs.append(math.log(3) + math.log(math.comb(a, l)) + (a - l) * math.log1p(-q)
-                    + l * math.log(q) + (l - 1) * skellam_rdp(l, v, l2, l1))
+    logs = [(a - 1) * math.log1p(-q) + math.log(1 + (a - 1) * q)]
+    for k in range(2, a + 1):
+        logs.append(math.log(math.comb(a, k)) + (a - k) * math.log1p(-q)
+                    + k * math.log(q) + (k - 1) * skellam_rdp(k, v, l2, l1))
     top = max(logs)
     total = top + math.log(sum(math.exp(x - top) for x in logs))
     return max(0.0, min(total / (a - 1), skellam_rdp(a, v, l2, l1)))
