@@ -26,8 +26,13 @@ epsilons=("$@")
 [ ${#epsilons[@]} -gt 0 ] || epsilons=(1 3 inf)
 tables=(${TABLES:-diamonds wage psid1976 caravan nmes1988 flights})
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedsynth/target}"
-cargo test -q --workspace --locked --no-run 2> /dev/null
-bin="$CARGO_TARGET_DIR/debug/fedsynth"
+# FEDSYNTH_BIN: an already built fedsynth to run instead (so a build may go on meanwhile).
+if [ -n "${FEDSYNTH_BIN:-}" ]; then
+  bin=$FEDSYNTH_BIN
+else
+  cargo test -q --workspace --locked --no-run 2> /dev/null
+  bin="$CARGO_TARGET_DIR/debug/fedsynth"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 declare -A target=([diamonds]=cut [wage]=jobclass [psid1976]=participation [caravan]=Purchase

@@ -161,24 +161,6 @@ impl Artifacts {
         })
     }
 
-    /// Reads stored weights (little-endian f32) whole: one model's worth of memory.
-    pub async fn read_weights(&self, key: &str) -> Result<Vec<f32>> {
-        let mut stream = Box::pin(self.stream(key).await?);
-        let mut bytes = Vec::new();
-        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-            bytes.extend_from_slice(&chunk?);
-        }
-        if bytes.len() % 4 != 0 {
-            return Err(CoordinatorError::Corrupt(format!(
-                "{key}: not whole f32 values"
-            )));
-        }
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
-    }
-
     /// Like [`Artifacts::reader`], or `None` if there is no object under `key`.
     pub async fn reader_if_present(&self, key: &str) -> Result<Option<ObjectReader>> {
         match self.reader(key).await {

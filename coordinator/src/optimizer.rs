@@ -152,6 +152,33 @@ pub async fn step_stored(
     average: &mut [f32],
     lr: f64,
 ) -> Result<()> {
+    step_stored_as(
+        artifacts,
+        job,
+        round,
+        base_key,
+        base_digest,
+        average,
+        lr,
+        false,
+    )
+    .await
+}
+
+/// [`step_stored`], or, with `from_gradient`, from the mean gradient itself (secure
+/// aggregation's decoded sum) instead of the holders' average: each block of `average` then
+/// becomes base − gradient as the base weights stream by, so the base is read once.
+#[allow(clippy::too_many_arguments)]
+pub async fn step_stored_as(
+    artifacts: &Artifacts,
+    job: &str,
+    round: u32,
+    base_key: &str,
+    base_digest: &str,
+    average: &mut [f32],
+    lr: f64,
+    from_gradient: bool,
+) -> Result<()> {
     let n = average.len();
     let corrupt = |what: String| CoordinatorError::Corrupt(format!("job {job}: {what}"));
     let mut base = artifacts.reader(base_key).await?;
@@ -203,7 +230,13 @@ pub async fn step_stored(
                 }
                 None => vec![0.0; 2 * len],
             };
-            adam_block(t, lr, &f32s(&b), &mut average[at..at + len], &mut moments);
+            let base_block = f32s(&b);
+            if from_gradient {
+                for (a, w) in average[at..at + len].iter_mut().zip(&base_block) {
+                    *a = w - *a;
+                }
+            }
+            adam_block(t, lr, &base_block, &mut average[at..at + len], &mut moments);
             for raw in fedsynth_proto::f32_chunks(&moments) {
                 out_hash.update(&raw);
                 upload.put(Bytes::from(raw)).await?;

@@ -94,16 +94,14 @@ pub fn roster_scale(adverts: &[KeyAdvert], clip: f64, batch: f64) -> f64 {
     secagg::ring_scale(clip, batch, adverts.len(), sigma_max)
 }
 
-/// The committed move of a secure round: the decoded noisy sum of clipped gradients over the
-/// expected batch of the participants, subtracted from the base weights (what the server
-/// optimiser takes as the average of the holders' weights; its pseudo-gradient is then the
-/// mean noisy gradient).
-pub fn apply_sum(base: &[f32], sum: &[u32], scale: f64, expected_rows: f64) -> Vec<f32> {
-    let decoded = secagg::decode(sum, scale);
+/// The mean noisy gradient of a secure round: the decoded sum of the participants' clipped
+/// gradients over the rows they sampled in expectation. The server optimiser steps with it
+/// (its pseudo-gradient, as base − average is under plain aggregation).
+pub fn mean_gradient(sum: &[u32], scale: f64, expected_rows: f64) -> Vec<f32> {
     let inv = 1.0 / expected_rows;
-    base.iter()
-        .zip(decoded)
-        .map(|(b, g)| (f64::from(*b) - f64::from(g) * inv) as f32)
+    secagg::decode(sum, scale)
+        .into_iter()
+        .map(|g| (f64::from(g) * inv) as f32)
         .collect()
 }
 
@@ -162,7 +160,8 @@ mod tests {
             &mut sum,
             &secagg::discretise(&[-0.5, 1.0], scale, &mut rand::rng()),
         );
-        let out = apply_sum(&[1.0, 0.0], &sum, scale, 5.0);
+        let g = mean_gradient(&sum, scale, 5.0);
+        let out: Vec<f32> = [1.0f32, 0.0].iter().zip(&g).map(|(b, g)| b - g).collect();
         assert!((out[0] - (1.0 - 1.5 / 5.0)).abs() < 1e-3, "{out:?}");
         assert!((out[1] + 0.4).abs() < 1e-3, "{out:?}");
     }

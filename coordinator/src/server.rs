@@ -79,6 +79,8 @@ struct LiveJob {
     /// stage runs again and the workers publish the same keys.
     adverts: std::collections::BTreeMap<String, String>,
     roster: Option<Vec<String>>,
+    /// The ring scale of the roster (public, from its adverts), fixed with the roster.
+    ring_scale: f64,
 }
 
 impl LiveJob {
@@ -93,22 +95,13 @@ impl LiveJob {
             sampling_since: now,
             adverts: std::collections::BTreeMap::new(),
             roster: None,
+            ring_scale: 0.0,
             record,
         }
     }
 
     fn secure(&self) -> bool {
         self.record.spec.secure_aggregation == fedsynth_proto::SecureAggregation::Secagg
-    }
-
-    /// The roster's parsed adverts, in worker order.
-    fn roster_adverts(&self) -> Vec<fedsynth_privacy::secagg::KeyAdvert> {
-        self.roster
-            .iter()
-            .flatten()
-            .filter_map(|w| self.adverts.get(w))
-            .filter_map(|t| fedsynth_privacy::secagg::KeyAdvert::from_text(t).ok())
-            .collect()
     }
 
     /// Opens `round`'s next stage: under secure aggregation the key stage until the roster

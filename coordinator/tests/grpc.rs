@@ -875,6 +875,21 @@ async fn upload_ring(
         .map(|_| ())
 }
 
+/// Publishes a key advert (its text) for `me` in `job`.
+async fn publish(
+    c: &mut Fed,
+    me: &str,
+    job: &str,
+    advert: &str,
+) -> Result<tonic::Response<pb::UploadAck>, tonic::Status> {
+    c.publish_key(pb::PublishKeyRequest {
+        worker_id: me.into(),
+        job_id: job.into(),
+        advert: advert.into(),
+    })
+    .await
+}
+
 /// Polls until the worker is asked for `stage` (up to ~10 s).
 async fn stage_task(client: &mut Fed, me: &str, stage: &str) -> pb::TrainRound {
     for _ in 0..200 {
@@ -942,30 +957,18 @@ async fn a_secure_round_takes_only_masked_updates_and_a_dropout_voids_the_attemp
         .into_iter()
         .map(|(c, me)| (c, me, JobKey::generate()))
         .collect();
-    let publish = |c: &mut Fed, me: &str, advert: &KeyAdvert| {
-        let mut c = c.clone();
-        let (me, job, text) = (me.to_string(), job.clone(), advert.to_text());
-        async move {
-            c.publish_key(pb::PublishKeyRequest {
-                worker_id: me,
-                job_id: job,
-                advert: text,
-            })
-            .await
-        }
-    };
     for (c, me, key) in &mut clients {
         stage_task(c, me, "advertise_keys").await;
         // An advert in another worker's name is refused.
         let other = KeyAdvert::new(&job, "clinics/zz", key, 1.0, None).unwrap();
-        let e = publish(c, me, &other).await.unwrap_err();
+        let e = publish(c, me, &job, &other.to_text()).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         let advert = KeyAdvert::new(&job, me, key, 1.0, None).unwrap();
-        publish(c, me, &advert).await.unwrap();
+        publish(c, me, &job, &advert.to_text()).await.unwrap();
         // The same advert again is fine; another key is refused.
-        publish(c, me, &advert).await.unwrap();
+        publish(c, me, &job, &advert.to_text()).await.unwrap();
         let swapped = KeyAdvert::new(&job, me, &JobKey::generate(), 1.0, None).unwrap();
-        let e = publish(c, me, &swapped).await.unwrap_err();
+        let e = publish(c, me, &job, &swapped.to_text()).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     }
     // The seeded initial weights, once.
@@ -1161,23 +1164,10 @@ async fn a_roster_forms_without_a_silent_worker_and_too_few_survivors_stop_the_j
     // a and b publish; c polls but never publishes. A malformed advert is refused.
     for (c, me) in clients.iter_mut().take(2) {
         stage_task(c, me, "advertise_keys").await;
-        let e = c
-            .publish_key(pb::PublishKeyRequest {
-                worker_id: me.clone(),
-                job_id: job.clone(),
-                advert: "{not json".into(),
-            })
-            .await
-            .unwrap_err();
+        let e = publish(c, me, &job, "{not json").await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         let advert = KeyAdvert::new(&job, me, &JobKey::generate(), 1.0, None).unwrap();
-        c.publish_key(pb::PublishKeyRequest {
-            worker_id: me.clone(),
-            job_id: job.clone(),
-            advert: advert.to_text(),
-        })
-        .await
-        .unwrap();
+        publish(c, me, &job, &advert.to_text()).await.unwrap();
     }
     let (mut cc, mec) = (clients[2].0.clone(), clients[2].1.clone());
     stage_task(&mut cc, &mec, "advertise_keys").await;

@@ -22,6 +22,7 @@ use fedsynth_privacy::envelope::{self, PublicKey};
 use fedsynth_privacy::ledger::{Budget, Ledger};
 use fedsynth_privacy::rng::SecureRng;
 use fedsynth_privacy::secagg::{self, JobKey, KeyAdvert, Pairs};
+use fedsynth_privacy::signature;
 use fedsynth_privacy::{
     AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps, calibrate_noise, calibrate_with,
 };
@@ -82,6 +83,12 @@ pub struct Holder {
     table: Arc<RawTable>,
     /// The rows typed for the last schema asked for (every round of a job asks again).
     typed_cache: std::sync::Mutex<Option<(String, Arc<Table>)>>,
+    /// The encoder and encoded rows for the last schema (every round of a job needs them;
+    /// encoding the whole table each round was the round's largest fixed cost).
+    encoded_cache: std::sync::Mutex<Option<EncodedRows>>,
+    /// Each secure job's verified roster (its adverts' digest) and the pairwise keys agreed
+    /// with it: verified and agreed once, not every attempt.
+    pairs_cache: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<Pairs>)>>,
     ledger_path: PathBuf,
     state_dir: PathBuf,
     device: DeviceChoice,
@@ -158,6 +165,8 @@ impl Holder {
             dataset,
             table: Arc::new(table),
             typed_cache: std::sync::Mutex::new(None),
+            encoded_cache: std::sync::Mutex::new(None),
+            pairs_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
             ledger_path,
             state_dir: config.state_dir.clone(),
             device,
@@ -691,19 +700,7 @@ impl Holder {
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect());
         }
-        for a in adverts {
-            a.verify(job, &a.worker_id, ca_pem)?;
-        }
-        let key = self.job_key(job)?;
-        let mine = adverts
-            .iter()
-            .find(|a| a.worker_id == me)
-            .ok_or_else(|| invalid("this worker's key is not in the roster".into()))?;
-        if mine.public_key()? != key.public() {
-            return Err(invalid(
-                "the roster holds another key under this worker's name".into(),
-            ));
-        }
+        let pairs = self.roster_pairs(job, me, adverts, ca_pem)?;
         if participants.len() < spec.min_workers as usize {
             return Err(invalid(format!(
                 "{} participants, fewer than the job's minimum {}",
@@ -732,7 +729,6 @@ impl Holder {
             participants.len(),
             spec.tolerated_workers as usize,
         )?;
-        let pairs = Pairs::agree(job, me, &key, adverts)?;
         // Every attempt is a DP-SGD step this holder paid for in advance: counted (and
         // written) before anything is computed, so a crash can waste one, never overspend.
         let used_path = dir.join("secure-attempts");
@@ -777,10 +773,82 @@ impl Holder {
         Ok(words)
     }
 
+    /// The pairwise keys with a secure job's roster: every advert checked (against the CA
+    /// when there is one), this worker's own key found under its name, the keys agreed —
+    /// once per roster, kept for the attempts that follow.
+    fn roster_pairs(
+        &self,
+        job: &str,
+        me: &str,
+        adverts: &[KeyAdvert],
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Arc<Pairs>> {
+        let digest = signature::digest_parts(
+            adverts
+                .iter()
+                .map(KeyAdvert::to_text)
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|t| t.as_bytes()),
+        ) + if ca_pem.is_some() { "+ca" } else { "" };
+        let mut cache = self
+            .pairs_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((d, pairs)) = cache.get(job)
+            && *d == digest
+        {
+            return Ok(pairs.clone());
+        }
+        for a in adverts {
+            a.verify(job, &a.worker_id, ca_pem)?;
+        }
+        let key = self.job_key(job)?;
+        let mine = adverts.iter().find(|a| a.worker_id == me).ok_or_else(|| {
+            WorkerError::Invalid(format!("job {job}: this worker's key is not in the roster"))
+        })?;
+        if mine.public_key()? != key.public() {
+            return Err(WorkerError::Invalid(format!(
+                "job {job}: the roster holds another key under this worker's name"
+            )));
+        }
+        let pairs = Arc::new(Pairs::agree(job, me, &key, adverts)?);
+        cache.insert(job.to_string(), (digest, pairs.clone()));
+        Ok(pairs)
+    }
+
+    /// The job's encoder and the holder's rows encoded with it, kept for the next call with
+    /// the same schema.
+    fn encoded(&self, spec: &JobSpec) -> Result<EncodedRows> {
+        let schema = self.schema(spec)?;
+        let key = schema.to_toml();
+        let mut cache = self
+            .encoded_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hit) = cache.as_ref().filter(|e| e.key == key) {
+            return Ok(hit.clone());
+        }
+        let encoder = Encoder::new(&schema, self.typed(&schema)?.as_ref())?;
+        let data = encoder.encode_rows(self.typed(&schema)?.as_ref())?;
+        let rows = EncodedRows {
+            key,
+            config: TvaeConfig::new(encoder.width()),
+            encoder: Arc::new(encoder),
+            data: Arc::new(data),
+        };
+        *cache = Some(rows.clone());
+        Ok(rows)
+    }
+
     /// The job's encoder, the holder's encoded rows, a device and the model at `base`.
     fn local(&self, spec: &JobSpec, base: &[f32]) -> Result<Local> {
-        let (encoder, config) = self.encoder(spec)?;
-        let data = encoder.encode_rows(self.typed(&self.schema(spec)?)?.as_ref())?;
+        let EncodedRows {
+            encoder,
+            data,
+            config,
+            ..
+        } = self.encoded(spec)?;
         let mut rng = self.rng();
         let device = device::open(self.device, rng.next_u64())?;
         let mut model: Tvae = config.init(&device);
@@ -838,10 +906,19 @@ fn round_config(spec: &JobSpec, plan: &JobPlan, noise_multiplier: Option<f64>) -
     }
 }
 
+/// A schema's encoder and the holder's rows encoded with it (cached by the schema's text).
+#[derive(Clone)]
+struct EncodedRows {
+    key: String,
+    config: TvaeConfig,
+    encoder: Arc<Encoder>,
+    data: Arc<fedsynth_synth::encoder::Encoded>,
+}
+
 /// What a round's training needs at the holder.
 struct Local {
-    encoder: Encoder,
-    data: fedsynth_synth::encoder::Encoded,
+    encoder: Arc<Encoder>,
+    data: Arc<fedsynth_synth::encoder::Encoded>,
     device: device::Device,
     model: Tvae,
     rng: SecureRng,

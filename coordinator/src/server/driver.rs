@@ -206,6 +206,17 @@ impl Coordinator {
                                 ),
                             )
                             .await?;
+                        let adverts: Vec<fedsynth_privacy::secagg::KeyAdvert> = roster
+                            .iter()
+                            .filter_map(|w| job.adverts.get(w))
+                            .filter_map(|t| fedsynth_privacy::secagg::KeyAdvert::from_text(t).ok())
+                            .collect();
+                        let spec = &job.record.spec;
+                        job.ring_scale = crate::secure::roster_scale(
+                            &adverts,
+                            spec.clip_norm,
+                            f64::from(spec.batch_size),
+                        );
                         job.roster = Some(roster);
                         job.open_round(r, live, self.epoch);
                         Ok(())
@@ -280,25 +291,12 @@ impl Coordinator {
         let r = round.round;
         let mut weights = if job.secure() {
             // The sum over the participants, decoded: the noisy sum of their clipped
-            // gradients, over the rows they sampled in expectation (batch_size each).
-            let spec = &job.record.spec;
-            let scale = crate::secure::roster_scale(
-                &job.roster_adverts(),
-                spec.clip_norm,
-                f64::from(spec.batch_size),
-            );
-            let rows = f64::from(spec.batch_size) * round.participants.len() as f64;
-            let base = self.artifacts.read_weights(&job.record.weights_key).await?;
-            if base.len() != round.ring.len() {
-                let reason = format!(
-                    "round {r}: the stored weights have {} values, the sum {}",
-                    base.len(),
-                    round.ring.len()
-                );
-                return self.fail(job, reason).await;
-            }
+            // gradients, over the rows they sampled in expectation (batch_size each). The
+            // server step reads the base weights as it applies it (a stored base of another
+            // size fails the job, saying so).
+            let rows = f64::from(job.record.spec.batch_size) * round.participants.len() as f64;
             round.weight = rows;
-            crate::secure::apply_sum(&base, &round.ring, scale, rows)
+            crate::secure::mean_gradient(&round.ring, job.ring_scale, rows)
         } else {
             let inv = (1.0 / round.weight) as f32;
             let mut weights = std::mem::take(&mut round.sum);
@@ -312,7 +310,7 @@ impl Coordinator {
         let server_step =
             job.record.spec.server_optimizer == ServerOptimizer::Adam && (r > 0 || job.secure());
         if server_step {
-            let stepped = optimizer::step_stored(
+            let stepped = optimizer::step_stored_as(
                 &self.artifacts,
                 &job.record.id,
                 r,
@@ -320,6 +318,7 @@ impl Coordinator {
                 &job.record.weights_digest,
                 &mut weights,
                 job.record.spec.learning_rate,
+                job.secure(),
             )
             .await;
             match stepped {
