@@ -54,6 +54,16 @@ pub enum DpEvent {
         /// Number of steps composed.
         steps: Steps,
     },
+    /// `count` releases of integer counts (L1 and L2 sensitivity 1: a histogram where each
+    /// row is in one bucket) summed under secure aggregation with Skellam noise of total
+    /// standard deviation at least `std_dev` per count (the holders' DP statistics of a
+    /// federated job). Rényi DP only (see [`crate::skellam`]).
+    Skellam {
+        /// The guaranteed noise standard deviation of each summed count.
+        std_dev: Scale,
+        /// Number of such releases (histograms).
+        count: Steps,
+    },
     /// `count` releases known only by their (ε, δ) guarantee.
     ApproxDp {
         /// ε of one release.
@@ -92,9 +102,18 @@ impl DpEvent {
         })
     }
 
+    /// `count` histograms of counts summed under secure aggregation with Skellam noise of
+    /// standard deviation `std_dev` (see [`Self::Skellam`]).
+    pub fn skellam(std_dev: f64, count: u64) -> Result<Self> {
+        Ok(Self::Skellam {
+            std_dev: Scale::new(std_dev)?,
+            count: Steps::new(count)?,
+        })
+    }
+
     /// Whether the event has only a Rényi-DP curve (no privacy loss distribution).
     pub fn rdp_only(&self) -> bool {
-        matches!(self, Self::SubsampledSkellam { .. })
+        matches!(self, Self::SubsampledSkellam { .. } | Self::Skellam { .. })
     }
 
     /// `count` Gaussian releases.
@@ -155,6 +174,9 @@ impl DpEvent {
             } => format!(
                 "subsampled Skellam, secure aggregation (q={sampling_rate}, σ={noise_multiplier}, s·C={ring_scale}, d={dimension}, {steps} steps)"
             ),
+            Self::Skellam { std_dev, count } => {
+                format!("Skellam counts, secure aggregation (Δ=1, std={std_dev}, ×{count})")
+            }
             Self::Gaussian {
                 sensitivity,
                 std_dev,

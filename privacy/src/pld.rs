@@ -526,7 +526,7 @@ impl PldAccountant {
                     );
                     (pmf.clone(), pmf, count.get())
                 }
-                DpEvent::SubsampledSkellam { .. } => {
+                DpEvent::SubsampledSkellam { .. } | DpEvent::Skellam { .. } => {
                     return Err(crate::error::PrivacyError::Calibration(
                         "the subsampled Skellam mechanism has a Rényi-DP curve only; compose it with the RDP accountant".into(),
                     ));

@@ -104,6 +104,10 @@ fn event_rdp(event: &DpEvent, alpha: f64) -> Result<f64> {
             );
             steps.get() as f64 * mechanism.subsampled_rdp(sampling_rate.get(), alpha)
         }
+        DpEvent::Skellam { std_dev, count } => {
+            let mechanism = crate::skellam::Skellam::for_counts(std_dev.get());
+            count.get() as f64 * mechanism.rdp(alpha)
+        }
         DpEvent::ApproxDp { .. } => {
             return Err(PrivacyError::Calibration(
                 "an (ε, δ) event has no Rényi-DP curve; use the PLD accountant".into(),

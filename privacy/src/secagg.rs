@@ -46,6 +46,7 @@ pub const RING_BITS: u32 = 32;
 
 const PAIR_SALT: &[u8] = b"fedsynth-secagg-pair-v1\0";
 const ROUND_INFO: &[u8] = b"fedsynth-secagg-round-v1\0";
+const STATISTICS_INFO: &[u8] = b"fedsynth-secagg-statistics-v1\0";
 const ADVERT_DOMAIN: &[u8] = b"fedsynth-secagg-key-v1\0";
 /// Largest advert accepted (a certificate and a few fields).
 pub const MAX_ADVERT_BYTES: usize = 64 << 10;
@@ -316,6 +317,29 @@ impl Pairs {
         attempt: u32,
         participants: &[String],
     ) -> Result<Vec<u32>> {
+        self.mask_in(ROUND_INFO, len, round, attempt, participants)
+    }
+
+    /// The net mask of a federated job's statistics wave `wave` over S: the same pairwise
+    /// keys, expanded under another label, so that no statistics mask ever equals a training
+    /// round's.
+    pub fn statistics_mask(
+        &self,
+        len: usize,
+        wave: u32,
+        participants: &[String],
+    ) -> Result<Vec<u32>> {
+        self.mask_in(STATISTICS_INFO, len, wave, 0, participants)
+    }
+
+    fn mask_in(
+        &self,
+        label: &[u8],
+        len: usize,
+        round: u32,
+        attempt: u32,
+        participants: &[String],
+    ) -> Result<Vec<u32>> {
         if !participants.windows(2).all(|w| w[0] < w[1]) {
             return fail("the participant set is not sorted without repeats");
         }
@@ -323,7 +347,7 @@ impl Pairs {
             return fail("this worker is not in the participant set");
         }
         let digest = participants_digest(participants);
-        let mut info = ROUND_INFO.to_vec();
+        let mut info = label.to_vec();
         info.extend_from_slice(&round.to_le_bytes());
         info.extend_from_slice(&attempt.to_le_bytes());
         info.extend_from_slice(&digest);
@@ -469,6 +493,13 @@ mod tests {
         assert_ne!(a, pairs[0].net_mask(64, 3, 1, &set).unwrap());
         assert_ne!(a, pairs[0].net_mask(64, 4, 0, &set).unwrap());
         assert_ne!(a, pairs[0].net_mask(64, 3, 0, &ids[..3]).unwrap());
+        // Statistics waves cancel the same way, under masks of their own.
+        let mut stats = vec![0u32; 64];
+        for p in &pairs[..4] {
+            add_words(&mut stats, &p.statistics_mask(64, 3, &set).unwrap());
+        }
+        assert!(stats.iter().all(|&w| w == 0));
+        assert_ne!(a, pairs[0].statistics_mask(64, 3, &set).unwrap());
         // Bad sets are refused.
         assert!(pairs[0].net_mask(8, 0, 0, &ids[1..]).is_err());
         let unsorted = vec![ids[1].clone(), ids[0].clone()];

@@ -54,6 +54,17 @@ impl Skellam {
         }
     }
 
+    /// The mechanism of one histogram of integer counts summed with Skellam noise of standard
+    /// deviation `std_dev` per count: one row moves one count by one, so Δ₁ = Δ₂ = 1 and no
+    /// rounding is involved.
+    pub fn for_counts(std_dev: f64) -> Self {
+        Self {
+            variance: std_dev * std_dev,
+            l2: 1.0,
+            l1: 1.0,
+        }
+    }
+
     /// The Rényi divergence of one release at order α > 1.
     pub fn rdp(&self, alpha: f64) -> f64 {
         let (v, l2, l1) = (self.variance, self.l2, self.l1);
@@ -106,6 +117,33 @@ pub fn poisson_subsampled_rdp(q: f64, alpha: f64, rdp: impl Fn(u64) -> f64) -> f
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summed_counts_approach_the_gaussian_and_charge_more_when_noise_is_small() {
+        // Δ = 1: the Gaussian term α/(2σ²) plus a correction that vanishes as σ grows.
+        for sigma in [50.0_f64, 500.0] {
+            let m = Skellam::for_counts(sigma);
+            for alpha in [2.0, 8.5, 32.0] {
+                let gaussian = alpha / (2.0 * sigma * sigma);
+                let got = m.rdp(alpha);
+                assert!(
+                    got >= gaussian && got <= gaussian * (1.0 + 4.0 / sigma),
+                    "{sigma} {alpha}: {got} vs {gaussian}"
+                );
+            }
+        }
+        let e = crate::DpEvent::skellam(20.0, 10).unwrap();
+        let g = crate::DpEvent::gaussian(1.0, 20.0, 10).unwrap();
+        let delta = crate::Delta::new(1e-6).unwrap();
+        let (es, eg) = (
+            crate::AccountantKind::Pld.epsilon(&[e], delta).unwrap(),
+            crate::AccountantKind::Rdp.epsilon(&[g], delta).unwrap(),
+        );
+        assert!(
+            es >= eg && es < eg * 1.05,
+            "Skellam {es} vs Gaussian (RDP) {eg}"
+        );
+    }
     use crate::rdp::{default_orders, rdp_to_epsilon, subsampled_gaussian_rdp};
 
     /// Values of an independent implementation of the same formulas (Python's `math`, in

@@ -41,6 +41,10 @@ pub enum SynthError {
     /// Training settings are invalid.
     #[error("invalid setting: {0}")]
     Setting(String),
+    /// A federated statistic is not released yet: the holders' next wave must answer it
+    /// (see [`crate::fedstats`]); never shown to a user.
+    #[error("statistics wait for the holders' next wave")]
+    Pending,
 }
 
 /// Result alias for the synth crate.

@@ -262,6 +262,82 @@ impl Noise {
     }
 }
 
+/// Where the statistics' noisy counts come from: noise drawn here on one table
+/// ([`LocalRelease`]), or the sums of every holder's counts under secure aggregation in a
+/// federated job ([`crate::fedstats`]). The completion reads both alike: what it reads is a
+/// function of the released values only.
+pub trait Release {
+    /// The noise the released counts carry (what thresholds are read against).
+    fn noise(&self) -> &Noise;
+    /// Marks the column whose statistics the next calls release.
+    fn begin(&mut self, _column: &str) {}
+    /// A histogram's counts with noise of standard deviation `noise().sigma` (every row is
+    /// in one bucket: L1 and L2 sensitivity 1).
+    fn counts(&mut self, counts: Vec<f64>) -> Result<Vec<f64>>;
+    /// A category discovery over `values` (one per non-null row): the values released above
+    /// the threshold with their counts, most frequent first; with `nulls`, the column's
+    /// null count as one more bucket of the same histogram.
+    fn discover(&mut self, values: &[String], nulls: Option<usize>) -> Result<Discovered>;
+    /// The count of distinct `values`, with noise `noise().sigma_distinct` (one row adds at
+    /// most one value).
+    fn distinct(&mut self, values: &[String]) -> Result<f64>;
+}
+
+/// What a category discovery released.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovered {
+    /// The values above the threshold and their noisy counts, most frequent first.
+    pub categories: Vec<(String, f64)>,
+    /// The noisy null count and its noise standard deviation, when asked for.
+    pub nulls: Option<(f64, f64)>,
+}
+
+/// Statistics of one table, noised here with the operating system's generator (or exact,
+/// with [`Noise::exact`]).
+pub struct LocalRelease<'a> {
+    noise: Noise,
+    rng: &'a mut SecureRng,
+}
+
+impl<'a> LocalRelease<'a> {
+    /// Releases with `noise`, drawing from `rng`.
+    pub fn new(noise: Noise, rng: &'a mut SecureRng) -> Self {
+        Self { noise, rng }
+    }
+}
+
+impl Release for LocalRelease<'_> {
+    fn noise(&self) -> &Noise {
+        &self.noise
+    }
+
+    fn counts(&mut self, counts: Vec<f64>) -> Result<Vec<f64>> {
+        let sigma = self.noise.sigma;
+        if sigma == 0.0 {
+            return Ok(counts);
+        }
+        Ok(counts.iter().map(|&c| noisy(c, sigma, self.rng)).collect())
+    }
+
+    fn discover(&mut self, values: &[String], nulls: Option<usize>) -> Result<Discovered> {
+        let categories = private_categories(values, &self.noise, self.rng);
+        let sd = self.noise.sigma_categories;
+        let nulls = nulls.map(|n| {
+            let count = if sd == 0.0 {
+                n as f64
+            } else {
+                noisy(n as f64, sd, self.rng)
+            };
+            (count, sd)
+        });
+        Ok(Discovered { categories, nulls })
+    }
+
+    fn distinct(&mut self, values: &[String]) -> Result<f64> {
+        Ok(noisy_distinct(values, &self.noise, self.rng))
+    }
+}
+
 /// How many noise standard deviations separate the fullest type of a column from an empty
 /// one when the column is at least half filled with it: the kinds' noise is at most
 /// `rows / (2·KIND_Z·√KIND_SPREAD)`, so that a comparison of two type counts (a datetime
@@ -463,24 +539,20 @@ fn noisy_distinct(values: &[String], noise: &Noise, rng: &mut SecureRng) -> f64 
 /// Whether a column is nullable, from its null count released with noise `sigma` (exact
 /// when `sigma` is 0), and the released count when it is (the null slot's share in
 /// calibration, see [`ColumnSpec::nulls`]).
-fn nullable_from(nulls: usize, sigma: f64, rng: &mut SecureRng) -> (bool, Option<f64>) {
-    let count = if sigma == 0.0 {
-        nulls as f64
-    } else {
-        noisy(nulls as f64, sigma, rng)
-    };
+fn nullable_from(count: f64, sigma: f64) -> (bool, Option<f64>) {
     let nullable = if sigma == 0.0 {
-        nulls > 0
+        count > 0.5
     } else {
         count > NULL_THRESHOLD * sigma
     };
     (nullable, nullable.then_some(count.max(0.0)))
 }
 
-/// [`nullable_from`] as a schema's `nullable` and `nulls`.
-fn release_nulls(nulls: usize, sigma: f64, rng: &mut SecureRng) -> (Option<bool>, Option<f64>) {
-    let (nullable, count) = nullable_from(nulls, sigma, rng);
-    (Some(nullable), count)
+/// A numeric column's null count released on its own, as a schema's `nullable` and `nulls`.
+fn release_nulls(nulls: usize, release: &mut dyn Release) -> Result<(Option<bool>, Option<f64>)> {
+    let count = release.counts(vec![nulls as f64])?[0];
+    let (nullable, count) = nullable_from(count, release.noise().sigma);
+    Ok((Some(nullable), count))
 }
 
 /// Every integer in [-EXACT_MAX, EXACT_MAX] has a support bucket of its own in an integer
@@ -690,16 +762,20 @@ fn octave_cells(support: Support) -> Vec<(usize, usize)> {
 fn private_support(
     values: &[f64],
     integer: bool,
-    noise: &Noise,
-    rng: &mut SecureRng,
-) -> SupportFacts {
+    release: &mut dyn Release,
+) -> Result<SupportFacts> {
     let support = Support { integer };
     let mut counts = vec![0.0; support.len()];
     for &v in values {
         counts[support.bucket(v)] += 1.0;
     }
-    let noisy_counts: Vec<f64> = counts.iter().map(|&c| noisy(c, noise.sigma, rng)).collect();
-    read_support(support, &noisy_counts, noise.sigma, support.len())
+    let noisy_counts = release.counts(counts)?;
+    Ok(read_support(
+        support,
+        &noisy_counts,
+        release.noise().sigma,
+        support.len(),
+    ))
 }
 
 /// The first release of a `number` column (whole or not, undecided): one noisy histogram
@@ -713,9 +789,8 @@ fn private_support(
 /// point mass.
 fn private_number_support(
     values: &[f64],
-    noise: &Noise,
-    rng: &mut SecureRng,
-) -> (SupportFacts, ColumnKind) {
+    release: &mut dyn Release,
+) -> Result<(SupportFacts, ColumnKind)> {
     let (whole, frac) = (Support { integer: true }, Support { integer: false });
     let (lw, lf) = (whole.len(), frac.len());
     let mut counts = vec![0.0; lw + lf];
@@ -726,15 +801,16 @@ fn private_number_support(
             counts[lw + frac.bucket(v)] += 1.0;
         }
     }
-    let noisy_counts: Vec<f64> = counts.iter().map(|&c| noisy(c, noise.sigma, rng)).collect();
+    let noisy_counts = release.counts(counts)?;
+    let noise = *release.noise();
     let buckets = lw + lf;
     let strong = strong_threshold(noise.sigma, buckets);
     let (whole_counts, frac_counts) = noisy_counts.split_at(lw);
     if !frac_counts.iter().any(|&c| c > strong) {
-        return (
+        return Ok((
             read_support(whole, whole_counts, noise.sigma, buckets),
             ColumnKind::Integer,
-        );
+        ));
     }
     // Continuous: the fractional values' support read as a continuous column's, widened
     // to the whole values that clear the strong threshold away from zero (round prices, the
@@ -750,7 +826,7 @@ fn private_number_support(
     }
     facts.zero_count = whole_counts[zero];
     facts.zero_mass = facts.zero_count > strong.max(0.5);
-    (facts, ColumnKind::Continuous)
+    Ok((facts, ColumnKind::Continuous))
 }
 
 /// Calendar years a datetime column's support histogram counts one by one; earlier and later
@@ -764,7 +840,7 @@ const YEAR_MAX: i32 = 2400;
 /// threshold, without growth through weaker neighbours (or the most significant run of
 /// years, `coarse`), so the bins that follow are
 /// a few days wide, not the octave a day number falls in.
-fn private_date_support(values: &[f64], noise: &Noise, rng: &mut SecureRng) -> SupportFacts {
+fn private_date_support(values: &[f64], release: &mut dyn Release) -> Result<SupportFacts> {
     let years = (YEAR_MAX - YEAR_MIN + 1) as usize;
     let bucket = |d: f64| {
         let y = datetime::year(d as i64);
@@ -780,8 +856,9 @@ fn private_date_support(values: &[f64], noise: &Noise, rng: &mut SecureRng) -> S
     for &v in values {
         counts[bucket(v)] += 1.0;
     }
-    let noisy_counts: Vec<f64> = counts.iter().map(|&c| noisy(c, noise.sigma, rng)).collect();
-    let strong = strong_threshold(noise.sigma, counts.len());
+    let buckets = counts.len();
+    let noisy_counts = release.counts(counts)?;
+    let strong = strong_threshold(release.noise().sigma, buckets);
     let first_of = |b: usize| -> f64 {
         let year = (YEAR_MIN - 1 + b as i32).clamp(YEAR_MIN - 1, YEAR_MAX + 1);
         datetime::first_day(year) as f64
@@ -792,13 +869,13 @@ fn private_date_support(values: &[f64], noise: &Noise, rng: &mut SecureRng) -> S
         Some((a, b, coarse)) => (Some((first_of(a) - 0.5, first_of(b + 1) - 0.5)), coarse),
         None => (None, true),
     };
-    SupportFacts {
+    Ok(SupportFacts {
         range,
         zero_mass: false,
         zero_count: 0.0,
         coarse,
         exact: None,
-    }
+    })
 }
 
 /// What a support histogram's noisy counts (each with noise σ) say: the range, the point
@@ -941,9 +1018,8 @@ fn private_bins(
     integer: bool,
     bins: usize,
     support: Option<&SupportFacts>,
-    noise: &Noise,
-    rng: &mut SecureRng,
-) -> NumericFacts {
+    release: &mut dyn Release,
+) -> Result<NumericFacts> {
     let (grid, per_integer) = fine_grid(lo, hi, integer);
     let k = grid.len() - 1;
     // Zeros get a bucket of their own where 0 lies inside a grid of wide bins, or where the
@@ -962,7 +1038,8 @@ fn private_bins(
             .saturating_sub(1)
             .min(k - 1)] += 1.0;
     }
-    let mut noisy_counts: Vec<f64> = counts.iter().map(|&c| noisy(c, noise.sigma, rng)).collect();
+    let mut noisy_counts = release.counts(counts)?;
+    let noise = *release.noise();
     let zero_count = noisy_counts.pop().unwrap_or(0.0);
     // Per-value bins inside the support's exact buckets: average the two noisy counts.
     if per_integer && let Some(exact) = support.and_then(|s| s.exact.as_ref()) {
@@ -1027,7 +1104,7 @@ fn private_bins(
         facts.points = vec![0.0];
         facts.point_frequencies = vec![share.max(0.0)];
     }
-    facts
+    Ok(facts)
 }
 
 /// The bins left once the empty tails are cut: from each end, bins are dropped until one
@@ -1231,16 +1308,34 @@ pub fn complete_schema_inferring(
     rows: Option<usize>,
     rng: &mut SecureRng,
 ) -> Result<Completed> {
+    let mut release = LocalRelease::new(noise.unwrap_or_else(Noise::exact), rng);
+    complete_schema_with(table, schema, noise.is_some(), rows, &mut release)
+}
+
+/// [`complete_schema_inferring`] with the noisy counts from `release`; `private` says
+/// whether anything may be released at all (no budget: only public facts). A [`Release`]
+/// that answers [`SynthError::Pending`] for some columns (a federated job's statistics,
+/// released in waves) gets every column's next request before the call ends with `Pending`.
+pub fn complete_schema_with(
+    table: &Table,
+    schema: &Schema,
+    private: bool,
+    rows: Option<usize>,
+    release: &mut dyn Release,
+) -> Result<Completed> {
     let mut coarse = Vec::new();
     let mut ids = Vec::new();
-    let need = |what: &str| -> Result<Noise> {
-        noise.ok_or_else(|| {
-            SynthError::Setting(format!(
+    let need = |what: &str| -> Result<()> {
+        if private {
+            Ok(())
+        } else {
+            Err(SynthError::Setting(format!(
                 "{what} needs a privacy budget (ε > 0) or public values in the schema"
-            ))
-        })
+            )))
+        }
     };
     let mut out = schema.clone();
+    let mut pending = false;
     for spec in &mut out.columns {
         if spec.name == nulls::PATTERN {
             continue; // after every other column's nullability is known, below
@@ -1248,100 +1343,28 @@ pub fn complete_schema_inferring(
         let data = table.column(&spec.name).ok_or_else(|| {
             SynthError::Schema(format!("column '{}' is not in the input", spec.name))
         })?;
-        // An open `nullable` is decided from a noisy null count, in the column's first
-        // histogram (same noise, one more bucket) or in a release of its own.
-        let open_nulls = spec.nullable.is_none();
-        let nulls = data.null_count();
-        match spec.kind {
-            ColumnKind::Categorical | ColumnKind::Id => {
-                // The values, for a discovery or an id's distinct count only.
-                let released = spec.categories.is_some()
-                    && !(spec.kind == ColumnKind::Id && spec.pseudonyms.is_none());
-                let values: Vec<String> = if released {
-                    Vec::new()
-                } else {
-                    (0..data.len())
-                        .filter_map(|i| category_key(data, i))
-                        .collect()
-                };
-                if spec.categories.is_none() {
-                    let noise = need("discovering categories")?;
-                    let cats = private_categories(&values, &noise, rng);
-                    let mut noisy_nulls = 0.0;
-                    let mut rest_target = None;
-                    if open_nulls {
-                        let (nullable, count) = nullable_from(nulls, noise.sigma_categories, rng);
-                        spec.nullable = Some(nullable);
-                        spec.nulls = count;
-                        noisy_nulls = count.unwrap_or(0.0);
-                    }
-                    if let Some(rows) = rows
-                        && spec.kind == ColumnKind::Categorical
-                    {
-                        let present = (rows as f64 - noisy_nulls.max(0.0)).max(1.0);
-                        let released: f64 = cats.iter().map(|(_, c)| *c).sum();
-                        let rest = present - released;
-                        // The distinct count was planned for every inferred categorical
-                        // column (Plan::for_inferred): released here whether used or not.
-                        let pool = noisy_distinct(&values, &noise, rng) - cats.len() as f64;
-                        if rest > ID_REST_SHARE * present {
-                            spec.kind = ColumnKind::Id;
-                            spec.pseudonyms = Some(pool.round().max(1.0) as u64);
-                            ids.push(spec.name.clone());
-                            // The pseudonyms' share: a calibration target after the
-                            // released values' (see Encoder::calibrate).
-                            if !cats.is_empty() {
-                                rest_target = Some(rest);
-                            }
-                        }
-                    }
-                    if cats.is_empty() && spec.kind == ColumnKind::Categorical {
-                        return Err(column_err(
-                            &spec.name,
-                            "no category is frequent enough to be released privately; list the categories in the schema",
-                        ));
-                    }
-                    spec.frequencies = (!cats.is_empty())
-                        .then(|| cats.iter().map(|(_, c)| *c).chain(rest_target).collect());
-                    spec.categories = Some(cats.into_iter().map(|(k, _)| k).collect());
-                    spec.source = Source::Dp;
-                } else if open_nulls {
-                    let noise = need("estimating whether a column has nulls")?;
-                    (spec.nullable, spec.nulls) = release_nulls(nulls, noise.sigma, rng);
-                }
-                if spec.kind == ColumnKind::Id && spec.pseudonyms.is_none() {
-                    // The count of distinct values (one row adds at most one), less those
-                    // released: the pool of pseudonyms.
-                    let noise = need("counting an id column's values")?;
-                    let released = spec.categories.as_ref().map_or(0, Vec::len) as f64;
-                    let pool = noisy_distinct(&values, &noise, rng) - released;
-                    spec.pseudonyms = Some(pool.round().max(1.0) as u64);
-                }
-            }
-            ColumnKind::Continuous
-            | ColumnKind::Integer
-            | ColumnKind::Number
-            | ColumnKind::Datetime => {
-                if open_nulls {
-                    let noise = need("estimating whether a column has nulls")?;
-                    (spec.nullable, spec.nulls) = release_nulls(nulls, noise.sigma, rng);
-                }
-                complete_numeric(spec, data, need, rng, &mut coarse)?;
-            }
+        release.begin(&spec.name);
+        match complete_column(spec, data, rows, release, &need, &mut coarse, &mut ids) {
+            Err(SynthError::Pending) => pending = true,
+            done => done?,
         }
+    }
+    if pending {
+        return Err(SynthError::Pending);
     }
     // The null patterns over the columns that may be null: one more discovery. A schema
     // left with a single pattern (or none) clear of the threshold has nothing to model.
     if let Some(i) = out.columns.iter().position(|c| c.name == nulls::PATTERN)
         && out.columns[i].categories.is_none()
     {
-        let noise = need("discovering which columns are null together")?;
+        need("discovering which columns are null together")?;
         let members = nulls::members(&out);
         let values: Vec<String> = nulls::pattern_values(table, &members)
             .into_iter()
             .flatten()
             .collect();
-        let cats = private_categories(&values, &noise, rng);
+        release.begin(nulls::PATTERN);
+        let cats = release.discover(&values, None)?.categories;
         if cats.len() < 2 {
             out.columns.remove(i);
         } else {
@@ -1359,11 +1382,106 @@ pub fn complete_schema_inferring(
     })
 }
 
+/// Completes one column (see [`complete_schema_with`]).
+fn complete_column(
+    spec: &mut ColumnSpec,
+    data: &ColumnData,
+    rows: Option<usize>,
+    release: &mut dyn Release,
+    need: &dyn Fn(&str) -> Result<()>,
+    coarse: &mut Vec<String>,
+    ids: &mut Vec<String>,
+) -> Result<()> {
+    // An open `nullable` is decided from a noisy null count, in the column's first
+    // histogram (same noise, one more bucket) or in a release of its own.
+    let open_nulls = spec.nullable.is_none();
+    let nulls = data.null_count();
+    match spec.kind {
+        ColumnKind::Categorical | ColumnKind::Id => {
+            // The values, for a discovery or an id's distinct count only.
+            let released = spec.categories.is_some()
+                && !(spec.kind == ColumnKind::Id && spec.pseudonyms.is_none());
+            let values: Vec<String> = if released {
+                Vec::new()
+            } else {
+                (0..data.len())
+                    .filter_map(|i| category_key(data, i))
+                    .collect()
+            };
+            if spec.categories.is_none() {
+                need("discovering categories")?;
+                let found = release.discover(&values, open_nulls.then_some(nulls))?;
+                let cats = found.categories;
+                let mut noisy_nulls = 0.0;
+                let mut rest_target = None;
+                if let Some((count, sd)) = found.nulls {
+                    let (nullable, count) = nullable_from(count, sd);
+                    spec.nullable = Some(nullable);
+                    spec.nulls = count;
+                    noisy_nulls = count.unwrap_or(0.0);
+                }
+                if let Some(rows) = rows
+                    && spec.kind == ColumnKind::Categorical
+                {
+                    let present = (rows as f64 - noisy_nulls.max(0.0)).max(1.0);
+                    let released: f64 = cats.iter().map(|(_, c)| *c).sum();
+                    let rest = present - released;
+                    // The distinct count was planned for every inferred categorical
+                    // column (Plan::for_inferred): released here whether used or not.
+                    let pool = release.distinct(&values)? - cats.len() as f64;
+                    if rest > ID_REST_SHARE * present {
+                        spec.kind = ColumnKind::Id;
+                        spec.pseudonyms = Some(pool.round().max(1.0) as u64);
+                        ids.push(spec.name.clone());
+                        // The pseudonyms' share: a calibration target after the
+                        // released values' (see Encoder::calibrate).
+                        if !cats.is_empty() {
+                            rest_target = Some(rest);
+                        }
+                    }
+                }
+                if cats.is_empty() && spec.kind == ColumnKind::Categorical {
+                    return Err(column_err(
+                        &spec.name,
+                        "no category is frequent enough to be released privately; list the categories in the schema",
+                    ));
+                }
+                spec.frequencies = (!cats.is_empty())
+                    .then(|| cats.iter().map(|(_, c)| *c).chain(rest_target).collect());
+                spec.categories = Some(cats.into_iter().map(|(k, _)| k).collect());
+                spec.source = Source::Dp;
+            } else if open_nulls {
+                need("estimating whether a column has nulls")?;
+                (spec.nullable, spec.nulls) = release_nulls(nulls, release)?;
+            }
+            if spec.kind == ColumnKind::Id && spec.pseudonyms.is_none() {
+                // The count of distinct values (one row adds at most one), less those
+                // released: the pool of pseudonyms.
+                need("counting an id column's values")?;
+                let released = spec.categories.as_ref().map_or(0, Vec::len) as f64;
+                let pool = release.distinct(&values)? - released;
+                spec.pseudonyms = Some(pool.round().max(1.0) as u64);
+            }
+        }
+        ColumnKind::Continuous
+        | ColumnKind::Integer
+        | ColumnKind::Number
+        | ColumnKind::Datetime => {
+            if open_nulls {
+                need("estimating whether a column has nulls")?;
+                (spec.nullable, spec.nulls) = release_nulls(nulls, release)?;
+            }
+            complete_numeric(spec, data, need, release, coarse)?;
+        }
+    }
+    Ok(())
+}
+
 fn complete_numeric(
     spec: &mut ColumnSpec,
     data: &ColumnData,
-    need: impl Fn(&str) -> Result<Noise>,
-    rng: &mut SecureRng,
+    need: &dyn Fn(&str) -> Result<()>,
+    release: &mut dyn Release,
     coarse: &mut Vec<String>,
 ) -> Result<()> {
     if spec.edges.is_some() {
@@ -1376,21 +1494,20 @@ fn complete_numeric(
         return Ok(());
     }
     let values: Vec<f64> = (0..data.len()).filter_map(|i| data.number(i)).collect();
-    let noise = need("estimating numeric bins")?;
+    need("estimating numeric bins")?;
     let support = match (spec.min, spec.max, spec.kind) {
         (Some(_), Some(_), _) => None,
         (_, _, ColumnKind::Number) => {
-            let (facts, kind) = private_number_support(&values, &noise, rng);
+            let (facts, kind) = private_number_support(&values, release)?;
             spec.kind = kind;
             Some(facts)
         }
-        (_, _, ColumnKind::Datetime) => Some(private_date_support(&values, &noise, rng)),
+        (_, _, ColumnKind::Datetime) => Some(private_date_support(&values, release)?),
         (_, _, kind) => Some(private_support(
             &values,
             kind == ColumnKind::Integer,
-            &noise,
-            rng,
-        )),
+            release,
+        )?),
     };
     if spec.kind == ColumnKind::Number {
         // Public bounds and no support release to decide from.
@@ -1414,9 +1531,8 @@ fn complete_numeric(
         integer,
         DEFAULT_BINS,
         support.as_ref(),
-        &noise,
-        rng,
-    );
+        release,
+    )?;
     let mut frequencies = facts.frequencies;
     frequencies.extend(&facts.point_frequencies);
     spec.frequencies = (frequencies.iter().sum::<f64>() > 0.0).then_some(frequencies);
