@@ -9,6 +9,7 @@ pub mod datetime;
 pub mod device;
 pub mod encoder;
 pub mod error;
+pub mod fedstats;
 pub mod model;
 pub mod nulls;
 pub mod plan;

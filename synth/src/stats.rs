@@ -159,7 +159,7 @@ impl Plan {
 }
 
 /// Noise settings of the preprocessing releases.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Noise {
     /// Standard deviation of the Gaussian noise on each numeric histogram count.
     pub sigma: f64,
@@ -225,15 +225,40 @@ impl Noise {
         Ok(events)
     }
 
+    /// The privacy events of a plan whose numeric histograms are summed across holders
+    /// under secure aggregation with Skellam noise of standard deviation at least σ (a
+    /// federated job's statistics, see [`crate::fedstats`]); discoveries and distinct counts
+    /// are each holder's own Gaussian releases, as on one table.
+    pub fn federated_events(&self, plan: Plan) -> Result<Vec<DpEvent>> {
+        let mut events = self.events(Plan {
+            releases: 0,
+            ..plan
+        })?;
+        if plan.releases > 0 {
+            events.insert(0, DpEvent::skellam(self.sigma, plan.releases)?);
+        }
+        Ok(events)
+    }
+
     /// The smallest numeric σ (to 10⁻³ relative) for which the plan costs at most ε at δ
     /// (category noise following it, see [`category_weight`]); the threshold δ is a tenth
     /// of δ spread over the discoveries.
     pub fn calibrate(plan: Plan, epsilon: Epsilon, delta: Delta) -> Result<Self> {
+        Self::calibrate_by(plan, epsilon, delta, &|noise, plan| noise.events(plan))
+    }
+
+    /// [`Noise::calibrate`] for the events `events` gives a noise setting.
+    pub fn calibrate_by(
+        plan: Plan,
+        epsilon: Epsilon,
+        delta: Delta,
+        events: &dyn Fn(&Self, Plan) -> Result<Vec<DpEvent>>,
+    ) -> Result<Self> {
         let threshold_delta = delta.get() / 10.0 / plan.discoveries.max(1) as f64;
         let weight = category_weight(plan);
         let cost = |sigma: f64| -> Result<f64> {
             let noise = Self::weighted(sigma, threshold_delta, weight);
-            Ok(AccountantKind::Pld.epsilon(&noise.events(plan)?, delta)?)
+            Ok(AccountantKind::Pld.epsilon(&events(&noise, plan)?, delta)?)
         };
         let (mut lo, mut hi) = (0.5_f64, 4.0_f64);
         let mut guard = 0;

@@ -1,0 +1,616 @@
+//! A federated job's statistics: the shared encoder's schema completed from every holder's
+//! DP statistics, without pooling rows and without the coordinator seeing any holder's
+//! counts.
+//!
+//! The holders run the very completion `fedsynth synth` runs on one table
+//! ([`crate::stats::complete_schema_with`]), with a [`Release`] that answers from the job's
+//! **transcript**: the waves of sums (and unions) the coordinator has published so far. A
+//! count the transcript does not answer yet becomes a request of the next wave and the
+//! column stops there; every column's next request goes into the same wave, so a schema
+//! takes as many waves as its deepest column needs (a numeric column without bounds: two,
+//! its support then its bins; a category discovery: two, the union of names then their
+//! counts; the null patterns after every column's nullability: two more). What every holder
+//! reads from a transcript is a function of the transcript and the public partial schema
+//! only, so all holders complete the same schema, and the coordinator checks they did.
+//!
+//! What each request releases, and its privacy argument:
+//! - **Numeric histograms** (support, bins, null counts): each holder adds a share of Skellam
+//!   noise to its integer counts, masks them and uploads; the coordinator learns only the
+//!   sum, which carries Skellam noise of standard deviation at least the plan's σ as long as
+//!   at most `tolerated_workers` holders drop or collude ([`DpEvent::Skellam`], Δ = 1: a row
+//!   is in one bucket). Each holder is charged for the whole plan before its first upload.
+//! - **Category discovery**: each holder runs the single-table discovery on its own rows
+//!   (Gaussian counts, a threshold that a category of one row passes with probability at
+//!   most δ′) and releases only the *set* of names above it — its own DP release, charged to
+//!   its ledger. The coordinator publishes the union, so a category held by one holder only
+//!   is found when it clears that holder's threshold, and no holder's set is released any
+//!   other way. The union's counts are then the sum of each holder's noisy counts from the
+//!   same release (names it did not select take their noisy value from the same histogram),
+//!   summed under masks: post-processing, no further charge; their noise is the holders'
+//!   together (σ·√n).
+//! - **Distinct counts** (`id` columns' pseudonym pools): each holder's Gaussian count,
+//!   summed (values held by several holders count once per holder: the pool is an upper
+//!   bound).
+//! - **Row count**: each holder's noisy row count (charged when it accepted the job), summed:
+//!   the job's output size when its spec gives none.
+
+use std::collections::{BTreeMap, HashMap};
+
+use fedsynth_privacy::rng::SecureRng;
+use fedsynth_privacy::secagg;
+use rand::Rng;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SynthError};
+use crate::schema::Schema;
+use crate::stats::{Completed, Discovered, Noise, Release, complete_schema_with};
+use crate::table::Table;
+
+/// Largest count a wave's sum may hold without wrapping the 32-bit ring.
+const MAX_COUNT: f64 = 1.0e9;
+
+/// One request of a wave, in the order its answers come back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    /// Counts to sum: exact integer counts that get a share of Skellam noise
+    /// (`distributed`), or counts already noised by this holder (rounded stochastically).
+    Sum {
+        /// The column (or `\0rows`).
+        key: String,
+        /// The call within the column.
+        slot: usize,
+        /// The counts.
+        values: Vec<f64>,
+        /// Whether the distributed noise is still to be added.
+        distributed: bool,
+    },
+    /// Names this holder released for a column, for the union.
+    Set {
+        /// The column.
+        key: String,
+        /// The call within the column.
+        slot: usize,
+        /// The names.
+        names: Vec<String>,
+    },
+}
+
+/// A published wave: the decoded sums (in request order) and the union of the names.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Wave {
+    /// Every sum of the wave, in request order.
+    pub sums: Vec<f64>,
+    /// The union of every holder's released names, each as [`released_entry`] wrote it.
+    pub released: Vec<String>,
+}
+
+/// A holder's own noisy discovery counts, kept between waves (and across restarts, by the
+/// worker) so that the union's counts come from the very release its names came from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memo {
+    /// Per discovery (column and call), each value's noisy count; the null count under "".
+    pub discoveries: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// Where the statistics stand after a transcript.
+#[derive(Debug)]
+pub enum Step {
+    /// The next wave's requests.
+    Request(Vec<Part>),
+    /// The schema is complete; the summed noisy row count of the holders.
+    Done(Box<Completed>, f64),
+}
+
+/// A released name of column `key` as the union holds it (length-prefixed, so that no
+/// column name or value can be mistaken for another).
+pub fn released_entry(key: &str, name: &str) -> String {
+    format!("{}:{key}{name}", key.len())
+}
+
+fn entry_prefix(key: &str) -> String {
+    format!("{}:{key}", key.len())
+}
+
+const ROWS_KEY: &str = "\0rows";
+
+enum Answer {
+    Sum(Vec<f64>),
+    Set(Vec<String>),
+}
+
+/// The noise a federated job's statistics are read with: `noise` as planned (the
+/// guaranteed σ of every summed histogram), its numeric σ widened to what `participants`
+/// shares sum to when all take part (`tolerated` of them being allowed to drop or collude).
+pub fn reading_noise(noise: Noise, participants: usize, tolerated: usize) -> Noise {
+    let honest = participants.saturating_sub(tolerated).max(1) as f64;
+    Noise {
+        sigma: noise.sigma * (participants.max(1) as f64 / honest).sqrt(),
+        ..noise
+    }
+}
+
+struct Replay<'a> {
+    noise: Noise,
+    holders: usize,
+    answers: &'a HashMap<(String, usize), Answer>,
+    column: String,
+    slot: usize,
+    parts: Vec<Part>,
+    memo: &'a mut Memo,
+    rng: &'a mut SecureRng,
+}
+
+impl Replay<'_> {
+    fn take(&mut self) -> (String, usize) {
+        let slot = self.slot;
+        self.slot += 1;
+        (self.column.clone(), slot)
+    }
+
+    fn sum_answer(&self, key: &(String, usize), len: usize) -> Result<Option<Vec<f64>>> {
+        match self.answers.get(key) {
+            Some(Answer::Sum(v)) if v.len() == len => Ok(Some(v.clone())),
+            Some(_) => Err(mismatch(&key.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// A draw of this holder's noise for a count it holds none of, conditioned to have
+    /// stayed below `threshold` (it was not selected).
+    fn unselected(&mut self, sd: f64, threshold: f64) -> f64 {
+        for _ in 0..64 {
+            let z: f64 = self.rng.sample(StandardNormal);
+            if sd * z <= threshold {
+                return sd * z;
+            }
+        }
+        0.0
+    }
+}
+
+fn mismatch(column: &str) -> SynthError {
+    SynthError::Schema(format!(
+        "the statistics transcript does not match this holder's requests at column '{column}'"
+    ))
+}
+
+impl Release for Replay<'_> {
+    fn noise(&self) -> &Noise {
+        &self.noise
+    }
+
+    fn begin(&mut self, column: &str) {
+        self.column = column.to_string();
+        self.slot = 0;
+    }
+
+    fn counts(&mut self, counts: Vec<f64>) -> Result<Vec<f64>> {
+        let key = self.take();
+        if let Some(v) = self.sum_answer(&key, counts.len())? {
+            return Ok(v);
+        }
+        self.parts.push(Part::Sum {
+            key: key.0,
+            slot: key.1,
+            values: counts,
+            distributed: true,
+        });
+        Err(SynthError::Pending)
+    }
+
+    fn discover(&mut self, values: &[String], nulls: Option<usize>) -> Result<Discovered> {
+        let set_key = self.take();
+        let sum_key = self.take();
+        let memo_key = format!("{}#{}", set_key.0, set_key.1);
+        let sd = self.noise.sigma_categories;
+        let threshold = self.noise.threshold();
+        let union = match self.answers.get(&set_key) {
+            Some(Answer::Set(names)) => names.clone(),
+            Some(Answer::Sum(_)) => return Err(mismatch(&set_key.0)),
+            None => {
+                // This holder's discovery: its own noisy histogram (kept), the names above
+                // the threshold released for the union.
+                let noisy = match self.memo.discoveries.get(&memo_key) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+                        for v in values {
+                            *counts.entry(v.clone()).or_default() += 1.0;
+                        }
+                        for c in counts.values_mut() {
+                            let z: f64 = self.rng.sample(StandardNormal);
+                            *c += sd * z;
+                        }
+                        if let Some(n) = nulls {
+                            let z: f64 = self.rng.sample(StandardNormal);
+                            counts.insert(String::new(), n as f64 + sd * z);
+                        }
+                        self.memo.discoveries.insert(memo_key, counts.clone());
+                        counts
+                    }
+                };
+                let names = noisy
+                    .iter()
+                    .filter(|(k, c)| !k.is_empty() && **c > threshold)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                self.parts.push(Part::Set {
+                    key: set_key.0,
+                    slot: set_key.1,
+                    names,
+                });
+                return Err(SynthError::Pending);
+            }
+        };
+        let len = union.len() + usize::from(nulls.is_some());
+        let summed_sd = sd * (self.holders.max(1) as f64).sqrt();
+        if let Some(v) = self.sum_answer(&sum_key, len)? {
+            let mut categories: Vec<(String, f64)> = union
+                .iter()
+                .cloned()
+                .zip(v.iter().map(|c| c.max(0.5)))
+                .collect();
+            categories.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let nulls = nulls.map(|_| (v[len - 1], summed_sd));
+            return Ok(Discovered { categories, nulls });
+        }
+        let noisy = self.memo.discoveries.get(&memo_key).cloned().ok_or_else(|| {
+            SynthError::Schema(format!(
+                "column '{}': this holder's discovery counts were lost; the job cannot go on",
+                sum_key.0
+            ))
+        })?;
+        let mut counts = Vec::with_capacity(len);
+        for name in &union {
+            let c = match noisy.get(name) {
+                Some(c) => *c,
+                None => self.unselected(sd, threshold),
+            };
+            counts.push(c);
+        }
+        if nulls.is_some() {
+            counts.push(noisy.get("").copied().unwrap_or(0.0));
+        }
+        self.parts.push(Part::Sum {
+            key: sum_key.0,
+            slot: sum_key.1,
+            values: counts,
+            distributed: false,
+        });
+        Err(SynthError::Pending)
+    }
+
+    fn distinct(&mut self, values: &[String]) -> Result<f64> {
+        let key = self.take();
+        if let Some(v) = self.sum_answer(&key, 1)? {
+            return Ok(v[0]);
+        }
+        let distinct = values
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len() as f64;
+        let z: f64 = self.rng.sample(StandardNormal);
+        self.parts.push(Part::Sum {
+            key: key.0,
+            slot: key.1,
+            values: vec![distinct + self.noise.sigma_distinct * z],
+            distributed: false,
+        });
+        Err(SynthError::Pending)
+    }
+}
+
+/// Replays the completion of `schema` on this holder's `table` against the transcript
+/// `waves`: the next wave's requests, or the completed schema. `noise` is the reading noise
+/// ([`reading_noise`]), `holders` the number of holders summed, `noisy_rows` this holder's
+/// noisy row count (its part of the first wave). `memo` keeps this holder's discovery
+/// counts; the caller persists it when it changed.
+pub fn complete(
+    table: &Table,
+    schema: &Schema,
+    noise: Noise,
+    holders: usize,
+    noisy_rows: f64,
+    waves: &[Wave],
+    memo: &mut Memo,
+    rng: &mut SecureRng,
+) -> Result<Step> {
+    let mut answers: HashMap<(String, usize), Answer> = HashMap::new();
+    let mut rows = None;
+    for k in 0..=waves.len() {
+        let mut replay = Replay {
+            noise,
+            holders,
+            answers: &answers,
+            column: String::new(),
+            slot: 0,
+            parts: Vec::new(),
+            memo,
+            rng,
+        };
+        let result = complete_schema_with(table, schema, true, None, &mut replay);
+        let mut parts = std::mem::take(&mut replay.parts);
+        if k == 0 {
+            parts.insert(
+                0,
+                Part::Sum {
+                    key: ROWS_KEY.into(),
+                    slot: 0,
+                    values: vec![noisy_rows],
+                    distributed: false,
+                },
+            );
+        }
+        match result {
+            Ok(done) if k == waves.len() => {
+                return Ok(Step::Done(Box::new(done), rows.unwrap_or(noisy_rows)));
+            }
+            Ok(_) if k > 0 => {
+                return Err(SynthError::Schema(
+                    "the statistics transcript has more waves than the schema needs".into(),
+                ));
+            }
+            Err(SynthError::Pending) | Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        let Some(wave) = waves.get(k) else {
+            return Ok(Step::Request(parts));
+        };
+        let mut at = 0;
+        for part in parts {
+            match part {
+                Part::Sum {
+                    key, slot, values, ..
+                } => {
+                    let end = at + values.len();
+                    let v = wave
+                        .sums
+                        .get(at..end)
+                        .ok_or_else(|| mismatch(&key))?
+                        .to_vec();
+                    at = end;
+                    if key == ROWS_KEY {
+                        rows = Some(v[0].max(1.0));
+                    } else {
+                        answers.insert((key, slot), Answer::Sum(v));
+                    }
+                }
+                Part::Set { key, slot, .. } => {
+                    let prefix = entry_prefix(&key);
+                    let names: Vec<String> = wave
+                        .released
+                        .iter()
+                        .filter_map(|e| e.strip_prefix(&prefix).map(str::to_string))
+                        .collect();
+                    answers.insert((key, slot), Answer::Set(names));
+                }
+            }
+        }
+        if at != wave.sums.len() {
+            return Err(mismatch("(end of wave)"));
+        }
+    }
+    Err(SynthError::Schema("statistics replay ended early".into()))
+}
+
+/// The ring words of a wave's sums: distributed counts with a share of Skellam noise λ,
+/// this holder's noisy counts rounded stochastically (unbiased), each as a 32-bit word.
+pub fn encode(parts: &[Part], lambda: f64, rng: &mut SecureRng) -> Result<Vec<u32>> {
+    let mut words = Vec::new();
+    for part in parts {
+        let Part::Sum {
+            key,
+            values,
+            distributed,
+            ..
+        } = part
+        else {
+            continue;
+        };
+        if values.iter().any(|v| !v.is_finite() || v.abs() > MAX_COUNT) {
+            return Err(SynthError::Column {
+                column: key.clone(),
+                message: "a count beyond what the statistics' ring holds".into(),
+            });
+        }
+        if *distributed {
+            let mut w: Vec<u32> = values.iter().map(|&v| (v.round() as i64) as u32).collect();
+            if lambda > 0.0 {
+                secagg::add_skellam(&mut w, lambda, rng)?;
+            }
+            words.extend(w);
+        } else {
+            let f: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+            words.extend(secagg::discretise(&f, 1.0, rng));
+        }
+    }
+    Ok(words)
+}
+
+/// A completed wave's summed words as counts (signed 32-bit).
+pub fn decode(sum: &[u32]) -> Vec<f64> {
+    sum.iter().map(|&w| f64::from(w as i32)).collect()
+}
+
+/// The names a wave's requests release for the union.
+pub fn released(parts: &[Part]) -> Vec<String> {
+    parts
+        .iter()
+        .flat_map(|p| match p {
+            Part::Set { key, names, .. } => names.iter().map(|n| released_entry(key, n)).collect(),
+            Part::Sum { .. } => Vec::new(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::schema::ColumnKind;
+    use crate::stats::{DISTINCT_NOISE, Plan};
+    use crate::table::ColumnData;
+
+    /// Three holders' shards of one table: an integer column, a 0/1 flag, an amount with
+    /// exact zeros, a category with a class (`rare`, 3% of all rows) held by the last
+    /// holder only.
+    fn shards() -> Vec<Table> {
+        let mut rng = SecureRng::from_seed(5);
+        (0..3)
+            .map(|h| {
+                let n = 4000;
+                let age: Vec<Option<i64>> =
+                    (0..n).map(|i| Some(20 + ((i * 7 + h) % 45) as i64)).collect();
+                let flag: Vec<Option<i64>> = (0..n).map(|i| Some(i64::from(i % 10 < 3))).collect();
+                let amount: Vec<Option<f64>> = (0..n)
+                    .map(|i| {
+                        Some(if i % 2 == 0 {
+                            0.0
+                        } else {
+                            100.0 * (1.0 + 4.0 * rng.random::<f64>())
+                        })
+                    })
+                    .collect();
+                let kind: Vec<Option<String>> = (0..n)
+                    .map(|i| {
+                        Some(
+                            if h == 2 && i % 100 < 9 {
+                                "rare"
+                            } else if i % 3 == 0 {
+                                "a"
+                            } else {
+                                "b"
+                            }
+                            .to_string(),
+                        )
+                    })
+                    .collect();
+                Table {
+                    names: vec!["age".into(), "flag".into(), "amount".into(), "kind".into()],
+                    columns: vec![
+                        ColumnData::Int(age),
+                        ColumnData::Int(flag),
+                        ColumnData::Float(amount),
+                        ColumnData::Text(kind),
+                    ],
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the waves among the holders in process (masks cancel in the sum, so they are
+    /// left out here): each holder's completed schema and the summed row count.
+    fn run(holders: &[Table], schema: &Schema, noise: Noise) -> (Vec<Schema>, f64, usize) {
+        let n = holders.len();
+        let mut memos = vec![Memo::default(); n];
+        let mut waves: Vec<Wave> = Vec::new();
+        let mut rng = SecureRng::from_seed(9);
+        let lambda = secagg::skellam_share(noise.sigma, 1.0, n, 0).unwrap();
+        let reading = reading_noise(noise, n, 0);
+        loop {
+            let steps: Vec<Step> = holders
+                .iter()
+                .zip(&mut memos)
+                .map(|(t, memo)| {
+                    complete(t, schema, reading, n, t.rows() as f64, &waves, memo, &mut rng)
+                        .unwrap()
+                })
+                .collect();
+            if steps.iter().all(|s| matches!(s, Step::Done(..))) {
+                let mut rows = 0.0;
+                let schemas = steps
+                    .into_iter()
+                    .map(|s| match s {
+                        Step::Done(c, r) => {
+                            rows = r;
+                            c.schema
+                        }
+                        Step::Request(_) => unreachable!(),
+                    })
+                    .collect();
+                return (schemas, rows, waves.len());
+            }
+            let mut sum: Option<Vec<u32>> = None;
+            let mut union = Vec::new();
+            for step in &steps {
+                let Step::Request(parts) = step else {
+                    panic!("holders disagree on whether the statistics are complete")
+                };
+                let words = encode(parts, lambda, &mut rng).unwrap();
+                match &mut sum {
+                    None => sum = Some(words),
+                    Some(s) => {
+                        assert_eq!(s.len(), words.len(), "holders asked for other sums");
+                        secagg::add_words(s, &words);
+                    }
+                }
+                union.extend(released(parts));
+            }
+            union.sort();
+            union.dedup();
+            waves.push(Wave {
+                sums: decode(&sum.unwrap()),
+                released: union,
+            });
+            assert!(waves.len() < 10, "the statistics never complete");
+        }
+    }
+
+    #[test]
+    fn holders_complete_one_schema_from_summed_statistics() {
+        let holders = shards();
+        let mut schema = Schema::infer(&holders[0]);
+        for c in &mut schema.columns {
+            c.nullable = None;
+            c.categories = None;
+        }
+        let plan = Plan::for_schema(&schema);
+        let noise = Noise {
+            sigma: 20.0,
+            sigma_categories: 10.0,
+            threshold_delta: 1e-7,
+            sigma_distinct: 20.0 * DISTINCT_NOISE,
+        };
+        let (schemas, rows, waves) = run(&holders, &schema, noise);
+        assert!(plan.releases > 0 && plan.discoveries == 1);
+        // Every holder read the same schema from the same transcript.
+        let text = schemas[0].to_toml();
+        assert!(schemas.iter().all(|s| s.to_toml() == text), "{text}");
+        assert!(waves <= 3, "{waves} waves");
+        assert!((rows - 12_000.0).abs() < 1.0, "{rows}");
+        let col = |name: &str| schemas[0].columns.iter().find(|c| c.name == name).unwrap();
+        // The category held by one holder only is found, with about its share (3%).
+        let kind = col("kind");
+        let cats = kind.categories.as_ref().unwrap();
+        let freq = kind.frequencies.as_ref().unwrap();
+        let total: f64 = freq.iter().sum();
+        let rare = cats.iter().position(|c| c == "rare").expect("rare found");
+        assert!((freq[rare] / total - 0.03).abs() < 0.01, "{cats:?} {freq:?}");
+        // The flag keeps both values; the amount's zeros are a point mass of about half.
+        assert_eq!(col("flag").kind, ColumnKind::Integer);
+        assert_eq!(col("flag").edges.as_ref().unwrap(), &vec![-0.5, 0.5, 1.5]);
+        let amount = col("amount");
+        assert_eq!(amount.points, Some(vec![0.0]));
+        let f = amount.frequencies.as_ref().unwrap();
+        let share = f[f.len() - 1] / f.iter().sum::<f64>();
+        assert!((share - 0.5).abs() < 0.03, "{share}");
+        let age = col("age").edges.as_ref().unwrap();
+        assert!(age[0] <= 20.0 && age[age.len() - 1] >= 64.0, "{age:?}");
+    }
+
+    #[test]
+    fn a_transcript_that_does_not_fit_the_requests_is_refused() {
+        let holders = shards();
+        let schema = Schema::infer(&holders[0]);
+        let noise = Noise::exact();
+        let mut memo = Memo::default();
+        let mut rng = SecureRng::from_seed(1);
+        let bad = vec![Wave {
+            sums: vec![1.0; 3],
+            released: vec![],
+        }];
+        let got = complete(&holders[0], &schema, noise, 3, 100.0, &bad, &mut memo, &mut rng);
+        assert!(matches!(got, Err(SynthError::Schema(_))), "{got:?}");
+    }
+}
