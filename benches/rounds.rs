@@ -49,6 +49,7 @@ fn spec(workers: u32, secure: bool) -> JobSpec {
         federation: "bench".into(),
         model: "tvae".into(),
         schema_toml: "version = 1\ncolumns = []\n".into(),
+        statistics_share: None,
         epsilon: 3.0,
         delta: 1e-6,
         rounds: ROUNDS,

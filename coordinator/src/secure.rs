@@ -22,6 +22,9 @@ use fedsynth_privacy::secagg::{self, KeyAdvert};
 pub enum Stage {
     /// Workers publish their key adverts (secure aggregation, once per job).
     AdvertiseKeys,
+    /// A partial schema's statistics: every worker of the roster uploads its masked sums
+    /// and released names for the wave (or, once complete, the schema it completed).
+    Statistics,
     /// One worker uploads the job's seeded initial weights (secure aggregation, once).
     InitialWeights,
     /// Workers upload their updates: plain f32 weights, or masked ring words under secagg.
@@ -33,6 +36,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AdvertiseKeys => "advertise_keys",
+            Self::Statistics => "statistics",
             Self::InitialWeights => "initial_weights",
             Self::Collect => "collect",
         }
@@ -71,6 +75,71 @@ pub fn decide(
         return Decision::Complete;
     }
     Decision::Void(expected.difference(delivered).cloned().collect())
+}
+
+/// One worker's upload for a statistics wave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatisticsUpload {
+    /// Its masked ring words.
+    pub words: Vec<u32>,
+    /// The names it released for the union.
+    pub released: Vec<String>,
+    /// Once complete: the schema it completed (TOML) and its model's size.
+    pub schema: Option<(String, u64)>,
+}
+
+/// How a statistics wave closes once every worker of the roster uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatisticsOutcome {
+    /// A wave to publish: the ring sum of the words and the sorted union of the names.
+    Wave {
+        /// Σ words, modulo 2³².
+        sums: Vec<u32>,
+        /// The union of the released names, sorted.
+        released: Vec<String>,
+    },
+    /// Every worker completed the same schema.
+    Schema(String, u64),
+    /// The uploads do not agree (sizes, or schemas): the job cannot go on.
+    Disagree(String),
+}
+
+/// Closes a statistics wave from every worker's upload: the workers replay the same public
+/// computation, so they all ask for sums of one length, or all send one schema. The masks
+/// cancel only in the sum over all of them; nothing else is read from a single upload.
+pub fn close_statistics(
+    uploads: &std::collections::BTreeMap<String, StatisticsUpload>,
+) -> StatisticsOutcome {
+    let schemas: BTreeSet<&(String, u64)> =
+        uploads.values().filter_map(|u| u.schema.as_ref()).collect();
+    if !schemas.is_empty() {
+        if schemas.len() == 1 && uploads.values().all(|u| u.schema.is_some()) {
+            if let Some((text, parameters)) = schemas.into_iter().next() {
+                return StatisticsOutcome::Schema(text.clone(), *parameters);
+            }
+        }
+        return StatisticsOutcome::Disagree(
+            "the holders completed different schemas from the same statistics".into(),
+        );
+    }
+    let mut sums: Option<Vec<u32>> = None;
+    let mut released = BTreeSet::new();
+    for u in uploads.values() {
+        match &mut sums {
+            None => sums = Some(u.words.clone()),
+            Some(s) if s.len() == u.words.len() => secagg::add_words(s, &u.words),
+            Some(_) => {
+                return StatisticsOutcome::Disagree(
+                    "the holders asked for statistics of different sizes".into(),
+                );
+            }
+        }
+        released.extend(u.released.iter().cloned());
+    }
+    StatisticsOutcome::Wave {
+        sums: sums.unwrap_or_default(),
+        released: released.into_iter().collect(),
+    }
 }
 
 /// The participants of a new attempt: the roster's live workers, sorted.
@@ -142,6 +211,47 @@ mod tests {
             decide(&BTreeSet::new(), &BTreeSet::new(), false, deadline, t0),
             Decision::Wait
         );
+    }
+
+    #[test]
+    fn statistics_waves_sum_and_schemas_must_agree() {
+        let up = |words: Vec<u32>, names: &[&str], schema: Option<&str>| StatisticsUpload {
+            words,
+            released: names.iter().map(|s| s.to_string()).collect(),
+            schema: schema.map(|s| (s.to_string(), 10)),
+        };
+        let mut uploads = std::collections::BTreeMap::new();
+        uploads.insert("a".to_string(), up(vec![1, u32::MAX], &["1:kx"], None));
+        uploads.insert("b".to_string(), up(vec![2, 3], &["1:ky", "1:kx"], None));
+        assert_eq!(
+            close_statistics(&uploads),
+            StatisticsOutcome::Wave {
+                sums: vec![3, 2],
+                released: vec!["1:kx".into(), "1:ky".into()]
+            }
+        );
+        uploads.insert("c".to_string(), up(vec![2], &[], None));
+        assert!(matches!(
+            close_statistics(&uploads),
+            StatisticsOutcome::Disagree(_)
+        ));
+        let mut done = std::collections::BTreeMap::new();
+        done.insert("a".to_string(), up(vec![], &[], Some("s")));
+        done.insert("b".to_string(), up(vec![], &[], Some("s")));
+        assert_eq!(
+            close_statistics(&done),
+            StatisticsOutcome::Schema("s".into(), 10)
+        );
+        done.insert("c".to_string(), up(vec![], &[], Some("t")));
+        assert!(matches!(
+            close_statistics(&done),
+            StatisticsOutcome::Disagree(_)
+        ));
+        done.insert("c".to_string(), up(vec![1], &[], None));
+        assert!(matches!(
+            close_statistics(&done),
+            StatisticsOutcome::Disagree(_)
+        ));
     }
 
     #[test]

@@ -81,6 +81,12 @@ struct LiveJob {
     roster: Option<Vec<String>>,
     /// The ring scale of the roster (public, from its adverts), fixed with the roster.
     ring_scale: f64,
+    /// A partial schema's statistics: the waves published (stored), this wave's uploads (in
+    /// memory; a worker re-sends its kept upload after a restart) and the completed schema
+    /// with its model's size (stored).
+    transcript: Vec<pb::StatisticsWave>,
+    statistics: std::collections::BTreeMap<String, crate::secure::StatisticsUpload>,
+    schema: Option<(String, u64)>,
 }
 
 impl LiveJob {
@@ -96,7 +102,18 @@ impl LiveJob {
             adverts: std::collections::BTreeMap::new(),
             roster: None,
             ring_scale: 0.0,
+            transcript: Vec::new(),
+            statistics: std::collections::BTreeMap::new(),
+            schema: None,
             record,
+        }
+    }
+
+    /// The model's size: the spec's, or the completed schema's.
+    fn parameters(&self) -> u64 {
+        match (&self.schema, self.record.spec.parameters) {
+            (Some((_, p)), 0) => *p,
+            (_, p) => p,
         }
     }
 
@@ -113,6 +130,8 @@ impl LiveJob {
             Stage::Collect
         } else if self.roster.is_none() {
             Stage::AdvertiseKeys
+        } else if self.record.spec.needs_statistics() && self.schema.is_none() {
+            Stage::Statistics
         } else if self.record.weights_key.is_empty() {
             Stage::InitialWeights
         } else {
@@ -120,7 +139,17 @@ impl LiveJob {
         };
         let participants = match (&self.roster, stage) {
             (Some(roster), Stage::Collect) => crate::secure::participants(roster, live),
+            (Some(roster), Stage::Statistics) => {
+                let mut all = roster.clone();
+                all.sort();
+                all
+            }
             _ => Vec::new(),
+        };
+        let round = if stage == Stage::Statistics {
+            self.transcript.len() as u32
+        } else {
+            round
         };
         self.round = Some(LiveRound {
             round,
@@ -246,6 +275,16 @@ impl Coordinator {
                     .collect(),
                 participants.iter().map(|p| p.worker_id.clone()).collect(),
             );
+            live.schema = store.schema(&live.record.id).await?;
+            live.transcript = store
+                .statistics(&live.record.id)
+                .await?
+                .into_iter()
+                .map(|(words, released)| pb::StatisticsWave {
+                    sums: words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                    released,
+                })
+                .collect();
             if live.record.state == JobState::Running {
                 let r = live.record.round;
                 live.open_round(r, &HashSet::new(), epoch);
@@ -296,6 +335,7 @@ impl Coordinator {
         &self,
         record: &JobRecord,
         participants: &[crate::store::Participant],
+        schema: Option<(String, u64)>,
     ) -> pb::JobStatus {
         pb::JobStatus {
             job_id: record.id.clone(),
@@ -319,6 +359,7 @@ impl Coordinator {
                 .map(|p| format!("{}: {}", p.worker_id, p.reason))
                 .collect(),
             aggregation: aggregation_text(record.spec.secure_aggregation).into(),
+            schema_toml: schema.map(|(text, _)| text).unwrap_or_default(),
         }
     }
 

@@ -158,6 +158,12 @@ const COMMON_DDL: &[&str] = &[
         weight DOUBLE PRECISION NOT NULL, weights_digest TEXT NOT NULL,
         committed_ms BIGINT NOT NULL, record_version BIGINT NOT NULL,
         PRIMARY KEY (job_id, round))",
+    "CREATE TABLE IF NOT EXISTS statistics (
+        job_id TEXT NOT NULL, wave BIGINT NOT NULL, sums TEXT NOT NULL, released TEXT NOT NULL,
+        at_ms BIGINT NOT NULL, record_version BIGINT NOT NULL, PRIMARY KEY (job_id, wave))",
+    "CREATE TABLE IF NOT EXISTS schemas (
+        job_id TEXT PRIMARY KEY, schema TEXT NOT NULL, parameters BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL, record_version BIGINT NOT NULL)",
 ];
 
 const SQLITE_DDL: &[&str] = &[
@@ -392,6 +398,97 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Stores a published statistics wave (the summed words, hex; the union, JSON). A wave
+    /// stored already stays as it was (`false`).
+    pub async fn add_statistics_wave(
+        &self,
+        job: &str,
+        wave: u32,
+        sums: &[u32],
+        released: &[String],
+    ) -> Result<bool> {
+        let bytes: Vec<u8> = sums.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let names = serde_json::to_string(released)
+            .map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
+        let n = sqlx::query(
+            "INSERT INTO statistics (job_id, wave, sums, released, at_ms, record_version)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id, wave) DO NOTHING",
+        )
+        .bind(job)
+        .bind(i64::from(wave))
+        .bind(hex::encode(bytes))
+        .bind(names)
+        .bind(now_ms())
+        .bind(RECORD_VERSION)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// A job's published statistics waves, in order: (summed words, union).
+    pub async fn statistics(&self, job: &str) -> Result<Vec<(Vec<u32>, Vec<String>)>> {
+        let rows = sqlx::query(
+            "SELECT wave, sums, released FROM statistics WHERE job_id = $1 ORDER BY wave",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let wave: i64 = row.try_get("wave")?;
+            let bytes = hex::decode(row.try_get::<String, _>("sums")?).map_err(|_| {
+                CoordinatorError::Corrupt(format!("job {job}: statistics wave {wave}"))
+            })?;
+            let names: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("released")?)
+                .map_err(|_| {
+                CoordinatorError::Corrupt(format!("job {job}: statistics wave {wave}"))
+            })?;
+            if wave != i as i64 || bytes.len() % 4 != 0 {
+                return Err(CoordinatorError::Corrupt(format!(
+                    "job {job}: statistics wave {wave} out of order or cut"
+                )));
+            }
+            let words = bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            out.push((words, names));
+        }
+        Ok(out)
+    }
+
+    /// Stores the schema a job's holders completed (the first one stands).
+    pub async fn set_schema(&self, job: &str, schema: &str, parameters: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schemas (job_id, schema, parameters, at_ms, record_version)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id) DO NOTHING",
+        )
+        .bind(job)
+        .bind(schema)
+        .bind(parameters as i64)
+        .bind(now_ms())
+        .bind(RECORD_VERSION)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The schema a job's holders completed, with its model's size.
+    pub async fn schema(&self, job: &str) -> Result<Option<(String, u64)>> {
+        let row = sqlx::query("SELECT schema, parameters FROM schemas WHERE job_id = $1")
+            .bind(job)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(Some((
+                row.try_get("schema")?,
+                row.try_get::<i64, _>("parameters")?.max(0) as u64,
+            ))),
+        }
     }
 
     /// Records a worker's answer to an offer; a second answer is ignored (first one stands).

@@ -93,6 +93,7 @@ fn spec() -> JobSpec {
         federation: "clinics".into(),
         model: "tvae".into(),
         schema_toml: "version = 1\ncolumns = []\n".into(),
+        statistics_share: None,
         epsilon: 3.0,
         delta: 1e-6,
         rounds: 1,

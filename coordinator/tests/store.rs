@@ -12,6 +12,7 @@ fn spec(name: &str) -> JobSpec {
         federation: "clinics".into(),
         model: "tvae".into(),
         schema_toml: "version = 1\ncolumns = []\n".into(),
+        statistics_share: None,
         epsilon: 3.0,
         delta: 1e-6,
         rounds: 3,

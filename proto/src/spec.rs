@@ -65,9 +65,15 @@ pub struct JobSpec {
     /// Generator model (`tvae`).
     #[serde(default = "default_model")]
     pub model: String,
-    /// The table schema (TOML text): every column with public bounds/edges or categories,
-    /// so that all holders share one encoder without spending budget on it.
+    /// The table schema (TOML text). Complete (every column with public bounds/edges or
+    /// categories): all holders share one encoder without spending budget on it. Partial
+    /// (names and kinds, any facts left out): under secure aggregation the holders complete
+    /// it from their DP statistics, summed in waves before training (`parameters` = 0).
     pub schema_toml: String,
+    /// Share of each holder's ε spent on the statistics that complete a partial schema
+    /// (unset: 0.1; ignored with a complete schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics_share: Option<f64>,
     /// Per-holder ε for the whole job (row count release + every DP-SGD step).
     pub epsilon: f64,
     /// Per-holder δ.
@@ -119,7 +125,8 @@ pub struct JobSpec {
     /// Tries of one round before the job fails.
     #[serde(default = "default_tries")]
     pub round_tries: u32,
-    /// Rows of synthetic output.
+    /// Rows of synthetic output (0 with a partial schema: the holders' summed DP row counts).
+    #[serde(default)]
     pub rows: u64,
     /// Output format: `csv` or `parquet`.
     #[serde(default = "default_format")]
@@ -180,6 +187,16 @@ fn default_format() -> String {
 }
 
 impl JobSpec {
+    /// Whether the holders complete the schema from their statistics before training.
+    pub fn needs_statistics(&self) -> bool {
+        self.parameters == 0
+    }
+
+    /// The share of ε the statistics of a partial schema take.
+    pub fn statistics_share(&self) -> f64 {
+        self.statistics_share.unwrap_or(0.1)
+    }
+
     /// Attempts each holder pays for in advance under secure aggregation: one per round
     /// and the spare ones.
     pub fn charged_attempts(&self) -> u64 {
@@ -332,8 +349,17 @@ impl JobSpec {
         if self.round_tries == 0 || self.round_tries > 100 {
             return fail("round_tries must be 1-100".into());
         }
-        if self.rows == 0 || self.rows > 100_000_000 {
-            return fail("rows must be 1-100000000".into());
+        if self.rows > 100_000_000 || (self.rows == 0 && self.parameters != 0) {
+            return fail(
+                "rows must be 1-100000000 (0 only with a partial schema: the holders' DP row counts)"
+                    .into(),
+            );
+        }
+        if self
+            .statistics_share
+            .is_some_and(|s| !(s.is_finite() && s > 0.0 && s < 1.0))
+        {
+            return fail("statistics_share must be in (0, 1)".into());
         }
         if self.format != "csv" && self.format != "parquet" {
             return fail(format!("format '{}': use csv or parquet", self.format));
@@ -341,11 +367,17 @@ impl JobSpec {
         if self.recipients.is_empty() || self.recipients.len() > 64 {
             return fail("name 1-64 recipients: the artifact is always encrypted".into());
         }
-        if self.parameters == 0 || self.parameters > crate::MAX_PARAMETERS {
+        if self.parameters > crate::MAX_PARAMETERS {
             return fail(format!(
-                "parameters must be 1-{} (fedsynth submit computes it from the schema)",
+                "parameters must be at most {} (fedsynth submit computes it from the schema)",
                 crate::MAX_PARAMETERS
             ));
+        }
+        if self.parameters == 0 && self.secure_aggregation != SecureAggregation::Secagg {
+            return fail(
+                "a partial schema (parameters = 0) is completed from the holders' statistics under secure aggregation only: set secure_aggregation = \"secagg\" or give a complete schema"
+                    .into(),
+            );
         }
         if self
             .max_update_norm
@@ -374,6 +406,7 @@ mod tests {
             federation: "f".into(),
             model: "tvae".into(),
             schema_toml: "version = 1\ncolumns = []\n".into(),
+            statistics_share: None,
             epsilon: 3.0,
             delta: 1e-6,
             rounds: 3,

@@ -255,12 +255,17 @@ impl Release for Replay<'_> {
             let nulls = nulls.map(|_| (v[len - 1], summed_sd));
             return Ok(Discovered { categories, nulls });
         }
-        let noisy = self.memo.discoveries.get(&memo_key).cloned().ok_or_else(|| {
-            SynthError::Schema(format!(
-                "column '{}': this holder's discovery counts were lost; the job cannot go on",
-                sum_key.0
-            ))
-        })?;
+        let noisy = self
+            .memo
+            .discoveries
+            .get(&memo_key)
+            .cloned()
+            .ok_or_else(|| {
+                SynthError::Schema(format!(
+                    "column '{}': this holder's discovery counts were lost; the job cannot go on",
+                    sum_key.0
+                ))
+            })?;
         let mut counts = Vec::with_capacity(len);
         for name in &union {
             let c = match noisy.get(name) {
@@ -460,8 +465,9 @@ mod tests {
         (0..3)
             .map(|h| {
                 let n = 4000;
-                let age: Vec<Option<i64>> =
-                    (0..n).map(|i| Some(20 + ((i * 7 + h) % 45) as i64)).collect();
+                let age: Vec<Option<i64>> = (0..n)
+                    .map(|i| Some(20 + ((i * 7 + h) % 45) as i64))
+                    .collect();
                 let flag: Vec<Option<i64>> = (0..n).map(|i| Some(i64::from(i % 10 < 3))).collect();
                 let amount: Vec<Option<f64>> = (0..n)
                     .map(|i| {
@@ -513,8 +519,17 @@ mod tests {
                 .iter()
                 .zip(&mut memos)
                 .map(|(t, memo)| {
-                    complete(t, schema, reading, n, t.rows() as f64, &waves, memo, &mut rng)
-                        .unwrap()
+                    complete(
+                        t,
+                        schema,
+                        reading,
+                        n,
+                        t.rows() as f64,
+                        &waves,
+                        memo,
+                        &mut rng,
+                    )
+                    .unwrap()
                 })
                 .collect();
             if steps.iter().all(|s| matches!(s, Step::Done(..))) {
@@ -586,7 +601,10 @@ mod tests {
         let freq = kind.frequencies.as_ref().unwrap();
         let total: f64 = freq.iter().sum();
         let rare = cats.iter().position(|c| c == "rare").expect("rare found");
-        assert!((freq[rare] / total - 0.03).abs() < 0.01, "{cats:?} {freq:?}");
+        assert!(
+            (freq[rare] / total - 0.03).abs() < 0.01,
+            "{cats:?} {freq:?}"
+        );
         // The flag keeps both values; the amount's zeros are a point mass of about half.
         assert_eq!(col("flag").kind, ColumnKind::Integer);
         assert_eq!(col("flag").edges.as_ref().unwrap(), &vec![-0.5, 0.5, 1.5]);
@@ -610,7 +628,16 @@ mod tests {
             sums: vec![1.0; 3],
             released: vec![],
         }];
-        let got = complete(&holders[0], &schema, noise, 3, 100.0, &bad, &mut memo, &mut rng);
+        let got = complete(
+            &holders[0],
+            &schema,
+            noise,
+            3,
+            100.0,
+            &bad,
+            &mut memo,
+            &mut rng,
+        );
         assert!(matches!(got, Err(SynthError::Schema(_))), "{got:?}");
     }
 }

@@ -56,6 +56,7 @@ fn spec(recipient: &SecretKey) -> JobSpec {
         federation: "clinics".into(),
         model: "tvae".into(),
         schema_toml: std::fs::read_to_string(repo().join("configs/wage.schema.toml")).unwrap(),
+        statistics_share: None,
         epsilon: 2.0,
         delta: 1e-5,
         rounds: 2,

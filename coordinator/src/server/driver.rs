@@ -232,6 +232,7 @@ impl Coordinator {
                     }
                 }
             }
+            Stage::Statistics => self.step_statistics(job, live, now).await,
             Stage::InitialWeights => {
                 if !job.record.weights_key.is_empty() {
                     job.open_round(r, live, self.epoch);
@@ -278,6 +279,91 @@ impl Coordinator {
                         self.retry(job, live, detail).await
                     }
                 }
+            }
+        }
+    }
+
+    /// One tick of a partial schema's statistics: a wave closes when every worker of the
+    /// roster uploaded (its sum is published, or the schema they all completed is stored);
+    /// a worker missing at the deadline (or gone) makes the wave try again, its peers'
+    /// uploads kept.
+    async fn step_statistics(
+        &self,
+        job: &mut LiveJob,
+        live: &HashSet<String>,
+        now: Instant,
+    ) -> Result<()> {
+        use crate::secure::{Decision, StatisticsOutcome, close_statistics, decide};
+        use std::collections::BTreeSet;
+        let Some(round) = job.round.as_ref() else {
+            return Ok(());
+        };
+        let wave = round.round;
+        let expected: BTreeSet<String> = round.participants.iter().cloned().collect();
+        let delivered: BTreeSet<String> = job.statistics.keys().cloned().collect();
+        let gone = expected
+            .iter()
+            .any(|w| !delivered.contains(w) && !live.contains(w));
+        let deadline = if gone { now } else { round.deadline };
+        match decide(&expected, &delivered, false, deadline, now) {
+            Decision::Wait => Ok(()),
+            Decision::Void(missing) => {
+                let detail = format!(
+                    "statistics wave {wave}: nothing from {} by the deadline (every holder of the roster takes part in the statistics)",
+                    missing.join(", ")
+                );
+                self.retry(job, live, detail).await
+            }
+            Decision::Complete => {
+                let outcome = close_statistics(&job.statistics);
+                job.statistics.clear();
+                match outcome {
+                    StatisticsOutcome::Disagree(why) => return self.fail(job, why).await,
+                    StatisticsOutcome::Wave { sums, released } => {
+                        self.store
+                            .add_statistics_wave(&job.record.id, wave, &sums, &released)
+                            .await?;
+                        self.store
+                            .audit(
+                                "coordinator",
+                                "statistics",
+                                &job.record.id,
+                                &format!(
+                                    "wave {wave}: {} noisy sums and {} released names from {}",
+                                    sums.len(),
+                                    released.len(),
+                                    expected.iter().cloned().collect::<Vec<_>>().join(", ")
+                                ),
+                            )
+                            .await?;
+                        job.transcript.push(pb::StatisticsWave {
+                            sums: sums.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                            released,
+                        });
+                    }
+                    StatisticsOutcome::Schema(text, parameters) => {
+                        self.store
+                            .set_schema(&job.record.id, &text, parameters)
+                            .await?;
+                        self.store
+                            .audit(
+                                "coordinator",
+                                "schema",
+                                &job.record.id,
+                                &format!(
+                                    "completed by the holders from {} waves of DP statistics: {parameters} parameters",
+                                    job.transcript.len()
+                                ),
+                            )
+                            .await?;
+                        job.schema = Some((text, parameters));
+                    }
+                }
+                self.store.set_tries(&job.record.id, 0).await?;
+                job.record.tries = 0;
+                let r = job.record.round;
+                job.open_round(r, live, self.epoch);
+                Ok(())
             }
         }
     }

@@ -302,6 +302,115 @@ impl Federation for FederationService {
         Ok(Response::new(pb::KeyList { adverts }))
     }
 
+    async fn upload_statistics(
+        &self,
+        req: Request<pb::StatisticsUpload>,
+    ) -> Result<Response<pb::UploadAck>, Status> {
+        let c = &self.0;
+        let worker = req.get_ref().worker_id.clone();
+        let creds = c.credentials(&req);
+        let (_, worker) = c.worker(&creds, Some(&worker), "upload statistics").await?;
+        let body = req.into_inner();
+        let invalid = |m: &str| -> Status { CoordinatorError::Invalid(m.into()).into() };
+        if body.words.len() % 4 != 0 || body.words.len() > MAX_STATISTICS_BYTES {
+            return Err(invalid("statistics words: whole u32 words, at most 16 MiB"));
+        }
+        let names: usize = body.released.iter().map(String::len).sum();
+        if body.released.len() > MAX_RELEASED || names > MAX_STATISTICS_BYTES {
+            return Err(invalid("statistics: too many released names"));
+        }
+        let schema = if body.schema_toml.is_empty() {
+            None
+        } else {
+            if body.schema_toml.len() > 1 << 20
+                || body.parameters == 0
+                || body.parameters > MAX_PARAMETERS
+                || !body.words.is_empty()
+                || !body.released.is_empty()
+            {
+                return Err(invalid(
+                    "a completed schema: at most 1 MiB, 1 to MAX_PARAMETERS parameters, nothing else",
+                ));
+            }
+            Some((body.schema_toml, body.parameters))
+        };
+        let upload = crate::secure::StatisticsUpload {
+            words: body
+                .words
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            released: body.released,
+            schema,
+        };
+        let mut state = c.state.lock().await;
+        let job = state
+            .jobs
+            .get_mut(&body.job_id)
+            .filter(|j| j.roster.iter().flatten().any(|w| *w == worker))
+            .ok_or_else(|| {
+                CoordinatorError::PermissionDenied(format!(
+                    "{worker} is not in the key roster of job '{}'",
+                    body.job_id
+                ))
+            })?;
+        let open = job
+            .round
+            .as_ref()
+            .is_some_and(|r| r.stage == Stage::Statistics && r.round == body.wave);
+        if !open || job.record.state != JobState::Running {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "statistics wave {} is not open",
+                body.wave
+            ))
+            .into());
+        }
+        if let Some(known) = job.statistics.get(&worker) {
+            if *known == upload {
+                return Ok(Response::new(pb::UploadAck {
+                    accepted: true,
+                    message: "statistics already received".into(),
+                }));
+            }
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "{worker} sent other statistics for wave {} already",
+                body.wave
+            ))
+            .into());
+        }
+        job.statistics.insert(worker, upload);
+        drop(state);
+        c.wake.notify_one();
+        Ok(Response::new(pb::UploadAck {
+            accepted: true,
+            message: "statistics received".into(),
+        }))
+    }
+
+    async fn fetch_statistics(
+        &self,
+        req: Request<pb::FetchStatisticsRequest>,
+    ) -> Result<Response<pb::StatisticsTranscript>, Status> {
+        let c = &self.0;
+        let worker = req.get_ref().worker_id.clone();
+        let creds = c.credentials(&req);
+        let (_, worker) = c.worker(&creds, Some(&worker), "fetch statistics").await?;
+        let job_id = req.into_inner().job_id;
+        let state = c.state.lock().await;
+        let job = state
+            .jobs
+            .get(&job_id)
+            .filter(|j| j.roster.iter().flatten().any(|w| *w == worker))
+            .ok_or_else(|| {
+                CoordinatorError::PermissionDenied(format!(
+                    "{worker} is not in the key roster of job '{job_id}'"
+                ))
+            })?;
+        Ok(Response::new(pb::StatisticsTranscript {
+            waves: job.transcript.clone(),
+        }))
+    }
+
     async fn upload_update(
         &self,
         req: Request<Streaming<pb::UpdateChunk>>,
@@ -560,6 +669,11 @@ impl Federation for FederationService {
 }
 
 /// Stores a worker's upload of the job's seeded initial weights as the job's first weights.
+/// Largest statistics upload (words, or the names' bytes): 16 MiB.
+const MAX_STATISTICS_BYTES: usize = 16 << 20;
+/// Most names one statistics upload may release.
+const MAX_RELEASED: usize = 1 << 20;
+
 async fn initial_weights(
     c: &Coordinator,
     header: &pb::UpdateHeader,
@@ -734,6 +848,7 @@ fn wanted_from(job: &LiveJob, r: &LiveRound, worker: &str) -> bool {
     let in_roster = || job.roster.iter().flatten().any(|w| w == worker);
     match r.stage {
         Stage::AdvertiseKeys => !job.adverts.contains_key(worker),
+        Stage::Statistics => in_roster() && !job.statistics.contains_key(worker),
         Stage::InitialWeights => in_roster() && job.record.weights_key.is_empty(),
         Stage::Collect if job.secure() => {
             r.participants.iter().any(|w| w == worker) && !r.uploaded.iter().any(|w| w == worker)
@@ -839,12 +954,14 @@ fn check_round(state: &State, header: &pb::UpdateHeader, worker: &str) -> Result
             "the update starts from other weights than this round's".into(),
         ));
     }
-    // The model's size comes from the spec, never from the first upload: one worker cannot
-    // lock the others out by uploading first with another size.
-    if header.parameters != job.record.spec.parameters {
+    // The model's size comes from the spec (or the schema every holder completed), never
+    // from the first upload: one worker cannot lock the others out by uploading first with
+    // another size.
+    if header.parameters != job.parameters() {
         return Err(CoordinatorError::Invalid(format!(
             "the update has {} parameters, the job's model {}",
-            header.parameters, job.record.spec.parameters
+            header.parameters,
+            job.parameters()
         )));
     }
     if kind == UploadKind::Plain && header.weight > job.record.spec.max_worker_weight {

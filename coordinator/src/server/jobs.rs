@@ -79,7 +79,8 @@ impl Jobs for JobsService {
             .await?
             .ok_or_else(|| CoordinatorError::NotFound(format!("no job '{id}'")))?;
         let participants = c.store.participants(&id).await?;
-        Ok(Response::new(c.status_of(&record, &participants)))
+        let schema = c.store.schema(&id).await?;
+        Ok(Response::new(c.status_of(&record, &participants, schema)))
     }
 
     async fn list_jobs(
@@ -91,7 +92,7 @@ impl Jobs for JobsService {
         let mut jobs = Vec::new();
         for record in c.store.jobs().await? {
             let participants = c.store.participants(&record.id).await?;
-            jobs.push(c.status_of(&record, &participants));
+            jobs.push(c.status_of(&record, &participants, None));
         }
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
