@@ -141,22 +141,33 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
     let schema_path = match table.remove("schema") {
         Some(toml::Value::String(s)) => relative(&s),
         _ => bail!(
-            "{}: give schema = \"FILE.schema.toml\" (public bin edges and categories for every column)",
+            "{}: give schema = \"FILE.schema.toml\" (complete: public bin edges and categories for every column; or partial: names and kinds, completed from the holders' DP statistics)",
             path.display()
         ),
     };
-    let schema = Schema::read(&schema_path)?.nullable_by_default();
-    if !Plan::for_schema(&schema).is_free() {
-        bail!(
-            "{}: every column needs public bin edges or categories in a federated job (a schema written by `fedsynth synth` has them)",
-            schema_path.display()
+    let read = Schema::read(&schema_path)?;
+    let complete = read.clone().nullable_by_default();
+    let parameters = if Plan::for_schema(&complete).is_free() {
+        table.insert(
+            "schema_toml".into(),
+            toml::Value::String(complete.to_toml()),
         );
-    }
-    table.insert("schema_toml".into(), toml::Value::String(schema.to_toml()));
-    // The model's size, which fixes the size of every update the coordinator takes.
-    let width =
-        Encoder::width_for(&schema).map_err(|e| anyhow!("{}: {e}", schema_path.display()))?;
-    let parameters = TvaeConfig::new(width).parameters();
+        // The model's size, which fixes the size of every update the coordinator takes.
+        let width =
+            Encoder::width_for(&complete).map_err(|e| anyhow!("{}: {e}", schema_path.display()))?;
+        TvaeConfig::new(width).parameters()
+    } else {
+        // A partial schema: the holders complete it from their DP statistics (under secure
+        // aggregation) and the model's size follows from what they complete.
+        if read.columns.is_empty() {
+            bail!(
+                "{}: list the table's columns and their kinds",
+                schema_path.display()
+            );
+        }
+        table.insert("schema_toml".into(), toml::Value::String(read.to_toml()));
+        0
+    };
     table.insert(
         "parameters".into(),
         toml::Value::Integer(i64::try_from(parameters).unwrap_or(i64::MAX)),
@@ -219,6 +230,7 @@ fn status_json(s: &pb::JobStatus) -> serde_json::Value {
         "round": s.round, "rounds": s.rounds, "workers": s.workers, "refusals": s.refusals,
         "reason": s.reason, "artifact_bytes": s.artifact_bytes, "aggregation": s.aggregation,
         "created_at_ms": s.created_at_ms, "updated_at_ms": s.updated_at_ms,
+        "schema_toml": s.schema_toml,
     })
 }
 
@@ -240,6 +252,13 @@ fn status_line(s: &pb::JobStatus) -> String {
     }
     if !s.aggregation.is_empty() {
         line.push_str(&format!("\n    {}", s.aggregation));
+    }
+    if !s.schema_toml.is_empty() {
+        let columns = Schema::from_toml(&s.schema_toml).map_or(0, |c| c.columns.len());
+        line.push_str(&format!(
+            "\n    schema completed by the holders from their DP statistics ({columns} columns; `fedsynth status {} --schema` prints it)",
+            s.job_id
+        ));
     }
     for r in &s.refusals {
         line.push_str(&format!("\n    refused by {r}"));
@@ -269,6 +288,17 @@ pub fn status(args: &StatusArgs) -> Result<()> {
                         .jobs
                 }
             };
+            if args.schema {
+                let s = &jobs[0];
+                if s.schema_toml.is_empty() {
+                    bail!(
+                        "job {}: no schema completed by the holders (its schema was complete when submitted, or its statistics are not done yet)",
+                        s.job_id
+                    );
+                }
+                print!("{}", s.schema_toml);
+                return Ok(());
+            }
             if args.json {
                 let values: Vec<_> = jobs.iter().map(status_json).collect();
                 let out = if args.job.is_some() {

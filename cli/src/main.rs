@@ -135,6 +135,10 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Print the schema the holders completed from their DP statistics (a job submitted
+    /// with a partial schema), as TOML.
+    #[arg(long, requires = "job")]
+    schema: bool,
     #[command(flatten)]
     client: ClientArgs,
 }

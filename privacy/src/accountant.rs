@@ -44,7 +44,34 @@ impl AccountantKind {
             }
             // A mechanism with a Rényi curve only (secure aggregation's Skellam noise) takes
             // the whole composition to RDP: a valid, slightly looser bound for the others.
-            Self::Pld if events.iter().any(DpEvent::rdp_only) => Self::Rdp.epsilon(events, delta),
+            // Releases known only by (ε, δ) (a discovery's threshold) have no Rényi curve:
+            // they are added by basic composition, their δ taken out of the RDP's.
+            Self::Pld if events.iter().any(DpEvent::rdp_only) => {
+                let (approx, rest): (Vec<&DpEvent>, Vec<&DpEvent>) = events
+                    .iter()
+                    .partition(|e| matches!(e, DpEvent::ApproxDp { .. }));
+                let (mut eps_a, mut delta_a) = (0.0, 0.0);
+                for e in approx {
+                    if let DpEvent::ApproxDp {
+                        epsilon,
+                        delta,
+                        count,
+                    } = e
+                    {
+                        eps_a += epsilon.get() * count.get() as f64;
+                        delta_a += delta * count.get() as f64;
+                    }
+                }
+                if delta_a >= delta.get() {
+                    return Err(PrivacyError::Calibration(format!(
+                        "the (ε, δ) releases spend δ = {delta_a:e}, not below the target {}",
+                        delta.get()
+                    )));
+                }
+                let rest: Vec<DpEvent> = rest.into_iter().cloned().collect();
+                let rdp = Self::Rdp.epsilon(&rest, Delta::new(delta.get() - delta_a)?)?;
+                Ok(rdp + eps_a)
+            }
             Self::Pld => PldAccountant::default().epsilon(events, delta.get()),
         }
     }

@@ -119,6 +119,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn threshold_releases_compose_with_skellam_by_basic_composition() {
+        use crate::{AccountantKind, Delta, DpEvent};
+        let delta = Delta::new(1e-5).unwrap();
+        let skellam = DpEvent::skellam(30.0, 12).unwrap();
+        let threshold = DpEvent::approx_dp(0.0, 1e-7, 3).unwrap();
+        let both = AccountantKind::Pld
+            .epsilon(&[skellam.clone(), threshold], delta)
+            .unwrap();
+        let alone = AccountantKind::Rdp
+            .epsilon(&[skellam.clone()], Delta::new(1e-5 - 3e-7).unwrap())
+            .unwrap();
+        assert!((both - alone).abs() < 1e-12, "{both} vs {alone}");
+        // A threshold δ that uses up the target is refused, not composed into nonsense.
+        let greedy = DpEvent::approx_dp(0.0, 5e-6, 2).unwrap();
+        assert!(
+            AccountantKind::Pld
+                .epsilon(&[skellam, greedy], delta)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn summed_counts_approach_the_gaussian_and_charge_more_when_noise_is_small() {
         // Δ = 1: the Gaussian term α/(2σ²) plus a correction that vanishes as σ grows.
         for sigma in [50.0_f64, 500.0] {

@@ -97,11 +97,9 @@ impl Cluster {
             )
             .unwrap();
         }
-        std::fs::copy(
-            repo().join("configs/wage.schema.toml"),
-            c.path("wage.schema.toml"),
-        )
-        .unwrap();
+        for schema in ["wage.schema.toml", "wage.partial.schema.toml"] {
+            std::fs::copy(repo().join("configs").join(schema), c.path(schema)).unwrap();
+        }
         std::fs::write(
             c.path("coordinator.toml"),
             format!(
@@ -490,6 +488,104 @@ fn three_holders_train_one_generator_over_mutual_tls() {
         again - after,
         "the refused peer was audited"
     );
+}
+
+#[test]
+fn three_holders_complete_a_partial_schema_from_their_dp_statistics() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    // A race category that only the third clinic holds: 200 of its 1,000 rows (7% of all).
+    // A class must clear one holder's own discovery threshold: with 0.3 of ε = 3 for the
+    // statistics of eleven columns, about 90 rows (a tenth of a 1,000-row shard).
+    let shard = c.path("clinic-c.csv");
+    let text = std::fs::read_to_string(&shard).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for line in lines.iter_mut().skip(1).take(200) {
+        let mut cells: Vec<&str> = line.split(',').collect();
+        cells[3] = "9. Held by one clinic";
+        *line = cells.join(",");
+    }
+    std::fs::write(&shard, lines.join("\n") + "\n").unwrap();
+    c.start_coordinator();
+    for k in 0..3 {
+        c.start_worker(k);
+    }
+    let job_file = c.path("partial.toml");
+    std::fs::write(
+        &job_file,
+        r#"name = "wage, three clinics, no public schema"
+federation = "clinics"
+schema = "wage.partial.schema.toml"
+epsilon = 3.0
+delta = 1e-5
+rounds = 3
+local_steps = 1
+batch_size = 100
+min_workers = 3
+round_deadline_s = 60
+enrol_deadline_s = 20
+round_tries = 3
+recipients = ["team.pub"]
+init_seed = 5
+statistics_share = 0.3
+"#,
+    )
+    .unwrap();
+    let job = c.ok(&["submit", job_file.to_str().unwrap()]);
+    let done = c.wait(&job, 300, |s| s["state"] == "done");
+    assert_eq!(done["round"], 3);
+    // The schema the holders completed is stored with the job and shown by status.
+    let schema = c.ok(&["status", &job, "--schema"]);
+    assert!(schema.contains("9. Held by one clinic"), "{schema}");
+    assert!(schema.contains("source = \"dp\""), "{schema}");
+    let line = c.ok(&["status", &job]);
+    assert!(line.contains("schema completed by the holders"), "{line}");
+    // The output has about the holders' summed DP row count, and the class of one holder.
+    c.ok(&["fetch", &job, "--out", "fetched"]);
+    c.ok(&[
+        "decrypt",
+        &format!("fetched/{job}.fsx"),
+        "--key",
+        "team.key",
+        "--out",
+        "synthetic.csv",
+    ]);
+    let out = std::fs::read_to_string(c.path("synthetic.csv")).unwrap();
+    let rows = out.lines().count() - 1;
+    assert!((2_800..=3_200).contains(&rows), "{rows} rows");
+    assert!(
+        out.contains("9. Held by one clinic"),
+        "the one holder's class is missing"
+    );
+    // Each holder charged the count, the statistics and the training once, within ε.
+    for k in 0..3 {
+        let (mut notes, spent) = c.ledger(k);
+        notes.dedup(); // the statistics' events (Skellam sums, discoveries) share one note
+        assert_eq!(
+            notes,
+            vec![
+                format!("job {job}: row count"),
+                format!("job {job}: statistics"),
+                format!("job {job}")
+            ]
+        );
+        assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
+    }
+    let audit = c.audit(&job);
+    let actions: Vec<&str> = audit
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for needed in [
+        "keys",
+        "statistics",
+        "schema",
+        "initial",
+        "round",
+        "artifact",
+    ] {
+        assert!(actions.contains(&needed), "{actions:?}");
+    }
 }
 
 #[test]

@@ -29,10 +29,11 @@ use fedsynth_privacy::{
 use fedsynth_proto::{JobSpec, SecureAggregation, ServerOptimizer};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
+use fedsynth_synth::fedstats::{self, Memo, Step, Wave};
 use fedsynth_synth::model::{Tvae, TvaeConfig};
 use fedsynth_synth::plan::{ROW_COUNT_NOISE, noisy_row_count};
 use fedsynth_synth::schema::Schema;
-use fedsynth_synth::stats::Plan;
+use fedsynth_synth::stats::{Noise, Plan};
 use fedsynth_synth::table::{BlockWriter, Format, RawTable, Table, read_raw};
 use fedsynth_synth::train::{Adam, Stepper, TrainConfig};
 use rand::RngCore;
@@ -55,8 +56,38 @@ pub struct JobPlan {
     pub noise_multiplier: f64,
     /// The DP-noised row count (the FedAvg weight, and what the sampling rate is set from).
     pub noisy_rows: f64,
-    /// ε charged for the job (count + training, composed).
+    /// ε charged for the job (count + statistics + training, composed).
     pub epsilon: f64,
+    /// A partial schema's statistics: the noise they are released with (planned once, the
+    /// same at every holder: a function of the spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<Noise>,
+}
+
+/// What the holders completed from a partial schema's statistics, kept in the job's
+/// directory: the schema, its model's size and the summed DP row count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletedSchema {
+    /// The completed schema (TOML).
+    pub schema_toml: String,
+    /// The model's size for it.
+    pub parameters: u64,
+    /// The holders' summed noisy row count.
+    pub rows: f64,
+}
+
+/// One statistics wave's upload, kept so that a retry re-sends it unchanged (a second,
+/// differently-noised release would not be covered by the charge).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatisticsUpload {
+    /// SHA-256 of the participant set it was masked for.
+    pub participants: String,
+    /// The masked words.
+    pub words: Vec<u32>,
+    /// The released names.
+    pub released: Vec<String>,
+    /// Once complete: the schema and its model's size.
+    pub schema: Option<(String, u64)>,
 }
 
 /// The clipping norm in ring units below which a holder takes no part in a secure round:
@@ -199,13 +230,45 @@ impl Holder {
     }
 
     /// The spec of a job this holder accepted, as it was accepted.
-    pub fn spec(&self, job: &str) -> Result<JobSpec> {
+    pub fn accepted_spec(&self, job: &str) -> Result<JobSpec> {
         let path = self.job_dir(job)?.join("spec.toml");
         let text = std::fs::read_to_string(&path)
             .map_err(|_| WorkerError::Invalid(format!("job {job} was never accepted here")))?;
         let spec = JobSpec::from_toml(&text).map_err(WorkerError::Invalid)?;
         self.check_plan(job, &spec)?;
         Ok(spec)
+    }
+
+    /// The spec a job trains by: as accepted, with the schema the holders completed from
+    /// their statistics (and its model's size, and the summed row count for the output
+    /// when the spec gives none) once they have.
+    pub fn spec(&self, job: &str) -> Result<JobSpec> {
+        let mut spec = self.accepted_spec(job)?;
+        if spec.needs_statistics() {
+            let path = self.job_dir(job)?.join("completed.json");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let done: CompletedSchema = serde_json::from_str(&text)
+                    .map_err(|e| WorkerError::Invalid(format!("{}: {e}", path.display())))?;
+                spec.schema_toml = done.schema_toml;
+                spec.parameters = done.parameters;
+                if spec.rows == 0 {
+                    spec.rows = done.rows.round().clamp(1.0, 100_000_000.0) as u64;
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The completed schema of a job, when its holders completed it.
+    pub fn completed_schema(&self, job: &str) -> Result<Option<CompletedSchema>> {
+        let path = self.job_dir(job)?.join("completed.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| WorkerError::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The stored plan of an accepted job.
@@ -272,14 +335,31 @@ impl Holder {
         }
         spec.validate().map_err(WorkerError::Invalid)?;
         self.policy.check(spec, self.cap_epsilon)?;
-        let (_, model) = self.encoder(spec)?;
-        if model.parameters() as u64 != spec.parameters {
-            return Err(WorkerError::Invalid(format!(
-                "job {job}: the spec says the model has {} parameters, its schema gives {}",
-                spec.parameters,
-                model.parameters()
-            )));
-        }
+        // A partial schema: its statistics are planned here (the same noise at every holder,
+        // from the spec alone) and charged with the job; the model's size is known only once
+        // they are done, so the training is calibrated for the smallest model the schema
+        // can give (the Skellam bound only shrinks as the model grows).
+        let (parameters, statistics) = if spec.needs_statistics() {
+            let schema = Schema::from_toml(&spec.schema_toml)?;
+            self.typed(&schema)?;
+            let plan = Plan::for_schema(&schema);
+            let share = Epsilon::new(spec.epsilon * spec.statistics_share())?;
+            let noise = Noise::calibrate_by(plan, share, Delta::new(spec.delta)?, &|n, p| {
+                n.federated_events(p)
+            })?;
+            let smallest = TvaeConfig::new(schema.columns.len().max(1)).parameters() as u64;
+            (smallest, Some((noise, noise.federated_events(plan)?)))
+        } else {
+            let (_, model) = self.encoder(spec)?;
+            if model.parameters() as u64 != spec.parameters {
+                return Err(WorkerError::Invalid(format!(
+                    "job {job}: the spec says the model has {} parameters, its schema gives {}",
+                    spec.parameters,
+                    model.parameters()
+                )));
+            }
+            (spec.parameters, None)
+        };
         let steps = u64::from(spec.rounds) * u64::from(spec.local_steps);
         let delta = Delta::new(spec.delta)?;
         let epsilon = Epsilon::new(spec.epsilon)?;
@@ -322,20 +402,27 @@ impl Holder {
             )));
         }
         let q = (f64::from(spec.batch_size) / noisy_rows as f64).min(1.0);
+        // Before the training: the statistics, charged as one spend before any is released.
+        let mut before = vec![count.clone()];
+        if let Some((_, events)) = &statistics {
+            ledger.try_spend_once(
+                &self.holder,
+                &self.dataset,
+                events,
+                &format!("job {job}: statistics"),
+            )?;
+            before.extend(events.iter().cloned());
+        }
         let (sigma, training) = if spec.secure_aggregation == SecureAggregation::Secagg {
             // Distributed DP-SGD: every attempt this holder may send (one per round and the
             // spare ones) is charged now, as the Skellam mechanism at the coarsest ring
             // resolution this holder will take part at (see `secure_update`).
             let attempts = spec.charged_attempts();
-            let d = spec.parameters;
+            let d = parameters;
             let ring_clip = min_ring_clip(d);
-            let sigma = calibrate_with(
-                AccountantKind::Pld,
-                epsilon,
-                delta,
-                std::slice::from_ref(&count),
-                &|s| DpEvent::subsampled_skellam(q, s, ring_clip, d, attempts),
-            )?;
+            let sigma = calibrate_with(AccountantKind::Pld, epsilon, delta, &before, &|s| {
+                DpEvent::subsampled_skellam(q, s, ring_clip, d, attempts)
+            })?;
             let event = DpEvent::subsampled_skellam(q, sigma.get(), ring_clip, d, attempts)?;
             (sigma, event)
         } else {
@@ -345,11 +432,13 @@ impl Holder {
                 SamplingRate::new(q)?,
                 Steps::new(steps)?,
                 delta,
-                std::slice::from_ref(&count),
+                &before,
             )?;
             (sigma, DpEvent::subsampled_gaussian(q, sigma.get(), steps)?)
         };
-        let total = AccountantKind::Pld.epsilon(&[count, training.clone()], delta)?;
+        let mut all = before;
+        all.push(training.clone());
+        let total = AccountantKind::Pld.epsilon(&all, delta)?;
         ledger.try_spend_once(
             &self.holder,
             &self.dataset,
@@ -363,6 +452,7 @@ impl Holder {
             noise_multiplier: sigma.get(),
             noisy_rows: noisy_rows as f64,
             epsilon: total,
+            statistics: statistics.map(|(noise, _)| noise),
         };
         let dir = self.job_dir(job)?;
         std::fs::create_dir_all(&dir)?;
@@ -401,12 +491,16 @@ impl Holder {
         let plan = self
             .plan(job)?
             .ok_or_else(|| WorkerError::Invalid(format!("job {job} was never accepted here")))?;
-        if plan.spec_digest != hex::encode(Sha256::digest(spec.to_toml().as_bytes())) {
-            return Err(WorkerError::Invalid(format!(
-                "job {job}: the spec differs from the one accepted"
-            )));
+        if plan.spec_digest == hex::encode(Sha256::digest(spec.to_toml().as_bytes())) {
+            return Ok(plan);
         }
-        Ok(plan)
+        // The spec a job trains by once its holders completed its partial schema.
+        if spec.parameters != 0 && self.spec(job)?.to_toml() == spec.to_toml() {
+            return Ok(plan);
+        }
+        Err(WorkerError::Invalid(format!(
+            "job {job}: the spec differs from the one accepted"
+        )))
     }
 
     fn encoder(&self, spec: &JobSpec) -> Result<(Encoder, TvaeConfig)> {
@@ -776,6 +870,137 @@ impl Holder {
     /// The pairwise keys with a secure job's roster: every advert checked (against the CA
     /// when there is one), this worker's own key found under its name, the keys agreed —
     /// once per roster, kept for the attempts that follow.
+    /// This holder's upload for statistics wave `wave` of a job with a partial schema (see
+    /// [`fedsynth_synth::fedstats`]): the masked sums and released names the transcript
+    /// asks for next, or the schema it completed. Kept in the job's directory and re-sent
+    /// unchanged when asked again for the same participants; refused for others (two sums
+    /// over different sets would unmask the difference).
+    #[allow(clippy::too_many_arguments)]
+    pub fn statistics(
+        &self,
+        job: &str,
+        me: &str,
+        wave: u32,
+        participants: &[String],
+        transcript: &[(Vec<u32>, Vec<String>)],
+        adverts: &[KeyAdvert],
+        ca_pem: Option<&[u8]>,
+    ) -> Result<StatisticsUpload> {
+        let spec = self.accepted_spec(job)?;
+        let plan = self.check_plan(job, &spec)?;
+        let noise = plan.statistics.ok_or_else(|| {
+            WorkerError::Invalid(format!("job {job}: its schema is complete, no statistics"))
+        })?;
+        if wave as usize != transcript.len() {
+            return Err(WorkerError::Invalid(format!(
+                "job {job}: statistics wave {wave} asked with {} waves published",
+                transcript.len()
+            )));
+        }
+        let digest = hex::encode(secagg::participants_digest(participants));
+        let dir = self.job_dir(job)?.join("statistics");
+        let kept = dir.join(format!("wave-{wave}.json"));
+        if let Ok(text) = std::fs::read_to_string(&kept) {
+            let upload: StatisticsUpload = serde_json::from_str(&text)
+                .map_err(|e| WorkerError::Invalid(format!("{}: {e}", kept.display())))?;
+            if upload.participants != digest {
+                return Err(WorkerError::Invalid(format!(
+                    "job {job}: statistics wave {wave} was sent for other participants; it is not sent again"
+                )));
+            }
+            return Ok(upload);
+        }
+        let pairs = self.roster_pairs(job, me, adverts, ca_pem)?;
+        if participants
+            .iter()
+            .any(|p| p != me && !pairs.peers().any(|q| q == p))
+        {
+            return Err(WorkerError::Invalid(format!(
+                "job {job}: a statistics participant is not in the roster"
+            )));
+        }
+        let schema = Schema::from_toml(&spec.schema_toml)?;
+        let table = self.typed(&schema)?;
+        let memo_path = dir.join("memo.json");
+        let mut memo: Memo = match std::fs::read_to_string(&memo_path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| WorkerError::Invalid(format!("{}: {e}", memo_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Memo::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let before = memo.clone();
+        let waves: Vec<Wave> = transcript
+            .iter()
+            .map(|(sums, released)| Wave {
+                sums: fedstats::decode(sums),
+                released: released.clone(),
+            })
+            .collect();
+        let n = participants.len();
+        let t = spec.tolerated_workers as usize;
+        let reading = fedstats::reading_noise(noise, n, t);
+        let mut rng = SecureRng::for_dp_noise();
+        let step = fedstats::complete(
+            table.as_ref(),
+            &schema,
+            reading,
+            n,
+            plan.noisy_rows,
+            &waves,
+            &mut memo,
+            &mut rng,
+        )?;
+        std::fs::create_dir_all(&dir)?;
+        if memo != before {
+            let text =
+                serde_json::to_string(&memo).map_err(|e| WorkerError::Invalid(e.to_string()))?;
+            envelope::write_atomically(&memo_path, |w| {
+                std::io::Write::write_all(w, text.as_bytes())
+            })?;
+        }
+        let upload = match step {
+            Step::Request(parts) => {
+                let lambda = secagg::skellam_share(noise.sigma, 1.0, n, t)?;
+                let mut words = fedstats::encode(&parts, lambda, &mut rng)?;
+                let mask = pairs.statistics_mask(words.len(), wave, participants)?;
+                secagg::add_words(&mut words, &mask);
+                StatisticsUpload {
+                    participants: digest,
+                    words,
+                    released: fedstats::released(&parts),
+                    schema: None,
+                }
+            }
+            Step::Done(completed, rows) => {
+                let text = completed.schema.to_toml();
+                // Sized as training will read it back.
+                let done = Schema::from_toml(&text)?.nullable_by_default();
+                let encoder = Encoder::new(&done, table.as_ref())?;
+                let parameters = TvaeConfig::new(encoder.width()).parameters() as u64;
+                let record = CompletedSchema {
+                    schema_toml: text,
+                    parameters,
+                    rows,
+                };
+                let text = serde_json::to_string_pretty(&record)
+                    .map_err(|e| WorkerError::Invalid(e.to_string()))?;
+                envelope::write_atomically(&self.job_dir(job)?.join("completed.json"), |w| {
+                    std::io::Write::write_all(w, text.as_bytes())
+                })?;
+                StatisticsUpload {
+                    participants: digest,
+                    words: Vec::new(),
+                    released: Vec::new(),
+                    schema: Some((record.schema_toml, parameters)),
+                }
+            }
+        };
+        let text =
+            serde_json::to_string(&upload).map_err(|e| WorkerError::Invalid(e.to_string()))?;
+        envelope::write_atomically(&kept, |w| std::io::Write::write_all(w, text.as_bytes()))?;
+        Ok(upload)
+    }
+
     fn roster_pairs(
         &self,
         job: &str,

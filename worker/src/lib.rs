@@ -130,6 +130,9 @@ async fn session(config: &WorkerConfig, holder: &Arc<Holder>) -> Result<()> {
                     "advertise_keys" => {
                         publish_key(&mut client.clone(), config, holder, &me, train).await
                     }
+                    "statistics" => {
+                        statistics_wave(&mut client.clone(), config, holder, &me, train).await
+                    }
                     "initial_weights" => {
                         upload_initial(&mut client.clone(), holder, &me, train).await
                     }
@@ -491,6 +494,99 @@ async fn send_update(
 }
 
 /// Secure aggregation: one attempt of a round — the masked, discretised, noised clipped sum.
+/// A statistics wave of a job with a partial schema: the transcript so far, this holder's
+/// next masked sums (or its completed schema), uploaded.
+async fn statistics_wave(
+    client: &mut Client,
+    config: &WorkerConfig,
+    holder: &Arc<Holder>,
+    me: &str,
+    task: pb::TrainRound,
+) -> Result<()> {
+    let job = task.job_id.clone();
+    let adverts = client
+        .fetch_keys(pb::FetchKeysRequest {
+            worker_id: me.into(),
+            job_id: job.clone(),
+        })
+        .await?
+        .into_inner()
+        .adverts
+        .iter()
+        .map(|t| fedsynth_privacy::secagg::KeyAdvert::from_text(t))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let transcript: Vec<(Vec<u32>, Vec<String>)> = client
+        .fetch_statistics(pb::FetchStatisticsRequest {
+            worker_id: me.into(),
+            job_id: job.clone(),
+        })
+        .await?
+        .into_inner()
+        .waves
+        .into_iter()
+        .map(|w| {
+            let words = w
+                .sums
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (words, w.released)
+        })
+        .collect();
+    let ca = identity(config)?.map(|(_, _, ca)| ca);
+    let h = holder.clone();
+    let (j, m, t) = (job.clone(), me.to_string(), task.clone());
+    let upload = tokio::task::spawn_blocking(move || {
+        h.statistics(
+            &j,
+            &m,
+            t.round,
+            &t.participants,
+            &transcript,
+            &adverts,
+            ca.as_deref(),
+        )
+    })
+    .await
+    .map_err(|e| WorkerError::Invalid(e.to_string()))??;
+    let (schema_toml, parameters) = upload.schema.clone().unwrap_or_default();
+    log(
+        me,
+        if schema_toml.is_empty() {
+            format!(
+                "job {job}: statistics wave {}: {} masked sums, {} released names",
+                task.round,
+                upload.words.len(),
+                upload.released.len()
+            )
+        } else {
+            format!(
+                "job {job}: statistics complete after {} waves: the schema sizes the model at {parameters} parameters",
+                task.round
+            )
+        },
+    );
+    let ack = client
+        .upload_statistics(pb::StatisticsUpload {
+            worker_id: me.into(),
+            job_id: job.clone(),
+            wave: task.round,
+            words: upload.words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+            released: upload.released,
+            schema_toml,
+            parameters,
+        })
+        .await?
+        .into_inner();
+    if !ack.accepted {
+        return Err(WorkerError::Invalid(format!(
+            "job {job}: statistics refused: {}",
+            ack.message
+        )));
+    }
+    Ok(())
+}
+
 async fn secure_round(
     client: &mut Client,
     config: &WorkerConfig,
