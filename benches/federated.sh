@@ -10,7 +10,11 @@
 # Environment: AGGREGATION (secagg, the default: secure aggregation with distributed noise,
 # one distributed DP-SGD step per round; or none), OPTIMIZER (adam, the default: FedAdam; or
 # average: FedAvg, with AGGREGATION=none), LOCAL_STEPS (1 for adam, 25 for average),
-# LEARNING_RATE (0.005), LOCAL_LEARNING_RATE (1.0).
+# LEARNING_RATE (0.005), LOCAL_LEARNING_RATE (1.0), SCHEMA (public, the default: the
+# single-party run's DP schema reused as public, the holders training on 90% of ε; or
+# partial: names and kinds only, the holders completing the schema from their own DP
+# statistics under secure aggregation with statistics_share of the same ε; STATISTICS_SHARE,
+# 0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/reference_eval.sh
@@ -58,7 +62,21 @@ rounds=$(( (steps + local_steps - 1) / local_steps ))
 cd "$work"
 "$bin" certs --out certs --client h0 --client h1 --client h2 > /dev/null
 "$bin" keygen --out team > /dev/null
-cp single.csv.schema.toml job.schema.toml
+schema_mode=${SCHEMA:-public}
+if [ "$schema_mode" = partial ]; then
+  # Names and kinds only: everything else comes from the holders' statistics.
+  python3 - single.csv.schema.toml job.schema.toml <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+out = "version = 1\n"
+for name, kind in re.findall(r'\[\[columns\]\]\nname = "([^"]+)"\nkind = "([^"]+)"', text):
+    if not name.startswith("#"):
+        out += f'\n[[columns]]\nname = "{name}"\nkind = "{kind}"\n'
+open(sys.argv[2], "w").write(out)
+PY
+else
+  cp single.csv.schema.toml job.schema.toml
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > coordinator.toml <<TOML
 listen = "127.0.0.1:$port"
@@ -99,7 +117,7 @@ for k in 0 1 2; do "$bin" worker --config h$k.toml 2> h$k.log & pids+=($!); done
 # The single-party run spent 10% of ε on the schema statistics the federation reuses as
 # public: holders get the remaining 90% for training, at the same δ.
 delta=$(python3 -c "print(1 / $rows ** 1.5)")
-fed_eps=$(python3 -c "print(0.9 * $eps)")
+if [ "$schema_mode" = partial ]; then fed_eps=$eps; else fed_eps=$(python3 -c "print(0.9 * $eps)"); fi
 cat > job.toml <<TOML
 name = "diamonds, three holders"
 federation = "bench"
@@ -117,6 +135,7 @@ min_workers = 3
 round_deadline_s = 600
 rows = $rows
 recipients = ["team.pub"]
+$([ "$schema_mode" = partial ] && echo "statistics_share = ${STATISTICS_SHARE:-0.1}")
 TOML
 export FEDSYNTH_COORDINATOR="https://localhost:$port" FEDSYNTH_TOKEN="bench-owner-token-000000" FEDSYNTH_CA=certs/ca.pem
 export FEDSYNTH_CLIENT_CERT=certs/owner.pem FEDSYNTH_CLIENT_KEY=certs/owner.key
@@ -128,7 +147,8 @@ fed_s=$(echo "$(date +%s.%N) - $start" | bc)
 "$bin" fetch "$job" --out fetched > /dev/null
 "$bin" decrypt "fetched/$job.fsx" --key team.key --out federated.csv > /dev/null
 
-echo "ε = $eps (single party, 10% of it on the schema) / $fed_eps per holder for training (federated); single party: $rows rows, 30 epochs (${single_s%.*} s); federated ($optimizer, $aggregation): 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
+[ "$schema_mode" = partial ] && "$bin" status "$job" --schema > completed.schema.toml && echo "schema completed by the holders: $(grep -c '^\[\[columns' completed.schema.toml) columns, $(grep -c 'source = "dp"' completed.schema.toml) from DP statistics"
+echo "ε = $eps (single party, its schema included) / $fed_eps per holder (federated, schema: $schema_mode); single party: $rows rows, 30 epochs (${single_s%.*} s); federated ($optimizer, $aggregation): 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
 for name in single federated; do
   echo "  $name: $("$bin" evaluate --real "$train" --synth "$name.csv" --holdout "$holdout" --target cut --out "eval-$name" | sed 's/; wrote.*//')"
   reference_eval "$py" "$shared" "$train" "$holdout" "$name.csv" "ref-$name.json" "    "

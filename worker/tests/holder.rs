@@ -254,6 +254,47 @@ fn a_job_past_the_cap_or_with_an_incomplete_schema_is_refused_and_costs_nothing(
     assert_eq!(spends(dir.path()), 0);
 }
 
+#[test]
+fn a_partial_schema_is_planned_and_charged_with_the_job_and_a_missing_column_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate(&mut SecureRng::from_seed(1));
+    let holder = Holder::open(&config(dir.path(), 10.0)).unwrap();
+    let mut s = spec(&key);
+    s.secure_aggregation = SecureAggregation::Secagg;
+    s.local_steps = 1;
+    s.min_workers = 2;
+    s.parameters = 0;
+    s.rows = 0;
+    // A column this holder's table lacks: refused, naming it (for the holder's log only:
+    // the coordinator gets the one generic refusal), and nothing charged.
+    s.schema_toml = "version = 1\n[[columns]]\nname = \"age\"\nkind = \"integer\"\n\n[[columns]]\nname = \"blood_type\"\nkind = \"categorical\"\n".into();
+    let e = holder.accept("job-3", &s).unwrap_err().to_string();
+    assert!(e.contains("blood_type"), "{e}");
+    assert_eq!(spends(dir.path()), 0);
+    // Names and kinds of columns it has: accepted; the count, the statistics and the
+    // training are charged before anything is released, within the job's ε.
+    s.schema_toml =
+        std::fs::read_to_string(repo().join("configs/wage.partial.schema.toml")).unwrap();
+    let plan = holder.accept("job-4", &s).unwrap();
+    let noise = plan.statistics.expect("the statistics are planned");
+    assert!(noise.sigma > 0.0 && noise.sigma_categories > 0.0);
+    assert!(plan.epsilon <= 2.0 + 1e-9, "{}", plan.epsilon);
+    let ledger = Ledger::open(dir.path().join("state/ledger.db")).unwrap();
+    let st = ledger
+        .statement(fedsynth_privacy::ledger::HOST, "wage")
+        .unwrap();
+    let mut notes: Vec<String> = st.spends.iter().map(|s| s.note.clone()).collect();
+    notes.dedup();
+    assert_eq!(
+        notes,
+        vec!["job job-4: row count", "job job-4: statistics", "job job-4"]
+    );
+    assert!(st.spent <= 2.0 + 1e-9, "{}", st.spent);
+    // Until the statistics are complete, the spec trains by nothing: no model size yet.
+    assert_eq!(holder.spec("job-4").unwrap().parameters, 0);
+    assert!(holder.completed_schema("job-4").unwrap().is_none());
+}
+
 /// Largest change of any parameter.
 fn largest_move(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
