@@ -50,6 +50,18 @@ head -1 "$train" > "$work/header"
 for k in 0 1 2; do
   { cat "$work/header"; tail -n +2 "$train" | awk -v k=$k 'NR % 3 == k'; } > "$work/shard$k.csv"
 done
+if [ -n "${ONE_HOLDER_CLASS:-}" ]; then
+  # A class held by the third holder only: color = "Z" in every 11th of its rows (3% of all).
+  python3 - "$work/shard2.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1], newline="")))
+c = rows[0].index("color")
+for i, r in enumerate(rows[1:]):
+    if i % 11 == 0:
+        r[c] = "Z"
+csv.writer(open(sys.argv[1], "w", newline=""), lineterminator="\n").writerows(rows)
+PY
+fi
 shard_rows=$(($(wc -l < "$work/shard0.csv") - 1))
 # Same expected batch fraction (1000 of all rows) and the same number of steps (30 epochs).
 batch=$(( (1000 * shard_rows + rows / 2) / rows ))
@@ -149,6 +161,22 @@ fed_s=$(echo "$(date +%s.%N) - $start" | bc)
 
 [ "$schema_mode" = partial ] && "$bin" status "$job" --schema > completed.schema.toml && echo "schema completed by the holders: $(grep -c '^\[\[columns' completed.schema.toml) columns, $(grep -c 'source = "dp"' completed.schema.toml) from DP statistics"
 echo "ε = $eps (single party, its schema included) / $fed_eps per holder (federated, schema: $schema_mode); single party: $rows rows, 30 epochs (${single_s%.*} s); federated ($optimizer, $aggregation): 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
+if [ -n "${ONE_HOLDER_CLASS:-}" ]; then
+  python3 - "$work"/shard*.csv federated.csv <<'PY'
+import csv, sys
+def share(paths):
+    n = z = 0
+    for p in paths:
+        rows = csv.DictReader(open(p, newline=""))
+        for r in rows:
+            n += 1
+            z += r["color"] == "Z"
+    return z, n
+z, n = share(sys.argv[1:-1])
+zo, no = share(sys.argv[-1:])
+print(f"class held by one holder (color = Z): {z} of {n} rows ({100 * z / n:.1f}%) in the holders' tables; {zo} of {no} ({100 * zo / no:.1f}%) in the federated output")
+PY
+fi
 for name in single federated; do
   echo "  $name: $("$bin" evaluate --real "$train" --synth "$name.csv" --holdout "$holdout" --target cut --out "eval-$name" | sed 's/; wrote.*//')"
   reference_eval "$py" "$shared" "$train" "$holdout" "$name.csv" "ref-$name.json" "    "

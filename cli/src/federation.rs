@@ -390,6 +390,25 @@ pub fn fetch(args: &FetchArgs) -> Result<()> {
                 sig_path.display()
             );
         }
+        // A job whose holders completed its schema: that schema (DP facts, no rows) beside
+        // the output, as `fedsynth synth` writes its own.
+        let status = client
+            .get_job(pb::GetJobRequest {
+                job_id: args.job.clone(),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        if !status.schema_toml.is_empty() {
+            let schema_path = args.out.join(format!("{}.schema.toml", args.job));
+            envelope::write_atomically(&schema_path, |w| {
+                std::io::Write::write_all(w, status.schema_toml.as_bytes())
+            })?;
+            eprintln!(
+                "the schema the holders completed from their DP statistics: {}",
+                schema_path.display()
+            );
+        }
         println!(
             "wrote {} ({total} bytes, encrypted): open it with fedsynth decrypt {} --key NAME.key --out FILE",
             target.display(),

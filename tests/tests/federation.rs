@@ -542,6 +542,12 @@ statistics_share = 0.3
     assert!(line.contains("schema completed by the holders"), "{line}");
     // The output has about the holders' summed DP row count, and the class of one holder.
     c.ok(&["fetch", &job, "--out", "fetched"]);
+    let beside = std::fs::read_to_string(c.path(&format!("fetched/{job}.schema.toml"))).unwrap();
+    assert_eq!(
+        beside.trim(),
+        schema.trim(),
+        "fetch writes the completed schema beside"
+    );
     c.ok(&[
         "decrypt",
         &format!("fetched/{job}.fsx"),
