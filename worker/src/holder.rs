@@ -245,10 +245,7 @@ impl Holder {
     pub fn spec(&self, job: &str) -> Result<JobSpec> {
         let mut spec = self.accepted_spec(job)?;
         if spec.needs_statistics() {
-            let path = self.job_dir(job)?.join("completed.json");
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                let done: CompletedSchema = serde_json::from_str(&text)
-                    .map_err(|e| WorkerError::Invalid(format!("{}: {e}", path.display())))?;
+            if let Some(done) = self.completed_schema(job)? {
                 spec.schema_toml = done.schema_toml;
                 spec.parameters = done.parameters;
                 if spec.rows == 0 {
@@ -261,26 +258,12 @@ impl Holder {
 
     /// The completed schema of a job, when its holders completed it.
     pub fn completed_schema(&self, job: &str) -> Result<Option<CompletedSchema>> {
-        let path = self.job_dir(job)?.join("completed.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| WorkerError::Invalid(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        read_json(&self.job_dir(job)?.join("completed.json"))
     }
 
     /// The stored plan of an accepted job.
     pub fn plan(&self, job: &str) -> Result<Option<JobPlan>> {
-        let path = self.plan_path(job)?;
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| WorkerError::Invalid(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        read_json(&self.plan_path(job)?)
     }
 
     /// The schema of a job, checked against the holder's table: it must be complete
@@ -900,9 +883,7 @@ impl Holder {
         let digest = hex::encode(secagg::participants_digest(participants));
         let dir = self.job_dir(job)?.join("statistics");
         let kept = dir.join(format!("wave-{wave}.json"));
-        if let Ok(text) = std::fs::read_to_string(&kept) {
-            let upload: StatisticsUpload = serde_json::from_str(&text)
-                .map_err(|e| WorkerError::Invalid(format!("{}: {e}", kept.display())))?;
+        if let Some(upload) = read_json::<StatisticsUpload>(&kept)? {
             if upload.participants != digest {
                 return Err(WorkerError::Invalid(format!(
                     "job {job}: statistics wave {wave} was sent for other participants; it is not sent again"
@@ -922,12 +903,7 @@ impl Holder {
         let schema = Schema::from_toml(&spec.schema_toml)?;
         let table = self.typed(&schema)?;
         let memo_path = dir.join("memo.json");
-        let mut memo: Memo = match std::fs::read_to_string(&memo_path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| WorkerError::Invalid(format!("{}: {e}", memo_path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Memo::default(),
-            Err(e) => return Err(e.into()),
-        };
+        let mut memo: Memo = read_json(&memo_path)?.unwrap_or_default();
         let before = memo.clone();
         let waves: Vec<Wave> = transcript
             .iter()
@@ -1128,6 +1104,17 @@ fn round_config(spec: &JobSpec, plan: &JobPlan, noise_multiplier: Option<f64>) -
         clip_norm: spec.clip_norm,
         noise_multiplier,
         learning_rate: spec.learning_rate,
+    }
+}
+
+/// A JSON file of the state directory, `None` when it does not exist.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| WorkerError::Invalid(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -494,6 +494,25 @@ async fn send_update(
 }
 
 /// Secure aggregation: one attempt of a round — the masked, discretised, noised clipped sum.
+/// The key adverts of a job's roster, as the coordinator relays them.
+async fn fetch_adverts(
+    client: &mut Client,
+    me: &str,
+    job: &str,
+) -> Result<Vec<fedsynth_privacy::secagg::KeyAdvert>> {
+    Ok(client
+        .fetch_keys(pb::FetchKeysRequest {
+            worker_id: me.into(),
+            job_id: job.into(),
+        })
+        .await?
+        .into_inner()
+        .adverts
+        .iter()
+        .map(|t| fedsynth_privacy::secagg::KeyAdvert::from_text(t))
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
 /// A statistics wave of a job with a partial schema: the transcript so far, this holder's
 /// next masked sums (or its completed schema), uploaded.
 async fn statistics_wave(
@@ -504,17 +523,7 @@ async fn statistics_wave(
     task: pb::TrainRound,
 ) -> Result<()> {
     let job = task.job_id.clone();
-    let adverts = client
-        .fetch_keys(pb::FetchKeysRequest {
-            worker_id: me.into(),
-            job_id: job.clone(),
-        })
-        .await?
-        .into_inner()
-        .adverts
-        .iter()
-        .map(|t| fedsynth_privacy::secagg::KeyAdvert::from_text(t))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let adverts = fetch_adverts(client, me, &job).await?;
     let transcript: Vec<(Vec<u32>, Vec<String>)> = client
         .fetch_statistics(pb::FetchStatisticsRequest {
             worker_id: me.into(),
@@ -596,17 +605,7 @@ async fn secure_round(
 ) -> Result<()> {
     let job = task.job_id.clone();
     let spec = holder.spec(&job)?;
-    let adverts = client
-        .fetch_keys(pb::FetchKeysRequest {
-            worker_id: me.into(),
-            job_id: job.clone(),
-        })
-        .await?
-        .into_inner()
-        .adverts
-        .iter()
-        .map(|t| fedsynth_privacy::secagg::KeyAdvert::from_text(t))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let adverts = fetch_adverts(client, me, &job).await?;
     let base = download(client, me, &job, &task.base_digest).await?;
     if task.round == 0 {
         // The first weights came from one worker: they must be the job's seeded model.

@@ -284,15 +284,7 @@ impl Federation for FederationService {
         let (_, worker) = c.worker(&creds, Some(&worker), "fetch keys").await?;
         let job_id = req.into_inner().job_id;
         let state = c.state.lock().await;
-        let job = state
-            .jobs
-            .get(&job_id)
-            .filter(|j| j.roster.iter().flatten().any(|w| *w == worker))
-            .ok_or_else(|| {
-                CoordinatorError::PermissionDenied(format!(
-                    "{worker} is not in the key roster of job '{job_id}'"
-                ))
-            })?;
+        let job = roster_job(&state, &job_id, &worker)?;
         let adverts = job
             .roster
             .iter()
@@ -397,15 +389,7 @@ impl Federation for FederationService {
         let (_, worker) = c.worker(&creds, Some(&worker), "fetch statistics").await?;
         let job_id = req.into_inner().job_id;
         let state = c.state.lock().await;
-        let job = state
-            .jobs
-            .get(&job_id)
-            .filter(|j| j.roster.iter().flatten().any(|w| *w == worker))
-            .ok_or_else(|| {
-                CoordinatorError::PermissionDenied(format!(
-                    "{worker} is not in the key roster of job '{job_id}'"
-                ))
-            })?;
+        let job = roster_job(&state, &job_id, &worker)?;
         Ok(Response::new(pb::StatisticsTranscript {
             waves: job.transcript.clone(),
         }))
@@ -669,6 +653,19 @@ impl Federation for FederationService {
 }
 
 /// Stores a worker's upload of the job's seeded initial weights as the job's first weights.
+/// A job whose key roster holds `worker` (what may read its keys and statistics).
+fn roster_job<'a>(state: &'a State, job_id: &str, worker: &str) -> Result<&'a LiveJob> {
+    state
+        .jobs
+        .get(job_id)
+        .filter(|j| j.roster.iter().flatten().any(|w| w == worker))
+        .ok_or_else(|| {
+            CoordinatorError::PermissionDenied(format!(
+                "{worker} is not in the key roster of job '{job_id}'"
+            ))
+        })
+}
+
 /// Largest statistics upload (words, or the names' bytes): 16 MiB.
 const MAX_STATISTICS_BYTES: usize = 16 << 20;
 /// Most names one statistics upload may release.
