@@ -306,6 +306,7 @@ impl Release for Replay<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Replays the completion of `schema` on this holder's `table` against the transcript
 /// `waves`: the next wave's requests, or the completed schema. `noise` is the reading noise
 /// ([`reading_noise`]), `holders` the number of holders summed, `noisy_rows` this holder's
