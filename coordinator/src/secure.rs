@@ -113,10 +113,11 @@ pub fn close_statistics(
     let schemas: BTreeSet<&(String, u64)> =
         uploads.values().filter_map(|u| u.schema.as_ref()).collect();
     if !schemas.is_empty() {
-        if schemas.len() == 1 && uploads.values().all(|u| u.schema.is_some()) {
-            if let Some((text, parameters)) = schemas.into_iter().next() {
-                return StatisticsOutcome::Schema(text.clone(), *parameters);
-            }
+        if schemas.len() == 1
+            && uploads.values().all(|u| u.schema.is_some())
+            && let Some((text, parameters)) = schemas.into_iter().next()
+        {
+            return StatisticsOutcome::Schema(text.clone(), *parameters);
         }
         return StatisticsOutcome::Disagree(
             "the holders completed different schemas from the same statistics".into(),

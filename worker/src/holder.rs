@@ -244,13 +244,13 @@ impl Holder {
     /// when the spec gives none) once they have.
     pub fn spec(&self, job: &str) -> Result<JobSpec> {
         let mut spec = self.accepted_spec(job)?;
-        if spec.needs_statistics() {
-            if let Some(done) = self.completed_schema(job)? {
-                spec.schema_toml = done.schema_toml;
-                spec.parameters = done.parameters;
-                if spec.rows == 0 {
-                    spec.rows = done.rows.round().clamp(1.0, 100_000_000.0) as u64;
-                }
+        if spec.needs_statistics()
+            && let Some(done) = self.completed_schema(job)?
+        {
+            spec.schema_toml = done.schema_toml;
+            spec.parameters = done.parameters;
+            if spec.rows == 0 {
+                spec.rows = done.rows.round().clamp(1.0, 100_000_000.0) as u64;
             }
         }
         Ok(spec)

@@ -304,7 +304,7 @@ impl Federation for FederationService {
         let (_, worker) = c.worker(&creds, Some(&worker), "upload statistics").await?;
         let body = req.into_inner();
         let invalid = |m: &str| -> Status { CoordinatorError::Invalid(m.into()).into() };
-        if body.words.len() % 4 != 0 || body.words.len() > MAX_STATISTICS_BYTES {
+        if !body.words.len().is_multiple_of(4) || body.words.len() > MAX_STATISTICS_BYTES {
             return Err(invalid("statistics words: whole u32 words, at most 16 MiB"));
         }
         let names: usize = body.released.iter().map(String::len).sum();
