@@ -1219,3 +1219,130 @@ async fn a_roster_forms_without_a_silent_worker_and_too_few_survivors_stop_the_j
     }
     panic!("the job did not stop with too few workers");
 }
+
+/// A job with a partial schema through the real services: every worker of the roster
+/// uploads each statistics wave once (another upload refused, the same one acknowledged,
+/// a closed wave refused); the wave's sum and union are published to the roster only; the
+/// schema the workers all completed is stored, shown by status and sizes the model.
+#[tokio::test]
+async fn a_partial_schema_is_completed_in_waves_and_the_agreed_schema_sizes_the_model() {
+    use fedsynth_privacy::secagg::{JobKey, KeyAdvert};
+    let dir = tempfile::tempdir().unwrap();
+    let url = start(dir.path()).await;
+    let spec = JobSpec {
+        secure_aggregation: SecureAggregation::Secagg,
+        schema_toml: "version = 1\n[[columns]]\nname = \"x\"\nkind = \"integer\"\n".into(),
+        parameters: 0,
+        rows: 0,
+        rounds: 1,
+        round_deadline_s: 5,
+        round_tries: 8,
+        ..spec()
+    };
+    spec.validate().unwrap();
+    let (mut j, job, mut clients) = secure_job(&url, &spec, "partial").await;
+    for (c, me) in &mut clients {
+        stage_task(c, me, "advertise_keys").await;
+        let advert = KeyAdvert::new(&job, me, &JobKey::generate(), 1.0, None).unwrap();
+        publish(c, me, &job, &advert.to_text()).await.unwrap();
+    }
+    let words = |w: &[u32]| -> Vec<u8> { w.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let stats =
+        |me: &str, wave: u32, w: &[u32], names: &[&str], schema: &str| pb::StatisticsUpload {
+            worker_id: me.into(),
+            job_id: job.clone(),
+            wave,
+            words: words(w),
+            released: names.iter().map(|s| s.to_string()).collect(),
+            schema_toml: schema.into(),
+            parameters: if schema.is_empty() { 0 } else { 100 },
+        };
+    // Wave 0.
+    for (k, (c, me)) in clients.iter_mut().enumerate() {
+        let t = stage_task(c, me, "statistics").await;
+        assert_eq!(t.round, 0);
+        assert_eq!(t.participants.len(), 3);
+        let base = 10 * k as u32;
+        let name = format!("1:x{k}");
+        c.upload_statistics(stats(me, 0, &[base, u32::MAX], &[&name, "1:xs"], ""))
+            .await
+            .unwrap();
+        // Before the wave closes (the last upload closes it): the same upload again is
+        // acknowledged; another one, or another wave, refused.
+        if k < 2 {
+            c.upload_statistics(stats(me, 0, &[base, u32::MAX], &[&name, "1:xs"], ""))
+                .await
+                .unwrap();
+            let e = c
+                .upload_statistics(stats(me, 0, &[base + 1, 0], &[], ""))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+            let e = c
+                .upload_statistics(stats(me, 1, &[base, 0], &[], ""))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        }
+    }
+    // A worker outside the job's roster reads nothing.
+    let mut outsider = fed(&url, CLINICS).await;
+    let stranger = register(&mut outsider, "clinics", "d").await;
+    let e = outsider
+        .fetch_statistics(pb::FetchStatisticsRequest {
+            worker_id: stranger.clone(),
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Wave 1 opens with wave 0's ring sum and union published.
+    let (c0, me0) = &mut clients[0];
+    let t = stage_task(c0, me0, "statistics").await;
+    assert_eq!(t.round, 1);
+    let transcript = c0
+        .fetch_statistics(pb::FetchStatisticsRequest {
+            worker_id: me0.clone(),
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(transcript.waves.len(), 1);
+    assert_eq!(transcript.waves[0].sums, words(&[30, u32::MAX - 2]));
+    assert_eq!(
+        transcript.waves[0].released,
+        vec!["1:x0", "1:x1", "1:x2", "1:xs"]
+    );
+    // Every worker sends the same completed schema: it is stored and sizes the model.
+    let schema = "version = 1\n# completed\n";
+    for (c, me) in clients.iter_mut() {
+        stage_task(c, me, "statistics").await;
+        c.upload_statistics(stats(me, 1, &[], &[], schema))
+            .await
+            .unwrap();
+    }
+    let (c0, me0) = &mut clients[0];
+    stage_task(c0, me0, "initial_weights").await;
+    let status = j
+        .get_job(pb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.schema_toml, schema);
+    // Weights of another size than the completed schema's model are refused.
+    let e = upload(c0, me0, &job, &vec![0.0; 99], 1.0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    upload(c0, me0, &job, &vec![0.0; 100], 1.0).await.unwrap();
+    let actions: Vec<String> = audit_trail(&mut j, &job)
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(actions.iter().any(|a| a == "statistics"), "{actions:?}");
+    assert!(actions.iter().any(|a| a == "schema"), "{actions:?}");
+}
