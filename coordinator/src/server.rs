@@ -109,6 +109,11 @@ impl LiveJob {
         }
     }
 
+    /// Whether `worker` is in the job's key roster (secure aggregation).
+    fn in_roster(&self, worker: &str) -> bool {
+        self.roster.iter().flatten().any(|w| w == worker)
+    }
+
     /// The model's size: the spec's, or the completed schema's.
     fn parameters(&self) -> u64 {
         match (&self.schema, self.record.spec.parameters) {
@@ -280,10 +285,7 @@ impl Coordinator {
                 .statistics(&live.record.id)
                 .await?
                 .into_iter()
-                .map(|(words, released)| pb::StatisticsWave {
-                    sums: words.iter().flat_map(|w| w.to_le_bytes()).collect(),
-                    released,
-                })
+                .map(|(sums, released)| pb::StatisticsWave { sums, released })
                 .collect();
             if live.record.state == JobState::Running {
                 let r = live.record.round;

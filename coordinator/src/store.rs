@@ -400,16 +400,15 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a published statistics wave (the summed words, hex; the union, JSON). A wave
-    /// stored already stays as it was (`false`).
+    /// Stores a published statistics wave (the summed words' little-endian bytes, as hex;
+    /// the union, JSON). A wave stored already stays as it was (`false`).
     pub async fn add_statistics_wave(
         &self,
         job: &str,
         wave: u32,
-        sums: &[u32],
+        sums: &[u8],
         released: &[String],
     ) -> Result<bool> {
-        let bytes: Vec<u8> = sums.iter().flat_map(|w| w.to_le_bytes()).collect();
         let names = serde_json::to_string(released)
             .map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
         let n = sqlx::query(
@@ -418,7 +417,7 @@ impl Store {
         )
         .bind(job)
         .bind(i64::from(wave))
-        .bind(hex::encode(bytes))
+        .bind(hex::encode(sums))
         .bind(names)
         .bind(now_ms())
         .bind(RECORD_VERSION)
@@ -428,8 +427,8 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// A job's published statistics waves, in order: (summed words, union).
-    pub async fn statistics(&self, job: &str) -> Result<Vec<(Vec<u32>, Vec<String>)>> {
+    /// A job's published statistics waves, in order: (summed words' bytes, union).
+    pub async fn statistics(&self, job: &str) -> Result<Vec<(Vec<u8>, Vec<String>)>> {
         let rows = sqlx::query(
             "SELECT wave, sums, released FROM statistics WHERE job_id = $1 ORDER BY wave",
         )
@@ -451,11 +450,7 @@ impl Store {
                     "job {job}: statistics wave {wave} out of order or cut"
                 )));
             }
-            let words = bytes
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            out.push((words, names));
+            out.push((bytes, names));
         }
         Ok(out)
     }

@@ -227,6 +227,21 @@ pub fn f32_chunks(values: &[f32]) -> impl Iterator<Item = Vec<u8>> + '_ {
     })
 }
 
+/// Ring words (secure aggregation, statistics) as little-endian bytes.
+pub fn u32_bytes(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Little-endian bytes as ring words; `None` if the length is not a multiple of 4.
+pub fn u32_words(bytes: &[u8]) -> Option<Vec<u32>> {
+    bytes.len().is_multiple_of(4).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
+}
+
 /// Appends little-endian f32 bytes to `out`; `None` if the length is not a multiple of 4.
 pub fn extend_f32(out: &mut Vec<f32>, bytes: &[u8]) -> Option<()> {
     if bytes.len() % 4 != 0 {

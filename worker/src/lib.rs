@@ -534,14 +534,12 @@ async fn statistics_wave(
         .waves
         .into_iter()
         .map(|w| {
-            let words = w
-                .sums
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (words, w.released)
+            let words = fedsynth_proto::u32_words(&w.sums).ok_or_else(|| {
+                WorkerError::Invalid(format!("job {job}: a statistics sum cut mid-word"))
+            })?;
+            Ok((words, w.released))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let ca = identity(config)?.map(|(_, _, ca)| ca);
     let h = holder.clone();
     let (j, m, t) = (job.clone(), me.to_string(), task.clone());
@@ -580,7 +578,7 @@ async fn statistics_wave(
             worker_id: me.into(),
             job_id: job.clone(),
             wave: task.round,
-            words: upload.words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+            words: fedsynth_proto::u32_bytes(&upload.words),
             released: upload.released,
             schema_toml,
             parameters,

@@ -320,8 +320,9 @@ impl Coordinator {
                 match outcome {
                     StatisticsOutcome::Disagree(why) => return self.fail(job, why).await,
                     StatisticsOutcome::Wave { sums, released } => {
+                        let bytes = fedsynth_proto::u32_bytes(&sums);
                         self.store
-                            .add_statistics_wave(&job.record.id, wave, &sums, &released)
+                            .add_statistics_wave(&job.record.id, wave, &bytes, &released)
                             .await?;
                         self.store
                             .audit(
@@ -337,7 +338,7 @@ impl Coordinator {
                             )
                             .await?;
                         job.transcript.push(pb::StatisticsWave {
-                            sums: sums.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                            sums: bytes,
                             released,
                         });
                     }

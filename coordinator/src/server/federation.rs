@@ -243,17 +243,13 @@ impl Federation for FederationService {
                     body.job_id
                 ))
             })?;
-        if let Some(known) = job.adverts.get(&worker) {
-            if *known == body.advert {
-                return Ok(Response::new(pb::UploadAck {
-                    accepted: true,
-                    message: "key already published".into(),
-                }));
-            }
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "{worker} published another key for this job already"
-            ))
-            .into());
+        if let Some(ack) = seen_before(
+            job.adverts.get(&worker),
+            &body.advert,
+            "key already published",
+            || format!("{worker} published another key for this job already"),
+        )? {
+            return Ok(ack);
         }
         let open = job
             .round
@@ -327,11 +323,7 @@ impl Federation for FederationService {
             Some((body.schema_toml, body.parameters))
         };
         let upload = crate::secure::StatisticsUpload {
-            words: body
-                .words
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
+            words: fedsynth_proto::u32_words(&body.words).unwrap_or_default(),
             released: body.released,
             schema,
         };
@@ -339,7 +331,7 @@ impl Federation for FederationService {
         let job = state
             .jobs
             .get_mut(&body.job_id)
-            .filter(|j| j.roster.iter().flatten().any(|w| *w == worker))
+            .filter(|j| j.in_roster(&worker))
             .ok_or_else(|| {
                 CoordinatorError::PermissionDenied(format!(
                     "{worker} is not in the key roster of job '{}'",
@@ -357,18 +349,18 @@ impl Federation for FederationService {
             ))
             .into());
         }
-        if let Some(known) = job.statistics.get(&worker) {
-            if *known == upload {
-                return Ok(Response::new(pb::UploadAck {
-                    accepted: true,
-                    message: "statistics already received".into(),
-                }));
-            }
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "{worker} sent other statistics for wave {} already",
-                body.wave
-            ))
-            .into());
+        if let Some(ack) = seen_before(
+            job.statistics.get(&worker),
+            &upload,
+            "statistics already received",
+            || {
+                format!(
+                    "{worker} sent other statistics for wave {} already",
+                    body.wave
+                )
+            },
+        )? {
+            return Ok(ack);
         }
         job.statistics.insert(worker, upload);
         drop(state);
@@ -658,12 +650,30 @@ fn roster_job<'a>(state: &'a State, job_id: &str, worker: &str) -> Result<&'a Li
     state
         .jobs
         .get(job_id)
-        .filter(|j| j.roster.iter().flatten().any(|w| w == worker))
+        .filter(|j| j.in_roster(worker))
         .ok_or_else(|| {
             CoordinatorError::PermissionDenied(format!(
                 "{worker} is not in the key roster of job '{job_id}'"
             ))
         })
+}
+
+/// A worker's once-per-job (or per-wave) contribution sent again: the same one is
+/// acknowledged (`again`), another refused (`other`); `None` when it is the first.
+fn seen_before<T: PartialEq>(
+    known: Option<&T>,
+    sent: &T,
+    again: &str,
+    other: impl FnOnce() -> String,
+) -> Result<Option<Response<pb::UploadAck>>> {
+    match known {
+        None => Ok(None),
+        Some(k) if k == sent => Ok(Some(Response::new(pb::UploadAck {
+            accepted: true,
+            message: again.into(),
+        }))),
+        Some(_) => Err(CoordinatorError::FailedPrecondition(other())),
+    }
 }
 
 /// Largest statistics upload (words, or the names' bytes): 16 MiB.
@@ -842,7 +852,7 @@ async fn first<T>(stream: &mut Streaming<T>, what: &str) -> Result<T, Status> {
 
 /// Whether the open stage `r` of `job` waits for something from `worker`.
 fn wanted_from(job: &LiveJob, r: &LiveRound, worker: &str) -> bool {
-    let in_roster = || job.roster.iter().flatten().any(|w| w == worker);
+    let in_roster = || job.in_roster(worker);
     match r.stage {
         Stage::AdvertiseKeys => !job.adverts.contains_key(worker),
         Stage::Statistics => in_roster() && !job.statistics.contains_key(worker),
@@ -916,7 +926,7 @@ fn check_round(state: &State, header: &pb::UpdateHeader, worker: &str) -> Result
         }
     };
     if kind == UploadKind::Initial {
-        if !job.roster.iter().flatten().any(|w| w == worker) {
+        if !job.in_roster(worker) {
             return Err(CoordinatorError::PermissionDenied(format!(
                 "{worker} is not in the job's roster"
             )));
