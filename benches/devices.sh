@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `fedsynth synth` on each training device with one seed: fit + sample wall time, and the
 # same seed on the same device run twice to check that it writes the same table. Needs a
-# binary built with `--features fedsynth-cli/wgpu` and, for wgpu, a GPU adapter (Vulkan,
-# Metal or DX12; `CUBECL_WGPU_DEFAULT_DEVICE=Cpu` picks a software one).
+# binary of the default build (the wgpu backend is in it) and, for wgpu, a GPU adapter
+# (Vulkan, Metal or DX12; a DEVICE_RUN of wgpu:software picks Mesa's lavapipe).
 #
 #   BIN=path/to/fedsynth bash benches/devices.sh TRAIN.csv OUT_DIR [EPSILON] [DEVICE_RUN ...]
 #
@@ -15,7 +15,7 @@
 # carries no privacy guarantee and is only compared, never shared.
 set -uo pipefail
 export FEDSYNTH_INSECURE_REPRODUCIBLE_NOISE_SEED=${FEDSYNTH_INSECURE_REPRODUCIBLE_NOISE_SEED:-0}
-bin=${BIN:?set BIN to a fedsynth binary built with the wgpu feature}
+bin=${BIN:?set BIN to a fedsynth binary (the default build)}
 train=${1:?training table}
 out=${2:?output directory}
 eps=${3:-3}
@@ -39,7 +39,8 @@ for run in "${runs[@]}"; do
     2> "$out/$run.log"; then
     ms=$((($(date +%s%N) - start) / 1000000))
     spent=$(grep -o 'ε = [0-9.]* at δ = [0-9.e-]*' "$out/$run.log" | tail -1)
-    echo "$run: fit+sample $((ms / 1000)).$((ms % 1000 / 100)) s, $spent, sha256 $(sha256sum < "$out/$run.csv" | cut -c1-16)"
+    adapter=$(grep -m1 '^device: ' "$out/$run.log" | cut -d' ' -f2-)
+    echo "$run: fit+sample $((ms / 1000)).$((ms % 1000 / 100)) s, $spent, sha256 $(sha256sum < "$out/$run.csv" | cut -c1-16)${adapter:+; $adapter}"
   else
     echo "$run: failed: $(grep -v '^\s*$' "$out/$run.log" | tail -1)"
   fi

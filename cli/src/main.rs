@@ -282,8 +282,11 @@ pub struct SynthArgs {
     /// the seed must not let anyone subtract the noise), so two runs still differ.
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
-    /// Where to train: cpu (burn's CPU backend) or wgpu (GPU).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "wgpu"])]
+    /// Where to train: cpu (burn's CPU backend), or wgpu for the best GPU wgpu finds
+    /// (Vulkan, Metal or DX12). Pick an adapter with wgpu:discrete[:N], wgpu:integrated[:N],
+    /// wgpu:virtual[:N], or wgpu:software (a software adapter such as Mesa's lavapipe: the GPU
+    /// code path without a GPU, slower than cpu). The run says which adapter it found.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: String,
     /// Privacy ledger (default ~/.local/share/fedsynth/ledger.db).
     #[arg(long, value_name = "FILE")]
@@ -376,6 +379,13 @@ pub struct DecryptArgs {
     /// signature is FILE.sig, as `fedsynth fetch` writes it).
     #[arg(long, value_name = "CA.pem")]
     signer_ca: Option<PathBuf>,
+}
+
+/// `--device`: checked when the flags are read, so a misspelt device names the choices.
+fn parse_device(s: &str) -> Result<String, String> {
+    s.parse::<fedsynth_synth::device::DeviceChoice>()
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

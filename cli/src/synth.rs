@@ -154,7 +154,11 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     };
     let privacy = plan(&request, stats_plan)?;
 
-    let device = device::open(device_choice, rng.next_u64())?;
+    let opened = device::open_described(device_choice, rng.next_u64())?;
+    if device_choice != DeviceChoice::Cpu {
+        eprintln!("device: {}", opened.description);
+    }
+    let device = opened.device;
 
     // Spend before touching the data: a refusal stops here with nothing released. Everything
     // that can fail for reasons other than the data (device, settings) is checked above.

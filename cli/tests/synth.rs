@@ -38,6 +38,14 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Environment that hides every Vulkan and EGL driver from their loaders.
+const NO_GPU_DRIVERS: &[(&str, &str)] = &[
+    ("VK_ICD_FILENAMES", "/nonexistent/icd.json"),
+    ("VK_DRIVER_FILES", "/nonexistent/icd.json"),
+    ("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl.json"),
+    ("__EGL_VENDOR_LIBRARY_DIRS", "/nonexistent"),
+];
+
 fn synth(input: &Path, out: &Path, ledger: &Path, extra: &[&str]) -> Output {
     synth_with(input, out, ledger, extra, &[])
 }
@@ -275,8 +283,21 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
         &out,
     );
     assert_clean_failure(
-        &synth(&wage(), &out, &ledger, &["--device", "wgpu"]),
-        "GPU",
+        &synth(&wage(), &out, &ledger, &["--device", "tpu"]),
+        "wgpu:software",
+        &out,
+    );
+    // No adapter (every Vulkan and EGL driver hidden from the loaders): one line, before
+    // anything is spent or written.
+    assert_clean_failure(
+        &synth_with(
+            &wage(),
+            &out,
+            &ledger,
+            &["--device", "wgpu"],
+            NO_GPU_DRIVERS,
+        ),
+        "no wgpu adapter",
         &out,
     );
     // Nothing was spent by any refused run.
@@ -562,4 +583,36 @@ fn stray_cells_in_a_number_column_are_missing_values_and_the_kinds_are_charged()
         other => panic!("the second charge is {other:?}"),
     }
     assert!(st.spent <= 3.0 + 1e-9, "spent {}", st.spent);
+}
+
+#[test]
+fn the_default_build_trains_on_a_software_gpu_adapter_and_names_it() {
+    // The GPU path end to end, on Mesa's lavapipe where there is no GPU (`.ci/run` installs
+    // it and sets FEDSYNTH_TEST_WGPU=required, so a missing adapter fails there).
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ledger) = (dir.path().join("synth.csv"), dir.path().join("ledger.db"));
+    let o = synth(
+        &wage(),
+        &out,
+        &ledger,
+        &["--device", "wgpu:software", "--seed", "3"],
+    );
+    let err = stderr(&o);
+    if !o.status.success()
+        && err.contains("no wgpu adapter")
+        && std::env::var("FEDSYNTH_TEST_WGPU").as_deref() != Ok("required")
+    {
+        eprintln!("skipped: {err}");
+        return;
+    }
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("device: wgpu: ") && l.contains("software adapter")),
+        "{err}"
+    );
+    let fake = read_table(&out).unwrap();
+    let real = read_table(&wage()).unwrap();
+    assert!(fake.rows().abs_diff(3000) < 300, "{} rows", fake.rows());
+    assert_eq!(fake.names, real.names);
 }

@@ -33,7 +33,8 @@ pub struct WorkerConfig {
     pub cap_epsilon: f64,
     /// The δ at which the cap is measured.
     pub cap_delta: f64,
-    /// Training device: `cpu` or `wgpu`.
+    /// Training device: `cpu` (default), `wgpu` (the best GPU found), or a chosen adapter:
+    /// `wgpu:discrete[:N]`, `wgpu:integrated[:N]`, `wgpu:virtual[:N]`, `wgpu:software`.
     #[serde(default = "default_device")]
     pub device: String,
     /// Mutual TLS (CA of the coordinator, this worker's certificate and key).

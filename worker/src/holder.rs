@@ -123,6 +123,8 @@ pub struct Holder {
     ledger_path: PathBuf,
     state_dir: PathBuf,
     device: DeviceChoice,
+    /// The device in words (the adapter, for wgpu).
+    device_description: String,
     policy: crate::config::Policy,
     cap_epsilon: f64,
     /// The model's randomness (initialisation, latent noise, output sampling): seeded by the
@@ -148,10 +150,18 @@ impl std::fmt::Debug for Holder {
 }
 
 impl Holder {
+    /// The training device in words (for wgpu, the adapter found).
+    pub fn device(&self) -> &str {
+        &self.device_description
+    }
+
     /// Reads the table, opens the ledger and sets the cap from the config.
     pub fn open(config: &WorkerConfig) -> Result<Self> {
         let table = read_raw(&config.data)?;
         let device: DeviceChoice = config.device.parse()?;
+        // Acquired now, so that a worker configured for a GPU it does not have stops at
+        // start with one line, not at its first job.
+        let device_description = device::open_described(device, 0)?.description;
         std::fs::create_dir_all(config.state_dir.join("jobs"))?;
         let lock_path = config.state_dir.join("lock");
         let lock = std::fs::OpenOptions::new()
@@ -201,6 +211,7 @@ impl Holder {
             ledger_path,
             state_dir: config.state_dir.clone(),
             device,
+            device_description,
             _lock: lock,
             policy: config.policy.clone(),
             cap_epsilon: config.cap_epsilon,

@@ -40,9 +40,10 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
     log(
         &config.name,
         format!(
-            "holding {} rows; ledger {}",
+            "holding {} rows; ledger {}; device {}",
             holder.rows(),
-            holder.ledger_path().display()
+            holder.ledger_path().display(),
+            holder.device()
         ),
     );
     tokio::select! {

@@ -500,3 +500,92 @@ fn a_secure_attempt_is_answered_once_and_attempts_are_charged_in_advance() {
     // A round beyond the job's is refused.
     assert!(update(3, 0, &set, &roster).is_err());
 }
+
+/// The rows of a sampled artifact, decrypted.
+fn opened_rows(path: &std::path::Path, key: &SecretKey) -> Vec<String> {
+    let mut plain = Vec::new();
+    fedsynth_privacy::envelope::decrypt(
+        std::io::Cursor::new(std::fs::read(path).unwrap()),
+        &mut plain,
+        key,
+    )
+    .unwrap();
+    String::from_utf8(plain)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_holder_configured_for_wgpu_trains_and_samples_as_the_cpu_does() {
+    let dir = tempfile::tempdir().unwrap();
+    // A misspelt device stops the worker at start, naming the spellings.
+    let mut bad = config(&dir.path().join("bad"), 10.0);
+    bad.device = "gpu".into();
+    let e = Holder::open(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("unknown device 'gpu'") && e.contains("wgpu:software"),
+        "{e}"
+    );
+
+    let mut on_gpu = config(&dir.path().join("gpu"), 10.0);
+    on_gpu.device = "wgpu".into();
+    let gpu = match Holder::open(&on_gpu) {
+        Ok(holder) => holder,
+        Err(e) if std::env::var("FEDSYNTH_TEST_WGPU").as_deref() == Ok("required") => {
+            panic!("FEDSYNTH_TEST_WGPU=required but: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {e} (install mesa-vulkan-drivers for a software adapter)");
+            return;
+        }
+    };
+    assert!(gpu.device().starts_with("wgpu: "), "{}", gpu.device());
+    eprintln!("worker device: {}", gpu.device());
+    let cpu = Holder::open(&config(&dir.path().join("cpu"), 10.0)).unwrap();
+    assert!(cpu.device().starts_with("cpu"), "{}", cpu.device());
+
+    let key = SecretKey::generate(&mut SecureRng::from_seed(1));
+    let spec = spec(&key);
+    gpu.accept("job-1", &spec).unwrap();
+    cpu.accept("job-1", &spec).unwrap();
+    let init = gpu.initial_weights(&spec).unwrap();
+    assert_eq!(init, cpu.initial_weights(&spec).unwrap());
+    // A DP round on the GPU (its noise and batches come from the operating system, so it is
+    // compared with the CPU through the sampler below, not value by value).
+    let r0 = gpu.train_round("job-1", &spec, 0, &init, "").unwrap();
+    assert_eq!(r0.len(), init.len());
+    assert!(r0.iter().all(|v| v.is_finite()));
+    assert!(
+        largest_move(&r0, &init) > 1e-3,
+        "training moved the weights"
+    );
+    // The CPU holder trains its round too, so that both holders' seeded generators are at
+    // the same point when they sample.
+    cpu.train_round("job-1", &spec, 0, &init, "").unwrap();
+
+    // The same weights and seed sample the same table on both devices, up to f32 rounding:
+    // every field equal as text, or as numbers within 1e-3 relative (a category decoded on
+    // the other side of a tie may differ; at most 1% of fields do).
+    let (gpu_path, ..) = gpu.sample("job-1", &spec, &r0).unwrap();
+    let (cpu_path, ..) = cpu.sample("job-1", &spec, &r0).unwrap();
+    let (g, c) = (opened_rows(&gpu_path, &key), opened_rows(&cpu_path, &key));
+    assert_eq!(g.len(), c.len());
+    assert_eq!(g[0], c[0], "the same header");
+    let (mut fields, mut differ) = (0usize, 0usize);
+    for (gr, cr) in g.iter().zip(&c).skip(1) {
+        for (gf, cf) in gr.split(',').zip(cr.split(',')) {
+            fields += 1;
+            let same = gf == cf
+                || matches!((gf.parse::<f64>(), cf.parse::<f64>()),
+                    (Ok(a), Ok(b)) if (a - b).abs() <= 1e-3 * b.abs().max(1.0));
+            differ += usize::from(!same);
+        }
+    }
+    eprintln!("{differ} of {fields} sampled fields differ between wgpu and cpu");
+    assert!(
+        fields > 100 && differ * 100 <= fields,
+        "{differ} of {fields} fields differ"
+    );
+}
