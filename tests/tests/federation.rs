@@ -558,7 +558,8 @@ statistics_share = 0.3
     ]);
     let out = std::fs::read_to_string(c.path("synthetic.csv")).unwrap();
     let rows = out.lines().count() - 1;
-    assert!((2_800..=3_200).contains(&rows), "{rows} rows");
+    // The sum of three counts each noised at σ = 50 rows (σ ≈ 87 in all): within 4.5σ.
+    assert!((2_610..=3_390).contains(&rows), "{rows} rows");
     assert!(
         out.contains("9. Held by one clinic"),
         "the one holder's class is missing"
