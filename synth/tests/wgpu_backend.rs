@@ -140,8 +140,9 @@ fn per_example_norms_and_the_clipped_noised_step_match_the_cpu_backend() {
     let clip = sorted[b / 2];
     assert!(sorted[0] < clip && clip < sorted[b - 1], "{sorted:?}");
 
-    // The clipped, noised, averaged step, with the same noise drawn on both.
-    let step = |model: &Tvae, device: &Device| {
+    // The clipped, noised, averaged step at noise multiplier σ, with the same noise drawn
+    // on both.
+    let step = |model: &Tvae, device: &Device, sigma: f64| {
         let mut noise = GaussianNoise::new(SecureRng::from_seed(11));
         let (grads, _) = private_step(
             model,
@@ -151,7 +152,7 @@ fn per_example_norms_and_the_clipped_noised_step_match_the_cpu_backend() {
             7,
             &SPANS,
             clip,
-            1.1,
+            sigma,
             b as f64,
             &mut noise,
             device,
@@ -163,33 +164,11 @@ fn per_example_norms_and_the_clipped_noised_step_match_the_cpu_backend() {
             .flat_map(|(w, bias)| values(w).into_iter().chain(values(bias)))
             .collect::<Vec<f32>>()
     };
-    let (s_cpu, s_gpu) = (step(&on_cpu, &cpu), step(&on_gpu, &gpu));
+    let (s_cpu, s_gpu) = (step(&on_cpu, &cpu, 1.1), step(&on_gpu, &gpu, 1.1));
     assert_close(&s_gpu, &s_cpu, 1e-6, 1e-4, "noised step");
     // Without its noise (σ = 0) the step is the clipped mean alone: compared too, so that
     // the noise cannot hide a difference in the clipping.
-    let clipped = |model: &Tvae, device: &Device| {
-        let mut noise = GaussianNoise::new(SecureRng::from_seed(11));
-        let (grads, _) = private_step(
-            model,
-            x.clone(),
-            eps.clone(),
-            b,
-            7,
-            &SPANS,
-            clip,
-            0.0,
-            b as f64,
-            &mut noise,
-            device,
-        )
-        .unwrap();
-        grads
-            .unwrap()
-            .into_iter()
-            .flat_map(|(w, bias)| values(w).into_iter().chain(values(bias)))
-            .collect::<Vec<f32>>()
-    };
-    let (c_cpu, c_gpu) = (clipped(&on_cpu, &cpu), clipped(&on_gpu, &gpu));
+    let (c_cpu, c_gpu) = (step(&on_cpu, &cpu, 0.0), step(&on_gpu, &gpu, 0.0));
     let scale = c_cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(scale > 1e-3, "the clipped mean is not all zeros");
     assert_close(

@@ -2,6 +2,8 @@
 //! the cap; a round is trained at most once (cached, re-sent as is, refused from other
 //! weights); the sampled output opens only for the job's recipient.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::path::PathBuf;
 
 use fedsynth_privacy::envelope::SecretKey;
