@@ -638,6 +638,107 @@ fn a_coordinator_killed_mid_job_resumes_from_the_last_committed_round() {
 }
 
 #[test]
+fn a_coordinator_killed_mid_statistics_resumes_from_the_published_waves() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    // Workers poll every 1.5 s here, so that a statistics wave takes long enough to stop the
+    // coordinator between two of them.
+    let config = c.path("coordinator.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("poll_interval_ms = 100"));
+    std::fs::write(
+        &config,
+        text.replace("poll_interval_ms = 100", "poll_interval_ms = 1500"),
+    )
+    .unwrap();
+    c.start_coordinator();
+    for k in 0..3 {
+        c.start_worker(k);
+    }
+    let job_file = c.path("partial.toml");
+    std::fs::write(
+        &job_file,
+        r#"name = "wage, no public schema, coordinator restarted"
+federation = "clinics"
+schema = "wage.partial.schema.toml"
+epsilon = 3.0
+delta = 1e-5
+rounds = 2
+local_steps = 1
+batch_size = 100
+min_workers = 3
+round_deadline_s = 60
+enrol_deadline_s = 20
+round_tries = 3
+recipients = ["team.pub"]
+init_seed = 5
+statistics_share = 0.3
+"#,
+    )
+    .unwrap();
+    let job = c.ok(&["submit", job_file.to_str().unwrap()]);
+    // Stopped once the first wave is published and before the schema is agreed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let published = loop {
+        let audit = c.audit(&job);
+        assert!(
+            !audit.iter().any(|e| e["action"] == "schema"),
+            "the schema was agreed before the coordinator could be stopped mid-statistics"
+        );
+        let waves = audit.iter().filter(|e| e["action"] == "statistics").count();
+        if waves >= 1 {
+            break waves;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no statistics wave: {}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    c.kill_coordinator();
+    std::thread::sleep(Duration::from_millis(500));
+    c.start_coordinator();
+    let done = c.wait(&job, 300, |s| s["state"] == "done");
+    assert_eq!(done["round"], 2);
+    let schema = done["schema_toml"].as_str().unwrap();
+    assert!(schema.contains("source = \"dp\""), "{schema}");
+    let audit = c.audit(&job);
+    // The waves published before the stop were kept, not asked again: each wave number is
+    // published once.
+    let waves: Vec<&str> = audit
+        .iter()
+        .filter(|e| e["action"] == "statistics")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    let mut unique = waves.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        waves.len(),
+        "a wave published twice: {waves:?}"
+    );
+    eprintln!("stopped after {published} wave(s) of {}", waves.len());
+    assert!(waves.len() > published, "{waves:?}");
+    // Each holder charged the count, the statistics and the training once, within ε.
+    for k in 0..3 {
+        let (mut notes, spent) = c.ledger(k);
+        notes.dedup();
+        assert_eq!(
+            notes,
+            vec![
+                format!("job {job}: row count"),
+                format!("job {job}: statistics"),
+                format!("job {job}")
+            ],
+            "charged once across the restart"
+        );
+        assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
+    }
+}
+
+#[test]
 fn a_killed_worker_is_dropped_and_a_restarted_one_rejoins() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::new();
