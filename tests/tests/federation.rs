@@ -312,6 +312,54 @@ secure_aggregation = "{aggregation}"
         (st.spends.iter().map(|s| s.note.clone()).collect(), st.spent)
     }
 
+    /// Submits a job of ε = 3 over the three clinics with the partial Wage schema (names and
+    /// kinds only), a statistics share of 0.3 and `rounds` rounds; its id.
+    fn submit_partial(&self, name: &str, rounds: u32) -> String {
+        let job_file = self.path("partial.toml");
+        std::fs::write(
+            &job_file,
+            format!(
+                r#"name = "{name}"
+federation = "clinics"
+schema = "wage.partial.schema.toml"
+epsilon = 3.0
+delta = 1e-5
+rounds = {rounds}
+local_steps = 1
+batch_size = 100
+min_workers = 3
+round_deadline_s = 60
+enrol_deadline_s = 20
+round_tries = 3
+recipients = ["team.pub"]
+init_seed = 5
+statistics_share = 0.3
+"#
+            ),
+        )
+        .unwrap();
+        self.ok(&["submit", job_file.to_str().unwrap()])
+    }
+
+    /// Each holder charged the count, the statistics and the training of `job` once, within
+    /// its ε of 3 (the statistics' events, Skellam sums and discoveries, share one note).
+    fn assert_statistics_charged_once(&self, job: &str) {
+        for k in 0..3 {
+            let (mut notes, spent) = self.ledger(k);
+            notes.dedup();
+            assert_eq!(
+                notes,
+                vec![
+                    format!("job {job}: row count"),
+                    format!("job {job}: statistics"),
+                    format!("job {job}")
+                ],
+                "holder {k}"
+            );
+            assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
+        }
+    }
+
     fn audit(&self, job: &str) -> Vec<Value> {
         self.ok(&["audit", "--job", job, "--json"])
             .lines()
@@ -510,28 +558,7 @@ fn three_holders_complete_a_partial_schema_from_their_dp_statistics() {
     for k in 0..3 {
         c.start_worker(k);
     }
-    let job_file = c.path("partial.toml");
-    std::fs::write(
-        &job_file,
-        r#"name = "wage, three clinics, no public schema"
-federation = "clinics"
-schema = "wage.partial.schema.toml"
-epsilon = 3.0
-delta = 1e-5
-rounds = 3
-local_steps = 1
-batch_size = 100
-min_workers = 3
-round_deadline_s = 60
-enrol_deadline_s = 20
-round_tries = 3
-recipients = ["team.pub"]
-init_seed = 5
-statistics_share = 0.3
-"#,
-    )
-    .unwrap();
-    let job = c.ok(&["submit", job_file.to_str().unwrap()]);
+    let job = c.submit_partial("wage, three clinics, no public schema", 3);
     let done = c.wait(&job, 300, |s| s["state"] == "done");
     assert_eq!(done["round"], 3);
     // The schema the holders completed is stored with the job and shown by status.
@@ -564,20 +591,7 @@ statistics_share = 0.3
         out.contains("9. Held by one clinic"),
         "the one holder's class is missing"
     );
-    // Each holder charged the count, the statistics and the training once, within ε.
-    for k in 0..3 {
-        let (mut notes, spent) = c.ledger(k);
-        notes.dedup(); // the statistics' events (Skellam sums, discoveries) share one note
-        assert_eq!(
-            notes,
-            vec![
-                format!("job {job}: row count"),
-                format!("job {job}: statistics"),
-                format!("job {job}")
-            ]
-        );
-        assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
-    }
+    c.assert_statistics_charged_once(&job);
     let audit = c.audit(&job);
     let actions: Vec<&str> = audit
         .iter()
@@ -655,28 +669,7 @@ fn a_coordinator_killed_mid_statistics_resumes_from_the_published_waves() {
     for k in 0..3 {
         c.start_worker(k);
     }
-    let job_file = c.path("partial.toml");
-    std::fs::write(
-        &job_file,
-        r#"name = "wage, no public schema, coordinator restarted"
-federation = "clinics"
-schema = "wage.partial.schema.toml"
-epsilon = 3.0
-delta = 1e-5
-rounds = 2
-local_steps = 1
-batch_size = 100
-min_workers = 3
-round_deadline_s = 60
-enrol_deadline_s = 20
-round_tries = 3
-recipients = ["team.pub"]
-init_seed = 5
-statistics_share = 0.3
-"#,
-    )
-    .unwrap();
-    let job = c.ok(&["submit", job_file.to_str().unwrap()]);
+    let job = c.submit_partial("wage, no public schema, coordinator restarted", 2);
     // Stopped once the first wave is published and before the schema is agreed.
     let deadline = Instant::now() + Duration::from_secs(120);
     let published = loop {
@@ -721,21 +714,7 @@ statistics_share = 0.3
     );
     eprintln!("stopped after {published} wave(s) of {}", waves.len());
     assert!(waves.len() > published, "{waves:?}");
-    // Each holder charged the count, the statistics and the training once, within ε.
-    for k in 0..3 {
-        let (mut notes, spent) = c.ledger(k);
-        notes.dedup();
-        assert_eq!(
-            notes,
-            vec![
-                format!("job {job}: row count"),
-                format!("job {job}: statistics"),
-                format!("job {job}")
-            ],
-            "charged once across the restart"
-        );
-        assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
-    }
+    c.assert_statistics_charged_once(&job);
 }
 
 #[test]
