@@ -1,7 +1,9 @@
 //! End to end: a coordinator and three workers as real processes on loopback, with mutual
 //! TLS, each worker holding a third of a real table (ISLR Wage), training one generator.
 //! Also the crash cases: the coordinator killed mid-job and restarted, a worker killed
-//! mid-round and restarted.
+//! mid-round and restarted, the coordinator killed between two statistics waves.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
