@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use fedsynth_synth::device::DeviceChoice;
 
 mod budget;
 mod evaluate;
@@ -287,7 +288,7 @@ pub struct SynthArgs {
     /// wgpu:virtual[:N], or wgpu:software (a software adapter such as Mesa's lavapipe: the GPU
     /// code path without a GPU, slower than cpu). The run says which adapter it found.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    device: String,
+    device: DeviceChoice,
     /// Privacy ledger (default ~/.local/share/fedsynth/ledger.db).
     #[arg(long, value_name = "FILE")]
     ledger: Option<PathBuf>,
@@ -381,11 +382,10 @@ pub struct DecryptArgs {
     signer_ca: Option<PathBuf>,
 }
 
-/// `--device`: checked when the flags are read, so a misspelt device names the choices.
-fn parse_device(s: &str) -> Result<String, String> {
-    s.parse::<fedsynth_synth::device::DeviceChoice>()
-        .map(|_| s.to_string())
-        .map_err(|e| e.to_string())
+/// `--device`: read when the flags are, so a misspelt device names the choices.
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse()
+        .map_err(|e: fedsynth_synth::SynthError| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -59,7 +59,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             args.model
         );
     }
-    let device_choice: DeviceChoice = args.device.parse()?;
+    let device_choice = args.device;
     let recipients = args
         .recipients
         .iter()

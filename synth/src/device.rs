@@ -24,7 +24,7 @@ pub enum Adapter {
 }
 
 /// Where training and sampling run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
     /// burn's CPU backend.
     #[default]
@@ -82,8 +82,8 @@ impl std::fmt::Display for DeviceChoice {
 pub struct Opened {
     /// The tensor device.
     pub device: Device,
-    /// For example `cpu (burn flex, 2 threads)` or `wgpu: NVIDIA H200 (Vulkan, discrete GPU,
-    /// driver 580.159)`.
+    /// For example `cpu (burn's CPU backend, 2 threads)` or `wgpu: llvmpipe (LLVM 15.0.6,
+    /// 256 bits) (Vulkan, software adapter on the CPU, driver llvmpipe Mesa 22.3.6 …)`.
     pub description: String,
 }
 
