@@ -587,6 +587,12 @@ const EXACT_MAX: i64 = 63;
 /// An integer column's octaves beyond the exact buckets: [2^k, 2^(k+1)) for k = 6 … 62.
 const INT_LOG_MIN: i32 = 6;
 const INT_LOG_MAX: i32 = 62;
+/// Equal parts an integer column's octave is cut into ([1024, 2048) in parts of 64): a
+/// column whose values crowd in a narrow stretch far from zero (a constant year, a code
+/// range, a capped amount) gets a range that narrow, not the whole octave, so its bins
+/// hold its values instead of spreading them over the octave. One histogram still, so the
+/// sensitivity stays 1; the strong threshold grows by the log of the bucket count only.
+const INT_SUB: usize = 16;
 
 /// Per-column probability that some empty bucket of a histogram clears the strong
 /// threshold (a spurious bucket would stretch the column's range).
@@ -603,13 +609,45 @@ fn strong_threshold(sigma: f64, buckets: usize) -> f64 {
 
 /// The buckets of a column's support histogram, in value order: negative octaves, the middle
 /// (one bucket for |v| < 2^-30 in a continuous column; one bucket per integer of
-/// [-EXACT_MAX, EXACT_MAX] in an integer column), positive octaves.
+/// [-EXACT_MAX, EXACT_MAX] in an integer column), positive octaves; an integer column's
+/// octaves in [`INT_SUB`] equal parts each.
 #[derive(Debug, Clone, Copy)]
 struct Support {
     integer: bool,
+    /// Buckets per octave beyond the exact buckets: 1, or up to [`INT_SUB`] in an integer
+    /// column (see [`octave_parts`]).
+    parts: usize,
 }
 
+/// How many parts an integer column's octaves are cut into, from the noise σ and the
+/// (noisy, public) row count: as many as keep an octave that holds 2% of the rows clear of
+/// the strong threshold when read whole (its sum carries σ·√parts of noise), a power of two
+/// up to [`INT_SUB`]; one when the row count is unknown. Exact statistics: [`INT_SUB`].
+fn octave_parts(sigma: f64, rows: Option<usize>) -> usize {
+    if sigma == 0.0 {
+        return INT_SUB;
+    }
+    let Some(rows) = rows else { return 1 };
+    let clear = (0.02 * rows as f64 / (OCTAVE_Z * sigma)).powi(2);
+    let mut parts = 1;
+    while parts < INT_SUB && (2 * parts) as f64 <= clear {
+        parts *= 2;
+    }
+    parts
+}
+
+/// The strong threshold of a support histogram in standard deviations, about (its buckets
+/// number in the thousands): what [`octave_parts`] keeps an octave of 2% of the rows above.
+const OCTAVE_Z: f64 = 5.0;
+
 impl Support {
+    fn new(integer: bool, parts: usize) -> Self {
+        Self {
+            integer,
+            parts: if integer { parts.clamp(1, INT_SUB) } else { 1 },
+        }
+    }
+
     fn log_range(self) -> (i32, i32) {
         if self.integer {
             (INT_LOG_MIN, INT_LOG_MAX)
@@ -623,6 +661,16 @@ impl Support {
         (b - a + 1) as usize
     }
 
+    /// Buckets per octave.
+    fn parts(self) -> usize {
+        self.parts
+    }
+
+    /// Buckets on each side of the middle.
+    fn side(self) -> usize {
+        self.octaves() * self.parts()
+    }
+
     fn middle(self) -> usize {
         if self.integer {
             2 * EXACT_MAX as usize + 1
@@ -632,16 +680,16 @@ impl Support {
     }
 
     fn len(self) -> usize {
-        2 * self.octaves() + self.middle()
+        2 * self.side() + self.middle()
     }
 
     /// The bucket that holds 0.
     fn zero(self) -> usize {
-        self.octaves() + if self.integer { EXACT_MAX as usize } else { 0 }
+        self.side() + if self.integer { EXACT_MAX as usize } else { 0 }
     }
 
     fn bucket(self, v: f64) -> usize {
-        let (o, m) = (self.octaves(), self.middle());
+        let (o, m) = (self.side(), self.middle());
         let (kmin, kmax) = self.log_range();
         let v = if self.integer { v.round() } else { v };
         if self.integer && v.abs() <= EXACT_MAX as f64 {
@@ -650,13 +698,21 @@ impl Support {
         if !self.integer && v.abs() < 2f64.powi(LOG_MIN) {
             return o;
         }
-        let idx = ((v.abs().log2().floor() as i32).clamp(kmin, kmax) - kmin) as usize;
+        let k = (v.abs().log2().floor() as i32).clamp(kmin, kmax);
+        let parts = self.parts();
+        let part = if parts == 1 {
+            0
+        } else {
+            let width = 2f64.powi(k) / parts as f64;
+            (((v.abs() - 2f64.powi(k)) / width).floor().max(0.0) as usize).min(parts - 1)
+        };
+        let idx = (k - kmin) as usize * parts + part;
         if v < 0.0 { o - 1 - idx } else { o + m + idx }
     }
 
     /// The interval a bucket covers (integer buckets end half-way between integers).
     fn edges(self, b: usize) -> (f64, f64) {
-        let (o, m) = (self.octaves(), self.middle());
+        let (o, m) = (self.side(), self.middle());
         let (kmin, _) = self.log_range();
         let half = if self.integer { 0.5 } else { 0.0 };
         if (o..o + m).contains(&b) {
@@ -666,12 +722,18 @@ impl Support {
             }
             return (-(2f64.powi(LOG_MIN)), 2f64.powi(LOG_MIN));
         }
+        let parts = self.parts();
+        let idx = if b < o { o - 1 - b } else { b - o - m };
+        let k = kmin + (idx / parts) as i32;
+        let width = 2f64.powi(k) / parts as f64;
+        let (near, far) = (
+            2f64.powi(k) + (idx % parts) as f64 * width,
+            2f64.powi(k) + (idx % parts + 1) as f64 * width,
+        );
         if b < o {
-            let k = kmin + (o - 1 - b) as i32;
-            (-(2f64.powi(k + 1)) + half, -(2f64.powi(k)) + half)
+            (-far + half, -near + half)
         } else {
-            let k = kmin + (b - o - m) as i32;
-            (2f64.powi(k) - half, 2f64.powi(k + 1) - half)
+            (near - half, far - half)
         }
     }
 }
@@ -762,9 +824,11 @@ fn hull(
 /// buckets as -63..-32, …, -1, 0, 1, 2..3, …, 32..63, then the positive octaves (ranges of
 /// bucket indices, in value order).
 fn octave_cells(support: Support) -> Vec<(usize, usize)> {
-    let (o, m) = (support.octaves(), support.middle());
+    let (o, m, parts) = (support.side(), support.middle(), support.parts());
     let zero = support.zero();
-    let mut cells: Vec<(usize, usize)> = (0..o).map(|i| (i, i)).collect();
+    let mut cells: Vec<(usize, usize)> = (0..support.octaves())
+        .map(|i| (i * parts, i * parts + parts - 1))
+        .collect();
     for k in (0..6).rev() {
         // -(2^(k+1) - 1) ..= -(2^k)
         let (a, b) = ((1i64 << (k + 1)) - 1, 1i64 << k);
@@ -775,7 +839,7 @@ fn octave_cells(support: Support) -> Vec<(usize, usize)> {
         let (a, b) = (1usize << k, (1usize << (k + 1)) - 1);
         cells.push((zero + a, zero + b));
     }
-    cells.extend((o + m..2 * o + m).map(|i| (i, i)));
+    cells.extend((0..support.octaves()).map(|i| (o + m + i * parts, o + m + i * parts + parts - 1)));
     cells
 }
 
@@ -787,9 +851,10 @@ fn octave_cells(support: Support) -> Vec<(usize, usize)> {
 fn private_support(
     values: &[f64],
     integer: bool,
+    rows: Option<usize>,
     release: &mut dyn Release,
 ) -> Result<SupportFacts> {
-    let support = Support { integer };
+    let support = Support::new(integer, octave_parts(release.noise().sigma, rows));
     let mut counts = vec![0.0; support.len()];
     for &v in values {
         counts[support.bucket(v)] += 1.0;
@@ -814,9 +879,11 @@ fn private_support(
 /// point mass.
 fn private_number_support(
     values: &[f64],
+    rows: Option<usize>,
     release: &mut dyn Release,
 ) -> Result<(SupportFacts, ColumnKind)> {
-    let (whole, frac) = (Support { integer: true }, Support { integer: false });
+    let parts = octave_parts(release.noise().sigma, rows);
+    let (whole, frac) = (Support::new(true, parts), Support::new(false, 1));
     let (lw, lf) = (whole.len(), frac.len());
     let mut counts = vec![0.0; lw + lf];
     for &v in values {
@@ -938,8 +1005,33 @@ fn read_support(
             None,
         )
         .map(|(a, b, c)| (cells[a].0, cells[b].1, c));
+        // Where the fine view ends inside an octave that the coarse view takes whole, the
+        // rest of that octave widens the range only if its noisy sum is significant (above
+        // 2σ·√width): values crowded in one part of an octave keep a range that narrow.
+        let exact_buckets = support.side()..support.side() + support.middle();
+        let octave_of = |i: usize| {
+            cells
+                .iter()
+                .find(|&&(x, y)| x <= i && i <= y && !exact_buckets.contains(&x))
+                .copied()
+        };
+        let significant = |from: usize, to: usize| {
+            from <= to
+                && noisy_counts[from..=to].iter().sum::<f64>()
+                    > 2.0 * sigma * ((to - from + 1) as f64).sqrt()
+        };
+        let widen_down = |a: usize, c: usize| match octave_of(a) {
+            Some((x, _)) if c == x && c < a && !significant(c, a - 1) => a,
+            _ => a.min(c),
+        };
+        let widen_up = |b: usize, d: usize| match octave_of(b) {
+            Some((_, y)) if d == y && d > b && !significant(b + 1, d) => b,
+            _ => b.max(d),
+        };
         found = match (found, coarse_view) {
-            (Some((a, b, false)), Some((c, d, false))) => Some((a.min(c), b.max(d), false)),
+            (Some((a, b, false)), Some((c, d, false))) => {
+                Some((widen_down(a, c), widen_up(b, d), false))
+            }
             (Some((a, b, false)), _) => Some((a, b, false)),
             (_, Some(view)) => Some(view),
             (fine, None) => fine,
@@ -952,7 +1044,7 @@ fn read_support(
         None => (None, true),
     };
     let exact = integer.then(|| {
-        let o = support.octaves();
+        let o = support.side();
         noisy_counts[o..o + support.middle()].to_vec()
     });
     SupportFacts {
@@ -970,17 +1062,40 @@ fn read_support(
 /// night hours of a flight timetable).
 const PER_VALUE_MAX: usize = 32;
 
-/// Bins of the second release of a numeric column: at most this many.
+/// Bins of the second release of a numeric column: at least this many ...
 const FINE_BINS: usize = 64;
+/// ... and at most this many (see [`fine_bins`]).
+const FINE_BINS_MAX: usize = 1024;
+
+/// The bins of a numeric column's second release, from the noise σ and the (noisy, public)
+/// row count: as many as keep the noise of the running sum the quantiles are read from
+/// (σ·√bins at its end) within 1% of the rows, a power of two between [`FINE_BINS`] and
+/// [`FINE_BINS_MAX`]. A large table's values are then placed to a few units even over a
+/// wide range (a year inside a stretch of 200, a scheduled time to its quarter hour); a small
+/// table keeps 64. Exact statistics: [`FINE_BINS_MAX`]; row count unknown: [`FINE_BINS`].
+fn fine_bins(sigma: f64, rows: Option<usize>) -> usize {
+    if sigma == 0.0 {
+        return FINE_BINS_MAX;
+    }
+    let Some(rows) = rows else {
+        return FINE_BINS;
+    };
+    let room = (0.01 * rows as f64 / sigma).powi(2);
+    let mut bins = FINE_BINS;
+    while bins < FINE_BINS_MAX && (2 * bins) as f64 <= room {
+        bins *= 2;
+    }
+    bins
+}
 
 /// The bins of a numeric column's second release over [lo, hi]: one per integer where an
-/// integer range holds at most `FINE_BINS` of them, else `FINE_BINS` bins, equally spaced
+/// integer range holds at most `fine` of them, else `fine` bins, equally spaced
 /// where the range lies far from zero (hi/lo < 8) and equally spaced in asinh(x/s) where it
 /// spans orders of magnitude (long tails: narrow bins where the values crowd, wide ones in
 /// the tail). The layout is a function of the range only, which is public or a DP release.
 /// Returns the edges and whether they are one bin per integer.
-fn fine_grid(lo: f64, hi: f64, integer: bool) -> (Vec<f64>, bool) {
-    if integer && hi - lo <= FINE_BINS as f64 + 0.5 {
+fn fine_grid(lo: f64, hi: f64, integer: bool, fine: usize) -> (Vec<f64>, bool) {
+    if integer && hi - lo <= fine as f64 + 0.5 {
         let a = (lo + 0.5).round();
         let b = (hi - 0.5).round().max(a);
         let edges = (0..=(b - a) as usize + 1)
@@ -990,18 +1105,18 @@ fn fine_grid(lo: f64, hi: f64, integer: bool) -> (Vec<f64>, bool) {
     }
     let narrow = (lo > 0.0 && hi / lo < 8.0) || (hi < 0.0 && lo / hi < 8.0);
     let mut edges: Vec<f64> = if narrow {
-        (0..=FINE_BINS)
-            .map(|i| lo + (hi - lo) * i as f64 / FINE_BINS as f64)
+        (0..=fine)
+            .map(|i| lo + (hi - lo) * i as f64 / fine as f64)
             .collect()
     } else {
         let s = lo.abs().max(hi.abs()) / 1000.0;
         let (ta, tb) = ((lo / s).asinh(), (hi / s).asinh());
-        (0..=FINE_BINS)
-            .map(|i| s * (ta + (tb - ta) * i as f64 / FINE_BINS as f64).sinh())
+        (0..=fine)
+            .map(|i| s * (ta + (tb - ta) * i as f64 / fine as f64).sinh())
             .collect()
     };
     edges[0] = lo;
-    edges[FINE_BINS] = hi;
+    edges[fine] = hi;
     if integer {
         for e in &mut edges {
             *e = half_integer(*e);
@@ -1029,7 +1144,8 @@ struct NumericFacts {
     point_frequencies: Vec<f64>,
 }
 
-/// The second release of a numeric column: a noisy histogram over [`fine_grid`] of [lo, hi],
+/// The second release of a numeric column: a noisy histogram over [`fine_grid`] of [lo, hi]
+/// ([`fine_bins`] of them for a table of `rows` noisy rows),
 /// the exact zeros in a bucket of their own when 0 lies in the range and the grid is not one
 /// bin per integer. The range narrows to the hull of the
 /// bins that clear the strong threshold; integer columns with at most `bins` (or [`PER_VALUE_MAX`]) values there
@@ -1043,9 +1159,11 @@ fn private_bins(
     integer: bool,
     bins: usize,
     support: Option<&SupportFacts>,
+    rows: Option<usize>,
     release: &mut dyn Release,
 ) -> Result<NumericFacts> {
-    let (grid, per_integer) = fine_grid(lo, hi, integer);
+    let fine = fine_bins(release.noise().sigma, rows);
+    let (grid, per_integer) = fine_grid(lo, hi, integer, fine);
     let k = grid.len() - 1;
     // Zeros get a bucket of their own where 0 lies inside a grid of wide bins, or where the
     // support found a point mass at 0 in a continuous column (wherever its range lies).
@@ -1081,12 +1199,18 @@ fn private_bins(
     // noisy count stays within one standard deviation of its noise go (a 0/1 flag must not
     // grow a -1 from the support's noise). Elsewhere the
     // empty tails go, with one bin of margin (the mass may start inside it).
-    let (first, last) = if per_integer {
+    let averaged = |j: usize| {
+        let v = grid[j] + 0.5;
+        support.is_some_and(|s| s.exact.is_some()) && v.abs() <= EXACT_MAX as f64
+    };
+    // A grid of one bin per integer beyond the exact buckets (a part of an octave, see
+    // [`INT_SUB`]) holds tens of values that no earlier count placed: an end value at σ
+    // would be a noise spike one time in six, so its tails are trimmed as a wide grid's.
+    let (first, last) = if per_integer && !(0..k).any(|j| averaged(j)) && k > PER_VALUE_MAX {
+        trim_tails(&noisy_counts, noise.sigma, false)
+    } else if per_integer {
         let sd = |j: usize| {
-            let v = grid[j] + 0.5;
-            let averaged =
-                support.is_some_and(|s| s.exact.is_some()) && v.abs() <= EXACT_MAX as f64;
-            if averaged {
+            if averaged(j) {
                 noise.sigma / 2f64.sqrt()
             } else {
                 noise.sigma
@@ -1137,16 +1261,22 @@ fn private_bins(
 /// (above 2σ·√width: an empty tail seldom gets there, a thin real bulk of a few σ per bin
 /// does within a few bins; a tail left uncut costs only the outer bin's width). Local windows, not the whole running sum, so the negative noise
 /// of a long empty tail cannot hide the bulk behind it. One more bin is kept as a margin
-/// when `margin`.
+/// when `margin`. A grid finer than [`FINE_BINS`] (see [`fine_bins`]) widens the windows and
+/// the margin by as much, so that they span the same stretch of values.
 fn trim_tails(counts: &[f64], sigma: f64, margin: bool) -> (usize, usize) {
     let k = counts.len();
-    let margin = usize::from(margin && sigma > 0.0);
+    let scale = (k / FINE_BINS).max(1);
+    let margin = usize::from(margin && sigma > 0.0) * scale;
+    let widths: Vec<usize> = (0..)
+        .map(|p| 1usize << p)
+        .take_while(|&w| w <= 8 * scale)
+        .collect();
     let significant =
         |window: &[f64]| window.iter().sum::<f64>() > 2.0 * sigma * (window.len() as f64).sqrt();
     // The smallest significant window ending at bin i (towards the start) or starting at i
     // (towards the end): the mass it proves lies somewhere in it, so the cut is at its far end.
     let window = |i: usize, towards_start: bool| -> Option<usize> {
-        [1usize, 2, 4, 8].into_iter().find(|&w| {
+        widths.iter().copied().find(|&w| {
             if towards_start {
                 i + 1 >= w && significant(&counts[i + 1 - w..=i])
             } else {
@@ -1496,7 +1626,7 @@ fn complete_column(
                 need("estimating whether a column has nulls")?;
                 (spec.nullable, spec.nulls) = release_nulls(nulls, release)?;
             }
-            complete_numeric(spec, data, need, release, coarse)?;
+            complete_numeric(spec, data, rows, need, release, coarse)?;
         }
     }
     Ok(())
@@ -1505,6 +1635,7 @@ fn complete_column(
 fn complete_numeric(
     spec: &mut ColumnSpec,
     data: &ColumnData,
+    rows: Option<usize>,
     need: &dyn Fn(&str) -> Result<()>,
     release: &mut dyn Release,
     coarse: &mut Vec<String>,
@@ -1523,7 +1654,7 @@ fn complete_numeric(
     let support = match (spec.min, spec.max, spec.kind) {
         (Some(_), Some(_), _) => None,
         (_, _, ColumnKind::Number) => {
-            let (facts, kind) = private_number_support(&values, release)?;
+            let (facts, kind) = private_number_support(&values, rows, release)?;
             spec.kind = kind;
             Some(facts)
         }
@@ -1531,6 +1662,7 @@ fn complete_numeric(
         (_, _, kind) => Some(private_support(
             &values,
             kind == ColumnKind::Integer,
+            rows,
             release,
         )?),
     };
@@ -1556,6 +1688,7 @@ fn complete_numeric(
         integer,
         DEFAULT_BINS,
         support.as_ref(),
+        rows,
         release,
     )?;
     let mut frequencies = facts.frequencies;
@@ -1577,8 +1710,8 @@ mod tests {
 
     #[test]
     fn support_buckets_cover_their_values_in_order() {
-        for integer in [false, true] {
-            let support = Support { integer };
+        for (integer, parts) in [(false, 1), (true, 1), (true, 4), (true, INT_SUB)] {
+            let support = Support::new(integer, parts);
             let mut last = f64::NEG_INFINITY;
             for b in 0..support.len() {
                 let (lo, hi) = support.edges(b);
@@ -1589,17 +1722,18 @@ mod tests {
                 last = hi;
             }
             for v in [
-                -1e9, -200.0, -64.0, -3.0, -1.0, 0.0, 1.0, 2.0, 17.0, 63.0, 64.0, 5e12,
+                -1e9, -2013.0, -200.0, -64.0, -3.0, -1.0, 0.0, 1.0, 2.0, 17.0, 63.0, 64.0, 67.0,
+                2013.0, 2047.0, 2048.0, 5e12,
             ] {
                 let (lo, hi) = support.edges(support.bucket(v));
                 assert!(lo <= v && v <= hi, "{v} not in [{lo}, {hi}]");
             }
         }
-        let ints = Support { integer: true };
+        let ints = Support::new(true, INT_SUB);
         assert_eq!(ints.bucket(0.0), ints.zero());
         assert_eq!(ints.bucket(1.0), ints.zero() + 1, "0 and 1 are neighbours");
         for v in [1e-12, 0.3, 1.5] {
-            let (lo, hi) = Support { integer: false }.edges(Support { integer: false }.bucket(v));
+            let (lo, hi) = Support::new(false, 1).edges(Support::new(false, 1).bucket(v));
             assert!(lo <= v && v <= hi, "{v} not in [{lo}, {hi}]");
         }
     }
@@ -1788,6 +1922,64 @@ mod tests {
                 "{v}: {edges:?}"
             );
         }
+    }
+
+    /// Completes one integer column of a table of `rows` (noisy) rows whose kinds were
+    /// inferred, so that its octaves are cut by [`octave_parts`].
+    fn complete_counted(values: Vec<f64>, sigma: f64, seed: u64) -> ColumnSpec {
+        let rows = values.len();
+        let table = Table {
+            names: vec!["x".into()],
+            columns: vec![ColumnData::Int(
+                values.iter().map(|&v| Some(v as i64)).collect(),
+            )],
+        };
+        let mut schema = Schema::infer(&table);
+        schema.columns[0].nullable = Some(false);
+        let done = complete_schema_inferring(
+            &table,
+            &schema,
+            Some(noise(sigma)),
+            Some(rows),
+            &mut SecureRng::from_seed(seed),
+        )
+        .unwrap();
+        done.schema.columns[0].clone()
+    }
+
+    #[test]
+    fn a_constant_far_from_zero_keeps_its_value_and_a_narrow_range_keeps_its_bins() {
+        // A year column of one value (flights' 2013) in a large table: the octave
+        // [1024, 2048) is cut in parts, so the range is about the part that holds 2013, the
+        // second release places it to the year, and the column stays constant instead of
+        // spreading over the octave.
+        assert_eq!(octave_parts(117.0, Some(269_000)), INT_SUB);
+        assert_eq!(octave_parts(60.0, Some(10_000)), 1, "a small table keeps whole octaves");
+        assert_eq!(octave_parts(0.0, None), INT_SUB);
+        assert_eq!(octave_parts(30.0, None), 1);
+        for seed in 0..5 {
+            let spec = complete_counted(vec![2013.0; 100_000], 40.0, seed);
+            let edges = spec.edges.as_ref().unwrap();
+            // A part of the octave (64 years) and at most a neighbour on each side that
+            // the noise let in, not the octave.
+            assert!(
+                edges[0] >= 1855.0 && edges[edges.len() - 1] <= 2176.0,
+                "{seed}: {edges:?}"
+            );
+            assert!(share_at(&spec, 2013.0) > 0.98, "{seed}: {spec:?}");
+        }
+        // Scheduled times 500..=2359 (hhmm): the range stays within an octave part of each
+        // end, and the bins follow the values' quantiles.
+        let values: Vec<f64> = (0..60_000)
+            .map(|i| f64::from(500 + (i * 37) % 1860))
+            .collect();
+        let spec = complete_counted(values, 40.0, 1);
+        let edges = spec.edges.as_ref().unwrap();
+        assert!(
+            edges[0] >= 447.0 && edges[0] <= 500.0 && edges[edges.len() - 1] >= 2359.0
+                && edges[edges.len() - 1] <= 2560.0,
+            "{edges:?}"
+        );
     }
 
     #[test]
