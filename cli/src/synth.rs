@@ -15,7 +15,8 @@ use fedsynth_synth::model::TvaeConfig;
 use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan, target_delta};
 use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
 use fedsynth_synth::stats::{
-    Plan, complete_schema_inferring, kind_noise, private_kinds, untyped_columns,
+    Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise, mark_wide,
+    private_kinds, release_distinct, untyped_columns,
 };
 use fedsynth_synth::table::{Format, read_raw, table_bytes};
 use fedsynth_synth::{sample, train};
@@ -130,20 +131,40 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let table = raw.typed(&schema.kinds())?;
     let non_numbers = raw.non_numbers(&schema.kinds());
     drop(raw);
-    let stats_plan = if inferred {
-        Plan::for_inferred(&schema)
+    // With the kinds, each text column's count of distinct values: whether most of its
+    // values are rare (an identifier) is known before the statistics are planned.
+    let mut schema = schema;
+    let distinct_release = if inferred {
+        let columns = distinct_columns(&schema);
+        let sigma = if private_run {
+            distinct_noise(columns, epsilon, target_delta(args.delta, rows)?)
+        } else {
+            0.0
+        };
+        release_distinct(&table, &mut schema, sigma, &mut private);
+        (sigma > 0.0 && columns > 0).then_some((sigma, columns))
     } else {
-        Plan::for_schema(&schema)
+        None
     };
+    let stats_plan_of = |schema: &Schema| {
+        if inferred {
+            Plan::for_inferred(schema)
+        } else {
+            Plan::for_schema(schema)
+        }
+    };
+    let mut stats_plan = stats_plan_of(&schema);
     let batch_size = args
         .batch_size
         .unwrap_or_else(|| fedsynth_synth::plan::default_batch_size(rows));
-    let request = PlanRequest {
+    let mut request = PlanRequest {
         epsilon: Some(epsilon),
         delta: args.delta,
         rows,
         count_noise: private_run.then_some(ROW_COUNT_NOISE),
         kind_noise: kind_release,
+        distinct_noise: distinct_release,
+        wide_mean: None,
         epochs: args
             .epochs
             .unwrap_or_else(|| fedsynth_synth::plan::default_epochs(rows, batch_size)),
@@ -152,7 +173,15 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         learning_rate: args.learning_rate,
         clip_norm: args.clip_norm,
     };
-    let privacy = plan(&request, stats_plan)?;
+    let mut privacy = plan(&request, stats_plan)?;
+    // Columns whose values are seen fewer times on average than the discovery threshold
+    // (identifiers) get a discovery with noise of its own, planned again.
+    if private_run && let Some(mean) = mark_wide(&mut schema, rows, privacy.preprocess.threshold())
+    {
+        stats_plan = stats_plan_of(&schema);
+        request.wide_mean = Some(mean);
+        privacy = plan(&request, stats_plan)?;
+    }
 
     let opened = device::open_described(device_choice, rng.next_u64())?;
     if device_choice != DeviceChoice::Cpu {
@@ -214,12 +243,23 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             }
             if !stats_plan.is_free() {
                 eprintln!(
-                    "plan: {} columns, about {rows} rows: {} numeric histograms at σ = {:.1} rows and {} category discoveries at σ = {:.1}{}, {:.0}% of ε{}",
+                    "plan: {} columns, about {rows} rows: {} numeric histograms at σ = {:.1} rows and {} category discoveries at σ = {:.1}{}{}, {:.0}% of ε{}",
                     modelled,
                     stats_plan.releases,
                     privacy.preprocess.sigma,
                     stats_plan.discoveries,
                     privacy.preprocess.sigma_categories,
+                    if stats_plan.wide > 0 {
+                        format!(
+                            " + {} of a column of many rare values at σ = {:.1} (values seen \
+                             about {:.0} times or more are released)",
+                            stats_plan.wide,
+                            privacy.preprocess.sigma_wide,
+                            privacy.preprocess.threshold_wide()
+                        )
+                    } else {
+                        String::new()
+                    },
                     if stats_plan.distinct > 0 {
                         format!(
                             " ({} with a count of distinct values at σ = {:.1})",

@@ -58,7 +58,74 @@ enum Codec {
         categories: Vec<String>,
         /// An id column's pseudonyms, generated for its "unseen" slot (see [`Pseudonyms`]).
         pseudonyms: Option<Pseudonyms>,
+        /// An id column's released values in groups, when there are more than [`ID_GROUPS`]:
+        /// the model sees the group, the value is drawn within it.
+        groups: Option<Groups>,
     },
+}
+
+/// The most released values an id column shows the model one by one; more are grouped
+/// (see [`Groups`]). A one-hot block as wide as an identifier's released values (1,500 tail
+/// numbers) would make every step of the model as many times slower, for values whose
+/// links to other columns are weak (each is a few rows).
+pub const ID_GROUPS: usize = 64;
+
+/// An id column's released values in [`ID_GROUPS`] groups of about equal mass, in order of
+/// their (DP) frequencies, so a group's values are seen about equally often: the model
+/// generates a group, and the value is drawn within it in proportion to its frequency.
+#[derive(Debug, Clone)]
+struct Groups {
+    /// The group of each released value.
+    of: Vec<usize>,
+    /// Each group's values and their cumulative shares within it (the last is 1).
+    members: Vec<(Vec<usize>, Vec<f64>)>,
+}
+
+impl Groups {
+    /// Groups `weights` (one per value, most frequent first) into at most `groups` runs of
+    /// about equal mass.
+    fn new(weights: &[f64], groups: usize) -> Self {
+        let w: Vec<f64> = weights.iter().map(|x| x.max(1e-9)).collect();
+        let total: f64 = w.iter().sum();
+        let mut of = Vec::with_capacity(w.len());
+        let mut members: Vec<(Vec<usize>, Vec<f64>)> = Vec::new();
+        let mut run = 0.0;
+        for (i, &x) in w.iter().enumerate() {
+            // The group this value's mass starts in (a new group when it passes the last).
+            let target = ((run / total * groups as f64) as usize).min(groups - 1);
+            if members.is_empty() || target >= members.len() {
+                members.push((vec![], vec![]));
+            }
+            let g = members.len() - 1;
+            members[g].0.push(i);
+            members[g].1.push(x);
+            of.push(g);
+            run += x;
+        }
+        for (_, shares) in &mut members {
+            let sum: f64 = shares.iter().sum();
+            let mut acc = 0.0;
+            for s in shares.iter_mut() {
+                acc += *s / sum;
+                *s = acc;
+            }
+            if let Some(last) = shares.last_mut() {
+                *last = 1.0;
+            }
+        }
+        Self { of, members }
+    }
+
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The value of group `g` at `u` ∈ [0, 1).
+    fn value(&self, g: usize, u: f32) -> usize {
+        let (values, shares) = &self.members[g.min(self.members.len() - 1)];
+        let i = shares.partition_point(|&s| s <= f64::from(u));
+        values[i.min(values.len() - 1)]
+    }
 }
 
 /// The pseudonyms of an id column: `anon-` and 16 hexadecimal digits, the i-th of a pool of
@@ -108,7 +175,9 @@ impl ColumnCodec {
     fn slots(&self) -> usize {
         let base = match &self.codec {
             Codec::Numeric { edges, points, .. } => edges.len() - 1 + points.len(),
-            Codec::Categorical { categories, .. } => categories.len() + 1,
+            Codec::Categorical {
+                categories, groups, ..
+            } => groups.as_ref().map_or(categories.len(), Groups::len) + 1,
         };
         base + usize::from(self.nullable)
     }
@@ -116,7 +185,9 @@ impl ColumnCodec {
     fn null_slot(&self) -> Option<usize> {
         self.nullable.then(|| match &self.codec {
             Codec::Numeric { edges, points, .. } => edges.len() - 1 + points.len(),
-            Codec::Categorical { categories, .. } => categories.len(),
+            Codec::Categorical {
+                categories, groups, ..
+            } => groups.as_ref().map_or(categories.len(), Groups::len),
         })
     }
 }
@@ -262,13 +333,27 @@ impl Encoder {
                 }
             };
             let codec = match spec.kind {
-                ColumnKind::Categorical | ColumnKind::Id => Codec::Categorical {
-                    categories: spec.categories.clone().ok_or_else(|| {
+                ColumnKind::Categorical | ColumnKind::Id => {
+                    let categories = spec.categories.clone().ok_or_else(|| {
                         SynthError::Schema(format!("column '{}' has no category set", spec.name))
-                    })?,
-                    pseudonyms: (spec.kind == ColumnKind::Id)
-                        .then(|| Pseudonyms::new(spec.pseudonyms.unwrap_or(1))),
-                },
+                    })?;
+                    let groups = (spec.kind == ColumnKind::Id && categories.len() > ID_GROUPS)
+                        .then(|| {
+                            let weights: Vec<f64> = match &spec.frequencies {
+                                Some(f) if f.len() >= categories.len() => {
+                                    f[..categories.len()].to_vec()
+                                }
+                                _ => vec![1.0; categories.len()],
+                            };
+                            Groups::new(&weights, ID_GROUPS)
+                        });
+                    Codec::Categorical {
+                        categories,
+                        pseudonyms: (spec.kind == ColumnKind::Id)
+                            .then(|| Pseudonyms::new(spec.pseudonyms.unwrap_or(1))),
+                        groups,
+                    }
+                }
                 ColumnKind::Continuous
                 | ColumnKind::Integer
                 | ColumnKind::Number
@@ -310,6 +395,21 @@ impl Encoder {
                     f
                 }),
             };
+            // Grouped values: a group's target is the sum of its values'.
+            if let Codec::Categorical {
+                categories,
+                groups: Some(groups),
+                ..
+            } = &col.codec
+                && let Some(f) = &mut col.target
+            {
+                let mut grouped = vec![0.0; groups.len()];
+                for (i, &g) in groups.of.iter().enumerate() {
+                    grouped[g] += f[i];
+                }
+                grouped.extend_from_slice(&f[categories.len()..]);
+                *f = grouped;
+            }
             null_masks.push(
                 col.null_slot()
                     .filter(|_| patterned.contains(spec.name.as_str())),
@@ -478,15 +578,17 @@ impl Encoder {
                     }
                     n += 1;
                 }
-                Codec::Categorical { categories, .. } => {
+                Codec::Categorical {
+                    categories, groups, ..
+                } => {
                     let index: std::collections::HashMap<&str, usize> = categories
                         .iter()
                         .enumerate()
-                        .map(|(i, c)| (c.as_str(), i))
+                        .map(|(i, c)| (c.as_str(), groups.as_ref().map_or(i, |g| g.of[i])))
                         .collect();
                     for r in 0..rows {
                         let slot = match category_key(data, r) {
-                            None => col.null_slot().unwrap_or(categories.len()),
+                            None => col.null_slot().unwrap_or(col.slots() - 1),
                             Some(v) => index.get(v.as_str()).copied().unwrap_or(col.slots() - 1),
                         };
                         hot[r * columns + c] = (col.onehot + slot) as u32;
@@ -558,13 +660,16 @@ impl Encoder {
                 Codec::Categorical {
                     categories,
                     pseudonyms: Some(pool),
+                    groups,
                 } => ColumnData::Text(
                     rows.iter()
                         .map(|r| {
                             let ch = r[c];
                             if Some(ch.slot) == null {
                                 None
-                            } else if ch.slot < categories.len() {
+                            } else if let Some(g) = groups.as_ref().filter(|g| ch.slot < g.len()) {
+                                Some(categories[g.value(ch.slot, ch.offset)].clone())
+                            } else if groups.is_none() && ch.slot < categories.len() {
                                 Some(categories[ch.slot].clone())
                             } else {
                                 Some(pool.at(ch.offset))
@@ -738,5 +843,106 @@ pseudonyms = 3
             panic!("not text")
         };
         assert_ne!(again[0], out[0]);
+    }
+
+    #[test]
+    fn an_id_with_many_released_values_shows_the_model_groups_and_draws_values_within() {
+        // 1,000 released tails with frequencies 1000, 999, …, 1: the model sees 64 groups,
+        // a null slot and the pseudonyms; a tail encodes to its group, and a group decodes
+        // to its own tails in proportion to their frequencies, never to an unreleased one.
+        let n = 1_000;
+        let cats: Vec<String> = (0..n).map(|i| format!("N{i}")).collect();
+        let freqs: Vec<f64> = (0..n).map(|i| (n - i) as f64).collect();
+        let mut spec = Schema::from_kinds(&[("tail".to_string(), ColumnKind::Id)]).columns;
+        spec[0].categories = Some(cats.clone());
+        spec[0].frequencies = Some(freqs.iter().copied().chain([50_000.0]).collect());
+        spec[0].nullable = Some(true);
+        spec[0].pseudonyms = Some(2_000);
+        let schema = Schema {
+            version: crate::schema::SCHEMA_VERSION,
+            columns: spec,
+        };
+        let table = Table {
+            names: vec!["tail".into()],
+            columns: vec![ColumnData::Text(vec![
+                Some("N0".into()),
+                Some("N999".into()),
+                Some("X1".into()),
+                None,
+            ])],
+        };
+        let encoder = Encoder::new(&schema, &table).unwrap();
+        let Span::Softmax {
+            len, sampleable, ..
+        } = encoder.spans()[0]
+        else {
+            panic!("not a softmax")
+        };
+        assert_eq!((len, sampleable), (ID_GROUPS + 2, ID_GROUPS + 2));
+        let encoded = encoder.encode(&table).unwrap();
+        let hot = |r: usize| {
+            encoded[r * len..(r + 1) * len]
+                .iter()
+                .position(|&x| x == 1.0)
+        };
+        assert_eq!(hot(0), Some(0), "the most frequent tail: the first group");
+        assert_eq!(
+            hot(1),
+            Some(ID_GROUPS - 1),
+            "the rarest released: the last group"
+        );
+        assert_eq!(
+            hot(2),
+            Some(ID_GROUPS + 1),
+            "an unreleased tail: the pseudonyms"
+        );
+        assert_eq!(hot(3), Some(ID_GROUPS), "null");
+        // The groups' targets sum their values' frequencies: about equal mass each.
+        let target = encoder.columns[0].target.as_ref().unwrap();
+        assert_eq!(target.len(), ID_GROUPS + 2);
+        let total: f64 = freqs.iter().sum();
+        assert!((target[..ID_GROUPS].iter().sum::<f64>() - total).abs() < 1e-6);
+        for &t in &target[..ID_GROUPS] {
+            assert!(t > 0.5 * total / ID_GROUPS as f64 && t < 1.5 * total / ID_GROUPS as f64);
+        }
+        // Decoding group 10 over u ∈ [0, 1): only its tails, the more frequent more often.
+        let rows: Vec<Vec<Choice>> = (0..10_000)
+            .map(|i| {
+                vec![Choice {
+                    slot: 10,
+                    offset: (i as f32 + 0.5) / 10_000.0,
+                }]
+            })
+            .collect();
+        let ColumnData::Text(out) = &encoder.decode(&rows).columns[0] else {
+            panic!("not text")
+        };
+        let groups = match &encoder.columns[0].codec {
+            Codec::Categorical {
+                groups: Some(g), ..
+            } => g.clone(),
+            _ => panic!("not grouped"),
+        };
+        let members: std::collections::HashSet<String> = groups.members[10]
+            .0
+            .iter()
+            .map(|&i| cats[i].clone())
+            .collect();
+        let mut counts: std::collections::HashMap<&str, usize> = Default::default();
+        for v in out.iter().flatten() {
+            assert!(members.contains(v), "{v} is not in group 10");
+            *counts.entry(v.as_str()).or_default() += 1;
+        }
+        assert_eq!(counts.len(), members.len());
+        let (first, last) = (
+            groups.members[10].0[0],
+            *groups.members[10].0.last().unwrap(),
+        );
+        let ratio = counts[cats[first].as_str()] as f64 / counts[cats[last].as_str()] as f64;
+        let expected = freqs[first] / freqs[last];
+        assert!(
+            (ratio / expected - 1.0).abs() < 0.1,
+            "{ratio} vs {expected}"
+        );
     }
 }

@@ -199,7 +199,14 @@ impl Release for Replay<'_> {
         Err(SynthError::Pending)
     }
 
-    fn discover(&mut self, values: &[String], nulls: Option<usize>) -> Result<Discovered> {
+    /// A federated job's schema marks no column wide (the distinct counts are released by
+    /// `fedsynth synth` alone): every discovery has the ordinary noise.
+    fn discover(
+        &mut self,
+        values: &[String],
+        nulls: Option<usize>,
+        _wide: bool,
+    ) -> Result<Discovered> {
         let set_key = self.take();
         let sum_key = self.take();
         let memo_key = format!("{}#{}", set_key.0, set_key.1);
@@ -587,6 +594,7 @@ mod tests {
             sigma_categories: 10.0,
             threshold_delta: 1e-7,
             sigma_distinct: 20.0 * DISTINCT_NOISE,
+            sigma_wide: 10.0,
         };
         let (schemas, rows, waves) = run(&holders, &schema, noise);
         assert!(plan.releases > 0 && plan.discoveries == 1);

@@ -106,6 +106,13 @@ pub struct PlanRequest {
     /// The release that typed the CSV's columns, when one was made: its noise σ and the
     /// columns it covered (see [`crate::stats::kind_noise`]); charged after the row count.
     pub kind_noise: Option<(f64, u64)>,
+    /// The distinct counts released with the kinds, when made: their noise σ and how many
+    /// (see [`crate::stats::release_distinct`]); charged after the kinds.
+    pub distinct_noise: Option<(f64, u64)>,
+    /// The mean count of the values of the widest column marked wide (see
+    /// [`crate::stats::mark_wide`]): the wide discoveries' threshold is set there
+    /// ([`crate::stats::wide_noise`]) when the plan has any.
+    pub wide_mean: Option<f64>,
     /// Epochs.
     pub epochs: usize,
     /// Expected batch size.
@@ -196,6 +203,11 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
     if let Some((sigma, columns)) = req.kind_noise {
         count_events.extend(crate::stats::kind_events(sigma, columns)?);
     }
+    if let Some((sigma, columns)) = req.distinct_noise
+        && columns > 0
+    {
+        count_events.push(DpEvent::gaussian(1.0, sigma, columns)?);
+    }
     let (preprocess, mut pre_events, share, statistics_coarse) = if stats.is_free() {
         (Noise::exact(), vec![], 0.0, false)
     } else {
@@ -212,6 +224,15 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             }
             None => auto_share(stats, eps, delta, req.rows)?,
         };
+        let mut noise = noise;
+        if stats.wide > 0 {
+            // The wide discoveries' own noise, charged beside the statistics' share (and
+            // never above the other discoveries').
+            let mean = req.wide_mean.unwrap_or(1.0);
+            noise.sigma_wide =
+                crate::stats::wide_noise(stats.wide, mean, noise.threshold_delta, eps, delta)
+                    .min(noise.sigma_categories);
+        }
         let events = noise.events(stats)?;
         (noise, events, share, coarse)
     };
@@ -302,6 +323,8 @@ mod tests {
             rows,
             count_noise: Some(ROW_COUNT_NOISE),
             kind_noise: None,
+            distinct_noise: None,
+            wide_mean: None,
             epochs: 2,
             batch_size: 100,
             preprocess_share: Some(0.1),
@@ -364,6 +387,81 @@ mod tests {
         assert_eq!(k.events.len(), p.events.len() + 1);
         assert!((k.epsilon_total - 1.0).abs() < 2e-3, "{}", k.epsilon_total);
         assert!(k.epsilon_preprocess > p.epsilon_preprocess);
+    }
+
+    #[test]
+    fn distinct_counts_and_wide_discoveries_are_charged_and_compose_to_epsilon() {
+        // Flights' shape at ε = 3: 31 histograms, 4 discoveries, one of them wide (4,000
+        // tail numbers of about 67 flights each).
+        let rows = 269_000;
+        let mut req = request(rows, None);
+        req.epsilon = Some(3.0);
+        req.batch_size = 1000;
+        req.epochs = 8;
+        req.distinct_noise = Some((41.0, 4));
+        let ordinary = Plan {
+            releases: 31,
+            discoveries: 5,
+            ..Plan::default()
+        };
+        let base = plan(&req, ordinary).unwrap();
+        assert!(
+            base.events
+                .contains(&DpEvent::gaussian(1.0, 41.0, 4).unwrap())
+        );
+        assert!(
+            (base.epsilon_total - 3.0).abs() < 5e-3,
+            "{}",
+            base.epsilon_total
+        );
+        let threshold = base.preprocess.threshold();
+        assert!(threshold > 200.0, "{threshold}");
+        let wide = Plan {
+            discoveries: 4,
+            wide: 1,
+            ..ordinary
+        };
+        req.wide_mean = Some(67.0);
+        let p = plan(&req, wide).unwrap();
+        let noise = p.preprocess;
+        assert!((p.epsilon_total - 3.0).abs() < 5e-3, "{}", p.epsilon_total);
+        // The wide discovery releases values seen about 67 times, and stays within its
+        // share of ρ: the training noise grows by a few percent only.
+        assert!(
+            (noise.threshold_wide() - 67.0).abs() < 1.0,
+            "{}",
+            noise.threshold_wide()
+        );
+        assert!(noise.sigma_wide < noise.sigma_categories);
+        let rho_wide = 1.0 / (2.0 * noise.sigma_wide.powi(2));
+        let rho = crate::stats::rho_of(3.0, p.target.unwrap().1);
+        assert!(
+            rho_wide <= crate::stats::WIDE_SHARE_MAX * rho * 1.001,
+            "{rho_wide} of {rho}"
+        );
+        assert!(
+            p.events
+                .contains(&DpEvent::gaussian(1.0, noise.sigma_wide, 1).unwrap())
+        );
+        assert!(
+            p.events
+                .contains(&DpEvent::approx_dp(0.0, noise.threshold_delta, 1).unwrap())
+        );
+        let (a, b) = (
+            p.training.noise_multiplier.unwrap(),
+            base.training.noise_multiplier.unwrap(),
+        );
+        assert!(a >= b && a < b * 1.05, "{a} vs {b}");
+        // A mean count the ρ cap cannot reach: the cap holds instead.
+        req.wide_mean = Some(3.0);
+        let capped = plan(&req, wide).unwrap().preprocess;
+        let rho_capped = 1.0 / (2.0 * capped.sigma_wide.powi(2));
+        assert!((rho_capped / (crate::stats::WIDE_SHARE_MAX * rho) - 1.0).abs() < 1e-3);
+        assert!(
+            capped.threshold_wide() > 20.0,
+            "{}",
+            capped.threshold_wide()
+        );
     }
 
     #[test]

@@ -115,6 +115,16 @@ pub struct ColumnSpec {
     /// was not released (a DP estimate of its rare values' count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pseudonyms: Option<u64>,
+    /// The noisy count of the column's distinct values released with its kind (see
+    /// [`crate::stats::private_kinds`]): it sizes an identifier's pseudonym pool and says,
+    /// before the statistics are planned, whether most values are rare. Internal to a run:
+    /// never read from or written to a schema file.
+    #[serde(skip)]
+    pub distinct: Option<f64>,
+    /// Whether the column's category discovery has its own, smaller noise (a column of many
+    /// values each seen a few times, see [`crate::stats::Plan::wide`]). Internal to a run.
+    #[serde(skip)]
+    pub wide: bool,
 }
 
 /// A table schema.
@@ -346,6 +356,8 @@ impl Schema {
                 format: None,
                 pseudonyms: None,
                 nulls: None,
+                distinct: None,
+                wide: false,
             })
             .collect();
         Self {

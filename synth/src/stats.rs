@@ -66,6 +66,10 @@ pub struct Plan {
     /// Counts of distinct values (the pseudonym pool of an `id` column, or of a categorical
     /// column that may become one), each with noise [`DISTINCT_NOISE`] times a histogram's.
     pub distinct: u64,
+    /// Wide discoveries: of columns with many values each seen a few times (identifiers,
+    /// see [`ColumnSpec::wide`]), with noise of their own ([`Noise::sigma_wide`]) set from
+    /// the values' mean count instead of the statistics' share of ε (see [`wide_noise`]).
+    pub wide: u64,
 }
 
 /// How much noisier a count of distinct values is than a numeric histogram: it only sizes a
@@ -114,21 +118,17 @@ impl Plan {
                         (None, None) => 2,
                     };
                 }
-                ColumnKind::Categorical => {
-                    if c.categories.is_none() {
-                        plan.discoveries += 1;
-                    } else {
-                        plan.releases += open_nulls;
+                ColumnKind::Categorical | ColumnKind::Id => {
+                    match (&c.categories, c.wide) {
+                        (None, true) => plan.wide += 1,
+                        (None, false) => plan.discoveries += 1,
+                        (Some(_), _) => plan.releases += open_nulls,
                     }
-                }
-                // An id's discovery, then its count of distinct values (the pseudonym pool).
-                ColumnKind::Id => {
-                    if c.categories.is_none() {
-                        plan.discoveries += 1;
-                    } else {
-                        plan.releases += open_nulls;
+                    // An id's count of distinct values (the pseudonym pool), unless one was
+                    // released with the kinds.
+                    if c.kind == ColumnKind::Id {
+                        plan.distinct += u64::from(c.pseudonyms.is_none() && c.distinct.is_none());
                     }
-                    plan.distinct += u64::from(c.pseudonyms.is_none());
                 }
             }
         }
@@ -146,6 +146,7 @@ impl Plan {
             .filter(|c| {
                 c.kind == ColumnKind::Categorical
                     && c.categories.is_none()
+                    && c.distinct.is_none()
                     && c.name != nulls::PATTERN
             })
             .count() as u64;
@@ -154,7 +155,7 @@ impl Plan {
 
     /// Whether nothing private needs to be released.
     pub fn is_free(&self) -> bool {
-        self.releases == 0 && self.discoveries == 0 && self.distinct == 0
+        self.releases == 0 && self.discoveries == 0 && self.distinct == 0 && self.wide == 0
     }
 }
 
@@ -169,6 +170,10 @@ pub struct Noise {
     pub threshold_delta: f64,
     /// Standard deviation of the Gaussian noise on a count of distinct values.
     pub sigma_distinct: f64,
+    /// Standard deviation of the Gaussian noise on each category count of a wide discovery
+    /// (see [`Plan::wide`]); its threshold has the same δ as the others'.
+    #[serde(default)]
+    pub sigma_wide: f64,
 }
 
 impl Noise {
@@ -179,6 +184,7 @@ impl Noise {
             sigma_categories: 0.0,
             threshold_delta: 0.5,
             sigma_distinct: 0.0,
+            sigma_wide: 0.0,
         }
     }
 
@@ -189,16 +195,26 @@ impl Noise {
             sigma_categories: sigma / weight.sqrt(),
             threshold_delta,
             sigma_distinct: sigma * DISTINCT_NOISE,
+            sigma_wide: sigma / weight.sqrt(),
         }
     }
 
     /// The discovery threshold on noisy counts: a category seen once passes with
     /// probability at most `threshold_delta`.
     pub fn threshold(&self) -> f64 {
-        if self.sigma_categories == 0.0 {
+        self.threshold_at(self.sigma_categories)
+    }
+
+    /// The discovery threshold of a wide discovery (see [`Plan::wide`]).
+    pub fn threshold_wide(&self) -> f64 {
+        self.threshold_at(self.sigma_wide)
+    }
+
+    fn threshold_at(&self, sigma: f64) -> f64 {
+        if sigma == 0.0 {
             return 0.5; // exact counts (no DP): every category seen at least once
         }
-        1.0 + self.sigma_categories * -ndtri(self.threshold_delta)
+        1.0 + sigma * -ndtri(self.threshold_delta)
     }
 
     /// The privacy events of a plan under these settings.
@@ -221,6 +237,10 @@ impl Noise {
         }
         if plan.distinct > 0 {
             events.push(DpEvent::gaussian(1.0, self.sigma_distinct, plan.distinct)?);
+        }
+        if plan.wide > 0 {
+            events.push(DpEvent::gaussian(1.0, self.sigma_wide, plan.wide)?);
+            events.push(DpEvent::approx_dp(0.0, self.threshold_delta, plan.wide)?);
         }
         Ok(events)
     }
@@ -254,7 +274,10 @@ impl Noise {
         delta: Delta,
         events: &dyn Fn(&Self, Plan) -> Result<Vec<DpEvent>>,
     ) -> Result<Self> {
-        let threshold_delta = delta.get() / 10.0 / plan.discoveries.max(1) as f64;
+        let threshold_delta = delta.get() / 10.0 / (plan.discoveries + plan.wide).max(1) as f64;
+        // Wide discoveries have noise of their own, set by the caller (see `wide_noise`)
+        // and charged beside this share: they do not weigh on the others' noise.
+        let plan = Plan { wide: 0, ..plan };
         let weight = category_weight(plan);
         let cost = |sigma: f64| -> Result<f64> {
             let noise = Self::weighted(sigma, threshold_delta, weight);
@@ -302,7 +325,13 @@ pub trait Release {
     /// A category discovery over `values` (one per non-null row): the values released above
     /// the threshold with their counts, most frequent first; with `nulls`, the column's
     /// null count as one more bucket of the same histogram.
-    fn discover(&mut self, values: &[String], nulls: Option<usize>) -> Result<Discovered>;
+    /// `wide`: with the noise and threshold of a wide discovery (see [`Plan::wide`]).
+    fn discover(
+        &mut self,
+        values: &[String],
+        nulls: Option<usize>,
+        wide: bool,
+    ) -> Result<Discovered>;
     /// The count of distinct `values`, with noise `noise().sigma_distinct` (one row adds at
     /// most one value).
     fn distinct(&mut self, values: &[String]) -> Result<f64>;
@@ -344,9 +373,18 @@ impl Release for LocalRelease<'_> {
         Ok(counts.iter().map(|&c| noisy(c, sigma, self.rng)).collect())
     }
 
-    fn discover(&mut self, values: &[String], nulls: Option<usize>) -> Result<Discovered> {
-        let categories = private_categories(values, &self.noise, self.rng);
-        let sd = self.noise.sigma_categories;
+    fn discover(
+        &mut self,
+        values: &[String],
+        nulls: Option<usize>,
+        wide: bool,
+    ) -> Result<Discovered> {
+        let (sd, threshold) = if wide {
+            (self.noise.sigma_wide, self.noise.threshold_wide())
+        } else {
+            (self.noise.sigma_categories, self.noise.threshold())
+        };
+        let categories = private_categories(values, sd, threshold, self.rng);
         let nulls = nulls.map(|n| {
             let count = if sd == 0.0 {
                 n as f64
@@ -407,6 +445,101 @@ pub fn kind_events(sigma: f64, columns: u64) -> Result<Vec<DpEvent>> {
         return Ok(vec![]);
     }
     Ok(vec![DpEvent::gaussian(1.0, sigma, columns)?])
+}
+
+/// The share of the run's ρ that the distinct counts released with the kinds take together
+/// (see [`release_distinct`]).
+pub const DISTINCT_SHARE: f64 = 0.01;
+
+/// The noise σ of the distinct counts of `columns` columns released with the kinds at
+/// (ε, δ): together [`DISTINCT_SHARE`] of the run's ρ (one row adds at most one value to a
+/// column's count: sensitivity 1 each). Flights' 4 text columns at ε = 3: σ ≈ 41 values.
+pub fn distinct_noise(columns: u64, epsilon: f64, delta: Delta) -> f64 {
+    if columns == 0 || !epsilon.is_finite() {
+        return 0.0;
+    }
+    (columns as f64 / (2.0 * DISTINCT_SHARE * rho_of(epsilon, delta))).sqrt()
+}
+
+/// The columns whose distinct values [`release_distinct`] counts: categorical columns to
+/// discover (not the null pattern).
+pub fn distinct_columns(schema: &Schema) -> u64 {
+    schema
+        .columns
+        .iter()
+        .filter(|c| {
+            c.kind == ColumnKind::Categorical && c.categories.is_none() && c.name != nulls::PATTERN
+        })
+        .count() as u64
+}
+
+/// Releases, with the kinds and before the statistics are planned, the count of distinct
+/// values of each of the [`distinct_columns`] of `schema` with Gaussian noise `sigma`
+/// (exact at 0), into [`ColumnSpec::distinct`]. The plan reads from them which columns hold
+/// many values each seen a few times (see [`mark_wide`]); the completion sizes an
+/// identifier's pseudonyms with them. The caller charges `distinct_columns` Gaussian
+/// mechanisms of sensitivity 1 at `sigma`.
+pub fn release_distinct(table: &Table, schema: &mut Schema, sigma: f64, rng: &mut SecureRng) {
+    for spec in &mut schema.columns {
+        if !(spec.kind == ColumnKind::Categorical
+            && spec.categories.is_none()
+            && spec.name != nulls::PATTERN)
+        {
+            continue;
+        }
+        let Some(data) = table.column(&spec.name) else {
+            continue;
+        };
+        let values: std::collections::HashSet<String> = (0..data.len())
+            .filter_map(|i| category_key(data, i))
+            .collect();
+        let count = values.len() as f64;
+        spec.distinct = Some(if sigma > 0.0 {
+            noisy(count, sigma, rng)
+        } else {
+            count
+        });
+    }
+}
+
+/// The largest share of the run's ρ that the wide discoveries take together (see
+/// [`wide_noise`]): beyond it, the training noise they cost weighs on every column more
+/// than the identifiers' released values gain.
+pub const WIDE_SHARE_MAX: f64 = 0.1;
+
+/// Marks wide the columns of `schema` whose values are seen fewer times on average (`rows`
+/// over the noisy distinct count) than `threshold`, the ordinary discovery threshold: such a
+/// discovery would release few of the column's values (4,000 tail numbers of 67 flights each
+/// against a threshold of 370). Returns the smallest such mean count (`None`: none marked).
+/// Post-processing of the distinct counts.
+pub fn mark_wide(schema: &mut Schema, rows: usize, threshold: f64) -> Option<f64> {
+    let mut smallest: Option<f64> = None;
+    for spec in &mut schema.columns {
+        let Some(distinct) = spec.distinct else {
+            continue;
+        };
+        let mean = rows as f64 / distinct.max(1.0);
+        if spec.categories.is_none() && mean < threshold {
+            spec.wide = true;
+            smallest = Some(smallest.map_or(mean, |m| m.min(mean)));
+        }
+    }
+    smallest
+}
+
+/// The noise σ of `wide` wide discoveries at (ε, δ) whose thresholds (δ `threshold_delta`)
+/// should sit at `mean`, the mean count of the values of the widest column: values seen
+/// that often are released about half the time, more frequent ones all but surely, and a
+/// value seen once with probability `threshold_delta` as in any discovery. More noise where
+/// that would cost over [`WIDE_SHARE_MAX`] of the run's ρ.
+pub fn wide_noise(wide: u64, mean: f64, threshold_delta: f64, epsilon: f64, delta: Delta) -> f64 {
+    let z = -ndtri(threshold_delta);
+    let wanted = ((mean - 1.0) / z).max(0.5);
+    if wide == 0 || !epsilon.is_finite() {
+        return wanted;
+    }
+    let floor = (wide as f64 / (2.0 * WIDE_SHARE_MAX * rho_of(epsilon, delta))).sqrt();
+    wanted.max(floor)
 }
 
 /// How many columns of `raw` have no type of their own (CSV columns): the kinds release
@@ -839,7 +972,8 @@ fn octave_cells(support: Support) -> Vec<(usize, usize)> {
         let (a, b) = (1usize << k, (1usize << (k + 1)) - 1);
         cells.push((zero + a, zero + b));
     }
-    cells.extend((0..support.octaves()).map(|i| (o + m + i * parts, o + m + i * parts + parts - 1)));
+    cells
+        .extend((0..support.octaves()).map(|i| (o + m + i * parts, o + m + i * parts + parts - 1)));
     cells
 }
 
@@ -1142,6 +1276,8 @@ struct NumericFacts {
     frequencies: Vec<f64>,
     points: Vec<f64>,
     point_frequencies: Vec<f64>,
+    /// On a grid of one bin per integer: each value and its noisy count.
+    per_value: Option<Vec<(f64, f64)>>,
 }
 
 /// The second release of a numeric column: a noisy histogram over [`fine_grid`] of [lo, hi]
@@ -1240,6 +1376,12 @@ fn private_bins(
         frequencies,
         points: vec![],
         point_frequencies: vec![],
+        per_value: per_integer.then(|| {
+            grid.iter()
+                .zip(&noisy_counts)
+                .map(|(&e, &c)| (e + 0.5, c))
+                .collect()
+        }),
     };
     let zero_mass = match support {
         Some(s) => s.zero_mass && zero_apart,
@@ -1389,15 +1531,19 @@ fn quantile_bins(grid: &[f64], counts: &[f64], bins: usize, integer: bool) -> (V
 
 /// Private category discovery: noisy counts of the values present; those above the
 /// threshold are released with their noisy counts, most frequent first.
-fn private_categories(values: &[String], noise: &Noise, rng: &mut SecureRng) -> Vec<(String, f64)> {
+fn private_categories(
+    values: &[String],
+    sigma: f64,
+    threshold: f64,
+    rng: &mut SecureRng,
+) -> Vec<(String, f64)> {
     let mut counts: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
     for v in values {
         *counts.entry(v.as_str()).or_default() += 1.0;
     }
-    let threshold = noise.threshold();
     let mut kept: Vec<(f64, String)> = counts
         .into_iter()
-        .map(|(k, c)| (noisy(c, noise.sigma_categories, rng), k.to_string()))
+        .map(|(k, c)| (noisy(c, sigma, rng), k.to_string()))
         .filter(|(c, _)| *c > threshold)
         .collect();
     kept.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
@@ -1478,8 +1624,7 @@ pub fn complete_schema_with(
     rows: Option<usize>,
     release: &mut dyn Release,
 ) -> Result<Completed> {
-    let mut coarse = Vec::new();
-    let mut ids = Vec::new();
+    let mut found = Found::default();
     let need = |what: &str| -> Result<()> {
         if private {
             Ok(())
@@ -1499,7 +1644,7 @@ pub fn complete_schema_with(
             SynthError::Schema(format!("column '{}' is not in the input", spec.name))
         })?;
         release.begin(&spec.name);
-        match complete_column(spec, data, rows, release, &need, &mut coarse, &mut ids) {
+        match complete_column(spec, data, rows, release, &need, &mut found) {
             Err(SynthError::Pending) => pending = true,
             done => done?,
         }
@@ -1519,7 +1664,7 @@ pub fn complete_schema_with(
             .flatten()
             .collect();
         release.begin(nulls::PATTERN);
-        let cats = release.discover(&values, None)?.categories;
+        let cats = release.discover(&values, None, false)?.categories;
         if cats.len() < 2 {
             out.columns.remove(i);
         } else {
@@ -1530,11 +1675,34 @@ pub fn complete_schema_with(
             spec.source = Source::Dp;
         }
     }
+    // A datetime's weekday shares, read from its days' noisy counts (post-processing), are
+    // the frequencies of its public weekday part: sampling matches them.
+    for (name, shares) in found.weekdays {
+        let part = datetime::part_name(&name, datetime::Part::Weekday);
+        if let Some(spec) = out.columns.iter_mut().find(|c| c.name == part)
+            && spec.frequencies.is_none()
+            && spec
+                .categories
+                .as_ref()
+                .is_some_and(|c| c.len() == shares.len())
+        {
+            spec.frequencies = Some(shares);
+        }
+    }
     Ok(Completed {
         schema: out,
-        coarse,
-        ids,
+        coarse: found.coarse,
+        ids: found.ids,
     })
+}
+
+/// What the completion notes besides the schema: the columns coarsened, those made ids,
+/// and the weekday shares of datetime columns.
+#[derive(Default)]
+struct Found {
+    coarse: Vec<String>,
+    ids: Vec<String>,
+    weekdays: Vec<(String, Vec<f64>)>,
 }
 
 /// Completes one column (see [`complete_schema_with`]).
@@ -1544,8 +1712,7 @@ fn complete_column(
     rows: Option<usize>,
     release: &mut dyn Release,
     need: &dyn Fn(&str) -> Result<()>,
-    coarse: &mut Vec<String>,
-    ids: &mut Vec<String>,
+    found: &mut Found,
 ) -> Result<()> {
     // An open `nullable` is decided from a noisy null count, in the column's first
     // histogram (same noise, one more bucket) or in a release of its own.
@@ -1565,11 +1732,12 @@ fn complete_column(
             };
             if spec.categories.is_none() {
                 need("discovering categories")?;
-                let found = release.discover(&values, open_nulls.then_some(nulls))?;
-                let cats = found.categories;
+                let discovered =
+                    release.discover(&values, open_nulls.then_some(nulls), spec.wide)?;
+                let cats = discovered.categories;
                 let mut noisy_nulls = 0.0;
                 let mut rest_target = None;
-                if let Some((count, sd)) = found.nulls {
+                if let Some((count, sd)) = discovered.nulls {
                     let (nullable, count) = nullable_from(count, sd);
                     spec.nullable = Some(nullable);
                     spec.nulls = count;
@@ -1581,13 +1749,20 @@ fn complete_column(
                     let present = (rows as f64 - noisy_nulls.max(0.0)).max(1.0);
                     let released: f64 = cats.iter().map(|(_, c)| *c).sum();
                     let rest = present - released;
-                    // The distinct count was planned for every inferred categorical
-                    // column (Plan::for_inferred): released here whether used or not.
-                    let pool = release.distinct(&values)? - cats.len() as f64;
-                    if rest > ID_REST_SHARE * present {
+                    // The distinct count: released with the kinds, or planned for every
+                    // inferred categorical column (Plan::for_inferred) and released here
+                    // whether used or not.
+                    let distinct = match spec.distinct {
+                        Some(d) => d,
+                        None => release.distinct(&values)?,
+                    };
+                    let pool = distinct - cats.len() as f64;
+                    // A wide column (many values, most seen a few times) is an identifier
+                    // even where its own discovery released most of its rows.
+                    if rest > ID_REST_SHARE * present || (spec.wide && rest > 0.0) {
                         spec.kind = ColumnKind::Id;
                         spec.pseudonyms = Some(pool.round().max(1.0) as u64);
-                        ids.push(spec.name.clone());
+                        found.ids.push(spec.name.clone());
                         // The pseudonyms' share: a calibration target after the
                         // released values' (see Encoder::calibrate).
                         if !cats.is_empty() {
@@ -1614,7 +1789,11 @@ fn complete_column(
                 // released: the pool of pseudonyms.
                 need("counting an id column's values")?;
                 let released = spec.categories.as_ref().map_or(0, Vec::len) as f64;
-                let pool = release.distinct(&values)? - released;
+                let distinct = match spec.distinct {
+                    Some(d) => d,
+                    None => release.distinct(&values)?,
+                };
+                let pool = distinct - released;
                 spec.pseudonyms = Some(pool.round().max(1.0) as u64);
             }
         }
@@ -1626,7 +1805,7 @@ fn complete_column(
                 need("estimating whether a column has nulls")?;
                 (spec.nullable, spec.nulls) = release_nulls(nulls, release)?;
             }
-            complete_numeric(spec, data, rows, need, release, coarse)?;
+            complete_numeric(spec, data, rows, need, release, found)?;
         }
     }
     Ok(())
@@ -1638,7 +1817,7 @@ fn complete_numeric(
     rows: Option<usize>,
     need: &dyn Fn(&str) -> Result<()>,
     release: &mut dyn Release,
-    coarse: &mut Vec<String>,
+    found: &mut Found,
 ) -> Result<()> {
     if spec.edges.is_some() {
         if spec.kind == ColumnKind::Number {
@@ -1675,7 +1854,7 @@ fn complete_numeric(
         (Some(lo), Some(hi), _) => (lo, hi),
         (_, _, Some(s)) => {
             if s.coarse {
-                coarse.push(spec.name.clone());
+                found.coarse.push(spec.name.clone());
             }
             // A continuous column whose only mass is at zero: one empty bin beside the point.
             s.range.unwrap_or((-0.5, 0.5))
@@ -1691,6 +1870,18 @@ fn complete_numeric(
         rows,
         release,
     )?;
+    if spec.kind == ColumnKind::Datetime
+        && let Some(days) = &facts.per_value
+    {
+        let mut shares = vec![0.0; datetime::WEEKDAYS.len()];
+        for &(day, count) in days {
+            shares[datetime::weekday(day as i64)] += count;
+        }
+        found.weekdays.push((
+            spec.name.clone(),
+            shares.iter().map(|c| c.max(0.0)).collect(),
+        ));
+    }
     let mut frequencies = facts.frequencies;
     frequencies.extend(&facts.point_frequencies);
     spec.frequencies = (frequencies.iter().sum::<f64>() > 0.0).then_some(frequencies);
@@ -1744,6 +1935,7 @@ mod tests {
             sigma_categories: sigma / 2.0,
             threshold_delta: 1e-8,
             sigma_distinct: sigma * DISTINCT_NOISE,
+            sigma_wide: sigma / 2.0,
         }
     }
 
@@ -1954,7 +2146,11 @@ mod tests {
         // second release places it to the year, and the column stays constant instead of
         // spreading over the octave.
         assert_eq!(octave_parts(117.0, Some(269_000)), INT_SUB);
-        assert_eq!(octave_parts(60.0, Some(10_000)), 1, "a small table keeps whole octaves");
+        assert_eq!(
+            octave_parts(60.0, Some(10_000)),
+            1,
+            "a small table keeps whole octaves"
+        );
         assert_eq!(octave_parts(0.0, None), INT_SUB);
         assert_eq!(octave_parts(30.0, None), 1);
         for seed in 0..5 {
@@ -1976,7 +2172,9 @@ mod tests {
         let spec = complete_counted(values, 40.0, 1);
         let edges = spec.edges.as_ref().unwrap();
         assert!(
-            edges[0] >= 447.0 && edges[0] <= 500.0 && edges[edges.len() - 1] >= 2359.0
+            edges[0] >= 447.0
+                && edges[0] <= 500.0
+                && edges[edges.len() - 1] >= 2359.0
                 && edges[edges.len() - 1] <= 2560.0,
             "{edges:?}"
         );
@@ -2124,6 +2322,104 @@ mod tests {
     }
 
     #[test]
+    fn a_column_of_many_rare_values_gets_a_wide_discovery_that_never_releases_a_rare_one() {
+        // 1,000 tails of 60 flights each, 2,000 of 5 and 1,000 seen once, beside 3 origins:
+        // 71,000 rows. The distinct counts come with the kinds; the tails' mean count (18)
+        // is below an ordinary threshold of about 4 + 5.6·σ_cat, so the column is wide.
+        let mut values: Vec<Option<String>> = Vec::new();
+        for t in 0..1_000 {
+            values.extend((0..60).map(|_| Some(format!("N{t}"))));
+        }
+        for t in 1_000..3_000 {
+            values.extend((0..5).map(|_| Some(format!("N{t}"))));
+        }
+        values.extend((3_000..4_000).map(|t| Some(format!("N{t}"))));
+        let n = values.len();
+        let origins: Vec<Option<String>> = (0..n)
+            .map(|i| Some(["EWR", "JFK", "LGA"][i % 3].to_string()))
+            .collect();
+        let table = Table {
+            names: vec!["tailnum".into(), "origin".into()],
+            columns: vec![ColumnData::Text(values), ColumnData::Text(origins)],
+        };
+        let mut schema = Schema::from_kinds(&[
+            ("tailnum".to_string(), ColumnKind::Categorical),
+            ("origin".to_string(), ColumnKind::Categorical),
+        ]);
+        for c in &mut schema.columns {
+            c.nullable = Some(false);
+        }
+        assert_eq!(distinct_columns(&schema), 2);
+        release_distinct(&table, &mut schema, 40.0, &mut SecureRng::from_seed(1));
+        let d = schema.columns[0].distinct.unwrap();
+        assert!((d - 4_000.0).abs() < 200.0, "{d}");
+        // Released with the kinds: no count of distinct values in the statistics.
+        assert_eq!(Plan::for_inferred(&schema).distinct, 0);
+        let mut ordinary = noise(80.0);
+        ordinary.threshold_delta = 1e-9;
+        let threshold = ordinary.threshold();
+        assert!(threshold > 200.0, "{threshold}");
+        let mean = mark_wide(&mut schema, n, threshold).unwrap();
+        assert!((mean - 17.75).abs() < 1.5, "{mean}");
+        assert!(schema.columns[0].wide && !schema.columns[1].wide);
+        let plan = Plan::for_inferred(&schema);
+        assert_eq!((plan.discoveries, plan.wide), (1, 1));
+        let mut wide = ordinary;
+        wide.sigma_wide = 4.0;
+        let events = wide.events(plan).unwrap();
+        assert!(events.contains(&DpEvent::gaussian(1.0, 4.0, 1).unwrap()));
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| **e == DpEvent::approx_dp(0.0, 1e-9, 1).unwrap())
+                .count(),
+            2,
+            "each discovery's threshold δ is charged"
+        );
+        for seed in 0..3 {
+            let done = complete_schema_inferring(
+                &table,
+                &schema,
+                Some(wide),
+                Some(n),
+                &mut SecureRng::from_seed(seed),
+            )
+            .unwrap();
+            let tails = &done.schema.columns[0];
+            assert_eq!(tails.kind, ColumnKind::Id, "a wide column is an identifier");
+            let released = tails.categories.as_ref().unwrap();
+            // Threshold 1 + 4·6.0 = 25: every tail of 60 flights, none of 5 or 1.
+            assert_eq!(released.len(), 1_000, "seed {seed}");
+            assert!(
+                released
+                    .iter()
+                    .all(|t| t[1..].parse::<usize>().unwrap() < 1_000),
+                "a rare tail was released"
+            );
+            let pool = tails.pseudonyms.unwrap() as f64;
+            assert!((pool - 3_000.0).abs() < 200.0, "{pool}");
+        }
+        // The same column with the ordinary noise releases none of them.
+        let mut plain = schema.clone();
+        plain.columns[0].wide = false;
+        let done = complete_schema_inferring(
+            &table,
+            &plain,
+            Some(ordinary),
+            Some(n),
+            &mut SecureRng::from_seed(0),
+        )
+        .unwrap();
+        assert!(
+            done.schema.columns[0]
+                .categories
+                .as_ref()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn a_datetime_column_gets_its_pattern_and_unit_from_the_kinds_release() {
         // Hourly timestamps in UTC (a few at midnight), dates, minute timestamps with an
         // offset, and text that merely starts like a date.
@@ -2214,6 +2510,60 @@ mod tests {
         let end = datetime::first_day(2014) as f64;
         assert!((edges[edges.len() - 1] - end).abs() < 20.0, "{edges:?}");
         assert!(edges.windows(2).all(|w| w[1] - w[0] < 60.0), "{edges:?}");
+    }
+
+    #[test]
+    fn a_datetime_columns_weekday_shares_come_from_its_days_counts() {
+        // A year of working days only (no Saturday, no Sunday; 100 rows a day), in a table
+        // large enough for one bin per day: the weekday part gets frequencies with about
+        // nothing on the weekend, so that sampling keeps the weekly rhythm.
+        let first = datetime::first_day(2013);
+        let days: Vec<f64> = (0..365)
+            .map(|i| first + i)
+            .filter(|&d| datetime::weekday(d) < 5)
+            .flat_map(|d| std::iter::repeat_n(d as f64, 100))
+            .collect();
+        let rows = days.len();
+        let weekdays = days
+            .iter()
+            .map(|&d| Some(datetime::WEEKDAYS[datetime::weekday(d as i64)].to_string()))
+            .collect();
+        let table = Table {
+            names: vec!["t".into(), "t#weekday".into()],
+            columns: vec![
+                ColumnData::Int(days.iter().map(|&d| Some(d as i64)).collect()),
+                ColumnData::Text(weekdays),
+            ],
+        };
+        // A date pattern: the day and its weekday, no clock.
+        let mut schema = Schema {
+            version: crate::schema::SCHEMA_VERSION,
+            columns: datetime_specs("t", 0, &[1.0, 0.0, 0.0, 0.0], 0.0),
+        };
+        assert_eq!(schema.columns.len(), 2);
+        for c in &mut schema.columns {
+            c.nullable = Some(false);
+        }
+        let done = complete_schema_inferring(
+            &table,
+            &schema,
+            Some(noise(5.0)),
+            Some(rows),
+            &mut SecureRng::from_seed(2),
+        );
+        let done = done.unwrap();
+        let weekday = done
+            .schema
+            .columns
+            .iter()
+            .find(|c| c.name == "t#weekday")
+            .unwrap();
+        let f = weekday.frequencies.as_ref().unwrap();
+        let total: f64 = f.iter().sum();
+        for (d, share) in f.iter().enumerate() {
+            let expected = if d < 5 { 0.2 } else { 0.0 };
+            assert!((share / total - expected).abs() < 0.01, "{d}: {f:?}");
+        }
     }
 
     #[test]
@@ -2416,6 +2766,7 @@ mod tests {
             sigma_categories: 10.0,
             threshold_delta: 1e-8,
             sigma_distinct: 80.0,
+            sigma_wide: 10.0,
         };
         for seed in 0..20 {
             let done = complete_schema(
