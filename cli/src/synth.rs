@@ -234,11 +234,17 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 };
                 eprintln!(
                     "kinds: {columns} CSV columns typed by a noisy count of numbers, text and \
-                     dates (σ = {sigma:.1} rows): {} numeric, {} categorical, {} datetime; a \
+                     dates (σ = {sigma:.1} rows): {} numeric, {} categorical, {} datetime{}; a \
                      --schema declares them instead",
                     count(ColumnKind::Number),
                     count(ColumnKind::Categorical),
                     count(ColumnKind::Datetime),
+                    match distinct_release {
+                        Some((sigma, n)) => format!(
+                            " (distinct values of the {n} text columns counted at σ = {sigma:.1})"
+                        ),
+                        None => String::new(),
+                    },
                 );
             }
             if !stats_plan.is_free() {
@@ -313,9 +319,9 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     )?;
     if !completion.ids.is_empty() {
         eprintln!(
-            "note: most values are too rare to release in: {}; these columns are identifiers \
-             (kind id): released values are kept, every other row gets a pseudonym (anon-…); \
-             declare them categorical in a --schema to keep only the released values",
+            "note: identifiers (kind id: many values, most too rare to release): {}; released \
+             values are kept, every other row gets a pseudonym (anon-…); declare them \
+             categorical in a --schema to keep only the released values",
             completion.ids.join(", ")
         );
     }

@@ -114,7 +114,7 @@ fn an_access_log_keeps_its_timestamps_rhythm_and_never_writes_a_rare_principal()
     assert!(o.status.success(), "{err}");
     assert!(err.contains("1 datetime"), "{err}");
     assert!(
-        err.contains("identifiers (kind id)") && err.contains("principal"),
+        err.contains("identifiers (kind id") && err.contains("principal"),
         "{err}"
     );
 
