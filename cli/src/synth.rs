@@ -18,7 +18,9 @@ use fedsynth_synth::stats::{
     Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise, mark_wide,
     private_kinds, release_distinct, untyped_columns,
 };
-use fedsynth_synth::table::{Format, read_raw, table_bytes};
+use fedsynth_synth::table::{
+    Format, declared_temporal, read_raw, table_bytes_typed, temporal_type,
+};
 use fedsynth_synth::{sample, train};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngCore;
@@ -87,6 +89,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         bail!("--kl-weight must be a number ≥ 0, not {}", args.kl_weight);
     }
     let raw = read_raw(&args.input)?;
+    let declared = declared_temporal(&args.input)?;
     let given = args.schema.as_deref().map(Schema::read).transpose()?;
     let private_run = epsilon.is_finite();
 
@@ -398,7 +401,22 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     // The report compares the modelled columns (a datetime's day and parts apart).
     let modelled = args.report.is_some().then(|| synthetic.clone());
     let written = encoder.finish(synthetic);
-    let bytes = table_bytes(&written, format)?;
+    // Datetimes go back to a Parquet file as dates or timestamps: the input's own types
+    // where it declared them (Parquet), else the type their pattern reads as.
+    let temporal = schema
+        .columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Datetime)
+        .filter_map(|c| {
+            let dtype = declared
+                .iter()
+                .find(|(n, _)| *n == c.name)
+                .map(|(_, d)| d.clone())
+                .or_else(|| temporal_type(c.format.as_deref()?))?;
+            Some((c.name.clone(), dtype))
+        })
+        .collect();
+    let bytes = table_bytes_typed(&written, format, temporal)?;
     if recipients.is_empty() {
         envelope::write_atomically(&args.out, |w| std::io::Write::write_all(w, &bytes))?;
     } else {

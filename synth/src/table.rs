@@ -7,6 +7,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 
+use crate::datetime;
 use crate::error::{Result, SynthError, column_err};
 use crate::schema::ColumnKind;
 
@@ -699,21 +700,89 @@ fn check_not_mixed(name: &str, values: &[Option<String>]) -> Result<()> {
 }
 
 fn to_dataframe(table: &Table) -> Result<DataFrame> {
-    let cols: Vec<Column> = table
+    to_dataframe_typed(table, &[])
+}
+
+/// [`to_dataframe`] with the text columns named in `temporal` as dates or timestamps of the
+/// given polars type (their cells in a [`crate::datetime::PATTERNS`] pattern; a cell in none
+/// is a null).
+fn to_dataframe_typed(table: &Table, temporal: &[(String, DataType)]) -> Result<DataFrame> {
+    let cols = table
         .names
         .iter()
         .zip(&table.columns)
         .map(|(n, c)| {
             let name = PlSmallStr::from_str(n);
-            match c {
-                ColumnData::Float(v) => Series::new(name, v),
-                ColumnData::Int(v) => Series::new(name, v),
-                ColumnData::Text(v) => Series::new(name, v),
-            }
-            .into_column()
+            let dtype = temporal.iter().find(|(t, _)| t == n).map(|(_, d)| d);
+            let series = match (c, dtype) {
+                (ColumnData::Text(v), Some(DataType::Date)) => {
+                    let days: Vec<Option<i32>> = v
+                        .iter()
+                        .map(|s| {
+                            let secs = datetime::seconds(s.as_deref()?)?;
+                            i32::try_from(secs.div_euclid(86_400)).ok()
+                        })
+                        .collect();
+                    Series::new(name, days).cast(&DataType::Date)
+                }
+                (ColumnData::Text(v), Some(dtype @ DataType::Datetime(unit, _))) => {
+                    let per_second = match unit {
+                        TimeUnit::Milliseconds => 1_000,
+                        TimeUnit::Microseconds => 1_000_000,
+                        TimeUnit::Nanoseconds => 1_000_000_000,
+                    };
+                    let ticks: Vec<Option<i64>> = v
+                        .iter()
+                        .map(|s| datetime::seconds(s.as_deref()?)?.checked_mul(per_second))
+                        .collect();
+                    Series::new(name, ticks).cast(dtype)
+                }
+                (ColumnData::Float(v), _) => Ok(Series::new(name, v)),
+                (ColumnData::Int(v), _) => Ok(Series::new(name, v)),
+                (ColumnData::Text(v), _) => Ok(Series::new(name, v)),
+            };
+            series
+                .map(IntoColumn::into_column)
+                .map_err(|e| column_err(n, polars_message(&e)))
         })
-        .collect();
+        .collect::<Result<Vec<Column>>>()?;
     DataFrame::new(table.rows(), cols).map_err(|e| SynthError::Setting(polars_message(&e)))
+}
+
+/// The polars type a datetime column in `pattern` (one of [`crate::datetime::PATTERNS`])
+/// is written as to a Parquet file: a date, or a timestamp in microseconds, in UTC when the
+/// pattern carries a zone (the values are instants) and naive otherwise (wall clocks).
+pub fn temporal_type(pattern: &str) -> Option<DataType> {
+    let p = datetime::PATTERNS.iter().position(|q| *q == pattern)?;
+    Some(if datetime::is_date(p) {
+        DataType::Date
+    } else if pattern.ends_with('Z') || pattern.ends_with("%:z") {
+        DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+    } else {
+        DataType::Datetime(TimeUnit::Microseconds, None)
+    })
+}
+
+/// The date and timestamp columns a Parquet file declares, with their polars types (public,
+/// like its column names): a synthetic table written to Parquet gives them back the same
+/// types. Nothing for a CSV file.
+pub fn declared_temporal(path: &Path) -> Result<Vec<(String, DataType)>> {
+    if Format::of(path)? != Format::Parquet {
+        return Ok(vec![]);
+    }
+    let file = File::open(path)
+        .map_err(|e| SynthError::Setting(format!("cannot read {}: {e}", path.display())))?;
+    let schema = ParquetReader::new(file)
+        .schema()
+        .map_err(|e| SynthError::Setting(polars_message(&e)))?;
+    Ok(schema
+        .iter_values()
+        .filter_map(|f| {
+            let dtype = DataType::from_arrow_field(f);
+            matches!(dtype, DataType::Date | DataType::Datetime(..))
+                .then(|| (f.name.to_string(), dtype))
+        })
+        .collect())
 }
 
 /// Whether a text cell would be read as a formula by a spreadsheet: it starts with `=`, `+`,
@@ -765,6 +834,8 @@ fn defuse_formulas(table: &Table) -> std::borrow::Cow<'_, Table> {
 /// groups of at most [`ROW_GROUP`] rows).
 pub struct BlockWriter<W: std::io::Write> {
     state: Sink<W>,
+    /// Text columns written to Parquet as dates or timestamps (see [`Self::with_temporal`]).
+    temporal: Vec<(String, DataType)>,
 }
 
 /// Where a [`BlockWriter`] stands.
@@ -793,7 +864,18 @@ impl<W: std::io::Write> BlockWriter<W> {
             Format::Csv => Sink::Csv(out, false),
             Format::Parquet => Sink::Parquet(ParquetWriter::new(out)),
         };
-        Self { state }
+        Self {
+            state,
+            temporal: vec![],
+        }
+    }
+
+    /// Writes the named text columns (datetimes in one of [`crate::datetime::PATTERNS`]) to
+    /// Parquet as these polars types (see [`temporal_type`], [`declared_temporal`]); a CSV
+    /// keeps their text.
+    pub fn with_temporal(mut self, temporal: Vec<(String, DataType)>) -> Self {
+        self.temporal = temporal;
+        self
     }
 
     /// Appends the rows of `table` (every block has the same columns and types).
@@ -807,7 +889,7 @@ impl<W: std::io::Write> BlockWriter<W> {
             *header_written = true;
             return Ok(());
         }
-        let df = to_dataframe(table)?;
+        let df = to_dataframe_typed(table, &self.temporal)?;
         if matches!(self.state, Sink::Parquet(_))
             && let Sink::Parquet(writer) = std::mem::replace(&mut self.state, Sink::Spent)
         {
@@ -841,8 +923,18 @@ impl<W: std::io::Write> BlockWriter<W> {
 /// text cells that a spreadsheet would run as formulas are written as text; Parquet keeps
 /// values as they are).
 pub fn table_bytes(table: &Table, format: Format) -> Result<Vec<u8>> {
+    table_bytes_typed(table, format, vec![])
+}
+
+/// [`table_bytes`] with datetime columns written to Parquet as dates or timestamps (see
+/// [`BlockWriter::with_temporal`]).
+pub fn table_bytes_typed(
+    table: &Table,
+    format: Format,
+    temporal: Vec<(String, DataType)>,
+) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    let mut writer = BlockWriter::new(&mut buf, format);
+    let mut writer = BlockWriter::new(&mut buf, format).with_temporal(temporal);
     writer.write(table)?;
     writer.finish()?;
     Ok(buf)

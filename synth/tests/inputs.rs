@@ -189,3 +189,117 @@ fn a_parquet_files_dates_and_timestamps_are_read_as_datetimes() {
         Some("2013-01-04".to_string())
     );
 }
+
+#[test]
+fn datetimes_are_written_to_parquet_as_the_inputs_dates_and_timestamps() {
+    use fedsynth_synth::table::{
+        BlockWriter, ColumnData, Format, Table, declared_temporal, temporal_type,
+    };
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    // An input with a date, a naive millisecond timestamp and a UTC one: their types are
+    // declared, hence public.
+    let input = dir.path().join("in.parquet");
+    let mut df = DataFrame::new(
+        2,
+        vec![
+            Series::new("d".into(), [15_706i32, 15_707])
+                .cast(&DataType::Date)
+                .unwrap()
+                .into_column(),
+            Series::new("t".into(), [1_356_998_400_000i64, 1_357_002_000_000])
+                .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+                .unwrap()
+                .into_column(),
+            Series::new(
+                "u".into(),
+                [1_356_998_400_000_000i64, 1_357_002_000_000_000],
+            )
+            .cast(&DataType::Datetime(
+                TimeUnit::Microseconds,
+                Some(TimeZone::UTC),
+            ))
+            .unwrap()
+            .into_column(),
+            Series::new("n".into(), [1i64, 2]).into_column(),
+        ],
+    )
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(&input).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let declared = declared_temporal(&input).unwrap();
+    assert_eq!(declared.len(), 3, "{declared:?}");
+    assert_eq!(
+        declared[1],
+        ("t".into(), DataType::Datetime(TimeUnit::Milliseconds, None))
+    );
+    assert!(
+        declared_temporal(&dir.path().join("x.csv"))
+            .unwrap()
+            .is_empty()
+    );
+    // A synthetic table of the same columns, datetimes as the text the decoder writes.
+    let text = |v: &[&str]| ColumnData::Text(v.iter().map(|s| Some(s.to_string())).collect());
+    let table = Table {
+        names: vec!["d".into(), "t".into(), "u".into(), "n".into(), "c".into()],
+        columns: vec![
+            text(&["2013-01-04", "2014-12-31"]),
+            text(&["2013-01-01 10:00:00", "2013-06-01 23:59:59"]),
+            text(&["2013-01-01T10:00:00+00:00", "2013-01-01T12:00:00+02:00"]),
+            ColumnData::Int(vec![Some(3), None]),
+            text(&["2013-01-01T10:00:00Z", "2013-01-01T11:00:00Z"]),
+        ],
+    };
+    let mut temporal = declared.clone();
+    // A CSV input's column: the type its pattern reads as.
+    temporal.push(("c".into(), temporal_type("%Y-%m-%dT%H:%M:%S%.fZ").unwrap()));
+    let out = dir.path().join("out.parquet");
+    let mut writer = BlockWriter::new(std::fs::File::create(&out).unwrap(), Format::Parquet)
+        .with_temporal(temporal);
+    writer.write(&table).unwrap();
+    writer.finish().unwrap();
+    let back = ParquetReader::new(std::fs::File::open(&out).unwrap())
+        .finish()
+        .unwrap();
+    for (name, dtype) in &declared {
+        assert_eq!(back.column(name).unwrap().dtype(), dtype, "{name}");
+    }
+    assert_eq!(
+        back.column("c").unwrap().dtype(),
+        &DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+    );
+    let ms = |c: &str, i: usize| -> i64 {
+        back.column(c)
+            .unwrap()
+            .as_materialized_series()
+            .to_physical_repr()
+            .i64()
+            .unwrap()
+            .get(i)
+            .unwrap()
+    };
+    assert_eq!(ms("t", 1), 1_370_131_199_000);
+    // +02:00 is the same instant as 10:00 UTC.
+    assert_eq!(ms("u", 1), 1_357_034_400_000_000);
+    let days = back
+        .column("d")
+        .unwrap()
+        .as_materialized_series()
+        .to_physical_repr()
+        .i32()
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(days, 15_709);
+    // A CSV output keeps the text.
+    let mut csv = Vec::new();
+    let mut w = BlockWriter::new(&mut csv, Format::Csv).with_temporal(declared);
+    w.write(&table).unwrap();
+    w.finish().unwrap();
+    assert!(
+        String::from_utf8(csv)
+            .unwrap()
+            .contains("2013-01-04,2013-01-01 10:00:00")
+    );
+}
