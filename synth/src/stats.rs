@@ -205,9 +205,16 @@ impl Noise {
         self.threshold_at(self.sigma_categories)
     }
 
-    /// The discovery threshold of a wide discovery (see [`Plan::wide`]).
+    /// The discovery threshold of a wide discovery (see [`Plan::wide`]): as any
+    /// discovery's, and never so low that a value seen fewer than [`RARE_COUNT`] times passes
+    /// with probability above Φ(−[`RARE_Z`]) ≈ 10⁻⁶. A higher threshold only lowers the
+    /// chance that a value of one row passes, so the charged δ still holds.
     pub fn threshold_wide(&self) -> f64 {
-        self.threshold_at(self.sigma_wide)
+        let base = self.threshold_at(self.sigma_wide);
+        if self.sigma_wide == 0.0 {
+            return base;
+        }
+        base.max(RARE_COUNT - 1.0 + RARE_Z * self.sigma_wide)
     }
 
     fn threshold_at(&self, sigma: f64) -> f64 {
@@ -501,6 +508,14 @@ pub fn release_distinct(table: &Table, schema: &mut Schema, sigma: f64, rng: &mu
         });
     }
 }
+
+/// Identifiers seen fewer times than this in the input are kept out of the output by a wide
+/// discovery's threshold (see [`Noise::threshold_wide`]): an identifier of a handful of
+/// rows points at a person or a host, whatever the DP accounting allows.
+pub const RARE_COUNT: f64 = 20.0;
+
+/// Standard deviations between a wide discovery's threshold and [`RARE_COUNT`] − 1.
+pub const RARE_Z: f64 = 4.75;
 
 /// The largest share of the run's ρ that the wide discoveries take together (see
 /// [`wide_noise`]): beyond it, the training noise they cost weighs on every column more
@@ -2368,6 +2383,10 @@ mod tests {
         let plan = Plan::for_inferred(&schema);
         assert_eq!((plan.discoveries, plan.wide), (1, 1));
         let mut wide = ordinary;
+        // However small its noise, a wide threshold keeps values seen fewer than 20 times
+        // out (a value of 19 passes with probability Φ(−4.75) ≈ 10⁻⁶).
+        wide.sigma_wide = 1.0;
+        assert!((wide.threshold_wide() - (19.0 + RARE_Z)).abs() < 1e-9);
         wide.sigma_wide = 4.0;
         let events = wide.events(plan).unwrap();
         assert!(events.contains(&DpEvent::gaussian(1.0, 4.0, 1).unwrap()));
@@ -2391,7 +2410,8 @@ mod tests {
             let tails = &done.schema.columns[0];
             assert_eq!(tails.kind, ColumnKind::Id, "a wide column is an identifier");
             let released = tails.categories.as_ref().unwrap();
-            // Threshold 1 + 4·6.0 = 25: every tail of 60 flights, none of 5 or 1.
+            // Threshold max(1 + 4·6.0, 19 + 4·4.75) = 38: every tail of 60 flights, none of 5
+            // or 1.
             assert_eq!(released.len(), 1_000, "seed {seed}");
             assert!(
                 released
