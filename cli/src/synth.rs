@@ -179,7 +179,13 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let mut privacy = plan(&request, stats_plan)?;
     // Columns whose values are seen fewer times on average than the discovery threshold
     // (identifiers) get a discovery with noise of its own, planned again.
-    if private_run && let Some(mean) = mark_wide(&mut schema, rows, privacy.preprocess.threshold())
+    if private_run
+        && let Some(mean) = mark_wide(
+            &mut schema,
+            rows,
+            privacy.preprocess.threshold(),
+            distinct_release.map_or(0.0, |(sigma, _)| sigma),
+        )
     {
         stats_plan = stats_plan_of(&schema);
         request.wide_mean = Some(mean);

@@ -523,17 +523,22 @@ pub const RARE_Z: f64 = 4.75;
 pub const WIDE_SHARE_MAX: f64 = 0.1;
 
 /// Marks wide the columns of `schema` whose values are seen fewer times on average (`rows`
-/// over the noisy distinct count) than `threshold`, the ordinary discovery threshold: such a
-/// discovery would release few of the column's values (4,000 tail numbers of 67 flights each
-/// against a threshold of 370). Returns the smallest such mean count (`None`: none marked).
-/// Post-processing of the distinct counts.
-pub fn mark_wide(schema: &mut Schema, rows: usize, threshold: f64) -> Option<f64> {
+/// over the noisy distinct count, less 3 of its noise `sigma` so that a column of a few
+/// values is not taken for one of many) than `threshold`, the ordinary discovery threshold:
+/// such a discovery would release few of the column's values (4,000 tail numbers of 67
+/// flights each against a threshold of 370). Returns the smallest such mean count (`None`:
+/// none marked). Post-processing of the distinct counts.
+pub fn mark_wide(schema: &mut Schema, rows: usize, threshold: f64, sigma: f64) -> Option<f64> {
     let mut smallest: Option<f64> = None;
     for spec in &mut schema.columns {
         let Some(distinct) = spec.distinct else {
             continue;
         };
-        let mean = rows as f64 / distinct.max(1.0);
+        let surely = distinct - 3.0 * sigma;
+        if surely < 2.0 {
+            continue;
+        }
+        let mean = rows as f64 / surely;
         if spec.categories.is_none() && mean < threshold {
             spec.wide = true;
             smallest = Some(smallest.map_or(mean, |m| m.min(mean)));
@@ -2377,8 +2382,13 @@ mod tests {
         ordinary.threshold_delta = 1e-9;
         let threshold = ordinary.threshold();
         assert!(threshold > 200.0, "{threshold}");
-        let mean = mark_wide(&mut schema, n, threshold).unwrap();
-        assert!((mean - 17.75).abs() < 1.5, "{mean}");
+        // Two values whose distinct count drew +2σ (wage's `health` at ε = 3): not wide.
+        let mut few = Schema::from_kinds(&[("health".to_string(), ColumnKind::Categorical)]);
+        few.columns[0].distinct = Some(80.0);
+        assert_eq!(mark_wide(&mut few, 3_000, 40.0, 39.0), None);
+        assert!(!few.columns[0].wide);
+        let mean = mark_wide(&mut schema, n, threshold, 40.0).unwrap();
+        assert!((mean - 18.3).abs() < 1.5, "{mean}");
         assert!(schema.columns[0].wide && !schema.columns[1].wide);
         let plan = Plan::for_inferred(&schema);
         assert_eq!((plan.discoveries, plan.wide), (1, 1));
