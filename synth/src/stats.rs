@@ -1365,7 +1365,7 @@ fn private_bins(
     // A grid of one bin per integer beyond the exact buckets (a part of an octave, see
     // [`INT_SUB`]) holds tens of values that no earlier count placed: an end value at σ
     // would be a noise spike one time in six, so its tails are trimmed as a wide grid's.
-    let (first, last) = if per_integer && !(0..k).any(|j| averaged(j)) && k > PER_VALUE_MAX {
+    let (first, last) = if per_integer && !(0..k).any(averaged) && k > PER_VALUE_MAX {
         trim_tails(&noisy_counts, noise.sigma, false)
     } else if per_integer {
         let sd = |j: usize| {
