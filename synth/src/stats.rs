@@ -143,12 +143,7 @@ impl Plan {
         plan.distinct += schema
             .columns
             .iter()
-            .filter(|c| {
-                c.kind == ColumnKind::Categorical
-                    && c.categories.is_none()
-                    && c.distinct.is_none()
-                    && c.name != nulls::PATTERN
-            })
+            .filter(|c| to_discover(c) && c.distinct.is_none())
             .count() as u64;
         plan
     }
@@ -471,13 +466,21 @@ pub fn distinct_noise(columns: u64, epsilon: f64, delta: Delta) -> f64 {
 /// The columns whose distinct values [`release_distinct`] counts: categorical columns to
 /// discover (not the null pattern).
 pub fn distinct_columns(schema: &Schema) -> u64 {
-    schema
-        .columns
-        .iter()
-        .filter(|c| {
-            c.kind == ColumnKind::Categorical && c.categories.is_none() && c.name != nulls::PATTERN
-        })
-        .count() as u64
+    schema.columns.iter().filter(|c| to_discover(c)).count() as u64
+}
+
+/// A categorical column whose categories are to be discovered (not the null pattern).
+fn to_discover(c: &ColumnSpec) -> bool {
+    c.kind == ColumnKind::Categorical && c.categories.is_none() && c.name != nulls::PATTERN
+}
+
+/// A column's count of distinct values: the one released with the kinds, else a release of
+/// its own from `release`.
+fn distinct_of(spec: &ColumnSpec, values: &[String], release: &mut dyn Release) -> Result<f64> {
+    match spec.distinct {
+        Some(d) => Ok(d),
+        None => release.distinct(values),
+    }
 }
 
 /// Releases, with the kinds and before the statistics are planned, the count of distinct
@@ -488,10 +491,7 @@ pub fn distinct_columns(schema: &Schema) -> u64 {
 /// mechanisms of sensitivity 1 at `sigma`.
 pub fn release_distinct(table: &Table, schema: &mut Schema, sigma: f64, rng: &mut SecureRng) {
     for spec in &mut schema.columns {
-        if !(spec.kind == ColumnKind::Categorical
-            && spec.categories.is_none()
-            && spec.name != nulls::PATTERN)
-        {
+        if !to_discover(spec) {
             continue;
         }
         let Some(data) = table.column(&spec.name) else {
@@ -1775,11 +1775,7 @@ fn complete_column(
                     // The distinct count: released with the kinds, or planned for every
                     // inferred categorical column (Plan::for_inferred) and released here
                     // whether used or not.
-                    let distinct = match spec.distinct {
-                        Some(d) => d,
-                        None => release.distinct(&values)?,
-                    };
-                    let pool = distinct - cats.len() as f64;
+                    let pool = distinct_of(spec, &values, release)? - cats.len() as f64;
                     // A wide column (many values, most seen a few times) is an identifier
                     // even where its own discovery released most of its rows.
                     if rest > ID_REST_SHARE * present || (spec.wide && rest > 0.0) {
@@ -1812,11 +1808,7 @@ fn complete_column(
                 // released: the pool of pseudonyms.
                 need("counting an id column's values")?;
                 let released = spec.categories.as_ref().map_or(0, Vec::len) as f64;
-                let distinct = match spec.distinct {
-                    Some(d) => d,
-                    None => release.distinct(&values)?,
-                };
-                let pool = distinct - released;
+                let pool = distinct_of(spec, &values, release)? - released;
                 spec.pseudonyms = Some(pool.round().max(1.0) as u64);
             }
         }
