@@ -10,6 +10,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod fedstats;
+pub mod mia;
 pub mod model;
 pub mod nulls;
 pub mod plan;

@@ -27,6 +27,7 @@ use smartcore::tree::decision_tree_regressor::{
 };
 
 use crate::error::{Result, SynthError};
+use crate::mia;
 use crate::table::{ColumnData, Table};
 
 const NA: &str = "<NA>";
@@ -44,6 +45,9 @@ pub struct EvalOptions {
     pub max_triples: usize,
     /// Seed for sampling.
     pub seed: u64,
+    /// Columns an adversary could know about a person (age, sex, postcode…): the output's
+    /// k-anonymity on them is reported.
+    pub quasi_identifiers: Vec<String>,
 }
 
 impl Default for EvalOptions {
@@ -54,6 +58,7 @@ impl Default for EvalOptions {
             dcr_sample: 5000,
             max_triples: 2000,
             seed: 0,
+            quasi_identifiers: Vec::new(),
         }
     }
 }
@@ -63,6 +68,15 @@ impl Default for EvalOptions {
 enum Col {
     Num(Vec<f64>),
     Cat(Vec<String>),
+}
+
+impl Col {
+    fn len(&self) -> usize {
+        match self {
+            Col::Num(v) => v.len(),
+            Col::Cat(v) => v.len(),
+        }
+    }
 }
 
 fn canon(data: &ColumnData) -> Vec<String> {
@@ -571,94 +585,88 @@ fn regress(train: &[Col], test: &[Col], real: &[Col], t: usize, seed: u64) -> Re
     Ok(json!({"r2": 1.0 - ss_res / ss_tot.max(1e-300)}))
 }
 
-/// Standardised numerics and one-hot categoricals, per row.
-fn embed(cols: &[Col], real: &[Col]) -> (Vec<f64>, usize) {
-    let n = match cols.first() {
-        Some(Col::Num(v)) => v.len(),
-        Some(Col::Cat(v)) => v.len(),
-        None => 0,
-    };
-    let mut blocks: Vec<(Vec<f64>, usize)> = Vec::new();
-    for (c, r) in cols.iter().zip(real) {
-        match (c, r) {
-            (Col::Num(v), Col::Num(rv)) => {
-                let ok: Vec<f64> = rv.iter().copied().filter(|x| !x.is_nan()).collect();
-                let mu = ok.iter().sum::<f64>() / ok.len().max(1) as f64;
-                let sd = (ok.iter().map(|x| (x - mu).powi(2)).sum::<f64>()
-                    / ok.len().max(1) as f64)
-                    .sqrt();
-                let sd = if sd > 0.0 { sd } else { 1.0 };
-                let mut s = ok.clone();
-                s.sort_by(f64::total_cmp);
-                let med = if s.is_empty() { 0.0 } else { quantile(&s, 0.5) };
-                blocks.push((
-                    v.iter()
-                        .map(|x| ((if x.is_nan() { med } else { *x }) - mu) / sd)
-                        .collect(),
-                    1,
-                ));
-            }
-            (Col::Cat(v), Col::Cat(rv)) => {
-                let cats: BTreeMap<&String, usize> = rv
-                    .iter()
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| (c, i))
-                    .collect();
-                let w = cats.len();
-                let mut oh = vec![0.0; n * w];
-                for (i, x) in v.iter().enumerate() {
-                    if let Some(&k) = cats.get(x) {
-                        oh[i * w + k] = 1.0;
-                    }
-                }
-                blocks.push((oh, w));
-            }
-            _ => {}
-        }
-    }
-    let d: usize = blocks.iter().map(|b| b.1).sum();
-    let mut x = vec![0.0; n * d];
-    let mut off = 0;
-    for (b, w) in blocks {
-        for i in 0..n {
-            x[i * d + off..i * d + off + w].copy_from_slice(&b[i * w..(i + 1) * w]);
-        }
-        off += w;
-    }
-    (x, d)
+/// The privacy metrics' embedding of rows: numerics standardised by the real table's mean
+/// and standard deviation (missing → real median), categoricals as codes of the real
+/// categories (one-hot distances; unseen → [`mia::UNSEEN`]).
+struct Embedder {
+    /// (mean, sd, median) of each numeric column.
+    num: Vec<(f64, f64, f64)>,
+    cats: Vec<BTreeMap<String, u32>>,
 }
 
-fn dcr(query: &[Col], real: &[Col], sample: usize, seed: u64) -> Value {
-    let (r, d) = embed(real, real);
-    let (q, _) = embed(query, real);
-    let nq = q.len() / d.max(1);
-    let nr = r.len() / d.max(1);
-    let mut take: Vec<usize> = (0..nq).collect();
-    if nq > sample {
-        let mut rng = SecureRng::from_seed(seed);
-        for i in 0..sample {
-            let j = rng.random_range(i..nq);
-            take.swap(i, j);
+impl Embedder {
+    fn new(real: &[Col]) -> Self {
+        let (mut num, mut cats) = (Vec::new(), Vec::new());
+        for c in real {
+            match c {
+                Col::Num(rv) => {
+                    let mut ok: Vec<f64> = rv.iter().copied().filter(|x| !x.is_nan()).collect();
+                    let mu = ok.iter().sum::<f64>() / ok.len().max(1) as f64;
+                    let sd = (ok.iter().map(|x| (x - mu).powi(2)).sum::<f64>()
+                        / ok.len().max(1) as f64)
+                        .sqrt();
+                    ok.sort_by(f64::total_cmp);
+                    let med = if ok.is_empty() {
+                        0.0
+                    } else {
+                        quantile(&ok, 0.5)
+                    };
+                    num.push((mu, if sd > 0.0 { sd } else { 1.0 }, med));
+                }
+                Col::Cat(rv) => cats.push(
+                    rv.iter()
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, c)| (c.clone(), i as u32))
+                        .collect(),
+                ),
+            }
         }
-        take.truncate(sample);
+        Self { num, cats }
     }
-    let mut dist: Vec<f64> = take
-        .iter()
-        .map(|&i| {
-            let row = &q[i * d..(i + 1) * d];
-            (0..nr)
-                .map(|j| {
-                    row.iter()
-                        .zip(&r[j * d..(j + 1) * d])
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum::<f64>()
-                })
-                .fold(f64::INFINITY, f64::min)
-                .sqrt()
-        })
-        .collect();
+
+    /// The rows `idx` of `cols` (all rows when `None`).
+    fn embed(&self, cols: &[Col], idx: Option<&[usize]>) -> mia::Points {
+        let n = cols.first().map_or(0, Col::len);
+        let all: Vec<usize>;
+        let idx = match idx {
+            Some(i) => i,
+            None => {
+                all = (0..n).collect();
+                &all
+            }
+        };
+        let (mut num, mut cat) = (Vec::new(), Vec::new());
+        for &i in idx {
+            let (mut jn, mut jc) = (0, 0);
+            for c in cols {
+                match c {
+                    Col::Num(v) => {
+                        let (mu, sd, med) = self.num[jn];
+                        num.push(((if v[i].is_nan() { med } else { v[i] }) - mu) / sd);
+                        jn += 1;
+                    }
+                    Col::Cat(v) => {
+                        cat.push(self.cats[jc].get(&v[i]).copied().unwrap_or(mia::UNSEEN));
+                        jc += 1;
+                    }
+                }
+            }
+        }
+        mia::Points::new(
+            idx.len(),
+            num,
+            cat,
+            self.cats.iter().map(BTreeMap::len).collect(),
+        )
+    }
+}
+
+fn dcr(query: &[Col], real: &mia::Points, emb: &Embedder, sample: usize, seed: u64) -> Value {
+    let nq = query.first().map_or(0, Col::len);
+    let take = mia::sample_indices(nq, sample, &mut SecureRng::from_seed(seed));
+    let mut dist = mia::nearest(&emb.embed(query, Some(&take)), real, None);
     dist.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         if dist.is_empty() {
@@ -669,6 +677,136 @@ fn dcr(query: &[Col], real: &[Col], sample: usize, seed: u64) -> Value {
     };
     json!({"n_rows_used": dist.len(), "p5": pct(0.05), "median": pct(0.5),
            "share_zero": dist.iter().filter(|&&x| x < 1e-9).count() as f64 / dist.len().max(1) as f64})
+}
+
+/// Bins of a numeric column's plot: equal widths between the real 0.5% and 99.5% quantiles.
+const PLOT_BINS: usize = 30;
+/// Categories drawn per column (the rest as one bar).
+const PLOT_CATEGORIES: usize = 20;
+
+/// Shares of each column's values, real and synthetic, for the report's plots: numerics in
+/// [`PLOT_BINS`] bins (the tails gathered in the end bins), categoricals by the real
+/// frequency (the [`PLOT_CATEGORIES`] most frequent, the rest together). Missing values are
+/// a share of their own.
+fn distributions(names: &[String], rc: &[Col], sc: &[Col]) -> Value {
+    let mut out = serde_json::Map::new();
+    for ((name, r), s) in names.iter().zip(rc).zip(sc) {
+        let v = match (r, s) {
+            (Col::Num(a), Col::Num(b)) => {
+                let mut sorted: Vec<f64> = a.iter().copied().filter(|x| !x.is_nan()).collect();
+                sorted.sort_by(f64::total_cmp);
+                let (mut lo, mut hi) = if sorted.is_empty() {
+                    (0.0, 1.0)
+                } else {
+                    (quantile(&sorted, 0.005), quantile(&sorted, 0.995))
+                };
+                if hi <= lo {
+                    (lo, hi) = (
+                        sorted.first().copied().unwrap_or(0.0),
+                        sorted.last().copied().unwrap_or(1.0),
+                    );
+                }
+                if hi <= lo {
+                    (lo, hi) = (lo - 0.5, lo + 0.5);
+                }
+                let width = (hi - lo) / PLOT_BINS as f64;
+                let shares = |v: &[f64]| {
+                    let mut bins = vec![0.0; PLOT_BINS];
+                    let mut missing = 0.0;
+                    for &x in v {
+                        if x.is_nan() {
+                            missing += 1.0;
+                        } else {
+                            let k = ((x - lo) / width)
+                                .floor()
+                                .clamp(0.0, (PLOT_BINS - 1) as f64);
+                            bins[k as usize] += 1.0;
+                        }
+                    }
+                    let n = v.len().max(1) as f64;
+                    bins.iter_mut().for_each(|b| *b /= n);
+                    (bins, missing / n)
+                };
+                let ((rb, rm), (sb, sm)) = (shares(a), shares(b));
+                json!({"kind": "numerical",
+                       "edges": (0..=PLOT_BINS).map(|k| lo + width * k as f64).collect::<Vec<_>>(),
+                       "real": rb, "synth": sb, "missing": {"real": rm, "synth": sm}})
+            }
+            (Col::Cat(a), Col::Cat(b)) => {
+                let (fa, fb) = (freq_all(a), freq_all(b));
+                let mut labels: Vec<&str> = fa.keys().copied().collect();
+                labels.sort_by(|x, y| fa[y].total_cmp(&fa[x]).then(x.cmp(y)));
+                let other = labels.len() > PLOT_CATEGORIES;
+                labels.truncate(PLOT_CATEGORIES);
+                let mut real: Vec<f64> = labels.iter().map(|l| fa[l]).collect();
+                let mut synth: Vec<f64> = labels
+                    .iter()
+                    .map(|l| fb.get(l).copied().unwrap_or(0.0))
+                    .collect();
+                let shown_s: f64 = synth.iter().sum();
+                let mut names: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+                if other || shown_s < 1.0 - 1e-9 {
+                    names.push(if other {
+                        "(other)".into()
+                    } else {
+                        "(not in the real table)".into()
+                    });
+                    real.push(1.0 - real.iter().sum::<f64>());
+                    synth.push(1.0 - shown_s);
+                }
+                json!({"kind": "categorical", "labels": names, "real": real, "synth": synth})
+            }
+            _ => Value::Null,
+        };
+        out.insert(name.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// Shares of every value, missing ones included.
+fn freq_all(v: &[String]) -> HashMap<&str, f64> {
+    let mut m: HashMap<&str, f64> = HashMap::new();
+    for s in v {
+        *m.entry(s.as_str()).or_default() += 1.0 / v.len().max(1) as f64;
+    }
+    m
+}
+
+/// Cramér's V between two coded columns (0: independent, 1: one determines the other).
+fn cramers_v(a: &[usize], b: &[usize]) -> f64 {
+    let mut cells: HashMap<(usize, usize), f64> = HashMap::new();
+    let (mut rows, mut cols): (HashMap<usize, f64>, HashMap<usize, f64>) = Default::default();
+    for (&x, &y) in a.iter().zip(b) {
+        *cells.entry((x, y)).or_default() += 1.0;
+        *rows.entry(x).or_default() += 1.0;
+        *cols.entry(y).or_default() += 1.0;
+    }
+    let k = rows.len().min(cols.len());
+    if k < 2 {
+        return 0.0;
+    }
+    let phi2 = cells
+        .iter()
+        .map(|((x, y), c)| c * c / (rows[x] * cols[y]))
+        .sum::<f64>()
+        - 1.0;
+    (phi2.max(0.0) / (k - 1) as f64).sqrt().min(1.0)
+}
+
+/// Cramér's V of every pair of columns on the workload's codes (numerics in 10 real-quantile
+/// bins), real and synthetic: the report's heatmaps.
+fn associations(names: &[String], cr: &[Vec<usize>], cs: &[Vec<usize>]) -> Value {
+    let matrix = |codes: &[Vec<usize>]| -> Vec<Vec<f64>> {
+        let d = codes.len();
+        let mut m = vec![vec![1.0; d]; d];
+        for c in combinations(d, 2) {
+            let v = cramers_v(&codes[c[0]], &codes[c[1]]);
+            (m[c[0]][c[1]], m[c[1]][c[0]]) = (v, v);
+        }
+        m
+    };
+    json!({"columns": names, "measure": "Cramér's V (numerics in 10 real-quantile bins)",
+           "real": matrix(cr), "synth": matrix(cs)})
 }
 
 fn row_keys(cols: &[Col]) -> Vec<String> {
@@ -704,6 +842,16 @@ pub fn evaluate(
             "target column '{t}' is not in the real table"
         )));
     }
+    if let Some(q) = opts
+        .quasi_identifiers
+        .iter()
+        .find(|q| real.column(q).is_none())
+    {
+        return Err(SynthError::Schema(format!(
+            "quasi-identifier '{q}' is not a column of the real table (its columns: {})",
+            real.names.join(", ")
+        )));
+    }
     let classification = opts.target.as_ref().is_some_and(|t| {
         real.column(t)
             .is_some_and(|c| matches!(c, ColumnData::Text(_)) || distinct(c) <= opts.max_cat_levels)
@@ -717,6 +865,8 @@ pub fn evaluate(
     let disc = Discretizer::new(&rc);
     let sizes = disc.sizes();
     let (cr, cs) = (disc.codes(&rc), disc.codes(&sc));
+    let emb = Embedder::new(&rc);
+    let train_pts = emb.embed(&rc, None);
 
     let mut per_column = serde_json::Map::new();
     let mut shapes = Vec::new();
@@ -760,8 +910,28 @@ pub fn evaluate(
         "quality": {"column_shapes": mean(&shapes), "column_pair_trends": mean(&pairs),
                     "per_column": per_column, "per_pair": per_pair},
         "workload": {"synth": workload(&cr, &cs, &sizes, opts)},
-        "privacy": {"dcr_synth_to_train": dcr(&sc, &rc, opts.dcr_sample, opts.seed)},
+        "privacy": {"dcr_synth_to_train": dcr(&sc, &train_pts, &emb, opts.dcr_sample, opts.seed)},
+        "report": {"distributions": distributions(&real.names, &rc, &sc),
+                   "associations": associations(&real.names, &cr, &cs)},
     });
+    let synth_pts = emb.embed(&sc, None);
+    let hold_pts = hc.as_ref().map(|h| emb.embed(h, None));
+    out["privacy"]["identifiability"] =
+        mia::identifiability(&train_pts, &synth_pts, hold_pts.as_ref(), opts.seed);
+    if let Some(h) = &hold_pts {
+        out["privacy"]["membership_inference"] =
+            mia::membership_audit(&train_pts, &synth_pts, h, opts.seed);
+    }
+    if !opts.quasi_identifiers.is_empty() {
+        let pick = |t: &Table| -> Vec<Vec<String>> {
+            opts.quasi_identifiers
+                .iter()
+                .filter_map(|q| t.column(q).map(canon))
+                .collect()
+        };
+        out["privacy"]["k_anonymity"] =
+            mia::k_anonymity(&opts.quasi_identifiers, &pick(real), &pick(synth));
+    }
     let real_keys: HashSet<String> = row_keys(&rc).into_iter().collect();
     let copies = row_keys(&sc)
         .iter()
@@ -772,7 +942,8 @@ pub fn evaluate(
     if let Some(hc) = &hc {
         let ch = disc.codes(hc);
         out["workload"]["holdout_baseline"] = workload(&cr, &ch, &sizes, opts);
-        out["privacy"]["dcr_holdout_to_train_baseline"] = dcr(hc, &rc, opts.dcr_sample, opts.seed);
+        out["privacy"]["dcr_holdout_to_train_baseline"] =
+            dcr(hc, &train_pts, &emb, opts.dcr_sample, opts.seed);
         if let Some(t) = opts
             .target
             .as_ref()
