@@ -275,9 +275,23 @@ pub struct SynthArgs {
     /// Encrypt the output for this public key (NAME.pub); repeat for several recipients.
     #[arg(long = "recipient", value_name = "PUB")]
     recipients: Vec<PathBuf>,
-    /// Write a quality report (metrics.json, computed against the input) into this directory.
+    /// Write a quality and privacy report into this directory: report.html (self-contained:
+    /// opens offline), the metrics.json behind it and its images (img/). It compares the
+    /// output with the input, itemises this run's charges from the ledger and draws the
+    /// training curve. It shows the real data's distributions: keep it with the real data.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// For the report only: real rows of the same table NOT in --input. Adds the
+    /// membership-inference audit, utility (with --target) and the holdout baselines.
+    #[arg(long, value_name = "FILE", requires = "report")]
+    holdout: Option<PathBuf>,
+    /// For the report only: the column to predict for the utility score (needs --holdout).
+    #[arg(long, value_name = "COL", requires = "holdout")]
+    target: Option<String>,
+    /// For the report only: columns an adversary may know about a person (comma-separated):
+    /// the output's k-anonymity on them.
+    #[arg(long, value_name = "COLS", value_delimiter = ',', requires = "report")]
+    quasi_identifiers: Vec<String>,
     /// Seed of the model's initialisation, latent noise and output sampling. Never of the DP
     /// noise or the batch sampling, which always come from the operating system (knowing
     /// the seed must not let anyone subtract the noise), so two runs still differ.
@@ -339,7 +353,16 @@ pub struct EvaluateArgs {
     /// Column to predict for the utility score (needs --holdout).
     #[arg(long, value_name = "COL")]
     target: Option<String>,
-    /// Directory for metrics.json.
+    /// Columns an adversary may know about a person (comma-separated): the synthetic table's
+    /// k-anonymity on them, beside the real table's.
+    #[arg(long, value_name = "COLS", value_delimiter = ',')]
+    quasi_identifiers: Vec<String>,
+    /// The run.json of a `fedsynth synth --report` run: its ledger charges and training curve
+    /// go into this report too.
+    #[arg(long, value_name = "FILE")]
+    run: Option<PathBuf>,
+    /// Directory for report.html (self-contained), metrics.json and img/. The report shows
+    /// the real data's distributions: keep it with the real data.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 }

@@ -13,6 +13,7 @@ use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::TvaeConfig;
 use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan, target_delta};
+use fedsynth_synth::report::{Charge, Epoch, RunPrivacy, RunRecord};
 use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
 use fedsynth_synth::stats::{
     Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise, mark_wide,
@@ -89,6 +90,25 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         bail!("--kl-weight must be a number ≥ 0, not {}", args.kl_weight);
     }
     let raw = read_raw(&args.input)?;
+    // The report's inputs are checked before anything is spent or trained.
+    let holdout_raw = args.holdout.as_deref().map(read_raw).transpose()?;
+    for (flag, name) in args.target.iter().map(|t| ("--target", t)).chain(
+        args.quasi_identifiers
+            .iter()
+            .map(|q| ("--quasi-identifiers", q)),
+    ) {
+        if !raw.names.contains(name) {
+            bail!("{flag} {name}: not a column of {}", args.input.display());
+        }
+    }
+    if let Some(h) = &holdout_raw
+        && let Some(missing) = raw.names.iter().find(|n| !h.names.contains(n))
+    {
+        bail!(
+            "--holdout: column '{missing}' of {} is missing",
+            args.input.display()
+        );
+    }
     let declared = declared_temporal(&args.input)?;
     let given = args.schema.as_deref().map(Schema::read).transpose()?;
     let private_run = epsilon.is_finite();
@@ -205,6 +225,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         None => fedsynth_privacy::ledger::dataset_key(&args.input)
             .with_context(|| format!("cannot read {}", args.input.display()))?,
     };
+    let mut run_privacy: Option<RunPrivacy> = None;
     match privacy.target {
         None => eprintln!(
             "WARNING: --epsilon inf trains WITHOUT differential privacy: the output carries NO privacy \
@@ -223,7 +244,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 };
                 ledger.set_cap(fedsynth_privacy::ledger::HOST, &dataset, cap)?;
             }
-            ledger
+            let spends = ledger
                 .try_spend_all(
                     fedsynth_privacy::ledger::HOST,
                     &dataset,
@@ -231,6 +252,30 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                     &format!("synth → {}", args.out.display()),
                 )
                 .context("refused before training")?;
+            if args.report.is_some() {
+                let statement = ledger.statement(fedsynth_privacy::ledger::HOST, &dataset)?;
+                run_privacy = Some(RunPrivacy {
+                    ledger: ledger_path.display().to_string(),
+                    dataset: dataset.clone(),
+                    charges: spends
+                        .iter()
+                        .zip(&privacy.purposes)
+                        .map(|(s, purpose)| -> Result<Charge> {
+                            Ok(Charge {
+                                purpose: purpose.to_string(),
+                                what: s.event.describe(),
+                                epsilon_alone: AccountantKind::Pld
+                                    .epsilon(std::slice::from_ref(&s.event), delta)?,
+                                epsilon_after: s.epsilon_after,
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                    epsilon: privacy.epsilon_total,
+                    delta: delta.get(),
+                    cap_epsilon: statement.cap.epsilon.get(),
+                    spent_epsilon: statement.spent,
+                });
+            }
             if let Some((sigma, columns)) = kind_release {
                 // The derived columns (a datetime's parts, the null pattern) are not the
                 // file's.
@@ -378,6 +423,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         });
         AccountantKind::Pld.epsilon(&events, delta).ok()
     };
+    let mut epochs: Vec<Epoch> = Vec::new();
     train::train(
         &mut model,
         &data,
@@ -387,8 +433,15 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         private,
         &mut rng,
         |r| {
-            let eps =
-                spent_after(r.steps).map_or_else(|| "ε ∞".to_string(), |e| format!("ε {e:.2}"));
+            let spent = spent_after(r.steps);
+            if args.report.is_some() {
+                epochs.push(Epoch {
+                    epoch: r.epoch as u64,
+                    loss: f64::from(r.loss),
+                    epsilon: spent,
+                });
+            }
+            let eps = spent.map_or_else(|| "ε ∞".to_string(), |e| format!("ε {e:.2}"));
             bar.set_message(format!("loss {:.3}  {eps}", r.loss));
             bar.inc(1);
             if !bar.is_hidden() {
@@ -437,11 +490,38 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         })?;
     }
     if let (Some(dir), Some(synthetic)) = (&args.report, &modelled) {
-        let metrics = crate::evaluate::report(&table, synthetic, None, None, dir)?;
+        // The holdout goes through the input's typing and null pattern, like the input.
+        let holdout = holdout_raw
+            .map(|h| -> Result<_> {
+                let typed = h.typed(&schema.kinds())?;
+                Ok(fedsynth_synth::nulls::with_pattern(typed, &completed))
+            })
+            .transpose()?;
+        let run = RunRecord {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            privacy: run_privacy,
+            epochs,
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let text = serde_json::to_string_pretty(&run)?;
+        envelope::write_atomically(&dir.join("run.json"), |w| {
+            std::io::Write::write_all(w, text.as_bytes())
+        })?;
+        let metrics = crate::evaluate::report(
+            crate::evaluate::ReportInput {
+                real: &table,
+                synth: synthetic,
+                holdout: holdout.as_ref(),
+                target: args.target.clone(),
+                quasi_identifiers: args.quasi_identifiers.clone(),
+                run: Some(run),
+            },
+            dir,
+        )?;
         eprintln!(
             "report: {} → {}",
             crate::evaluate::headline(&metrics),
-            dir.join("metrics.json").display()
+            dir.join("report.html").display()
         );
     }
     drop(table);

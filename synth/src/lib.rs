@@ -15,6 +15,7 @@ pub mod model;
 pub mod nulls;
 pub mod plan;
 pub mod quality;
+pub mod report;
 pub mod sample;
 pub mod schema;
 pub mod stats;

@@ -80,6 +80,8 @@ pub struct PrivacyPlan {
     /// Events of the row count (when noised), the kinds (when released), preprocessing, then
     /// training, in the order they happen.
     pub events: Vec<DpEvent>,
+    /// What each of `events` releases, in the same order (for reports).
+    pub purposes: Vec<&'static str>,
     /// ε of the row count, the kinds and preprocessing alone at δ.
     pub epsilon_preprocess: f64,
     /// The share of ε given to the preprocessing statistics (0 when nothing was estimated).
@@ -167,6 +169,7 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             preprocess: Noise::exact(),
             training,
             events: vec![],
+            purposes: vec![],
             epsilon_preprocess: f64::INFINITY,
             preprocess_share: 0.0,
             statistics_coarse: false,
@@ -197,18 +200,25 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         ));
     }
     let mut count_events = match req.count_noise {
-        Some(sigma) => vec![DpEvent::gaussian(1.0, sigma, 1)?],
+        Some(sigma) => vec![("row count", DpEvent::gaussian(1.0, sigma, 1)?)],
         None => vec![],
     };
     if let Some((sigma, columns)) = req.kind_noise {
-        count_events.extend(crate::stats::kind_events(sigma, columns)?);
+        count_events.extend(
+            crate::stats::kind_events(sigma, columns)?
+                .into_iter()
+                .map(|e| ("column kinds (numbers, text, dates counted)", e)),
+        );
     }
     if let Some((sigma, columns)) = req.distinct_noise
         && columns > 0
     {
-        count_events.push(DpEvent::gaussian(1.0, sigma, columns)?);
+        count_events.push((
+            "text columns' distinct-value counts",
+            DpEvent::gaussian(1.0, sigma, columns)?,
+        ));
     }
-    let (preprocess, mut pre_events, share, statistics_coarse) = if stats.is_free() {
+    let (preprocess, mut labelled, share, statistics_coarse) = if stats.is_free() {
         (Noise::exact(), vec![], 0.0, false)
     } else {
         let (share, noise, coarse) = match req.preprocess_share {
@@ -233,10 +243,13 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
                 crate::stats::wide_noise(stats.wide, mean, noise.threshold_delta, eps, delta)
                     .min(noise.sigma_categories);
         }
-        let events = noise.events(stats)?;
+        let events = noise.labelled_events(stats)?;
         (noise, events, share, coarse)
     };
-    pre_events.splice(0..0, count_events);
+    labelled.splice(0..0, count_events);
+    let (mut purposes, pre_events): (Vec<&'static str>, Vec<DpEvent>) =
+        labelled.into_iter().unzip();
+    purposes.push("DP-SGD training");
     let steps = Steps::new(training.steps())?;
     let sigma = calibrate_noise(
         AccountantKind::Pld,
@@ -260,6 +273,7 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         preprocess,
         training,
         events,
+        purposes,
         epsilon_preprocess,
         preprocess_share: share,
         statistics_coarse,
@@ -372,6 +386,8 @@ mod tests {
         without.count_noise = None;
         let q = plan(&without, stats).unwrap();
         assert_eq!(q.events.len() + 1, p.events.len());
+        assert_eq!(p.purposes.len(), p.events.len());
+        assert_eq!(p.purposes.last(), Some(&"DP-SGD training"));
         // The count's share is small: σ barely moves.
         let (a, b) = (
             p.training.noise_multiplier.unwrap(),

@@ -221,28 +221,47 @@ impl Noise {
 
     /// The privacy events of a plan under these settings.
     pub fn events(&self, plan: Plan) -> Result<Vec<DpEvent>> {
+        Ok(self
+            .labelled_events(plan)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// [`Noise::events`], each with what it releases (for reports).
+    pub fn labelled_events(&self, plan: Plan) -> Result<Vec<(&'static str, DpEvent)>> {
         let mut events = Vec::new();
         if plan.releases > 0 {
-            events.push(DpEvent::gaussian(1.0, self.sigma, plan.releases)?);
+            events.push((
+                "numeric histograms (ranges and bins)",
+                DpEvent::gaussian(1.0, self.sigma, plan.releases)?,
+            ));
         }
         if plan.discoveries > 0 {
-            events.push(DpEvent::gaussian(
-                1.0,
-                self.sigma_categories,
-                plan.discoveries,
-            )?);
-            events.push(DpEvent::approx_dp(
-                0.0,
-                self.threshold_delta,
-                plan.discoveries,
-            )?);
+            events.push((
+                "category discoveries (counts)",
+                DpEvent::gaussian(1.0, self.sigma_categories, plan.discoveries)?,
+            ));
+            events.push((
+                "category discoveries (release threshold's δ)",
+                DpEvent::approx_dp(0.0, self.threshold_delta, plan.discoveries)?,
+            ));
         }
         if plan.distinct > 0 {
-            events.push(DpEvent::gaussian(1.0, self.sigma_distinct, plan.distinct)?);
+            events.push((
+                "distinct-value counts",
+                DpEvent::gaussian(1.0, self.sigma_distinct, plan.distinct)?,
+            ));
         }
         if plan.wide > 0 {
-            events.push(DpEvent::gaussian(1.0, self.sigma_wide, plan.wide)?);
-            events.push(DpEvent::approx_dp(0.0, self.threshold_delta, plan.wide)?);
+            events.push((
+                "identifier-like columns' discoveries (counts)",
+                DpEvent::gaussian(1.0, self.sigma_wide, plan.wide)?,
+            ));
+            events.push((
+                "identifier-like columns' discoveries (threshold's δ)",
+                DpEvent::approx_dp(0.0, self.threshold_delta, plan.wide)?,
+            ));
         }
         Ok(events)
     }
