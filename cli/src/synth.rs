@@ -437,7 +437,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             if args.report.is_some() {
                 epochs.push(Epoch {
                     epoch: r.epoch as u64,
-                    loss: f64::from(r.loss),
+                    loss: r.loss,
                     epsilon: spent,
                 });
             }

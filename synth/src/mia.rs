@@ -61,7 +61,7 @@ impl Points {
     /// `n` rows: `num` holds `n × dn` numbers, `cat` `n × levels.len()` codes below each
     /// column's level count (or [`UNSEEN`]).
     pub fn new(n: usize, num: Vec<f64>, cat: Vec<u32>, levels: Vec<usize>) -> Self {
-        let dn = if n == 0 { 0 } else { num.len() / n };
+        let dn = num.len().checked_div(n).unwrap_or(0);
         Self {
             num,
             dn,
@@ -518,6 +518,7 @@ pub fn k_anonymity(names: &[String], real: &[Vec<String>], synth: &[Vec<String>]
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly by design
 mod tests {
     use super::*;
     use rand_distr::{Distribution, Normal};
