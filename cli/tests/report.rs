@@ -29,6 +29,20 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+fn evaluate(real: &Path, synth: &Path, extra: &[&str], out: &Path) -> Output {
+    let mut args = vec![
+        "evaluate",
+        "--real",
+        s(real),
+        "--synth",
+        s(synth),
+        "--out",
+        s(out),
+    ];
+    args.extend(extra);
+    fedsynth(&args)
+}
+
 fn metrics(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
 }
@@ -67,21 +81,19 @@ fn reference(dir: &Path) -> (PathBuf, PathBuf, Value) {
 fn evaluate_reference(dir: &Path) -> (PathBuf, Value) {
     let (train, holdout, r) = reference(dir);
     let out = dir.join("report");
-    let o = fedsynth(&[
-        "evaluate",
-        "--real",
-        s(&train),
-        "--synth",
-        s(&data("report/wage_synth.csv")),
-        "--holdout",
-        s(&holdout),
-        "--target",
-        "health_ins",
-        "--quasi-identifiers",
-        "age,race,maritl",
-        "--out",
-        s(&out),
-    ]);
+    let o = evaluate(
+        &train,
+        &data("report/wage_synth.csv"),
+        &[
+            "--holdout",
+            s(&holdout),
+            "--target",
+            "health_ins",
+            "--quasi-identifiers",
+            "age,race,maritl",
+        ],
+        &out,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     (out, r)
 }
@@ -224,15 +236,7 @@ fn hostile_column_names_are_text_in_the_report_never_markup() {
     }
     std::fs::write(&csv, text).unwrap();
     let out = dir.path().join("r");
-    let o = fedsynth(&[
-        "evaluate",
-        "--real",
-        s(&csv),
-        "--synth",
-        s(&csv),
-        "--out",
-        s(&out),
-    ]);
+    let o = evaluate(&csv, &csv, &[], &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
@@ -248,17 +252,7 @@ fn bad_report_arguments_are_one_line_errors_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let wage = data("wage.csv");
     let out = dir.path().join("r");
-    let o = fedsynth(&[
-        "evaluate",
-        "--real",
-        s(&wage),
-        "--synth",
-        s(&wage),
-        "--quasi-identifiers",
-        "age,zip",
-        "--out",
-        s(&out),
-    ]);
+    let o = evaluate(&wage, &wage, &["--quasi-identifiers", "age,zip"], &out);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
@@ -267,17 +261,7 @@ fn bad_report_arguments_are_one_line_errors_and_write_nothing() {
 
     let run = dir.path().join("run.json");
     std::fs::write(&run, "{\"not\": \"a run\"").unwrap();
-    let o = fedsynth(&[
-        "evaluate",
-        "--real",
-        s(&wage),
-        "--synth",
-        s(&wage),
-        "--run",
-        s(&run),
-        "--out",
-        s(&out),
-    ]);
+    let o = evaluate(&wage, &wage, &["--run", s(&run)], &out);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not the run.json"), "{}", stderr(&o));
     assert!(!out.exists());

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -131,6 +132,23 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A legend's square of `color`.
+fn swatch(color: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
+    move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+}
+
+/// The series' legend at `position`.
+fn legend<'b>(c: &mut Chart<'b, 'b>, position: SeriesLabelPosition) -> Result<()> {
+    c.configure_series_labels()
+        .position(position)
+        .border_style(BLACK.mix(0.3))
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(plot_err)
+}
+
 /// Real and synthetic shares of one column, overlaid.
 fn column_plot(name: &str, d: &Value, score: &str) -> Result<String> {
     let (real, synth) = (floats(&d["real"]), floats(&d["synth"]));
@@ -169,15 +187,9 @@ fn column_plot(name: &str, d: &Value, score: &str) -> Result<String> {
                 }))
                 .map_err(plot_err)?
                 .label(label)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
-                });
+                .legend(swatch(color));
             }
-            c.configure_series_labels()
-                .border_style(BLACK.mix(0.3))
-                .background_style(WHITE.mix(0.8))
-                .draw()
-                .map_err(plot_err)
+            legend(&mut c, SeriesLabelPosition::UpperRight)
         })
     } else {
         let labels: Vec<String> = d["labels"]
@@ -230,16 +242,9 @@ fn column_plot(name: &str, d: &Value, score: &str) -> Result<String> {
                 }))
                 .map_err(plot_err)?
                 .label(label)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
-                });
+                .legend(swatch(color));
             }
-            c.configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .border_style(BLACK.mix(0.3))
-                .background_style(WHITE.mix(0.8))
-                .draw()
-                .map_err(plot_err)
+            legend(&mut c, SeriesLabelPosition::LowerRight)
         })
     }
 }
