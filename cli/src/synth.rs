@@ -20,7 +20,7 @@ use fedsynth_synth::stats::{
     private_kinds, release_distinct, untyped_columns,
 };
 use fedsynth_synth::table::{
-    Format, declared_temporal, read_raw, table_bytes_typed, temporal_type,
+    Format, declared_temporal, output_temporal, read_raw, table_bytes_typed,
 };
 use fedsynth_synth::{sample, train};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -462,19 +462,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let written = encoder.finish(synthetic);
     // Datetimes go back to a Parquet file as dates or timestamps: the input's own types
     // where it declared them (Parquet), else the type their pattern reads as.
-    let temporal = schema
-        .columns
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Datetime)
-        .filter_map(|c| {
-            let dtype = declared
-                .iter()
-                .find(|(n, _)| *n == c.name)
-                .map(|(_, d)| d.clone())
-                .or_else(|| temporal_type(c.format.as_deref()?))?;
-            Some((c.name.clone(), dtype))
-        })
-        .collect();
+    let temporal = output_temporal(&schema, &declared);
     let bytes = table_bytes_typed(&written, format, temporal)?;
     if recipients.is_empty() {
         envelope::write_atomically(&args.out, |w| std::io::Write::write_all(w, &bytes))?;

@@ -763,6 +763,28 @@ pub fn temporal_type(pattern: &str) -> Option<DataType> {
     })
 }
 
+/// The dates and timestamps a synthetic table writes to Parquet: each datetime column of
+/// `schema` as the input declared it (`declared`, from [`declared_temporal`]), else as the
+/// type its pattern reads as ([`temporal_type`]).
+pub fn output_temporal(
+    schema: &crate::schema::Schema,
+    declared: &[(String, DataType)],
+) -> Vec<(String, DataType)> {
+    schema
+        .columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Datetime)
+        .filter_map(|c| {
+            let dtype = declared
+                .iter()
+                .find(|(n, _)| *n == c.name)
+                .map(|(_, d)| d.clone())
+                .or_else(|| temporal_type(c.format.as_deref()?))?;
+            Some((c.name.clone(), dtype))
+        })
+        .collect()
+}
+
 /// The date and timestamp columns a Parquet file declares, with their polars types (public,
 /// like its column names): a synthetic table written to Parquet gives them back the same
 /// types. Nothing for a CSV file.

@@ -34,7 +34,9 @@ use fedsynth_synth::model::{Tvae, TvaeConfig};
 use fedsynth_synth::plan::{ROW_COUNT_NOISE, noisy_row_count};
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::{Noise, Plan};
-use fedsynth_synth::table::{BlockWriter, Format, RawTable, Table, read_raw};
+use fedsynth_synth::table::{
+    BlockWriter, Format, RawTable, Table, declared_temporal, output_temporal, read_raw,
+};
 use fedsynth_synth::train::{Adam, Stepper, TrainConfig};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -112,6 +114,9 @@ pub struct Holder {
     holder: String,
     dataset: String,
     table: Arc<RawTable>,
+    /// The holder's table file (a Parquet file's declared date and timestamp types shape the
+    /// output's).
+    data: PathBuf,
     /// The rows typed for the last schema asked for (every round of a job asks again).
     typed_cache: std::sync::Mutex<Option<(String, Arc<Table>)>>,
     /// The encoder and encoded rows for the last schema (every round of a job needs them;
@@ -205,6 +210,7 @@ impl Holder {
             holder,
             dataset,
             table: Arc::new(table),
+            data: config.data.clone(),
             typed_cache: std::sync::Mutex::new(None),
             encoded_cache: std::sync::Mutex::new(None),
             pairs_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -650,6 +656,8 @@ impl Holder {
         } else {
             Format::Csv
         };
+        // Datetimes go to a Parquet output as dates or timestamps, like `fedsynth synth`'s.
+        let temporal = output_temporal(&self.schema(spec)?, &declared_temporal(&self.data)?);
         let dir = self.job_dir(job)?;
         let (partial, done) = (dir.join("artifact.partial"), dir.join("artifact.fsx"));
         let file = std::fs::File::create(&partial)?;
@@ -664,7 +672,7 @@ impl Holder {
             let (out, to) = (&mut sink, &recipients);
             let encrypting =
                 scope.spawn(move || envelope::encrypt(reader, out, to, &mut SecureRng::from_os()));
-            let mut blocks = BlockWriter::new(writer, format);
+            let mut blocks = BlockWriter::new(writer, format).with_temporal(temporal);
             let sampled = fedsynth_synth::sample::sample_blocks(
                 &model,
                 &encoder,

@@ -591,3 +591,57 @@ fn a_holder_configured_for_wgpu_trains_and_samples_as_the_cpu_does() {
         "{differ} of {fields} fields differ"
     );
 }
+
+#[test]
+fn a_parquet_artifact_writes_timestamps_as_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    // The holder's table: a UTC timestamp, a count and a category (the schema's columns).
+    let data = dir.path().join("events.csv");
+    let mut text = String::from("t,x,c\n");
+    for i in 0..400u32 {
+        text.push_str(&format!(
+            "2024-0{}-{:02}T{:02}:{:02}:00Z,{},{}\n",
+            1 + i % 9,
+            1 + i % 28,
+            i % 24,
+            (7 * i) % 60,
+            (13 * i) % 101,
+            ["a", "b"][(i % 2) as usize]
+        ));
+    }
+    std::fs::write(&data, text).unwrap();
+    let mut cfg = config(dir.path(), 10.0);
+    cfg.data = data;
+    cfg.dataset = Some("events".into());
+    let holder = Holder::open(&cfg).unwrap();
+    let key = SecretKey::generate(&mut SecureRng::from_seed(1));
+    let mut spec = spec(&key);
+    spec.schema_toml =
+        std::fs::read_to_string(repo().join("worker/tests/data/events.schema.toml")).unwrap();
+    let schema = Schema::from_toml(&spec.schema_toml)
+        .unwrap()
+        .nullable_by_default();
+    spec.parameters = TvaeConfig::new(Encoder::width_for(&schema).unwrap()).parameters() as u64;
+    spec.format = "parquet".into();
+    holder.accept("job-1", &spec).unwrap();
+    let init = holder.initial_weights(&spec).unwrap();
+    let (path, ..) = holder.sample("job-1", &spec, &init).unwrap();
+    let mut plain = Vec::new();
+    fedsynth_privacy::envelope::decrypt(
+        std::io::Cursor::new(std::fs::read(&path).unwrap()),
+        &mut plain,
+        &key,
+    )
+    .unwrap();
+    let out = dir.path().join("out.parquet");
+    std::fs::write(&out, plain).unwrap();
+    // The file declares the column a UTC timestamp, as `fedsynth synth` writes it.
+    let declared = fedsynth_synth::table::declared_temporal(&out).unwrap();
+    assert_eq!(declared.len(), 1, "{declared:?}");
+    assert_eq!(declared[0].0, "t");
+    let dtype = format!("{:?}", declared[0].1);
+    assert!(
+        dtype.contains("Datetime") && dtype.contains("UTC"),
+        "{dtype}"
+    );
+}
