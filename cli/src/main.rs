@@ -26,7 +26,8 @@ struct Cli {
 enum Command {
     /// Turn one sensitive table into a differentially private synthetic table.
     Synth(SynthArgs),
-    /// Score a synthetic table against the real one: shapes, pair trends, marginals, utility, privacy.
+    /// Score a synthetic table against the real one (shapes, pair trends, marginals, utility,
+    /// membership inference, identifiability) and write report.html.
     Evaluate(EvaluateArgs),
     /// Privacy accounting: ε spent by DP-SGD, or the noise needed for a target ε.
     Budget(BudgetArgs),
@@ -347,7 +348,8 @@ pub struct EvaluateArgs {
     /// The synthetic table.
     #[arg(long, value_name = "FILE")]
     synth: PathBuf,
-    /// Real rows held out of training: baseline for marginals and DCR, test set for utility.
+    /// Real rows held out of training: baseline for marginals and DCR, test set for utility,
+    /// non-members and reference of the membership-inference audit.
     #[arg(long, value_name = "FILE")]
     holdout: Option<PathBuf>,
     /// Column to predict for the utility score (needs --holdout).
