@@ -253,7 +253,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 )
                 .context("refused before training")?;
             if args.report.is_some() {
-                let statement = ledger.statement(fedsynth_privacy::ledger::HOST, &dataset)?;
+                // The last spend's ε is the dataset's total after this run (composed once,
+                // by the ledger).
                 run_privacy = Some(RunPrivacy {
                     ledger: ledger_path.display().to_string(),
                     dataset: dataset.clone(),
@@ -272,8 +273,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                         .collect::<Result<_>>()?,
                     epsilon: privacy.epsilon_total,
                     delta: delta.get(),
-                    cap_epsilon: statement.cap.epsilon.get(),
-                    spent_epsilon: statement.spent,
+                    cap_epsilon: ledger
+                        .cap(fedsynth_privacy::ledger::HOST, &dataset)?
+                        .map_or(f64::NAN, |c| c.epsilon.get()),
+                    spent_epsilon: spends.last().map_or(0.0, |s| s.epsilon_after),
                 });
             }
             if let Some((sigma, columns)) = kind_release {

@@ -626,19 +626,11 @@ impl Embedder {
         Self { num, cats }
     }
 
-    /// The rows `idx` of `cols` (all rows when `None`).
-    fn embed(&self, cols: &[Col], idx: Option<&[usize]>) -> mia::Points {
+    /// The rows of `cols`.
+    fn embed(&self, cols: &[Col]) -> mia::Points {
         let n = cols.first().map_or(0, Col::len);
-        let all: Vec<usize>;
-        let idx = match idx {
-            Some(i) => i,
-            None => {
-                all = (0..n).collect();
-                &all
-            }
-        };
         let (mut num, mut cat) = (Vec::new(), Vec::new());
-        for &i in idx {
+        for i in 0..n {
             let (mut jn, mut jc) = (0, 0);
             for c in cols {
                 match c {
@@ -654,19 +646,13 @@ impl Embedder {
                 }
             }
         }
-        mia::Points::new(
-            idx.len(),
-            num,
-            cat,
-            self.cats.iter().map(BTreeMap::len).collect(),
-        )
+        mia::Points::new(n, num, cat, self.cats.iter().map(BTreeMap::len).collect())
     }
 }
 
-fn dcr(query: &[Col], real: &mia::Points, emb: &Embedder, sample: usize, seed: u64) -> Value {
-    let nq = query.first().map_or(0, Col::len);
-    let take = mia::sample_indices(nq, sample, &mut SecureRng::from_seed(seed));
-    let mut dist = mia::nearest(&emb.embed(query, Some(&take)), real, None);
+fn dcr(query: &mia::Points, real: &mia::Points, sample: usize, seed: u64) -> Value {
+    let take = mia::sample_indices(query.len(), sample, &mut SecureRng::from_seed(seed));
+    let mut dist = mia::nearest(&query.select(&take), real, None);
     dist.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         if dist.is_empty() {
@@ -866,7 +852,9 @@ pub fn evaluate(
     let sizes = disc.sizes();
     let (cr, cs) = (disc.codes(&rc), disc.codes(&sc));
     let emb = Embedder::new(&rc);
-    let train_pts = emb.embed(&rc, None);
+    let train_pts = emb.embed(&rc);
+    let synth_pts = emb.embed(&sc);
+    let hold_pts = hc.as_ref().map(|h| emb.embed(h));
 
     let mut per_column = serde_json::Map::new();
     let mut shapes = Vec::new();
@@ -910,12 +898,10 @@ pub fn evaluate(
         "quality": {"column_shapes": mean(&shapes), "column_pair_trends": mean(&pairs),
                     "per_column": per_column, "per_pair": per_pair},
         "workload": {"synth": workload(&cr, &cs, &sizes, opts)},
-        "privacy": {"dcr_synth_to_train": dcr(&sc, &train_pts, &emb, opts.dcr_sample, opts.seed)},
+        "privacy": {"dcr_synth_to_train": dcr(&synth_pts, &train_pts, opts.dcr_sample, opts.seed)},
         "report": {"distributions": distributions(&real.names, &rc, &sc),
                    "associations": associations(&real.names, &cr, &cs)},
     });
-    let synth_pts = emb.embed(&sc, None);
-    let hold_pts = hc.as_ref().map(|h| emb.embed(h, None));
     out["privacy"]["identifiability"] =
         mia::identifiability(&train_pts, &synth_pts, hold_pts.as_ref(), opts.seed);
     if let Some(h) = &hold_pts {
@@ -939,11 +925,11 @@ pub fn evaluate(
         .count() as f64
         / synth.rows().max(1) as f64;
     out["privacy"]["exact_copy_share"] = json!(copies);
-    if let Some(hc) = &hc {
+    if let (Some(hc), Some(hold_pts)) = (&hc, &hold_pts) {
         let ch = disc.codes(hc);
         out["workload"]["holdout_baseline"] = workload(&cr, &ch, &sizes, opts);
         out["privacy"]["dcr_holdout_to_train_baseline"] =
-            dcr(hc, &train_pts, &emb, opts.dcr_sample, opts.seed);
+            dcr(hold_pts, &train_pts, opts.dcr_sample, opts.seed);
         if let Some(t) = opts
             .target
             .as_ref()
