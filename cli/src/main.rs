@@ -255,7 +255,9 @@ pub struct SynthArgs {
     /// noisy count of numbers against text) and everything else is estimated privately.
     #[arg(long, value_name = "FILE")]
     schema: Option<PathBuf>,
-    /// Generator model.
+    /// Generator model: tvae (a variational autoencoder; the default) or ctgan (a conditional
+    /// GAN whose discriminator alone sees real rows, so only its steps are DP; conditions are
+    /// drawn from the released column frequencies).
     #[arg(long, default_value = "tvae", value_parser = ["tvae", "ctgan"])]
     model: String,
     /// Total privacy budget ε for this run (row count, preprocessing and training); `inf`
@@ -319,9 +321,9 @@ pub struct SynthArgs {
     /// DP-SGD steps over its epochs (full batches would give it only one per epoch).
     #[arg(long, value_name = "N")]
     batch_size: Option<usize>,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 5e-3, value_name = "LR")]
-    learning_rate: f64,
+    /// Adam learning rate (default 5e-3 for tvae, 1e-3 for ctgan).
+    #[arg(long, value_name = "LR")]
+    learning_rate: Option<f64>,
     /// Per-example clipping norm C of DP-SGD (the noise std is σ·C).
     #[arg(long, default_value_t = 1.0, value_name = "C")]
     clip_norm: f64,
@@ -331,9 +333,19 @@ pub struct SynthArgs {
     /// at which the statistics' noise is at most 1% of the rows (the run prints its choice).
     #[arg(long, value_name = "SHARE")]
     preprocess_share: Option<f64>,
-    /// Width of the generator's hidden layers.
-    #[arg(long, default_value_t = 128, value_name = "N")]
-    hidden: usize,
+    /// Width of the hidden layers (default 128 for tvae, 256 for ctgan's generator and
+    /// discriminator).
+    #[arg(long, value_name = "N")]
+    hidden: Option<usize>,
+    /// ctgan only: rows per discriminator input (PacGAN). A pack is the clipped unit; with
+    /// more than one row per pack each pack is clipped at C/2 so a row still moves a step by
+    /// at most C.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pac: usize,
+    /// ctgan only: width of the discriminator's hidden layers. Its gradient is the noised
+    /// one, and the noise grows with the square root of its size: keep it narrow.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    critic_hidden: usize,
     /// Weight of the VAE's KL term (below 1 keeps more of the dependencies between columns).
     #[arg(long, default_value_t = 0.15, value_name = "W")]
     kl_weight: f64,

@@ -9,11 +9,13 @@ use fedsynth_privacy::envelope::{self, PublicKey};
 use fedsynth_privacy::ledger::{Budget, Ledger};
 use fedsynth_privacy::rng::SecureRng;
 use fedsynth_privacy::{AccountantKind, DpEvent, Epsilon, SamplingRate, Steps};
+use fedsynth_synth::ctgan::{self, Conditions, CtganConfig};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::model::TvaeConfig;
 use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan, target_delta};
 use fedsynth_synth::report::{Charge, Epoch, RunPrivacy, RunRecord};
+use fedsynth_synth::sample::Generator;
 use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
 use fedsynth_synth::stats::{
     Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise, mark_wide,
@@ -57,10 +59,20 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 pub fn run(args: &SynthArgs) -> Result<()> {
     let started = Instant::now();
-    if args.model != "tvae" {
+    let gan = match args.model.as_str() {
+        "tvae" => false,
+        "ctgan" => true,
+        other => bail!("--model {other}: use tvae or ctgan"),
+    };
+    let hidden = args.hidden.unwrap_or(if gan { 256 } else { 128 });
+    let learning_rate = args.learning_rate.unwrap_or(if gan { 1e-3 } else { 5e-3 });
+    if !(1..=64).contains(&args.pac) {
+        bail!("--pac must be between 1 and 64, not {}", args.pac);
+    }
+    if !(1..=4096).contains(&args.critic_hidden) {
         bail!(
-            "--model {}: only tvae is available in this version",
-            args.model
+            "--critic-hidden must be between 1 and 4096, not {}",
+            args.critic_hidden
         );
     }
     let device_choice = args.device;
@@ -83,8 +95,11 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         bail!("--epsilon must be > 0 (or inf for no privacy)");
     }
 
-    if !(1..=4096).contains(&args.hidden) {
-        bail!("--hidden must be between 1 and 4096, not {}", args.hidden);
+    if !(1..=4096).contains(&hidden) {
+        bail!("--hidden must be between 1 and 4096, not {hidden}");
+    }
+    if !(learning_rate.is_finite() && learning_rate > 0.0) {
+        bail!("--learning-rate must be a number > 0, not {learning_rate}");
     }
     if !(args.kl_weight.is_finite() && args.kl_weight >= 0.0) {
         bail!("--kl-weight must be a number ≥ 0, not {}", args.kl_weight);
@@ -193,7 +208,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             .unwrap_or_else(|| fedsynth_synth::plan::default_epochs(rows, batch_size)),
         batch_size,
         preprocess_share: args.preprocess_share,
-        learning_rate: args.learning_rate,
+        learning_rate,
         clip_norm: args.clip_norm,
     };
     let mut privacy = plan(&request, stats_plan)?;
@@ -393,11 +408,6 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let table = fedsynth_synth::nulls::with_pattern(table, &completed);
     let encoder = Encoder::new(&completed, &table)?;
     let data = encoder.encode_rows(&table)?;
-    let mut model = TvaeConfig::new(encoder.width())
-        .with_hidden(args.hidden)
-        .with_kl_weight(args.kl_weight)
-        .init(&device);
-
     let bar = ProgressBar::new(privacy.training.epochs as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -427,39 +437,68 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         AccountantKind::Pld.epsilon(&events, delta).ok()
     };
     let mut epochs: Vec<Epoch> = Vec::new();
-    train::train(
-        &mut model,
-        &data,
-        encoder.spans(),
-        &privacy.training,
-        &device,
-        private,
-        &mut rng,
-        |r| {
-            let spent = spent_after(r.steps);
-            if args.report.is_some() {
-                epochs.push(Epoch {
-                    epoch: r.epoch as u64,
-                    loss: r.loss,
-                    epsilon: spent,
-                });
-            }
-            let eps = spent.map_or_else(|| "ε ∞".to_string(), |e| format!("ε {e:.2}"));
-            bar.set_message(format!("loss {:.3}  {eps}", r.loss));
-            bar.inc(1);
-            if !bar.is_hidden() {
-                return;
-            }
-            eprintln!(
-                "epoch {}/{}: loss {:.3}, {eps}",
-                r.epoch, privacy.training.epochs, r.loss
-            );
-        },
-    )?;
+    let on_epoch = |r: train::EpochReport| {
+        let spent = spent_after(r.steps);
+        if args.report.is_some() {
+            epochs.push(Epoch {
+                epoch: r.epoch as u64,
+                loss: r.loss,
+                epsilon: spent,
+            });
+        }
+        let eps = spent.map_or_else(|| "ε ∞".to_string(), |e| format!("ε {e:.2}"));
+        bar.set_message(format!("loss {:.3}  {eps}", r.loss));
+        bar.inc(1);
+        if !bar.is_hidden() {
+            return;
+        }
+        eprintln!(
+            "epoch {}/{}: loss {:.3}, {eps}",
+            r.epoch, privacy.training.epochs, r.loss
+        );
+    };
+    let model: Box<dyn Generator> = if gan {
+        let conditions = Conditions::new(encoder.slot_frequencies());
+        let mut model = CtganConfig::new(encoder.width())
+            .with_hidden(hidden)
+            .with_pac(args.pac)
+            .with_critic_hidden(args.critic_hidden)
+            .init(conditions, &device)?;
+        // The expected batch is public: q times the noisy row count.
+        let expected_batch = privacy.training.sampling_rate * rows as f64;
+        ctgan::train(
+            &mut model,
+            &data,
+            encoder.spans(),
+            &privacy.training,
+            expected_batch,
+            &device,
+            private,
+            &mut rng,
+            on_epoch,
+        )?;
+        Box::new(model)
+    } else {
+        let mut model = TvaeConfig::new(encoder.width())
+            .with_hidden(hidden)
+            .with_kl_weight(args.kl_weight)
+            .init(&device);
+        train::train(
+            &mut model,
+            &data,
+            encoder.spans(),
+            &privacy.training,
+            &device,
+            private,
+            &mut rng,
+            on_epoch,
+        )?;
+        Box::new(model)
+    };
     bar.finish_and_clear();
 
     let n_out = args.rows.unwrap_or(rows);
-    let synthetic = sample::sample(&model, &encoder, n_out, &device, &mut rng);
+    let synthetic = sample::sample(&*model, &encoder, n_out, &device, &mut rng);
     // The report compares the modelled columns (a datetime's day and parts apart).
     let modelled = args.report.is_some().then(|| synthetic.clone());
     let written = encoder.finish(synthetic);

@@ -497,6 +497,48 @@ impl Encoder {
         self.columns.len()
     }
 
+    /// Per column with target frequencies (released with DP, or public in the schema): the
+    /// first slot of its one-hot block and a distribution over the block's slots (slots
+    /// without a frequency, never generated, or masked get 0). What a conditional generator
+    /// draws its conditions from; no raw count is behind it.
+    pub fn slot_frequencies(&self) -> Vec<(usize, Vec<f64>)> {
+        self.columns
+            .iter()
+            .zip(&self.spans_of_columns())
+            .zip(&self.null_masks)
+            .filter_map(|((col, &sampleable), mask)| {
+                let target = col.target.as_ref()?;
+                let mut p: Vec<f64> = (0..col.slots())
+                    .map(|k| {
+                        let f = target.get(k).copied().unwrap_or(0.0);
+                        if k < sampleable && Some(k) != *mask && f.is_finite() && f > 0.0 {
+                            f
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let total: f64 = p.iter().sum();
+                if !(total > 0.0) {
+                    return None;
+                }
+                p.iter_mut().for_each(|x| *x /= total);
+                Some((col.onehot, p))
+            })
+            .collect()
+    }
+
+    /// The sampleable slots of each column's one-hot block.
+    fn spans_of_columns(&self) -> Vec<usize> {
+        self.spans
+            .iter()
+            .filter_map(|s| match *s {
+                Span::Softmax { sampleable, .. } => Some(sampleable),
+                Span::Offset { .. } => None,
+            })
+            .collect()
+    }
+
     /// Whether any column has target frequencies to calibrate generated rows to.
     pub fn has_targets(&self) -> bool {
         self.columns.iter().any(|c| c.target.is_some())

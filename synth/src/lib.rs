@@ -5,6 +5,7 @@
 //! Depends on `fedsynth-privacy` for accounting, noise, sampling and encryption.
 
 pub mod calibrate;
+pub mod ctgan;
 pub mod datetime;
 pub mod device;
 pub mod encoder;

@@ -12,6 +12,37 @@ use crate::encoder::{Choice, Encoder, Span};
 use crate::model::Tvae;
 use crate::table::Table;
 
+/// What sampling needs of a trained model: `n` rows of output blocks (probabilities for
+/// one-hot blocks, values in [0, 1] for offsets) as a row-major `[n, width]` vector, drawn
+/// with `rng` only. Every model of fedsynth implements it.
+pub trait Generator {
+    /// Generates `n` rows of output blocks.
+    fn generate_rows(
+        &self,
+        n: usize,
+        spans: &[Span],
+        device: &Device,
+        rng: &mut SecureRng,
+    ) -> Vec<f32>;
+}
+
+impl Generator for Tvae {
+    /// Latent points from the prior through the decoder.
+    fn generate_rows(
+        &self,
+        n: usize,
+        spans: &[Span],
+        device: &Device,
+        rng: &mut SecureRng,
+    ) -> Vec<f32> {
+        let z: Vec<f32> = (0..n * self.latent)
+            .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
+            .collect();
+        let zt = Tensor::<2>::from_data(TensorData::new(z, [n, self.latent]), device);
+        self.generate(zt, spans)
+    }
+}
+
 /// Spread added to generated within-bin offsets (reflected into [0, 1]).
 const OFFSET_JITTER: f64 = 0.2;
 /// Rows decoded per forward pass.
@@ -28,8 +59,8 @@ fn reflect(u: f64) -> f64 {
 
 /// Generates `rows` synthetic rows; where the schema has frequencies, `OVERSAMPLE` times as
 /// many are proposed and the calibrated subset kept (see [`crate::calibrate`]).
-pub fn sample(
-    model: &Tvae,
+pub fn sample<G: Generator + ?Sized>(
+    model: &G,
     encoder: &Encoder,
     rows: usize,
     device: &Device,
@@ -48,8 +79,8 @@ pub fn sample(
 /// [`sample`] block by block: each block of at most 65,536 rows is calibrated on its own and
 /// handed to `sink` decoded, in order, so memory holds one block whatever `rows` is. With
 /// the same generator state it yields the rows [`sample`] would, in the same order.
-pub fn sample_blocks<E>(
-    model: &Tvae,
+pub fn sample_blocks<G: Generator + ?Sized, E>(
+    model: &G,
     encoder: &Encoder,
     rows: usize,
     device: &Device,
@@ -62,8 +93,8 @@ pub fn sample_blocks<E>(
 }
 
 /// The calibrated choices of `rows` rows, a block at a time.
-fn for_each_block<E>(
-    model: &Tvae,
+fn for_each_block<G: Generator + ?Sized, E>(
+    model: &G,
     encoder: &Encoder,
     rows: usize,
     device: &Device,
@@ -83,8 +114,8 @@ fn for_each_block<E>(
 }
 
 /// Decodes `rows` latent points drawn from the prior into column choices.
-fn propose(
-    model: &Tvae,
+fn propose<G: Generator + ?Sized>(
+    model: &G,
     encoder: &Encoder,
     rows: usize,
     device: &Device,
@@ -97,11 +128,7 @@ fn propose(
     let mut done = 0;
     while done < rows {
         let n = CHUNK.min(rows - done);
-        let z: Vec<f32> = (0..n * model.latent)
-            .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
-            .collect();
-        let zt = Tensor::<2>::from_data(TensorData::new(z, [n, model.latent]), device);
-        let generated = model.generate(zt, spans);
+        let generated = model.generate_rows(n, spans, device, rng);
         for r in 0..n {
             let row = &generated[r * width..(r + 1) * width];
             let mut choices = Vec::with_capacity(encoder.columns());

@@ -3,6 +3,7 @@
 //! Adam. Each step is one Poisson-subsampled Gaussian release, accounted by the caller.
 
 use burn::module::Param;
+use burn::nn::Linear;
 use burn::prelude::*;
 use fedsynth_privacy::SamplingRate;
 use fedsynth_privacy::dpsgd::GaussianNoise;
@@ -55,38 +56,58 @@ pub struct Adam {
     moments: Vec<Moments>,
     t: i32,
     lr: f64,
+    betas: (f64, f64),
 }
 
 impl Adam {
     /// Zero moments shaped like `model`.
     pub fn new(model: &Tvae, lr: f64, device: &Device) -> Self {
-        let moments = model
-            .shapes()
-            .into_iter()
-            .map(|(i, o)| Moments {
+        Self::for_shapes(&model.shapes(), lr, device)
+    }
+
+    /// Zero moments for layers of these (d_in, d_out) shapes.
+    pub fn for_shapes(shapes: &[(usize, usize)], lr: f64, device: &Device) -> Self {
+        let moments = shapes
+            .iter()
+            .map(|&(i, o)| Moments {
                 mw: Tensor::zeros([i, o], device),
                 vw: Tensor::zeros([i, o], device),
                 mb: Tensor::zeros([o], device),
                 vb: Tensor::zeros([o], device),
             })
             .collect();
-        Self { moments, t: 0, lr }
+        Self {
+            moments,
+            t: 0,
+            lr,
+            betas: (0.9, 0.999),
+        }
+    }
+
+    /// The same with other decay rates (β₁, β₂) of the moments.
+    pub fn with_betas(mut self, b1: f64, b2: f64) -> Self {
+        self.betas = (b1, b2);
+        self
     }
 
     /// One Adam step with per-layer gradients (weight `[d_in, d_out]`, bias `[d_out]`).
     pub fn step(&mut self, model: &mut Tvae, grads: Vec<(Tensor<2>, Tensor<1>)>) {
-        const B1: f64 = 0.9;
-        const B2: f64 = 0.999;
+        self.step_layers(&mut model.layers, grads);
+    }
+
+    /// One Adam step on any stack of Linear layers.
+    pub fn step_layers(&mut self, layers: &mut [Linear], grads: Vec<(Tensor<2>, Tensor<1>)>) {
         const EPS: f64 = 1e-8;
+        let (b1, b2) = self.betas;
         self.t += 1;
-        let c1 = 1.0 - B1.powi(self.t);
-        let c2 = 1.0 - B2.powi(self.t);
+        let c1 = 1.0 - b1.powi(self.t);
+        let c2 = 1.0 - b2.powi(self.t);
         let lr = self.lr;
-        for ((layer, m), (gw, gb)) in model.layers.iter_mut().zip(&mut self.moments).zip(grads) {
-            m.mw = m.mw.clone() * B1 + gw.clone() * (1.0 - B1);
-            m.vw = m.vw.clone() * B2 + gw.square() * (1.0 - B2);
-            m.mb = m.mb.clone() * B1 + gb.clone() * (1.0 - B1);
-            m.vb = m.vb.clone() * B2 + gb.square() * (1.0 - B2);
+        for ((layer, m), (gw, gb)) in layers.iter_mut().zip(&mut self.moments).zip(grads) {
+            m.mw = m.mw.clone() * b1 + gw.clone() * (1.0 - b1);
+            m.vw = m.vw.clone() * b2 + gw.square() * (1.0 - b2);
+            m.mb = m.mb.clone() * b1 + gb.clone() * (1.0 - b1);
+            m.vb = m.vb.clone() * b2 + gb.square() * (1.0 - b2);
             let uw = (m.mw.clone() / c1) / ((m.vw.clone() / c2).sqrt() + EPS) * lr;
             let ub = (m.mb.clone() / c1) / ((m.vb.clone() / c2).sqrt() + EPS) * lr;
             layer.weight = layer.weight.clone().map(|w| w - uw);
@@ -333,13 +354,9 @@ pub fn private_step(
     device: &Device,
 ) -> Result<(Option<Vec<(Tensor<2>, Tensor<1>)>>, f64)> {
     let shapes = model.shapes();
-    let (mut sums, loss) = if b == 0 {
+    let (sums, loss) = if b == 0 {
         // An empty Poisson batch still releases (pure noise): skipping it would reveal it.
-        let zeros = shapes
-            .iter()
-            .map(|&(i, o)| (Tensor::zeros([i, o], device), Tensor::zeros([o], device)))
-            .collect();
-        (zeros, 0.0)
+        (zero_sums(&shapes, device), 0.0)
     } else {
         let (sums, loss) = clipped_sums(model, x, eps, b, width, spans, clip, device);
         if all_finite(&sums) {
@@ -348,27 +365,15 @@ pub fn private_step(
             // Cannot happen with the per-example guard of `clipped_sums`; should it ever, the
             // step releases noise alone (independent of the data), never an error that
             // would tell who was sampled.
-            let zeros = shapes
-                .iter()
-                .map(|&(i, o)| (Tensor::zeros([i, o], device), Tensor::zeros([o], device)))
-                .collect();
-            (zeros, f64::NAN)
+            (zero_sums(&shapes, device), f64::NAN)
         }
     };
-    let std = sigma * clip;
-    for ((gw, gb), &(i, o)) in sums.iter_mut().zip(&shapes) {
-        let mut nw = vec![0.0f32; i * o];
-        noise.add_to(&mut nw, std)?;
-        let mut nb = vec![0.0f32; o];
-        noise.add_to(&mut nb, std)?;
-        *gw = (gw.clone() + tensor2(nw, i, o, device)) / expected_batch;
-        *gb = (gb.clone() + Tensor::from_data(TensorData::new(nb, [o]), device)) / expected_batch;
-    }
-    Ok((Some(sums), loss))
+    let noised = noised_mean(sums, sigma * clip, expected_batch, noise, device)?;
+    Ok((Some(noised), loss))
 }
 
 /// Whether every value of the per-layer sums is finite (one number read back).
-fn all_finite(sums: &[(Tensor<2>, Tensor<1>)]) -> bool {
+pub fn all_finite(sums: &[(Tensor<2>, Tensor<1>)]) -> bool {
     let total = sums
         .iter()
         .map(|(w, b)| w.clone().abs().sum() + b.clone().abs().sum())
@@ -455,7 +460,26 @@ pub fn clipped_sums(
     device: &Device,
 ) -> (Vec<(Tensor<2>, Tensor<1>)>, f64) {
     let (deltas, inputs, loss) = per_example_parts(model, x, eps, b, width, spans, device);
-    let margin = clip_margin(&model.shapes());
+    let (sums, dropped) = clip_and_sum(inputs, deltas, b, clip, device);
+    (sums, if dropped { f64::NAN } else { loss })
+}
+
+/// Σᵢ clip(gᵢ, C) per layer from the layers' inputs a and output gradients δ of `b` examples
+/// (any stack of Linear layers read through probes), and whether an example was dropped
+/// (its gradient not finite: it contributes nothing).
+pub fn clip_and_sum(
+    inputs: Vec<Tensor<2>>,
+    deltas: Vec<Tensor<2>>,
+    b: usize,
+    clip: f64,
+    device: &Device,
+) -> (Vec<(Tensor<2>, Tensor<1>)>, bool) {
+    let shapes: Vec<(usize, usize)> = inputs
+        .iter()
+        .zip(&deltas)
+        .map(|(a, d)| (a.dims()[1], d.dims()[1]))
+        .collect();
+    let margin = clip_margin(&shapes);
     let (factors, dropped) = clip_factors(&inputs, &deltas, b, clip, margin);
     let scale = tensor2(factors, b, 1, device);
     // With a dropped example, its rows may hold inf or NaN, which a factor of 0 would not
@@ -477,7 +501,75 @@ pub fn clipped_sums(
             (clean(a).transpose().matmul(cd), gb)
         })
         .collect();
-    (sums, if dropped { f64::NAN } else { loss })
+    (sums, dropped)
+}
+
+/// One probe per layer for a batch of `b`: a leaf `[b, d_out]` holding the layer's bias
+/// repeated per example, whose gradient after `backward()` is the per-example output
+/// gradient δ of that layer (see [`crate::model`]).
+pub fn probes(layers: &[Linear], b: usize, device: &Device) -> Vec<Tensor<2>> {
+    layers
+        .iter()
+        .map(|l| {
+            let o = l.weight.val().dims()[1];
+            let bias = l
+                .bias
+                .as_ref()
+                .map_or_else(|| Tensor::zeros([o], device), |p| p.val());
+            bias.unsqueeze::<2>()
+                .expand([b, o])
+                .autodiff()
+                .require_grad()
+        })
+        .collect()
+}
+
+/// The probes' gradients (zeros for a probe the loss does not reach).
+pub fn probe_grads(
+    probes: &[Tensor<2>],
+    grads: &burn::tensor::Gradients,
+    device: &Device,
+) -> Vec<Tensor<2>> {
+    probes
+        .iter()
+        .map(|p| {
+            p.grad(grads)
+                .map(Tensor::inner)
+                .unwrap_or_else(|| Tensor::zeros(p.dims(), device))
+        })
+        .collect()
+}
+
+/// Zero sums shaped like layers of these shapes.
+pub fn zero_sums(shapes: &[(usize, usize)], device: &Device) -> Vec<(Tensor<2>, Tensor<1>)> {
+    shapes
+        .iter()
+        .map(|&(i, o)| (Tensor::zeros([i, o], device), Tensor::zeros([o], device)))
+        .collect()
+}
+
+/// The Gaussian mechanism on per-layer clipped sums: each value gets N(0, std²) from the
+/// DP noise generator, then the whole is divided by `divisor` (the expected batch).
+pub fn noised_mean(
+    sums: Vec<(Tensor<2>, Tensor<1>)>,
+    std: f64,
+    divisor: f64,
+    noise: &mut GaussianNoise,
+    device: &Device,
+) -> Result<Vec<(Tensor<2>, Tensor<1>)>> {
+    let mut out = Vec::with_capacity(sums.len());
+    for (gw, gb) in sums {
+        let [i, o] = gw.dims();
+        let mut nw = vec![0.0f32; i * o];
+        noise.add_to(&mut nw, std)?;
+        let mut nb = vec![0.0f32; o];
+        noise.add_to(&mut nb, std)?;
+        out.push((
+            (gw + tensor2(nw, i, o, device)) / divisor,
+            (gb + Tensor::from_data(TensorData::new(nb, [o]), device)) / divisor,
+        ));
+    }
+    Ok(out)
 }
 
 /// Per-layer output gradients δ (`[B, d_out]`), layer inputs a (`[B, d_in]`) and the summed
@@ -491,35 +583,14 @@ pub fn per_example_parts(
     spans: &[Span],
     device: &Device,
 ) -> (Vec<Tensor<2>>, Vec<Tensor<2>>, f64) {
-    let probes: Vec<Tensor<2>> = model
-        .layers
-        .iter()
-        .map(|l| {
-            let o = l.weight.val().dims()[1];
-            let bias = l
-                .bias
-                .as_ref()
-                .map_or_else(|| Tensor::zeros([o], device), |p| p.val());
-            bias.unsqueeze::<2>()
-                .expand([b, o])
-                .autodiff()
-                .require_grad()
-        })
-        .collect();
+    let probes = probes(&model.layers, b, device);
     let xt = tensor2(x, b, width, device).autodiff();
     let et = tensor2(eps, b, model.latent, device).autodiff();
     let pass = model.train_pass(xt, et, spans, Weights::Probed(&probes));
     let total = pass.loss.sum();
     let grads = total.backward();
     let loss = f64::from(total.inner().into_scalar::<f32>());
-    let deltas = probes
-        .iter()
-        .map(|p| {
-            p.grad(&grads)
-                .map(Tensor::inner)
-                .unwrap_or_else(|| Tensor::zeros(p.dims(), device))
-        })
-        .collect();
+    let deltas = probe_grads(&probes, &grads, device);
     let inputs = pass.inputs.into_iter().map(Tensor::inner).collect();
     (deltas, inputs, loss)
 }
