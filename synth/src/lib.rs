@@ -1,5 +1,5 @@
 //! fedsynth's tabular synthesis: tables in and out (polars), the schema, private statistics
-//! behind the encoding, the TVAE generator in burn, DP-SGD training with exact per-example
+//! behind the encoding, the TVAE and conditional GAN generators in burn, DP-SGD training with exact per-example
 //! clipping, sampling, privacy planning, and quality metrics.
 //!
 //! Depends on `fedsynth-privacy` for accounting, noise, sampling and encryption.
