@@ -47,7 +47,7 @@ fn spec(workers: u32, secure: bool) -> JobSpec {
         version: 1,
         name: format!("bench {workers}"),
         federation: "bench".into(),
-        model: "tvae".into(),
+        model: fedsynth_proto::ModelSpec::default(),
         schema_toml: "version = 1\ncolumns = []\n".into(),
         statistics_share: None,
         epsilon: 3.0,

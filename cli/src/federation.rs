@@ -13,7 +13,7 @@ use fedsynth_proto::v1::jobs_client::JobsClient;
 use fedsynth_proto::v1::{self as pb};
 use fedsynth_proto::{JobSpec, MAX_MESSAGE_BYTES};
 use fedsynth_synth::encoder::Encoder;
-use fedsynth_synth::model::TvaeConfig;
+use fedsynth_synth::models::ModelSettings;
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::Plan;
 use fedsynth_worker::WorkerConfig;
@@ -145,6 +145,30 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
             path.display()
         ),
     };
+    // The model and its settings, checked here as the holders will check them.
+    let model_spec: fedsynth_proto::ModelSpec = match table.get("model") {
+        None => fedsynth_proto::ModelSpec::default(),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|_| anyhow!("{}: model: give a name or a table", path.display()))?,
+    };
+    model_spec
+        .validate()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let settings = ModelSettings::from_table(&model_spec.to_table())
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let tvae = |width: usize| {
+        settings.tvae_config(width).ok_or_else(|| {
+            anyhow!(
+                "{}: model {}: federated jobs train the tvae only in this version (the GAN runs in \
+                 `fedsynth synth --model ctgan`)",
+                path.display(),
+                settings.kind()
+            )
+        })
+    };
+    tvae(1)?;
     let read = Schema::read(&schema_path)?;
     let complete = read.clone().nullable_by_default();
     let parameters = if Plan::for_schema(&complete).is_free() {
@@ -155,7 +179,7 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
         // The model's size, which fixes the size of every update the coordinator takes.
         let width =
             Encoder::width_for(&complete).map_err(|e| anyhow!("{}: {e}", schema_path.display()))?;
-        TvaeConfig::new(width).parameters()
+        tvae(width)?.parameters()
     } else {
         // A partial schema: the holders complete it from their DP statistics (under secure
         // aggregation) and the model's size follows from what they complete.
@@ -593,6 +617,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("server_optimizer") && !e.contains('\n'), "{e}");
+
+        // The model's settings size the model: a wider TVAE has more parameters; a model
+        // federated jobs cannot train, or a setting out of range, is one line naming it.
+        let job = std::fs::read_to_string(dir.path().join("job.toml")).unwrap();
+        let wide = job.replace(
+            "model = \"tvae\"",
+            "model = { kind = \"tvae\", hidden = 256, kl_weight = 0.1 }",
+        );
+        std::fs::write(dir.path().join("wide.toml"), wide).unwrap();
+        let (wide, _) = super::job_spec(&dir.path().join("wide.toml")).unwrap();
+        assert!(wide.parameters > spec.parameters);
+        assert_eq!(wide.model.kind(), Some("tvae"));
+        for (model, needle) in [
+            ("model = \"ctgan\"", "federated jobs train the tvae only"),
+            ("model = { kind = \"tvae\", hidden = 0 }", "hidden"),
+            ("model = { kind = \"tvae\", depth = 3 }", "depth"),
+            ("model = \"Not A Model\"", "not a model's name"),
+        ] {
+            std::fs::write(
+                dir.path().join("m.toml"),
+                job.replace("model = \"tvae\"", model),
+            )
+            .unwrap();
+            let e = super::job_spec(&dir.path().join("m.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle) && !e.contains('\n'), "{model}: {e}");
+        }
     }
 
     #[test]

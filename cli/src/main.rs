@@ -337,11 +337,12 @@ pub struct SynthArgs {
     /// discriminator).
     #[arg(long, value_name = "N")]
     hidden: Option<usize>,
-    /// ctgan only: rows per discriminator input (PacGAN). A pack is the clipped unit; with
-    /// more than one row per pack each pack is clipped at C/2 so a row still moves a step by
-    /// at most C.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pac: usize,
+    /// ctgan only: rows per discriminator input (PacGAN). Default 1 with DP, 10 without. A
+    /// pack is the clipped unit; with more than one row per pack each pack is clipped at C/2
+    /// so that a row still moves a step by at most C, and a step has `pac` times fewer units:
+    /// under DP, packing costs far more signal than it buys.
+    #[arg(long, value_name = "N")]
+    pac: Option<usize>,
     /// ctgan only: width of the discriminator's hidden layers. Its gradient is the noised
     /// one, and the noise grows with the square root of its size: keep it narrow.
     #[arg(long, default_value_t = 64, value_name = "N")]

@@ -66,8 +66,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     };
     let hidden = args.hidden.unwrap_or(if gan { 256 } else { 128 });
     let learning_rate = args.learning_rate.unwrap_or(if gan { 1e-3 } else { 5e-3 });
-    if !(1..=64).contains(&args.pac) {
-        bail!("--pac must be between 1 and 64, not {}", args.pac);
+    if let Some(pac) = args.pac
+        && !(1..=64).contains(&pac)
+    {
+        bail!("--pac must be between 1 and 64, not {pac}");
     }
     if !(1..=4096).contains(&args.critic_hidden) {
         bail!(
@@ -461,7 +463,11 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         let conditions = Conditions::new(encoder.slot_frequencies());
         let mut model = CtganConfig::new(encoder.width())
             .with_hidden(hidden)
-            .with_pac(args.pac)
+            .with_pac(args.pac.unwrap_or(if private_run {
+                ctgan::DP_PAC
+            } else {
+                CtganConfig::new(1).pac
+            }))
             .with_critic_hidden(args.critic_hidden)
             .init(conditions, &device)?;
         // The expected batch is public: q times the noisy row count.

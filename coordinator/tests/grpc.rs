@@ -91,7 +91,7 @@ fn spec() -> JobSpec {
         version: 1,
         name: "round test".into(),
         federation: "clinics".into(),
-        model: "tvae".into(),
+        model: fedsynth_proto::ModelSpec::default(),
         schema_toml: "version = 1\ncolumns = []\n".into(),
         statistics_share: None,
         epsilon: 3.0,

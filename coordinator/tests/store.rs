@@ -10,7 +10,7 @@ fn spec(name: &str) -> JobSpec {
         version: 1,
         name: name.into(),
         federation: "clinics".into(),
-        model: "tvae".into(),
+        model: fedsynth_proto::ModelSpec::default(),
         schema_toml: "version = 1\ncolumns = []\n".into(),
         statistics_share: None,
         epsilon: 3.0,

@@ -5,7 +5,7 @@
 pub mod client;
 pub mod spec;
 
-pub use spec::{JobSpec, SecureAggregation, ServerOptimizer};
+pub use spec::{JobSpec, ModelSpec, SecureAggregation, ServerOptimizer};
 
 /// Generated messages, clients and servers of package `fedsynth.v1`.
 #[allow(missing_docs, clippy::all)]

@@ -7,6 +7,93 @@ use serde::{Deserialize, Serialize};
 /// Version tag of stored and transmitted specs.
 pub const SPEC_VERSION: u32 = 1;
 
+/// The generator and its settings, as the job file gives them: a name with that model's
+/// defaults (`model = "tvae"`), or a table with `kind` and the model's own settings
+/// (`model = { kind = "tvae", hidden = 256, kl_weight = 0.1 }`). The coordinator stores and
+/// relays it without reading more than `kind`; the holders' `synth` reads and validates the
+/// settings (`fedsynth_synth::models::ModelSettings`), and `fedsynth submit` checks them
+/// before sending.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelSpec {
+    /// A model's name, with its default settings.
+    Name(String),
+    /// `kind` and settings.
+    Table(toml::Table),
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        Self::Name("tvae".into())
+    }
+}
+
+impl ModelSpec {
+    /// The model's kind (`tvae`, `ctgan`), if the spec names one.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            Self::Name(n) => Some(n),
+            Self::Table(t) => t.get("kind").and_then(toml::Value::as_str),
+        }
+    }
+
+    /// The spec as a table of `kind` and settings (a name alone gives `{ kind = NAME }`).
+    pub fn to_table(&self) -> toml::Table {
+        match self {
+            Self::Name(n) => {
+                let mut t = toml::Table::new();
+                t.insert("kind".into(), toml::Value::String(n.clone()));
+                t
+            }
+            Self::Table(t) => t.clone(),
+        }
+    }
+
+    /// The most settings a model table may carry (it is relayed, never interpreted, by the
+    /// coordinator: it must stay small).
+    pub const MAX_SETTINGS: usize = 32;
+
+    /// What the coordinator checks: a kind made of lowercase letters and digits, and a
+    /// small flat table of numbers, booleans and short strings.
+    pub fn validate(&self) -> Result<(), String> {
+        let kind = self.kind().ok_or_else(|| {
+            "model: give its kind (model = \"tvae\" or { kind = \"tvae\", ... })".to_string()
+        })?;
+        if kind.is_empty()
+            || kind.len() > 32
+            || !kind
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(format!("model: '{kind}' is not a model's name"));
+        }
+        if let Self::Table(t) = self {
+            if t.len() > Self::MAX_SETTINGS {
+                return Err(format!(
+                    "model: at most {} settings, not {}",
+                    Self::MAX_SETTINGS,
+                    t.len()
+                ));
+            }
+            for (k, v) in t {
+                let flat = match v {
+                    toml::Value::String(s) => s.len() <= 64,
+                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                        true
+                    }
+                    _ => false,
+                };
+                if k.len() > 64 || !flat {
+                    return Err(format!(
+                        "model: setting '{k}' must be a number, a boolean or a short string"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How updates are aggregated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -62,9 +149,9 @@ pub struct JobSpec {
     pub name: String,
     /// The federation whose workers train the job.
     pub federation: String,
-    /// Generator model (`tvae`).
-    #[serde(default = "default_model")]
-    pub model: String,
+    /// Generator model and its settings (see [`ModelSpec`]); `tvae` by default.
+    #[serde(default)]
+    pub model: ModelSpec,
     /// The table schema (TOML text). Complete (every column with public bounds/edges or
     /// categories): all holders share one encoder without spending budget on it. Partial
     /// (names and kinds, any facts left out): under secure aggregation the holders complete
@@ -154,9 +241,6 @@ pub struct JobSpec {
 
 fn spec_version() -> u32 {
     SPEC_VERSION
-}
-fn default_model() -> String {
-    "tvae".into()
 }
 fn default_batch() -> u32 {
     500
@@ -272,9 +356,9 @@ impl JobSpec {
         }
         crate::FederationName::new(self.federation.clone())
             .map_err(|e| format!("job spec: federation: {e}"))?;
-        if self.model != "tvae" {
-            return fail(format!("model '{}': only tvae is available", self.model));
-        }
+        self.model
+            .validate()
+            .map_err(|m| format!("job spec: {m}"))?;
         if self.schema_toml.trim().is_empty() || self.schema_toml.len() > 1 << 20 {
             return fail("schema is empty or larger than 1 MiB".into());
         }
@@ -404,7 +488,7 @@ mod tests {
             version: 1,
             name: "demo".into(),
             federation: "f".into(),
-            model: "tvae".into(),
+            model: ModelSpec::default(),
             schema_toml: "version = 1\ncolumns = []\n".into(),
             statistics_share: None,
             epsilon: 3.0,
@@ -430,6 +514,37 @@ mod tests {
             parameters: 1000,
             max_worker_weight: 1e7,
             max_update_norm: None,
+        }
+    }
+
+    #[test]
+    fn a_model_table_round_trips_and_is_checked_without_being_understood() {
+        let mut s = spec();
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), "tvae".into());
+        t.insert("hidden".into(), toml::Value::Integer(256));
+        t.insert("kl_weight".into(), toml::Value::Float(0.1));
+        s.model = ModelSpec::Table(t);
+        s.validate().unwrap();
+        assert_eq!(JobSpec::from_toml(&s.to_toml()).unwrap(), s);
+        assert_eq!(s.model.kind(), Some("tvae"));
+        // A name alone is a table of its kind.
+        assert_eq!(
+            ModelSpec::Name("ctgan".into()).to_table().get("kind"),
+            Some(&toml::Value::String("ctgan".into()))
+        );
+        // The coordinator checks the shape only: a kind, a small flat table.
+        let mut nested = toml::Table::new();
+        nested.insert("kind".into(), "tvae".into());
+        nested.insert("layers".into(), toml::Value::Array(vec![]));
+        for (model, needle) in [
+            (ModelSpec::Table(toml::Table::new()), "kind"),
+            (ModelSpec::Name("../x".into()), "not a model's name"),
+            (ModelSpec::Table(nested), "layers"),
+        ] {
+            s.model = model;
+            let e = s.validate().unwrap_err();
+            assert!(e.contains(needle), "{e}");
         }
     }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fedstats;
 pub mod mia;
 pub mod model;
+pub mod models;
 pub mod nulls;
 pub mod plan;
 pub mod quality;

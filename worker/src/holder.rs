@@ -31,6 +31,7 @@ use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::fedstats::{self, Memo, Step, Wave};
 use fedsynth_synth::model::{Tvae, TvaeConfig};
+use fedsynth_synth::models::ModelSettings;
 use fedsynth_synth::plan::{ROW_COUNT_NOISE, noisy_row_count};
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::{Noise, Plan};
@@ -347,7 +348,7 @@ impl Holder {
             let noise = Noise::calibrate_by(plan, share, Delta::new(spec.delta)?, &|n, p| {
                 n.federated_events(p)
             })?;
-            let smallest = TvaeConfig::new(schema.columns.len().max(1)).parameters() as u64;
+            let smallest = tvae_config(spec, schema.columns.len().max(1))?.parameters() as u64;
             (smallest, Some((noise, noise.federated_events(plan)?)))
         } else {
             let (_, model) = self.encoder(spec)?;
@@ -506,7 +507,7 @@ impl Holder {
     fn encoder(&self, spec: &JobSpec) -> Result<(Encoder, TvaeConfig)> {
         let schema = self.schema(spec)?;
         let encoder = Encoder::new(&schema, self.typed(&schema)?.as_ref())?;
-        let config = TvaeConfig::new(encoder.width());
+        let config = tvae_config(spec, encoder.width())?;
         Ok((encoder, config))
     }
 
@@ -964,7 +965,7 @@ impl Holder {
                 // Sized as training will read it back.
                 let done = Schema::from_toml(&text)?.nullable_by_default();
                 let encoder = Encoder::new(&done, table.as_ref())?;
-                let parameters = TvaeConfig::new(encoder.width()).parameters() as u64;
+                let parameters = tvae_config(&spec, encoder.width())?.parameters() as u64;
                 let record = CompletedSchema {
                     schema_toml: text,
                     parameters,
@@ -1034,7 +1035,8 @@ impl Holder {
     /// the same schema.
     fn encoded(&self, spec: &JobSpec) -> Result<EncodedRows> {
         let schema = self.schema(spec)?;
-        let key = schema.to_toml();
+        // The model's settings shape the cached model too.
+        let key = format!("{}\n{:?}", schema.to_toml(), spec.model);
         let mut cache = self
             .encoded_cache
             .lock()
@@ -1046,7 +1048,7 @@ impl Holder {
         let data = encoder.encode_rows(self.typed(&schema)?.as_ref())?;
         let rows = EncodedRows {
             key,
-            config: TvaeConfig::new(encoder.width()),
+            config: tvae_config(spec, encoder.width())?,
             encoder: Arc::new(encoder),
             data: Arc::new(data),
         };
@@ -1165,4 +1167,17 @@ impl<W: std::io::Write> std::io::Write for Digesting<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// The job's model for rows of `width` values: its settings, read and validated by `synth`.
+/// Federated jobs train the TVAE; a job naming another model is refused with the reason.
+fn tvae_config(spec: &JobSpec, width: usize) -> Result<TvaeConfig> {
+    let settings = ModelSettings::from_table(&spec.model.to_table())?;
+    settings.tvae_config(width).ok_or_else(|| {
+        WorkerError::Invalid(format!(
+            "model {}: federated jobs train the tvae only in this version (the GAN runs in \
+             `fedsynth synth --model ctgan`)",
+            settings.kind()
+        ))
+    })
 }

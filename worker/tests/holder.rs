@@ -56,7 +56,7 @@ fn spec(recipient: &SecretKey) -> JobSpec {
         version: 1,
         name: "t".into(),
         federation: "clinics".into(),
-        model: "tvae".into(),
+        model: fedsynth_proto::ModelSpec::default(),
         schema_toml: std::fs::read_to_string(repo().join("configs/wage.schema.toml")).unwrap(),
         statistics_share: None,
         epsilon: 2.0,

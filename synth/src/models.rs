@@ -1,0 +1,228 @@
+//! The models and their settings as a job carries them: one typed value that `synth`
+//! validates, read from the job spec's `model` table (`kind` and settings), which the
+//! coordinator stores without reading it.
+
+use serde::Deserialize;
+
+use crate::ctgan::CtganConfig;
+use crate::error::{Result, SynthError};
+use crate::model::TvaeConfig;
+
+/// A model and its settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ModelSettings {
+    /// The variational autoencoder.
+    Tvae {
+        /// Width of the hidden layers.
+        #[serde(default = "tvae_hidden")]
+        hidden: usize,
+        /// Weight of the KL term.
+        #[serde(default = "tvae_kl")]
+        kl_weight: f64,
+    },
+    /// The conditional GAN.
+    Ctgan {
+        /// Width of the generator's hidden layers.
+        #[serde(default = "ctgan_hidden")]
+        hidden: usize,
+        /// Width of the discriminator's hidden layers.
+        #[serde(default = "ctgan_critic")]
+        critic_hidden: usize,
+        /// Rows per discriminator input.
+        #[serde(default = "ctgan_pac")]
+        pac: usize,
+    },
+}
+
+fn tvae_hidden() -> usize {
+    128
+}
+fn tvae_kl() -> f64 {
+    0.15
+}
+fn ctgan_hidden() -> usize {
+    256
+}
+fn ctgan_critic() -> usize {
+    64
+}
+fn ctgan_pac() -> usize {
+    crate::ctgan::DP_PAC
+}
+
+/// Widest hidden layer a setting may ask for.
+const MAX_HIDDEN: usize = 4096;
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self::tvae()
+    }
+}
+
+impl ModelSettings {
+    /// The TVAE with its defaults.
+    pub fn tvae() -> Self {
+        Self::Tvae {
+            hidden: tvae_hidden(),
+            kl_weight: tvae_kl(),
+        }
+    }
+
+    /// The model's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Tvae { .. } => "tvae",
+            Self::Ctgan { .. } => "ctgan",
+        }
+    }
+
+    /// From a job's `model` as a table of `kind` and settings (a name alone is
+    /// `{ kind = NAME }`: its defaults). Unknown models, unknown settings and out-of-range
+    /// values are refused, naming them.
+    pub fn from_table(settings: &toml::Table) -> Result<Self> {
+        let bad = |m: String| SynthError::Setting(format!("model: {m}"));
+        let parsed: Self = toml::Value::Table(settings.clone())
+            .try_into()
+            .map_err(|e| {
+                let text = e.to_string();
+                bad(text.lines().last().unwrap_or(&text).trim().to_string())
+            })?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// Checks every setting's range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(SynthError::Setting(format!("model: {m}")));
+        let width = |name: &str, v: usize| {
+            if (1..=MAX_HIDDEN).contains(&v) {
+                Ok(())
+            } else {
+                bad(format!(
+                    "{name} must be between 1 and {MAX_HIDDEN}, not {v}"
+                ))
+            }
+        };
+        match *self {
+            Self::Tvae { hidden, kl_weight } => {
+                width("hidden", hidden)?;
+                if !(kl_weight.is_finite() && (0.0..=100.0).contains(&kl_weight)) {
+                    return bad(format!("kl_weight must be in [0, 100], not {kl_weight}"));
+                }
+            }
+            Self::Ctgan {
+                hidden,
+                critic_hidden,
+                pac,
+            } => {
+                width("hidden", hidden)?;
+                width("critic_hidden", critic_hidden)?;
+                if !(1..=64).contains(&pac) {
+                    return bad(format!("pac must be between 1 and 64, not {pac}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The TVAE's shape for rows of `width` values; `None` for another model.
+    pub fn tvae_config(&self, width: usize) -> Option<TvaeConfig> {
+        match *self {
+            Self::Tvae { hidden, kl_weight } => Some(
+                TvaeConfig::new(width)
+                    .with_hidden(hidden)
+                    .with_kl_weight(kl_weight),
+            ),
+            Self::Ctgan { .. } => None,
+        }
+    }
+
+    /// The GAN's shape for rows of `width` values; `None` for another model.
+    pub fn ctgan_config(&self, width: usize) -> Option<CtganConfig> {
+        match *self {
+            Self::Ctgan {
+                hidden,
+                critic_hidden,
+                pac,
+            } => Some(
+                CtganConfig::new(width)
+                    .with_hidden(hidden)
+                    .with_critic_hidden(critic_hidden)
+                    .with_pac(pac),
+            ),
+            Self::Tvae { .. } => None,
+        }
+    }
+
+    /// The settings as a job's `model` table.
+    pub fn to_table(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), self.kind().into());
+        let int = |v: usize| toml::Value::Integer(v as i64);
+        match *self {
+            Self::Tvae { hidden, kl_weight } => {
+                t.insert("hidden".into(), int(hidden));
+                t.insert("kl_weight".into(), toml::Value::Float(kl_weight));
+            }
+            Self::Ctgan {
+                hidden,
+                critic_hidden,
+                pac,
+            } => {
+                t.insert("hidden".into(), int(hidden));
+                t.insert("critic_hidden".into(), int(critic_hidden));
+                t.insert("pac".into(), int(pac));
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap_or_default()
+    }
+
+    #[test]
+    fn names_tables_and_refusals() {
+        assert_eq!(
+            ModelSettings::from_table(&table("kind = \"tvae\"")).ok(),
+            Some(ModelSettings::tvae())
+        );
+        let t = ModelSettings::from_table(&table("kind = \"tvae\"\nhidden = 256\nkl_weight = 0.1"));
+        assert_eq!(
+            t.ok(),
+            Some(ModelSettings::Tvae {
+                hidden: 256,
+                kl_weight: 0.1
+            })
+        );
+        let g = ModelSettings::from_table(&table("kind = \"ctgan\"\npac = 10")).ok();
+        assert_eq!(
+            g.as_ref().and_then(|g| g.ctgan_config(7)).map(|c| c.pac),
+            Some(10)
+        );
+        for (text, needle) in [
+            ("kind = \"gpt\"", "gpt"),
+            ("kind = \"tvae\"\nwidth = 3", "width"),
+            ("kind = \"tvae\"\nhidden = 0", "hidden"),
+            ("kind = \"tvae\"\nkl_weight = -1.0", "kl_weight"),
+            ("kind = \"ctgan\"\npac = 0", "pac"),
+            ("kind = \"ctgan\"\nhidden = \"wide\"", "hidden"),
+        ] {
+            let err = ModelSettings::from_table(&table(text))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // Round trip through the spec's table.
+        for m in [ModelSettings::tvae(), g.unwrap_or_default()] {
+            assert_eq!(ModelSettings::from_table(&m.to_table()).ok(), Some(m));
+        }
+    }
+}
