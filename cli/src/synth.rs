@@ -101,7 +101,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         bail!("--hidden must be between 1 and 4096, not {hidden}");
     }
     if !(learning_rate.is_finite() && learning_rate > 0.0) {
-        bail!("--learning-rate must be a number > 0, not {learning_rate}");
+        bail!("--learning-rate: the learning rate must be a number > 0, not {learning_rate}");
     }
     if !(args.kl_weight.is_finite() && args.kl_weight >= 0.0) {
         bail!("--kl-weight must be a number ≥ 0, not {}", args.kl_weight);

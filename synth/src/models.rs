@@ -82,11 +82,49 @@ impl ModelSettings {
     /// values are refused, naming them.
     pub fn from_table(settings: &toml::Table) -> Result<Self> {
         let bad = |m: String| SynthError::Setting(format!("model: {m}"));
+        // (setting, whether it is a whole number) per model.
+        let known: &[(&str, bool)] = match settings.get("kind").and_then(toml::Value::as_str) {
+            Some("tvae") => &[("hidden", true), ("kl_weight", false)],
+            Some("ctgan") => &[("hidden", true), ("critic_hidden", true), ("pac", true)],
+            Some(other) => {
+                return Err(bad(format!("'{other}' is not a model (use tvae or ctgan)")));
+            }
+            None => return Err(bad("give its kind (tvae or ctgan)".into())),
+        };
+        for (key, value) in settings.iter().filter(|(k, _)| *k != "kind") {
+            let Some(&(_, whole)) = known.iter().find(|(n, _)| n == key) else {
+                let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+                return Err(bad(format!(
+                    "unknown setting '{key}' (use {})",
+                    names.join(", ")
+                )));
+            };
+            let fits = match value {
+                toml::Value::Integer(i) => !whole || *i >= 0,
+                toml::Value::Float(_) => !whole,
+                _ => false,
+            };
+            if !fits {
+                return Err(bad(format!(
+                    "{key} must be {}",
+                    if whole {
+                        "a whole number ≥ 0"
+                    } else {
+                        "a number"
+                    }
+                )));
+            }
+        }
         let parsed: Self = toml::Value::Table(settings.clone())
             .try_into()
             .map_err(|e| {
                 let text = e.to_string();
-                bad(text.lines().last().unwrap_or(&text).trim().to_string())
+                let lines: Vec<&str> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                bad(lines.join(" "))
             })?;
         parsed.validate()?;
         Ok(parsed)
@@ -209,6 +247,9 @@ mod tests {
         for (text, needle) in [
             ("kind = \"gpt\"", "gpt"),
             ("kind = \"tvae\"\nwidth = 3", "width"),
+            ("kind = \"ctgan\"\nkl_weight = 0.1", "kl_weight"),
+            ("hidden = 3", "kind"),
+            ("kind = \"ctgan\"\ncritic_hidden = -4", "critic_hidden"),
             ("kind = \"tvae\"\nhidden = 0", "hidden"),
             ("kind = \"tvae\"\nkl_weight = -1.0", "kl_weight"),
             ("kind = \"ctgan\"\npac = 0", "pac"),
