@@ -254,6 +254,20 @@ fn a_job_past_the_cap_or_with_an_incomplete_schema_is_refused_and_costs_nothing(
     s.schema_toml = "version = 1\n[[columns]]\nname = \"no_such_column\"\nkind = \"integer\"\nedges = [0.0, 1.0]\n".into();
     assert!(holder.accept("job-2", &s).is_err());
     assert_eq!(spends(dir.path()), 0);
+
+    // A model the holder cannot train federated, or settings out of range: refused with the
+    // reason, before anything is charged.
+    for (model, needle) in [
+        ("kind = \"ctgan\"", "tvae only"),
+        ("kind = \"tvae\"\nhidden = 0", "hidden"),
+        ("kind = \"tvae\"\nlayers = 3", "layers"),
+    ] {
+        let mut s = spec(&key);
+        s.model = fedsynth_proto::ModelSpec::Table(toml::from_str(model).unwrap());
+        let e = holder.accept("job-m", &s).unwrap_err().to_string();
+        assert!(e.contains(needle), "{model}: {e}");
+    }
+    assert_eq!(spends(dir.path()), 0);
 }
 
 #[test]
