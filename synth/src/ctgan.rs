@@ -48,11 +48,10 @@ use rand_distr::StandardNormal;
 
 use crate::encoder::{Encoded, Span};
 use crate::error::{Result, SynthError};
-use crate::model::MAX_ABS_WEIGHT;
 use crate::sample::Generator;
 use crate::train::{
-    Adam, EpochReport, TrainConfig, all_finite, clip_and_sum, noised_mean, probe_grads, probes,
-    zero_sums,
+    Adam, EpochReport, TrainConfig, all_finite, clip_and_sum, layer_shapes, noised_mean,
+    probe_grads, probes, zero_sums,
 };
 
 /// Temperature of the Gumbel-softmax that makes generated one-hot blocks nearly discrete
@@ -170,6 +169,10 @@ struct CondColumn {
 pub struct Conditions {
     columns: Vec<CondColumn>,
     width: usize,
+    /// Every conditioned slot's released share, in the condition vector's layout.
+    shares: Vec<f32>,
+    /// Σ p·ln p of those shares (the constant of the marginal loss's KL).
+    entropy: f64,
 }
 
 impl Conditions {
@@ -177,6 +180,15 @@ impl Conditions {
     /// gives an unconditional GAN.
     pub fn new(frequencies: Vec<(usize, Vec<f64>)>) -> Self {
         let mut width = 0;
+        let shares: Vec<f32> = frequencies
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|&x| x as f32))
+            .collect();
+        let entropy = shares
+            .iter()
+            .filter(|&&p| p > 0.0)
+            .map(|&p| f64::from(p) * f64::from(p).ln())
+            .sum();
         let columns = frequencies
             .into_iter()
             .map(|(start, p)| {
@@ -198,7 +210,12 @@ impl Conditions {
                 c
             })
             .collect();
-        Self { columns, width }
+        Self {
+            columns,
+            width,
+            shares,
+            entropy,
+        }
     }
 
     /// Width of a condition vector.
@@ -449,49 +466,12 @@ impl Ctgan {
     fn frequency_losses(&self, logp: Tensor<2>, cond: Tensor<2>) -> Tensor<1> {
         let device = logp.device();
         let conditional = (logp.clone() * cond).sum_dim(1).mean().neg();
-        let shares: Vec<f32> = self
-            .conditions
-            .columns
-            .iter()
-            .flat_map(|c| {
-                c.cdf.iter().scan(0.0, |prev, &x| {
-                    let p = x - *prev;
-                    *prev = x;
-                    Some(p as f32)
-                })
-            })
-            .collect();
-        let entropy: f64 = shares
-            .iter()
-            .filter(|&&p| p > 0.0)
-            .map(|&p| f64::from(p) * f64::from(p).ln())
-            .sum();
-        let width = shares.len();
+        let (shares, width) = (&self.conditions.shares, self.conditions.width);
         let target =
-            Tensor::<2>::from_data(TensorData::new(shares, [1, width]), &device).autodiff();
+            Tensor::<2>::from_data(TensorData::new(shares.clone(), [1, width]), &device).autodiff();
         let mean = logp.exp().mean_dim(0).clamp_min(1e-8).log();
-        let marginal = (target * mean).sum().neg() + entropy;
+        let marginal = (target * mean).sum().neg() + self.conditions.entropy;
         conditional + marginal
-    }
-
-    /// Every weight and bias as one flat vector: the generator's layers, then the
-    /// discriminator's, each weight `[d_in, d_out]` row-major and then its bias.
-    pub fn to_flat(&self) -> Vec<f32> {
-        let mut out = Vec::new();
-        for l in self.generator.iter().chain(&self.discriminator) {
-            out.extend(l.weight.val().into_data().iter::<f32>());
-            if let Some(b) = &l.bias {
-                out.extend(b.val().into_data().iter::<f32>());
-            }
-        }
-        out
-    }
-
-    /// Whether every weight is finite and within [`MAX_ABS_WEIGHT`].
-    pub fn weights_sane(&self) -> bool {
-        self.to_flat()
-            .iter()
-            .all(|w| w.is_finite() && w.abs() <= MAX_ABS_WEIGHT)
     }
 }
 
@@ -584,6 +564,8 @@ pub struct GanTrainer<'a> {
     packs: usize,
     d_opt: Adam,
     g_opt: Adam,
+    /// (d_in, d_out) of the discriminator's layers.
+    d_shapes: Vec<(usize, usize)>,
     sampler: SecureRng,
     noise: GaussianNoise,
     device: Device,
@@ -611,17 +593,9 @@ impl<'a> GanTrainer<'a> {
                 model.width
             )));
         }
-        let shapes = |layers: &[Linear]| -> Vec<(usize, usize)> {
-            layers
-                .iter()
-                .map(|l| {
-                    let d = l.weight.val().dims();
-                    (d[0], d[1])
-                })
-                .collect()
-        };
         let expected_batch = expected_batch.max(1.0);
         let noise = GaussianNoise::new(private.fork());
+        let d_shapes = layer_shapes(&model.discriminator);
         Ok(Self {
             data,
             spans,
@@ -629,10 +603,10 @@ impl<'a> GanTrainer<'a> {
             q: SamplingRate::new(cfg.sampling_rate)?,
             expected_batch,
             packs: (expected_batch / model.pac as f64).ceil().max(1.0) as usize,
-            d_opt: Adam::for_shapes(&shapes(&model.discriminator), cfg.learning_rate, device)
+            d_opt: Adam::for_shapes(&d_shapes, cfg.learning_rate, device).with_betas(0.5, 0.9),
+            g_opt: Adam::for_shapes(&layer_shapes(&model.generator), cfg.learning_rate, device)
                 .with_betas(0.5, 0.9),
-            g_opt: Adam::for_shapes(&shapes(&model.generator), cfg.learning_rate, device)
-                .with_betas(0.5, 0.9),
+            d_shapes,
             sampler: private,
             noise,
             device: device.clone(),
@@ -652,20 +626,12 @@ impl<'a> GanTrainer<'a> {
         // 1. The DP release: the clipped sum of the real packs' gradients, noised.
         let batch = poisson_sample(n, self.q, &mut self.sampler);
         let dealt = deal_packs(&batch, self.packs, pac, &mut self.sampler);
-        let shapes: Vec<(usize, usize)> = model
-            .discriminator
-            .iter()
-            .map(|l| {
-                let d = l.weight.val().dims();
-                (d[0], d[1])
-            })
-            .collect();
         let clip = match self.cfg.noise_multiplier {
             Some(_) => model.pack_clip(self.cfg.clip_norm),
             None => f64::INFINITY,
         };
         let (sums, real_loss) = if dealt.is_empty() {
-            (zero_sums(&shapes, &device), 0.0)
+            (zero_sums(&self.d_shapes, &device), 0.0)
         } else {
             let mut x = Vec::with_capacity(dealt.len() * pac * width);
             for &i in dealt.iter().flatten() {
@@ -677,7 +643,7 @@ impl<'a> GanTrainer<'a> {
             let (inputs, deltas, loss) = pack_parts(model, x, cond, dealt.len(), &device);
             let (sums, dropped) = clip_and_sum(inputs, deltas, dealt.len(), clip, &device);
             if dropped || !all_finite(&sums) {
-                (zero_sums(&shapes, &device), f64::NAN)
+                (zero_sums(&self.d_shapes, &device), f64::NAN)
             } else {
                 (sums, loss)
             }

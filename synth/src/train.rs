@@ -540,6 +540,17 @@ pub fn probe_grads(
         .collect()
 }
 
+/// (d_in, d_out) of every layer of a stack.
+pub fn layer_shapes(layers: &[Linear]) -> Vec<(usize, usize)> {
+    layers
+        .iter()
+        .map(|l| {
+            let d = l.weight.val().dims();
+            (d[0], d[1])
+        })
+        .collect()
+}
+
 /// Zero sums shaped like layers of these shapes.
 pub fn zero_sums(shapes: &[(usize, usize)], device: &Device) -> Vec<(Tensor<2>, Tensor<1>)> {
     shapes
