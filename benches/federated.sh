@@ -7,10 +7,11 @@
 #
 #   bash benches/federated.sh [EPSILON]        (default: 3)
 #
-# Environment: AGGREGATION (secagg, the default: secure aggregation with distributed noise,
+# Environment: MODEL (tvae, the default; or ctgan: the conditional GAN, in both runs),
+# AGGREGATION (secagg, the default: secure aggregation with distributed noise,
 # one distributed DP-SGD step per round; or none), OPTIMIZER (adam, the default: FedAdam; or
 # average: FedAvg, with AGGREGATION=none), LOCAL_STEPS (1 for adam, 25 for average),
-# LEARNING_RATE (0.005), LOCAL_LEARNING_RATE (1.0), SCHEMA (public, the default: the
+# LEARNING_RATE (0.005 for the tvae, 0.001 for ctgan), LOCAL_LEARNING_RATE (1.0), SCHEMA (public, the default: the
 # single-party run's DP schema reused as public, the holders training on 90% of ε; or
 # partial: names and kinds only, the holders completing the schema from their own DP
 # statistics under secure aggregation with statistics_share of the same ε; STATISTICS_SHARE,
@@ -22,6 +23,8 @@ shared=$(cd "${SHARED:-../shared}" && pwd)
 py=${EVAL_PY:-$HOME/.cache/fedsynth-eval/bin/python}
 [ -x "$py" ] || py=python3
 eps=${1:-3}
+model=${MODEL:-tvae}
+if [ "$model" = ctgan ]; then lr=${LEARNING_RATE:-0.001}; else lr=${LEARNING_RATE:-0.005}; fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedsynth/target}"
 # The binary of the test build: the dev profile optimises every dependency and fedsynth's
@@ -41,7 +44,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 # Single party: the whole table, ε per run; its schema (DP estimated) is reused as public.
 start=$(date +%s.%N)
 "$bin" synth --input "$train" --out "$work/single.csv" --epsilon "$eps" --seed 1 \
-  --ledger "$work/ledger.db" --dataset single --cap 100 2> "$work/single.log"
+  --model "$model" --ledger "$work/ledger.db" --dataset single --cap 100 2> "$work/single.log"
 single_s=$(echo "$(date +%s.%N) - $start" | bc)
 rows=$(($(wc -l < "$train") - 1))
 
@@ -139,7 +142,8 @@ delta = $delta
 rounds = $rounds
 local_steps = $local_steps
 batch_size = $batch
-learning_rate = ${LEARNING_RATE:-0.005}
+model = "$model"
+learning_rate = $lr
 server_optimizer = "$optimizer"
 local_learning_rate = ${LOCAL_LEARNING_RATE:-1.0}
 secure_aggregation = "$aggregation"
@@ -160,7 +164,7 @@ fed_s=$(echo "$(date +%s.%N) - $start" | bc)
 "$bin" decrypt "fetched/$job.fsx" --key team.key --out federated.csv > /dev/null
 
 [ "$schema_mode" = partial ] && "$bin" status "$job" --schema > completed.schema.toml && echo "schema completed by the holders: $(grep -c '^\[\[columns' completed.schema.toml) columns, $(grep -c 'source = "dp"' completed.schema.toml) from DP statistics"
-echo "ε = $eps (single party, its schema included) / $fed_eps per holder (federated, schema: $schema_mode); single party: $rows rows, 30 epochs (${single_s%.*} s); federated ($optimizer, $aggregation): 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
+echo "ε = $eps (single party, its schema included) / $fed_eps per holder (federated, schema: $schema_mode); single party: $rows rows, 30 epochs (${single_s%.*} s); federated ($model, $optimizer, $aggregation): 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
 if [ -n "${ONE_HOLDER_CLASS:-}" ]; then
   python3 - "$work"/shard*.csv federated.csv <<'PY'
 import csv, sys

@@ -158,17 +158,6 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let settings = ModelSettings::from_table(&model_spec.to_table())
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let tvae = |width: usize| {
-        settings.tvae_config(width).ok_or_else(|| {
-            anyhow!(
-                "{}: model {}: federated jobs train the tvae only in this version (the GAN runs in \
-                 `fedsynth synth --model ctgan`)",
-                path.display(),
-                settings.kind()
-            )
-        })
-    };
-    tvae(1)?;
     let read = Schema::read(&schema_path)?;
     let complete = read.clone().nullable_by_default();
     let parameters = if Plan::for_schema(&complete).is_free() {
@@ -177,9 +166,9 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
             toml::Value::String(complete.to_toml()),
         );
         // The model's size, which fixes the size of every update the coordinator takes.
-        let width =
-            Encoder::width_for(&complete).map_err(|e| anyhow!("{}: {e}", schema_path.display()))?;
-        tvae(width)?.parameters()
+        let encoder = Encoder::for_schema(&complete)
+            .map_err(|e| anyhow!("{}: {e}", schema_path.display()))?;
+        settings.parameters(&encoder)
     } else {
         // A partial schema: the holders complete it from their DP statistics (under secure
         // aggregation) and the model's size follows from what they complete.
@@ -630,7 +619,7 @@ mod tests {
         assert!(wide.parameters > spec.parameters);
         assert_eq!(wide.model.kind(), Some("tvae"));
         for (model, needle) in [
-            ("model = \"ctgan\"", "federated jobs train the tvae only"),
+            ("model = { kind = \"ctgan\", pac = 0 }", "pac"),
             ("model = { kind = \"tvae\", hidden = 0 }", "hidden"),
             ("model = { kind = \"tvae\", depth = 3 }", "depth"),
             ("model = \"Not A Model\"", "not a model's name"),

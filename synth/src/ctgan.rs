@@ -48,10 +48,11 @@ use rand_distr::StandardNormal;
 
 use crate::encoder::{Encoded, Span};
 use crate::error::{Result, SynthError};
+use crate::model::{layers_to_flat, load_layers, seeded_layers, shapes_parameters};
 use crate::sample::Generator;
 use crate::train::{
-    Adam, EpochReport, TrainConfig, all_finite, clip_and_sum, layer_shapes, noised_mean,
-    probe_grads, probes, zero_sums,
+    Adam, EpochReport, TrainConfig, all_finite, clip_and_sum, extend_flat, layer_shapes,
+    noised_mean, probe_grads, probes, zero_sums,
 };
 
 /// Temperature of the Gumbel-softmax that makes generated one-hot blocks nearly discrete
@@ -118,6 +119,32 @@ impl CtganConfig {
     pub fn with_pac(mut self, pac: usize) -> Self {
         self.pac = pac;
         self
+    }
+
+    /// (d_in, d_out) of the generator's layers then the discriminator's, for conditions
+    /// `condition_width` wide: the layout of [`Ctgan::to_flat`].
+    pub fn shapes(&self, condition_width: usize) -> Vec<(usize, usize)> {
+        let (w, h, c, d) = (self.input, self.hidden, condition_width, self.critic_hidden);
+        vec![
+            (self.noise + c, h),
+            (h, h),
+            (h, w),
+            (self.pac * (w + c), d),
+            (d, d),
+            (d, 1),
+        ]
+    }
+
+    /// Number of weights and biases of the model this config builds with conditions
+    /// `condition_width` wide.
+    pub fn parameters(&self, condition_width: usize) -> usize {
+        shapes_parameters(&self.shapes(condition_width))
+    }
+
+    /// Initial weights drawn from `seed` in the layout of [`Ctgan::to_flat`], the same on
+    /// every device (see [`seeded_layers`]).
+    pub fn seeded_flat(&self, condition_width: usize, seed: u64) -> Vec<f32> {
+        seeded_layers(&self.shapes(condition_width), seed)
     }
 
     /// Builds the model; `conditions` come from the released frequencies
@@ -382,6 +409,38 @@ impl Ctgan {
         self.conditions.width
     }
 
+    /// Every weight and bias, the generator's layers then the discriminator's, in the
+    /// layout of [`layers_to_flat`].
+    pub fn to_flat(&self) -> Vec<f32> {
+        let mut out = layers_to_flat(&self.generator);
+        out.extend(layers_to_flat(&self.discriminator));
+        out
+    }
+
+    /// Number of weights and biases.
+    pub fn parameters(&self) -> usize {
+        shapes_parameters(&layer_shapes(&self.generator))
+            + shapes_parameters(&layer_shapes(&self.discriminator))
+    }
+
+    /// Replaces every weight and bias from `flat` (the layout of [`Ctgan::to_flat`]); see
+    /// [`load_layers`] for what is refused. Nothing is replaced when either part is refused.
+    pub fn load_flat(&mut self, flat: &[f32]) -> std::result::Result<(), String> {
+        if flat.len() != self.parameters() {
+            return Err(format!(
+                "the weights have {} values, the model {}",
+                flat.len(),
+                self.parameters()
+            ));
+        }
+        let at = shapes_parameters(&layer_shapes(&self.generator));
+        let mut generator = self.generator.clone();
+        load_layers(&mut generator, &flat[..at])?;
+        load_layers(&mut self.discriminator, &flat[at..])?;
+        self.generator = generator;
+        Ok(())
+    }
+
     /// The per-pack clipping bound for a sum whose sensitivity must be `clip` (see the
     /// module's notes).
     pub fn pack_clip(&self, clip: f64) -> f64 {
@@ -621,33 +680,13 @@ impl<'a> GanTrainer<'a> {
     /// One step. `rng` draws the generator's noise and conditions only.
     pub fn step(&mut self, model: &mut Ctgan, rng: &mut SecureRng) -> Result<StepLosses> {
         let device = self.device.clone();
-        let (width, n) = (self.data.width(), self.data.rows());
         let pac = model.pac;
         // 1. The DP release: the clipped sum of the real packs' gradients, noised.
-        let batch = poisson_sample(n, self.q, &mut self.sampler);
-        let dealt = deal_packs(&batch, self.packs, pac, &mut self.sampler);
         let clip = match self.cfg.noise_multiplier {
             Some(_) => model.pack_clip(self.cfg.clip_norm),
             None => f64::INFINITY,
         };
-        let (sums, real_loss) = if dealt.is_empty() {
-            (zero_sums(&self.d_shapes, &device), 0.0)
-        } else {
-            let mut x = Vec::with_capacity(dealt.len() * pac * width);
-            for &i in dealt.iter().flatten() {
-                self.data.extend_row(i, &mut x);
-            }
-            let cond = model
-                .conditions
-                .of_rows(&x, dealt.len() * pac, width, &mut self.sampler);
-            let (inputs, deltas, loss) = pack_parts(model, x, cond, dealt.len(), &device);
-            let (sums, dropped) = clip_and_sum(inputs, deltas, dealt.len(), clip, &device);
-            if dropped || !all_finite(&sums) {
-                (zero_sums(&self.d_shapes, &device), f64::NAN)
-            } else {
-                (sums, loss)
-            }
-        };
+        let (rows, sums, real_loss) = self.real_sums(model, clip);
         let divisor = self.expected_batch / pac as f64;
         let real_grad = match self.cfg.noise_multiplier {
             Some(sigma) => noised_mean(
@@ -663,37 +702,154 @@ impl<'a> GanTrainer<'a> {
                 .collect(),
         };
 
-        // 2. The generated packs' part: post-processing of released values, clipped at the
-        // same bound as the real packs so that neither side outweighs the other.
-        // One batch of generated rows serves both networks: detached for the
-        // discriminator's step, through the updated discriminator for the generator's.
-        let fake_packs = GENERATED_ROWS.div_ceil(pac);
-        let rows = fake_packs * pac;
-        let g_tracked = weights(&model.generator, true);
-        let (raw, cond) = model.generator_pass(&g_tracked, rows, &device, rng);
-        let fake = Ctgan::activate(raw.clone(), self.spans);
-        let packed = model.pack(fake.clone().inner(), cond.clone());
-        let (inputs, deltas, _) = discriminator_parts(model, packed, false, &device);
-        let (fake_sums, _) = clip_and_sum(inputs, deltas, fake_packs, clip, &device);
-        let fake_divisor = fake_packs as f64;
-        let d_grads: Vec<(Tensor<2>, Tensor<1>)> = real_grad
-            .into_iter()
-            .zip(fake_sums)
-            .map(|((rw, rb), (fw, fb))| (rw + fw / fake_divisor, rb + fb / fake_divisor))
-            .collect();
+        // 2. The generated packs' part, added to the released one.
+        let generated = Generated::draw(model, self.spans, &device, rng);
+        let d_grads = add_layers(
+            real_grad,
+            generated.discriminator_mean(model, clip, &device),
+        );
         self.d_opt.step_layers(&mut model.discriminator, d_grads);
 
-        // 3. The generator step: no real row is involved.
-        let packed = model.pack(fake, cond.clone().autodiff());
+        // 3. The generator step, through the updated discriminator: no real row is involved.
+        let (g_grads, generator) = generated.generator_grads(model);
+        self.g_opt.step_layers(&mut model.generator, g_grads);
+        Ok(StepLosses {
+            rows,
+            real: real_loss,
+            generator,
+        })
+    }
+
+    /// One Poisson batch dealt into packs: the sum of the real packs' discriminator
+    /// gradients, each clipped at `clip`, with the number of rows sampled and the summed
+    /// loss. An empty batch, or a sum that is not finite, gives zeros (and a NaN loss for
+    /// the latter), never an error that would tell who was sampled.
+    fn real_sums(&mut self, model: &Ctgan, clip: f64) -> (usize, Vec<(Tensor<2>, Tensor<1>)>, f64) {
+        let device = self.device.clone();
+        let (width, n, pac) = (self.data.width(), self.data.rows(), model.pac);
+        let batch = poisson_sample(n, self.q, &mut self.sampler);
+        let dealt = deal_packs(&batch, self.packs, pac, &mut self.sampler);
+        if dealt.is_empty() {
+            return (batch.len(), zero_sums(&self.d_shapes, &device), 0.0);
+        }
+        let mut x = Vec::with_capacity(dealt.len() * pac * width);
+        for &i in dealt.iter().flatten() {
+            self.data.extend_row(i, &mut x);
+        }
+        let cond = model
+            .conditions
+            .of_rows(&x, dealt.len() * pac, width, &mut self.sampler);
+        let (inputs, deltas, loss) = pack_parts(model, x, cond, dealt.len(), &device);
+        let (sums, dropped) = clip_and_sum(inputs, deltas, dealt.len(), clip, &device);
+        if dropped || !all_finite(&sums) {
+            (batch.len(), zero_sums(&self.d_shapes, &device), f64::NAN)
+        } else {
+            (batch.len(), sums, loss)
+        }
+    }
+
+    /// A holder's contribution to a round of federated training under secure aggregation,
+    /// flat in the layout of [`Ctgan::to_flat`], **without noise** (the holder discretises
+    /// it and adds its share of the noise in the ring): the generator's gradient, then the
+    /// discriminator's, both at the round's weights.
+    ///
+    /// Only the discriminator's real-pack sum depends on the holder's rows: one Poisson
+    /// batch, each pack clipped at [`Ctgan::pack_clip`] of the job's bound, so the
+    /// contribution's sensitivity is the job's clipping norm C exactly as a TVAE holder's.
+    /// The rest is a function of the round's weights (public to the holders) and fresh
+    /// randomness, added as the same amount whatever the rows: the generated packs' mean
+    /// gradient (each pack clipped at the same bound) and the generator's gradient, clipped
+    /// at C as a whole; both are weighted by the expected packs so that the decoded mean
+    /// balances them against the real part as a single party's step does. The coordinator
+    /// steps both networks at once with the decoded mean (simultaneous gradient steps).
+    /// Returns the contribution and the number of rows sampled.
+    pub fn secure_contribution(
+        &mut self,
+        model: &Ctgan,
+        rng: &mut SecureRng,
+    ) -> Result<(Vec<f32>, usize)> {
+        let device = self.device.clone();
+        let clip = model.pack_clip(self.cfg.clip_norm);
+        let (rows, sums, _) = self.real_sums(model, clip);
+        let weight = self.expected_batch / model.pac as f64;
+        let generated = Generated::draw(model, self.spans, &device, rng);
+        let fake = generated.discriminator_mean(model, clip, &device);
+        let (g_grads, _) = generated.generator_grads(model);
+        let g_grads = clip_layers(g_grads, self.cfg.clip_norm);
+        let scale = |grads: Vec<(Tensor<2>, Tensor<1>)>| -> Vec<(Tensor<2>, Tensor<1>)> {
+            grads
+                .into_iter()
+                .map(|(w, b)| (w * weight, b * weight))
+                .collect()
+        };
+        let d = add_layers(sums, scale(fake));
+        let mut out = Vec::with_capacity(model.parameters());
+        extend_flat(&mut out, scale(g_grads));
+        extend_flat(&mut out, d);
+        if out.iter().any(|v| !v.is_finite()) {
+            return Err(SynthError::Setting(
+                "the GAN's gradient at these weights is not finite".into(),
+            ));
+        }
+        Ok((out, rows))
+    }
+}
+
+/// One batch of generated rows from the generator's tracked weights: detached for the
+/// discriminator's side, through the discriminator for the generator's.
+struct Generated {
+    g_tracked: Weights,
+    raw: Tensor<2>,
+    fake: Tensor<2>,
+    cond: Tensor<2>,
+    packs: usize,
+}
+
+impl Generated {
+    /// [`GENERATED_ROWS`] rows (whole packs), with noise and conditions from `rng`.
+    fn draw(model: &Ctgan, spans: &[Span], device: &Device, rng: &mut SecureRng) -> Self {
+        let packs = GENERATED_ROWS.div_ceil(model.pac);
+        let g_tracked = weights(&model.generator, true);
+        let (raw, cond) = model.generator_pass(&g_tracked, packs * model.pac, device, rng);
+        let fake = Ctgan::activate(raw.clone(), spans);
+        Self {
+            g_tracked,
+            raw,
+            fake,
+            cond,
+            packs,
+        }
+    }
+
+    /// The discriminator's mean gradient on the generated packs, each clipped at `clip` like
+    /// the real packs so that neither side outweighs the other (post-processing: no noise).
+    fn discriminator_mean(
+        &self,
+        model: &Ctgan,
+        clip: f64,
+        device: &Device,
+    ) -> Vec<(Tensor<2>, Tensor<1>)> {
+        let packed = model.pack(self.fake.clone().inner(), self.cond.clone());
+        let (inputs, deltas, _) = discriminator_parts(model, packed, false, device);
+        let (sums, _) = clip_and_sum(inputs, deltas, self.packs, clip, device);
+        let n = self.packs as f64;
+        sums.into_iter().map(|(w, b)| (w / n, b / n)).collect()
+    }
+
+    /// The generator's gradient (and loss) through the model's current discriminator:
+    /// the non-saturating adversarial loss plus the losses on the released frequencies.
+    fn generator_grads(self, model: &Ctgan) -> (Vec<(Tensor<2>, Tensor<1>)>, f64) {
+        let packed = model.pack(self.fake, self.cond.clone().autodiff());
         let d_const = weights(&model.discriminator, false);
         let (out, _) = mlp(&d_const, None, packed, |z| leaky_relu(z, LEAKY_SLOPE));
         let mut g_loss = softplus(out.neg(), 1.0).mean();
         if model.conditions.width > 0 {
-            let logp = model.conditioned_logp(&raw);
-            g_loss = g_loss + model.frequency_losses(logp, cond.autodiff());
+            let logp = model.conditioned_logp(&self.raw);
+            g_loss = g_loss + model.frequency_losses(logp, self.cond.autodiff());
         }
         let grads = g_loss.backward();
-        let g_grads = g_tracked
+        let g_grads = self
+            .g_tracked
             .iter()
             .map(|(w, b)| {
                 (
@@ -706,14 +862,36 @@ impl<'a> GanTrainer<'a> {
                 )
             })
             .collect();
-        let generator = f64::from(g_loss.inner().into_scalar::<f32>());
-        self.g_opt.step_layers(&mut model.generator, g_grads);
-        Ok(StepLosses {
-            rows: batch.len(),
-            real: real_loss,
-            generator,
-        })
+        (g_grads, f64::from(g_loss.inner().into_scalar::<f32>()))
     }
+}
+
+/// Layer by layer sums of two gradients.
+fn add_layers(
+    a: Vec<(Tensor<2>, Tensor<1>)>,
+    b: Vec<(Tensor<2>, Tensor<1>)>,
+) -> Vec<(Tensor<2>, Tensor<1>)> {
+    a.into_iter()
+        .zip(b)
+        .map(|((aw, ab), (bw, bb))| (aw + bw, ab + bb))
+        .collect()
+}
+
+/// A gradient scaled down to L2 norm `bound` over all its layers when it is longer.
+fn clip_layers(grads: Vec<(Tensor<2>, Tensor<1>)>, bound: f64) -> Vec<(Tensor<2>, Tensor<1>)> {
+    let squared: f64 = grads
+        .iter()
+        .map(|(w, b)| {
+            f64::from(w.clone().powf_scalar(2.0).sum().into_scalar::<f32>())
+                + f64::from(b.clone().powf_scalar(2.0).sum().into_scalar::<f32>())
+        })
+        .sum();
+    let norm = squared.sqrt();
+    if norm <= bound || !norm.is_finite() {
+        return grads;
+    }
+    let f = bound / norm;
+    grads.into_iter().map(|(w, b)| (w * f, b * f)).collect()
 }
 
 /// Trains the GAN (see [`GanTrainer`]), reporting each epoch's mean real-pack loss of the

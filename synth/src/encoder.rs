@@ -468,6 +468,12 @@ impl Encoder {
     /// Length of an encoded row for a completed schema, without any table: the encoding's
     /// layout depends on the schema alone (a federated job's model size is fixed from it).
     pub fn width_for(schema: &Schema) -> Result<usize> {
+        Ok(Self::for_schema(schema)?.width())
+    }
+
+    /// The encoder a complete schema gives before any row is read: what every holder's
+    /// encoder is shaped like (widths, public frequencies).
+    pub fn for_schema(schema: &Schema) -> Result<Self> {
         let table = Table {
             names: schema.columns.iter().map(|c| c.name.clone()).collect(),
             columns: schema
@@ -479,7 +485,7 @@ impl Encoder {
                 })
                 .collect(),
         };
-        Ok(Self::new(schema, &table)?.width())
+        Self::new(schema, &table)
     }
 
     /// Length of an encoded row.

@@ -63,7 +63,7 @@ impl TvaeConfig {
 
     /// Number of weights and biases of the model this config builds.
     pub fn parameters(&self) -> usize {
-        self.dims().iter().map(|&(i, o)| i * o + o).sum()
+        shapes_parameters(&self.dims())
     }
 
     /// (d_in, d_out) of the six layers.
@@ -76,14 +76,79 @@ impl TvaeConfig {
     /// ±1/√fan_in, burn's default for Linear), the same on every device: federated workers
     /// start from one model without the coordinator ever holding one.
     pub fn seeded_flat(&self, seed: u64) -> Vec<f32> {
-        let mut rng = SecureRng::from_seed(seed);
-        let mut out = Vec::new();
-        for (i, o) in self.dims() {
-            let bound = 1.0 / (i as f64).sqrt();
-            out.extend((0..i * o + o).map(|_| rng.random_range(-bound..bound) as f32));
-        }
-        out
+        seeded_layers(&self.dims(), seed)
     }
+}
+
+/// Initial weights of layers shaped `shapes` drawn from `seed` in the layout of
+/// [`layers_to_flat`] (uniform in ±1/√fan_in, burn's default for Linear), the same on every
+/// device: federated workers start from one model without the coordinator ever holding one.
+pub fn seeded_layers(shapes: &[(usize, usize)], seed: u64) -> Vec<f32> {
+    let mut rng = SecureRng::from_seed(seed);
+    let mut out = Vec::with_capacity(shapes_parameters(shapes));
+    for &(i, o) in shapes {
+        let bound = 1.0 / (i as f64).sqrt();
+        out.extend((0..i * o + o).map(|_| rng.random_range(-bound..bound) as f32));
+    }
+    out
+}
+
+/// Weights and biases of layers shaped `shapes`.
+pub fn shapes_parameters(shapes: &[(usize, usize)]) -> usize {
+    shapes.iter().map(|&(i, o)| i * o + o).sum()
+}
+
+/// Every weight and bias of a stack of layers as one flat vector: per layer, the weight
+/// `[d_in, d_out]` row-major, then the bias (zeros for a layer without one).
+pub fn layers_to_flat(layers: &[Linear]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for l in layers {
+        let w = l.weight.val();
+        let o = w.dims()[1];
+        out.extend(w.into_data().iter::<f32>());
+        match &l.bias {
+            Some(b) => out.extend(b.val().into_data().iter::<f32>()),
+            None => out.extend(std::iter::repeat_n(0.0, o)),
+        }
+    }
+    out
+}
+
+/// Replaces every weight and bias of a stack of layers from `flat` (the layout of
+/// [`layers_to_flat`]). Refuses weights of the wrong count, and any value that is not finite
+/// or exceeds [`MAX_ABS_WEIGHT`] in magnitude, before anything is replaced.
+pub fn load_layers(layers: &mut [Linear], flat: &[f32]) -> std::result::Result<(), String> {
+    let shapes = crate::train::layer_shapes(layers);
+    let parameters = shapes_parameters(&shapes);
+    if flat.len() != parameters {
+        return Err(format!(
+            "the weights have {} values, the model {parameters}",
+            flat.len(),
+        ));
+    }
+    if let Some(at) = flat
+        .iter()
+        .position(|w| !(w.is_finite() && w.abs() <= MAX_ABS_WEIGHT))
+    {
+        return Err(format!(
+            "weight {at} is {}: weights must be finite and at most {MAX_ABS_WEIGHT:e} in magnitude",
+            flat[at]
+        ));
+    }
+    let mut at = 0;
+    for (l, &(i, o)) in layers.iter_mut().zip(&shapes) {
+        let device = l.weight.val().device();
+        let w = Tensor::<2>::from_data(
+            TensorData::new(flat[at..at + i * o].to_vec(), [i, o]),
+            &device,
+        );
+        at += i * o;
+        let b = Tensor::<1>::from_data(TensorData::new(flat[at..at + o].to_vec(), [o]), &device);
+        at += o;
+        l.weight = Param::from_tensor(w);
+        l.bias = Some(Param::from_tensor(b));
+    }
+    Ok(())
 }
 
 /// The generator: layers 0–2 encode, layers 3–5 decode.
@@ -119,74 +184,23 @@ impl Tvae {
     /// Every weight and bias as one flat vector: per layer, the weight `[d_in, d_out]`
     /// row-major, then the bias.
     pub fn to_flat(&self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.parameters());
-        for l in &self.layers {
-            let w = l.weight.val();
-            let o = w.dims()[1];
-            out.extend(w.into_data().iter::<f32>());
-            match &l.bias {
-                Some(b) => out.extend(b.val().into_data().iter::<f32>()),
-                None => out.extend(std::iter::repeat_n(0.0, o)),
-            }
-        }
-        out
+        layers_to_flat(&self.layers)
     }
 
-    /// Replaces every weight and bias from `flat` (the layout of [`Tvae::to_flat`]). Refuses
-    /// weights of the wrong count, and any value that is not finite or exceeds
-    /// [`MAX_ABS_WEIGHT`] in magnitude, before anything is replaced.
+    /// Replaces every weight and bias from `flat` (the layout of [`Tvae::to_flat`]); see
+    /// [`load_layers`] for what is refused.
     pub fn load_flat(&mut self, flat: &[f32]) -> std::result::Result<(), String> {
-        if flat.len() != self.parameters() {
-            return Err(format!(
-                "the weights have {} values, the model {}",
-                flat.len(),
-                self.parameters()
-            ));
-        }
-        if let Some(at) = flat
-            .iter()
-            .position(|w| !(w.is_finite() && w.abs() <= MAX_ABS_WEIGHT))
-        {
-            return Err(format!(
-                "weight {at} is {}: weights must be finite and at most {MAX_ABS_WEIGHT:e} in magnitude",
-                flat[at]
-            ));
-        }
-        let mut at = 0;
-        for l in &mut self.layers {
-            let device = l.weight.val().device();
-            let [i, o] = l.weight.val().dims();
-            let w = Tensor::<2>::from_data(
-                TensorData::new(flat[at..at + i * o].to_vec(), [i, o]),
-                &device,
-            );
-            at += i * o;
-            let b =
-                Tensor::<1>::from_data(TensorData::new(flat[at..at + o].to_vec(), [o]), &device);
-            at += o;
-            l.weight = Param::from_tensor(w);
-            l.bias = Some(Param::from_tensor(b));
-        }
-        Ok(())
+        load_layers(&mut self.layers, flat)
     }
 
     /// Total number of parameters.
     pub fn parameters(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| l.weight.val().dims().iter().product::<usize>() + l.weight.val().dims()[1])
-            .sum()
+        shapes_parameters(&self.shapes())
     }
 
     /// (d_in, d_out) of every layer.
     pub fn shapes(&self) -> Vec<(usize, usize)> {
-        self.layers
-            .iter()
-            .map(|l| {
-                let d = l.weight.val().dims();
-                (d[0], d[1])
-            })
-            .collect()
+        crate::train::layer_shapes(&self.layers)
     }
 
     fn weights_ad(&self) -> Vec<(Tensor<2>, Tensor<1>)> {

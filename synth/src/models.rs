@@ -4,9 +4,12 @@
 
 use serde::Deserialize;
 
-use crate::ctgan::CtganConfig;
+use crate::ctgan::{Conditions, Ctgan, CtganConfig};
+use crate::device::Device;
+use crate::encoder::Encoder;
 use crate::error::{Result, SynthError};
-use crate::model::TvaeConfig;
+use crate::model::{Tvae, TvaeConfig};
+use crate::sample::Generator;
 
 /// A model and its settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -193,6 +196,57 @@ impl ModelSettings {
         }
     }
 
+    /// The model for rows encoded by `encoder`, initialised on `device`; the GAN's
+    /// conditions come from the encoder's released (or public) frequencies.
+    pub fn build(&self, encoder: &Encoder, device: &Device) -> Result<Model> {
+        match self.ctgan_config(encoder.width()) {
+            Some(config) => Ok(Model::Ctgan(
+                config.init(Conditions::new(encoder.slot_frequencies()), device)?,
+            )),
+            None => Ok(Model::Tvae(
+                self.tvae_config(encoder.width())
+                    .unwrap_or_else(|| TvaeConfig::new(encoder.width()))
+                    .init(device),
+            )),
+        }
+    }
+
+    /// Width of the GAN's condition vector for `encoder` (0 for the TVAE).
+    fn condition_width(encoder: &Encoder) -> usize {
+        encoder
+            .slot_frequencies()
+            .iter()
+            .map(|(_, p)| p.len())
+            .sum()
+    }
+
+    /// Number of weights and biases of the model for rows encoded by `encoder`.
+    pub fn parameters(&self, encoder: &Encoder) -> usize {
+        self.parameters_for(encoder.width(), Self::condition_width(encoder))
+    }
+
+    /// Number of weights and biases for rows `width` wide and the GAN's conditions
+    /// `condition_width` wide; the smallest model a schema of `c` columns can give is
+    /// `parameters_for(c, 0)` (every column encodes to one value at least).
+    pub fn parameters_for(&self, width: usize, condition_width: usize) -> usize {
+        match (self.tvae_config(width), self.ctgan_config(width)) {
+            (Some(t), _) => t.parameters(),
+            (_, Some(g)) => g.parameters(condition_width),
+            (None, None) => 0,
+        }
+    }
+
+    /// Initial weights drawn from `seed` (the same on every device) for rows encoded by
+    /// `encoder`, in the layout of the model's `to_flat`.
+    pub fn seeded_flat(&self, encoder: &Encoder, seed: u64) -> Vec<f32> {
+        let width = encoder.width();
+        match (self.tvae_config(width), self.ctgan_config(width)) {
+            (Some(t), _) => t.seeded_flat(seed),
+            (_, Some(g)) => g.seeded_flat(Self::condition_width(encoder), seed),
+            (None, None) => Vec::new(),
+        }
+    }
+
     /// The settings as a job's `model` table.
     pub fn to_table(&self) -> toml::Table {
         let mut t = toml::Table::new();
@@ -214,6 +268,42 @@ impl ModelSettings {
             }
         }
         t
+    }
+}
+
+/// A job's model as built from its settings.
+#[derive(Debug)]
+pub enum Model {
+    /// The variational autoencoder.
+    Tvae(Tvae),
+    /// The conditional GAN.
+    Ctgan(Ctgan),
+}
+
+impl Model {
+    /// Every weight and bias as one flat vector.
+    pub fn to_flat(&self) -> Vec<f32> {
+        match self {
+            Self::Tvae(m) => m.to_flat(),
+            Self::Ctgan(m) => m.to_flat(),
+        }
+    }
+
+    /// Replaces every weight and bias from `flat`; weights of the wrong count, not finite or
+    /// out of range are refused before anything is replaced.
+    pub fn load_flat(&mut self, flat: &[f32]) -> std::result::Result<(), String> {
+        match self {
+            Self::Tvae(m) => m.load_flat(flat),
+            Self::Ctgan(m) => m.load_flat(flat),
+        }
+    }
+
+    /// The model as a generator of rows.
+    pub fn generator(&self) -> &dyn Generator {
+        match self {
+            Self::Tvae(m) => m,
+            Self::Ctgan(m) => m,
+        }
     }
 }
 

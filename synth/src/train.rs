@@ -297,10 +297,7 @@ impl Stepper<'_> {
             return Ok((vec![0.0; model.parameters()], b));
         }
         let mut out = Vec::with_capacity(model.parameters());
-        for (w, bias) in sums {
-            out.extend(w.into_data().iter::<f32>());
-            out.extend(bias.into_data().iter::<f32>());
-        }
+        extend_flat(&mut out, sums);
         Ok((out, b))
     }
 }
@@ -538,6 +535,15 @@ pub fn probe_grads(
                 .unwrap_or_else(|| Tensor::zeros(p.dims(), device))
         })
         .collect()
+}
+
+/// Appends per-layer values (weights then bias, layer by layer) to `out` in the flat
+/// layout of [`crate::model::layers_to_flat`].
+pub fn extend_flat(out: &mut Vec<f32>, layers: Vec<(Tensor<2>, Tensor<1>)>) {
+    for (w, b) in layers {
+        out.extend(w.into_data().iter::<f32>());
+        out.extend(b.into_data().iter::<f32>());
+    }
 }
 
 /// (d_in, d_out) of every layer of a stack.

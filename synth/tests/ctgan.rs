@@ -245,3 +245,110 @@ fn a_pack_depends_only_on_its_own_rows() {
         assert!(changed <= 1, "seed {seed}: {changed} packs changed");
     }
 }
+
+/// Wage's encoder and its rows encoded, with and without the table's last row.
+fn wage_rows() -> (
+    fedsynth_synth::encoder::Encoder,
+    fedsynth_synth::encoder::Encoded,
+    fedsynth_synth::encoder::Encoded,
+) {
+    use fedsynth_synth::encoder::Encoder;
+    use fedsynth_synth::schema::Schema;
+    use fedsynth_synth::table::read_raw;
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let schema = Schema::read(&repo.join("configs/wage.schema.toml"))
+        .unwrap()
+        .nullable_by_default();
+    let text = std::fs::read_to_string(repo.join("cli/tests/data/wage.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().take(401).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let read = |lines: &[&str], name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let table = read_raw(&path).unwrap().typed(&schema.kinds()).unwrap();
+        fedsynth_synth::nulls::with_pattern(table, &schema)
+    };
+    let (with, without) = (
+        read(&lines, "with.csv"),
+        read(&lines[..lines.len() - 1], "without.csv"),
+    );
+    let encoder = Encoder::new(&schema, &with).unwrap();
+    let (a, b) = (
+        encoder.encode_rows(&with).unwrap(),
+        encoder.encode_rows(&without).unwrap(),
+    );
+    (encoder, a, b)
+}
+
+#[test]
+fn a_holders_secure_contribution_moves_by_at_most_c_when_a_row_is_added() {
+    // Under secure aggregation a holder sends the generator's gradient and the
+    // discriminator's (generated and real packs) in one vector. Only the real packs' clipped
+    // sum may depend on its rows: with every row sampled (q = 1) and the same randomness
+    // otherwise, two tables one row apart give contributions at most C apart, and the
+    // generator's part is the same.
+    use fedsynth_synth::ctgan::GanTrainer;
+    use fedsynth_synth::models::{Model, ModelSettings};
+    use fedsynth_synth::train::TrainConfig;
+    let device = Device::flex();
+    let (encoder, with, without) = wage_rows();
+    assert_eq!(with.rows(), without.rows() + 1);
+    let settings = ModelSettings::from_table(
+        &toml::from_str("kind = \"ctgan\"\nhidden = 16\ncritic_hidden = 8").unwrap(),
+    )
+    .unwrap();
+    device.seed(4);
+    let Model::Ctgan(model) = settings.build(&encoder, &device).unwrap() else {
+        panic!("a GAN was asked for")
+    };
+    assert_eq!(model.to_flat().len(), settings.parameters(&encoder));
+    let c = 0.7;
+    let cfg = TrainConfig {
+        epochs: 1,
+        sampling_rate: 1.0,
+        clip_norm: c,
+        noise_multiplier: Some(1.0),
+        learning_rate: 1e-3,
+    };
+    let contribution = |data: &fedsynth_synth::encoder::Encoded| {
+        device.seed(5);
+        let mut trainer = GanTrainer::new(
+            &model,
+            data,
+            encoder.spans(),
+            &cfg,
+            400.0,
+            &device,
+            SecureRng::from_seed(6),
+        )
+        .unwrap();
+        let (v, rows) = trainer
+            .secure_contribution(&model, &mut SecureRng::from_seed(7))
+            .unwrap();
+        assert_eq!(rows, data.rows(), "q = 1 samples every row");
+        v
+    };
+    let (a, b) = (contribution(&with), contribution(&without));
+    assert_eq!(a.len(), model.to_flat().len());
+    let generator = a.len()
+        - fedsynth_synth::model::shapes_parameters(&fedsynth_synth::train::layer_shapes(
+            &model.discriminator,
+        ));
+    let diff: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| f64::from(*p) - f64::from(*q))
+        .collect();
+    assert!(
+        diff[..generator].iter().all(|d| d.abs() < 1e-5),
+        "the generator's part depends on the rows"
+    );
+    let moved = norm(&diff);
+    assert!(moved <= c * (1.0 + 1e-3), "moved {moved} > C = {c}");
+    assert!(moved > 1e-4, "the real packs must count");
+    // The data-free parts are bounded too: the generator's gradient at C, weighted by the
+    // expected packs.
+    let g: Vec<f64> = a[..generator].iter().map(|&v| f64::from(v)).collect();
+    assert!(norm(&g) <= 400.0 * c * (1.0 + 1e-3), "{}", norm(&g));
+    assert!(norm(&g) > 0.0);
+}

@@ -27,11 +27,11 @@ use fedsynth_privacy::{
     AccountantKind, Delta, DpEvent, Epsilon, SamplingRate, Steps, calibrate_noise, calibrate_with,
 };
 use fedsynth_proto::{JobSpec, SecureAggregation, ServerOptimizer};
+use fedsynth_synth::ctgan::GanTrainer;
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
 use fedsynth_synth::fedstats::{self, Memo, Step, Wave};
-use fedsynth_synth::model::{Tvae, TvaeConfig};
-use fedsynth_synth::models::ModelSettings;
+use fedsynth_synth::models::{Model, ModelSettings};
 use fedsynth_synth::plan::{ROW_COUNT_NOISE, noisy_row_count};
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::{Noise, Plan};
@@ -348,15 +348,16 @@ impl Holder {
             let noise = Noise::calibrate_by(plan, share, Delta::new(spec.delta)?, &|n, p| {
                 n.federated_events(p)
             })?;
-            let smallest = tvae_config(spec, schema.columns.len().max(1))?.parameters() as u64;
+            let smallest =
+                model_settings(spec)?.parameters_for(schema.columns.len().max(1), 0) as u64;
             (smallest, Some((noise, noise.federated_events(plan)?)))
         } else {
-            let (_, model) = self.encoder(spec)?;
-            if model.parameters() as u64 != spec.parameters {
+            let (encoder, model) = self.encoder(spec)?;
+            let parameters = model.parameters(&encoder);
+            if parameters as u64 != spec.parameters {
                 return Err(WorkerError::Invalid(format!(
-                    "job {job}: the spec says the model has {} parameters, its schema gives {}",
+                    "job {job}: the spec says the model has {} parameters, its schema gives {parameters}",
                     spec.parameters,
-                    model.parameters()
                 )));
             }
             (spec.parameters, None)
@@ -504,17 +505,16 @@ impl Holder {
         )))
     }
 
-    fn encoder(&self, spec: &JobSpec) -> Result<(Encoder, TvaeConfig)> {
+    fn encoder(&self, spec: &JobSpec) -> Result<(Encoder, ModelSettings)> {
         let schema = self.schema(spec)?;
         let encoder = Encoder::new(&schema, self.typed(&schema)?.as_ref())?;
-        let config = tvae_config(spec, encoder.width())?;
-        Ok((encoder, config))
+        Ok((encoder, model_settings(spec)?))
     }
 
     /// The model a job starts from (every holder draws the same one from the job's seed).
     pub fn initial_weights(&self, spec: &JobSpec) -> Result<Vec<f32>> {
-        let (_, config) = self.encoder(spec)?;
-        Ok(config.seeded_flat(spec.init_seed))
+        let (encoder, model) = self.encoder(spec)?;
+        Ok(model.seeded_flat(&encoder, spec.init_seed))
     }
 
     fn cached(&self, job: &str, round: u32) -> Result<(PathBuf, PathBuf)> {
@@ -579,12 +579,63 @@ impl Holder {
             mut rng,
         } = self.local(spec, base)?;
         let cfg = round_config(spec, &plan, Some(plan.noise_multiplier));
+        match &mut model {
+            Model::Tvae(tvae) => self.tvae_steps(
+                job, spec, round, tvae, &data, &encoder, &cfg, &device, &mut rng,
+            )?,
+            Model::Ctgan(gan) => {
+                // The GAN's own Adam (β₁ = 0.5), fresh each round: its state is the
+                // holder's alone and need not outlive the round.
+                let mut trainer = GanTrainer::new(
+                    gan,
+                    &data,
+                    encoder.spans(),
+                    &cfg,
+                    plan.sampling_rate * plan.noisy_rows,
+                    &device,
+                    SecureRng::for_dp_noise(),
+                )?;
+                for _ in 0..spec.local_steps {
+                    trainer.step(gan, &mut rng)?;
+                }
+            }
+        }
+        let out = model.to_flat();
+        let (values, base_path) = self.cached(job, round)?;
+        envelope::write_atomically(&values, |w| {
+            for chunk in fedsynth_proto::f32_chunks(&out) {
+                std::io::Write::write_all(w, &chunk)?;
+            }
+            Ok(())
+        })?;
+        // The base file marks the round as trained; it is written last.
+        envelope::write_atomically(&base_path, |w| {
+            std::io::Write::write_all(w, base_digest.as_bytes())
+        })?;
+        Ok(out)
+    }
+
+    /// A TVAE round's local DP-SGD steps: Adam kept between the job's rounds when the
+    /// coordinator averages, plain SGD when it runs Adam on the average of the moves.
+    #[allow(clippy::too_many_arguments)]
+    fn tvae_steps(
+        &self,
+        job: &str,
+        spec: &JobSpec,
+        round: u32,
+        model: &mut fedsynth_synth::model::Tvae,
+        data: &fedsynth_synth::encoder::Encoded,
+        encoder: &Encoder,
+        cfg: &TrainConfig,
+        device: &device::Device,
+        rng: &mut SecureRng,
+    ) -> Result<()> {
         let mut stepper = Stepper::new(
-            &model,
-            &data,
+            model,
+            data,
             encoder.spans(),
-            &cfg,
-            &device,
+            cfg,
+            device,
             SecureRng::for_dp_noise(),
         )?;
         let local_adam = spec.server_optimizer == ServerOptimizer::Average;
@@ -602,7 +653,7 @@ impl Holder {
             stepper = stepper.plain_sgd(spec.local_learning_rate);
         }
         for _ in 0..spec.local_steps {
-            stepper.step(&mut model, &mut rng)?;
+            stepper.step(model, rng)?;
         }
         // Kept for the job's next round; after its last one, dropped.
         if local_adam
@@ -612,19 +663,7 @@ impl Holder {
         {
             states.insert(job.to_string(), adam);
         }
-        let out = model.to_flat();
-        let (values, base_path) = self.cached(job, round)?;
-        envelope::write_atomically(&values, |w| {
-            for chunk in fedsynth_proto::f32_chunks(&out) {
-                std::io::Write::write_all(w, &chunk)?;
-            }
-            Ok(())
-        })?;
-        // The base file marks the round as trained; it is written last.
-        envelope::write_atomically(&base_path, |w| {
-            std::io::Write::write_all(w, base_digest.as_bytes())
-        })?;
-        Ok(out)
+        Ok(())
     }
 
     /// Samples the final generator (`weights`) into the job's format, encrypts it for the
@@ -645,10 +684,10 @@ impl Holder {
             .iter()
             .map(|t| PublicKey::from_text(t).map_err(WorkerError::Invalid))
             .collect::<Result<Vec<_>>>()?;
-        let (encoder, config) = self.encoder(spec)?;
+        let (encoder, settings) = self.encoder(spec)?;
         let mut rng = self.rng();
         let device = device::open(self.device, rng.next_u64())?;
-        let mut model = config.init(&device);
+        let mut model = settings.build(&encoder, &device)?;
         model.load_flat(weights).map_err(WorkerError::Invalid)?;
         let rows =
             usize::try_from(spec.rows).map_err(|_| WorkerError::Invalid("too many rows".into()))?;
@@ -675,7 +714,7 @@ impl Holder {
                 scope.spawn(move || envelope::encrypt(reader, out, to, &mut SecureRng::from_os()));
             let mut blocks = BlockWriter::new(writer, format).with_temporal(temporal);
             let sampled = fedsynth_synth::sample::sample_blocks(
-                &model,
+                model.generator(),
                 &encoder,
                 rows,
                 &device,
@@ -965,7 +1004,7 @@ impl Holder {
                 // Sized as training will read it back.
                 let done = Schema::from_toml(&text)?.nullable_by_default();
                 let encoder = Encoder::new(&done, table.as_ref())?;
-                let parameters = tvae_config(&spec, encoder.width())?.parameters() as u64;
+                let parameters = model_settings(&spec)?.parameters(&encoder) as u64;
                 let record = CompletedSchema {
                     schema_toml: text,
                     parameters,
@@ -1048,7 +1087,7 @@ impl Holder {
         let data = encoder.encode_rows(self.typed(&schema)?.as_ref())?;
         let rows = EncodedRows {
             key,
-            config: tvae_config(spec, encoder.width())?,
+            settings: model_settings(spec)?,
             encoder: Arc::new(encoder),
             data: Arc::new(data),
         };
@@ -1061,12 +1100,12 @@ impl Holder {
         let EncodedRows {
             encoder,
             data,
-            config,
+            settings,
             ..
         } = self.encoded(spec)?;
         let mut rng = self.rng();
         let device = device::open(self.device, rng.next_u64())?;
-        let mut model: Tvae = config.init(&device);
+        let mut model = settings.build(&encoder, &device)?;
         model.load_flat(base).map_err(WorkerError::Invalid)?;
         Ok(Local {
             encoder,
@@ -1087,15 +1126,28 @@ impl Holder {
             mut rng,
         } = self.local(spec, base)?;
         let cfg = round_config(spec, plan, None);
-        let mut stepper = Stepper::new(
-            &model,
-            &data,
-            encoder.spans(),
-            &cfg,
-            &device,
-            SecureRng::for_dp_noise(),
-        )?;
-        Ok(stepper.clipped_sum(&model, &mut rng)?.0)
+        let sum = match &model {
+            Model::Tvae(tvae) => Stepper::new(
+                tvae,
+                &data,
+                encoder.spans(),
+                &cfg,
+                &device,
+                SecureRng::for_dp_noise(),
+            )?
+            .clipped_sum(tvae, &mut rng)?,
+            Model::Ctgan(gan) => GanTrainer::new(
+                gan,
+                &data,
+                encoder.spans(),
+                &cfg,
+                plan.sampling_rate * plan.noisy_rows,
+                &device,
+                SecureRng::for_dp_noise(),
+            )?
+            .secure_contribution(gan, &mut rng)?,
+        };
+        Ok(sum.0)
     }
 
     /// The ledger file.
@@ -1136,7 +1188,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 #[derive(Clone)]
 struct EncodedRows {
     key: String,
-    config: TvaeConfig,
+    settings: ModelSettings,
     encoder: Arc<Encoder>,
     data: Arc<fedsynth_synth::encoder::Encoded>,
 }
@@ -1146,7 +1198,7 @@ struct Local {
     encoder: Arc<Encoder>,
     data: Arc<fedsynth_synth::encoder::Encoded>,
     device: device::Device,
-    model: Tvae,
+    model: Model,
     rng: SecureRng,
 }
 
@@ -1169,15 +1221,7 @@ impl<W: std::io::Write> std::io::Write for Digesting<W> {
     }
 }
 
-/// The job's model for rows of `width` values: its settings, read and validated by `synth`.
-/// Federated jobs train the TVAE; a job naming another model is refused with the reason.
-fn tvae_config(spec: &JobSpec, width: usize) -> Result<TvaeConfig> {
-    let settings = ModelSettings::from_table(&spec.model.to_table())?;
-    settings.tvae_config(width).ok_or_else(|| {
-        WorkerError::Invalid(format!(
-            "model {}: federated jobs train the tvae only in this version (the GAN runs in \
-             `fedsynth synth --model ctgan`)",
-            settings.kind()
-        ))
-    })
+/// The job's model and its settings, read and validated by `synth`.
+fn model_settings(spec: &JobSpec) -> Result<ModelSettings> {
+    Ok(ModelSettings::from_table(&spec.model.to_table())?)
 }

@@ -255,10 +255,9 @@ fn a_job_past_the_cap_or_with_an_incomplete_schema_is_refused_and_costs_nothing(
     assert!(holder.accept("job-2", &s).is_err());
     assert_eq!(spends(dir.path()), 0);
 
-    // A model the holder cannot train federated, or settings out of range: refused with the
-    // reason, before anything is charged.
+    // Settings out of range or unknown: refused with the reason, before anything is charged.
     for (model, needle) in [
-        ("kind = \"ctgan\"", "tvae only"),
+        ("kind = \"ctgan\"\npac = 0", "pac"),
         ("kind = \"tvae\"\nhidden = 0", "hidden"),
         ("kind = \"tvae\"\nlayers = 3", "layers"),
     ] {
