@@ -586,15 +586,7 @@ impl Holder {
             Model::Ctgan(gan) => {
                 // The GAN's own Adam (β₁ = 0.5), fresh each round: its state is the
                 // holder's alone and need not outlive the round.
-                let mut trainer = GanTrainer::new(
-                    gan,
-                    &data,
-                    encoder.spans(),
-                    &cfg,
-                    plan.sampling_rate * plan.noisy_rows,
-                    &device,
-                    SecureRng::for_dp_noise(),
-                )?;
+                let mut trainer = gan_trainer(gan, &data, &encoder, &cfg, &plan, &device)?;
                 for _ in 0..spec.local_steps {
                     trainer.step(gan, &mut rng)?;
                 }
@@ -1136,16 +1128,8 @@ impl Holder {
                 SecureRng::for_dp_noise(),
             )?
             .clipped_sum(tvae, &mut rng)?,
-            Model::Ctgan(gan) => GanTrainer::new(
-                gan,
-                &data,
-                encoder.spans(),
-                &cfg,
-                plan.sampling_rate * plan.noisy_rows,
-                &device,
-                SecureRng::for_dp_noise(),
-            )?
-            .secure_contribution(gan, &mut rng)?,
+            Model::Ctgan(gan) => gan_trainer(gan, &data, &encoder, &cfg, plan, &device)?
+                .secure_contribution(gan, &mut rng)?,
         };
         Ok(sum.0)
     }
@@ -1219,6 +1203,27 @@ impl<W: std::io::Write> std::io::Write for Digesting<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// A round's GAN training at this holder: its expected batch is q times its noisy row count
+/// (public), and the batches, packing and DP noise come from the operating system.
+fn gan_trainer<'a>(
+    gan: &fedsynth_synth::ctgan::Ctgan,
+    data: &'a fedsynth_synth::encoder::Encoded,
+    encoder: &'a Encoder,
+    cfg: &TrainConfig,
+    plan: &JobPlan,
+    device: &device::Device,
+) -> Result<GanTrainer<'a>> {
+    Ok(GanTrainer::new(
+        gan,
+        data,
+        encoder.spans(),
+        cfg,
+        plan.sampling_rate * plan.noisy_rows,
+        device,
+        SecureRng::for_dp_noise(),
+    )?)
 }
 
 /// The job's model and its settings, read and validated by `synth`.
