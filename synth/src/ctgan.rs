@@ -48,7 +48,7 @@ use rand_distr::StandardNormal;
 
 use crate::encoder::{Encoded, Span};
 use crate::error::{Result, SynthError};
-use crate::model::{layers_to_flat, load_layers, seeded_layers, shapes_parameters};
+use crate::model::{layers_to_flat, load_layers, shapes_parameters};
 use crate::sample::Generator;
 use crate::train::{
     Adam, EpochReport, TrainConfig, all_finite, clip_and_sum, extend_flat, layer_shapes,
@@ -133,18 +133,6 @@ impl CtganConfig {
             (d, d),
             (d, 1),
         ]
-    }
-
-    /// Number of weights and biases of the model this config builds with conditions
-    /// `condition_width` wide.
-    pub fn parameters(&self, condition_width: usize) -> usize {
-        shapes_parameters(&self.shapes(condition_width))
-    }
-
-    /// Initial weights drawn from `seed` in the layout of [`Ctgan::to_flat`], the same on
-    /// every device (see [`seeded_layers`]).
-    pub fn seeded_flat(&self, condition_width: usize, seed: u64) -> Vec<f32> {
-        seeded_layers(&self.shapes(condition_width), seed)
     }
 
     /// Builds the model; `conditions` come from the released frequencies
@@ -419,21 +407,26 @@ impl Ctgan {
 
     /// Number of weights and biases.
     pub fn parameters(&self) -> usize {
+        self.generator_parameters() + shapes_parameters(&layer_shapes(&self.discriminator))
+    }
+
+    /// Number of the generator's weights and biases: where the discriminator's start in
+    /// [`Ctgan::to_flat`].
+    fn generator_parameters(&self) -> usize {
         shapes_parameters(&layer_shapes(&self.generator))
-            + shapes_parameters(&layer_shapes(&self.discriminator))
     }
 
     /// Replaces every weight and bias from `flat` (the layout of [`Ctgan::to_flat`]); see
     /// [`load_layers`] for what is refused. Nothing is replaced when either part is refused.
     pub fn load_flat(&mut self, flat: &[f32]) -> std::result::Result<(), String> {
-        if flat.len() != self.parameters() {
+        let parameters = self.parameters();
+        if flat.len() != parameters {
             return Err(format!(
-                "the weights have {} values, the model {}",
+                "the weights have {} values, the model {parameters}",
                 flat.len(),
-                self.parameters()
             ));
         }
-        let at = shapes_parameters(&layer_shapes(&self.generator));
+        let at = self.generator_parameters();
         let mut generator = self.generator.clone();
         load_layers(&mut generator, &flat[..at])?;
         load_layers(&mut self.discriminator, &flat[at..])?;

@@ -66,17 +66,10 @@ impl TvaeConfig {
         shapes_parameters(&self.dims())
     }
 
-    /// (d_in, d_out) of the six layers.
-    fn dims(&self) -> [(usize, usize); 6] {
+    /// (d_in, d_out) of the six layers, in the layout of [`Tvae::to_flat`].
+    pub fn dims(&self) -> [(usize, usize); 6] {
         let (i, h, l) = (self.input, self.hidden, self.latent);
         [(i, h), (h, h), (h, 2 * l), (l, h), (h, h), (h, i)]
-    }
-
-    /// Initial weights drawn from `seed` in the layout of [`Tvae::to_flat`] (uniform in
-    /// ±1/√fan_in, burn's default for Linear), the same on every device: federated workers
-    /// start from one model without the coordinator ever holding one.
-    pub fn seeded_flat(&self, seed: u64) -> Vec<f32> {
-        seeded_layers(&self.dims(), seed)
     }
 }
 

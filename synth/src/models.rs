@@ -8,7 +8,7 @@ use crate::ctgan::{Conditions, Ctgan, CtganConfig};
 use crate::device::Device;
 use crate::encoder::Encoder;
 use crate::error::{Result, SynthError};
-use crate::model::{Tvae, TvaeConfig};
+use crate::model::{Tvae, TvaeConfig, seeded_layers, shapes_parameters};
 use crate::sample::Generator;
 
 /// A model and its settings.
@@ -199,19 +199,30 @@ impl ModelSettings {
     /// The model for rows encoded by `encoder`, initialised on `device`; the GAN's
     /// conditions come from the encoder's released (or public) frequencies.
     pub fn build(&self, encoder: &Encoder, device: &Device) -> Result<Model> {
-        match self.ctgan_config(encoder.width()) {
-            Some(config) => Ok(Model::Ctgan(
-                config.init(Conditions::new(encoder.slot_frequencies()), device)?,
+        let width = encoder.width();
+        match (self.tvae_config(width), self.ctgan_config(width)) {
+            (_, Some(gan)) => Ok(Model::Ctgan(
+                gan.init(Conditions::new(encoder.slot_frequencies()), device)?,
             )),
-            None => Ok(Model::Tvae(
-                self.tvae_config(encoder.width())
-                    .unwrap_or_else(|| TvaeConfig::new(encoder.width()))
-                    .init(device),
+            (tvae, None) => Ok(Model::Tvae(
+                tvae.unwrap_or_else(|| TvaeConfig::new(width)).init(device),
             )),
         }
     }
 
-    /// Width of the GAN's condition vector for `encoder` (0 for the TVAE).
+    /// (d_in, d_out) of the model's layers, in the layout of its `to_flat`, for rows `width`
+    /// wide and the GAN's conditions `condition_width` wide.
+    fn shapes(&self, width: usize, condition_width: usize) -> Vec<(usize, usize)> {
+        match (self.tvae_config(width), self.ctgan_config(width)) {
+            (_, Some(gan)) => gan.shapes(condition_width),
+            (tvae, None) => tvae
+                .unwrap_or_else(|| TvaeConfig::new(width))
+                .dims()
+                .to_vec(),
+        }
+    }
+
+    /// Width of the GAN's condition vector for `encoder`.
     fn condition_width(encoder: &Encoder) -> usize {
         encoder
             .slot_frequencies()
@@ -229,22 +240,16 @@ impl ModelSettings {
     /// `condition_width` wide; the smallest model a schema of `c` columns can give is
     /// `parameters_for(c, 0)` (every column encodes to one value at least).
     pub fn parameters_for(&self, width: usize, condition_width: usize) -> usize {
-        match (self.tvae_config(width), self.ctgan_config(width)) {
-            (Some(t), _) => t.parameters(),
-            (_, Some(g)) => g.parameters(condition_width),
-            (None, None) => 0,
-        }
+        shapes_parameters(&self.shapes(width, condition_width))
     }
 
     /// Initial weights drawn from `seed` (the same on every device) for rows encoded by
     /// `encoder`, in the layout of the model's `to_flat`.
     pub fn seeded_flat(&self, encoder: &Encoder, seed: u64) -> Vec<f32> {
-        let width = encoder.width();
-        match (self.tvae_config(width), self.ctgan_config(width)) {
-            (Some(t), _) => t.seeded_flat(seed),
-            (_, Some(g)) => g.seeded_flat(Self::condition_width(encoder), seed),
-            (None, None) => Vec::new(),
-        }
+        seeded_layers(
+            &self.shapes(encoder.width(), Self::condition_width(encoder)),
+            seed,
+        )
     }
 
     /// The settings as a job's `model` table.

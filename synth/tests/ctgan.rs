@@ -16,6 +16,16 @@ use fedsynth_synth::train::clip_and_sum;
 /// common spans).
 const W: usize = 7;
 
+/// The device's random stream is global to the process: a test that seeds it and draws from
+/// it holds this lock, so tests running in parallel cannot draw from each other's stream.
+static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn own_rng() -> std::sync::MutexGuard<'static, ()> {
+    DEVICE_RNG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn model(pac: usize, device: &Device) -> Ctgan {
     device.seed(11);
     // The first block conditioned, with released shares.
@@ -130,6 +140,7 @@ fn clipped(model: &Ctgan, x: Vec<f32>, cond: Vec<f32>, bound: f64, device: &Devi
 
 #[test]
 fn per_pack_clipped_sum_equals_brute_force() {
+    let _rng = own_rng();
     let device = Device::flex();
     for pac in [1, 3] {
         let model = model(pac, &device);
@@ -174,6 +185,7 @@ fn per_pack_clipped_sum_equals_brute_force() {
 
 #[test]
 fn a_row_moves_the_clipped_sum_by_at_most_c() {
+    let _rng = own_rng();
     // Packs of 3 clipped at C/2: a row that joins a pack (replacing a copy that filled it,
     // as dealing does) changes that pack only, so the sum moves by at most C. Large
     // offsets make every pack's gradient exceed its bound, the worst case.
@@ -199,6 +211,7 @@ fn a_row_moves_the_clipped_sum_by_at_most_c() {
 
 #[test]
 fn every_row_lands_in_at_most_one_pack_and_every_pack_is_full() {
+    let _rng = own_rng();
     let mut rng = SecureRng::from_seed(3);
     let batch: Vec<usize> = (0..200).map(|i| i * 7).collect();
     for (packs, pac) in [(50, 4), (10, 4), (100, 4), (1, 10), (30, 1)] {
@@ -228,6 +241,7 @@ fn every_row_lands_in_at_most_one_pack_and_every_pack_is_full() {
 
 #[test]
 fn a_pack_depends_only_on_its_own_rows() {
+    let _rng = own_rng();
     // Adding a row to the batch changes at most one pack: the others are dealt the same
     // given the same randomness for them. Dealing draws one pack index per row in batch
     // order and then shuffles within packs, so with the row added last, the earlier rows'
@@ -282,6 +296,7 @@ fn wage_rows() -> (
 
 #[test]
 fn a_holders_secure_contribution_moves_by_at_most_c_when_a_row_is_added() {
+    let _rng = own_rng();
     // Under secure aggregation a holder sends the generator's gradient and the
     // discriminator's (generated and real packs) in one vector. Only the real packs' clipped
     // sum may depend on its rows: with every row sampled (q = 1) and the same randomness

@@ -303,6 +303,26 @@ secure_aggregation = "{aggregation}"
         }
     }
 
+    /// The coordinator and the three workers.
+    fn start_all(&mut self) {
+        self.start_coordinator();
+        for k in 0..WORKERS.len() {
+            self.start_worker(k);
+        }
+    }
+
+    /// Worker `k` was charged for `job` once: the noisy count, then the training, within the
+    /// job's ε of 3 (`why` says when).
+    fn assert_charged_once(&self, k: usize, job: &str, why: &str) {
+        let (notes, spent) = self.ledger(k);
+        assert_eq!(
+            notes,
+            vec![format!("job {job}: row count"), format!("job {job}")],
+            "{why}"
+        );
+        assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
+    }
+
     /// Each worker's ledger: its spends (notes) and composed ε.
     fn ledger(&self, k: usize) -> (Vec<String>, f64) {
         let ledger = fedsynth_privacy::ledger::Ledger::open(
@@ -389,10 +409,7 @@ fn committed_rounds(audit: &[Value]) -> Vec<(u32, u32)> {
 fn three_holders_train_one_generator_over_mutual_tls() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::new();
-    c.start_coordinator();
-    for k in 0..3 {
-        c.start_worker(k);
-    }
+    c.start_all();
     let job_file = c.job_file(4, 1, 3, 600, "secagg");
     let job = c.ok(&[
         "submit",
@@ -474,13 +491,11 @@ fn three_holders_train_one_generator_over_mutual_tls() {
 
     // Each holder was charged once, within its cap and the job's ε.
     for k in 0..3 {
-        let (notes, spent) = c.ledger(k);
-        assert_eq!(
-            notes,
-            vec![format!("job {job}: row count"), format!("job {job}")],
-            "the noisy count, then the training, each charged once"
+        c.assert_charged_once(
+            k,
+            &job,
+            "the noisy count, then the training, each charged once",
         );
-        assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
     }
     let audit = c.audit(&job);
     assert_eq!(
@@ -545,10 +560,7 @@ fn three_holders_train_one_generator_over_mutual_tls() {
 fn three_holders_train_the_gan_under_secure_aggregation() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::new();
-    c.start_coordinator();
-    for k in 0..3 {
-        c.start_worker(k);
-    }
+    c.start_all();
     let job_file = c.job_file(3, 1, 3, 300, "secagg");
     let mut text = std::fs::read_to_string(&job_file).unwrap();
     text.push_str("model = { kind = \"ctgan\", hidden = 64 }\n");
@@ -582,12 +594,7 @@ fn three_holders_train_the_gan_under_secure_aggregation() {
     assert_eq!(lines.count(), 300);
     // The GAN is charged as the TVAE is: the count, then every round's release, once.
     for k in 0..3 {
-        let (notes, spent) = c.ledger(k);
-        assert_eq!(
-            notes,
-            vec![format!("job {job}: row count"), format!("job {job}")]
-        );
-        assert!(spent <= 3.0 + 1e-9, "holder {k} spent {spent}");
+        c.assert_charged_once(k, &job, "the GAN's charges");
     }
     assert_eq!(
         committed_rounds(&c.audit(&job)),
@@ -611,10 +618,7 @@ fn three_holders_complete_a_partial_schema_from_their_dp_statistics() {
         *line = cells.join(",");
     }
     std::fs::write(&shard, lines.join("\n") + "\n").unwrap();
-    c.start_coordinator();
-    for k in 0..3 {
-        c.start_worker(k);
-    }
+    c.start_all();
     let job = c.submit_partial("wage, three clinics, no public schema", 3);
     let done = c.wait(&job, 300, |s| s["state"] == "done");
     assert_eq!(done["round"], 3);
@@ -670,10 +674,7 @@ fn three_holders_complete_a_partial_schema_from_their_dp_statistics() {
 fn a_coordinator_killed_mid_job_resumes_from_the_last_committed_round() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::new();
-    c.start_coordinator();
-    for k in 0..3 {
-        c.start_worker(k);
-    }
+    c.start_all();
     let job_file = c.job_file(8, 1, 3, 100, "secagg");
     let job = c.ok(&["submit", job_file.to_str().unwrap()]);
     c.wait(&job, 300, |s| s["round"].as_u64().unwrap_or(0) >= 2);
@@ -722,10 +723,7 @@ fn a_coordinator_killed_mid_statistics_resumes_from_the_published_waves() {
         text.replace("poll_interval_ms = 100", "poll_interval_ms = 1500"),
     )
     .unwrap();
-    c.start_coordinator();
-    for k in 0..3 {
-        c.start_worker(k);
-    }
+    c.start_all();
     let job = c.submit_partial("wage, no public schema, coordinator restarted", 2);
     // Stopped once the first wave is published and before the schema is agreed.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -778,10 +776,7 @@ fn a_coordinator_killed_mid_statistics_resumes_from_the_published_waves() {
 fn a_killed_worker_is_dropped_and_a_restarted_one_rejoins() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::new();
-    c.start_coordinator();
-    for k in 0..3 {
-        c.start_worker(k);
-    }
+    c.start_all();
     let job_file = c.job_file(80, 1, 2, 100, "secagg");
     let job = c.ok(&["submit", job_file.to_str().unwrap()]);
     c.wait(&job, 300, |s| {
@@ -820,13 +815,7 @@ fn a_killed_worker_is_dropped_and_a_restarted_one_rejoins() {
             .any(|&(r, n)| u64::from(r) > after_kill && n == 3),
         "the restarted worker delivered a later round: {rounds:?}"
     );
-    let (notes, spent) = c.ledger(2);
-    assert_eq!(
-        notes,
-        vec![format!("job {job}: row count"), format!("job {job}")],
-        "charged once across the restart"
-    );
-    assert!(spent <= 3.0 + 1e-9);
+    c.assert_charged_once(2, &job, "charged once across the restart");
 }
 
 #[test]
