@@ -11,6 +11,12 @@ use crate::error::{Result, SynthError};
 use crate::model::{Tvae, TvaeConfig, seeded_layers, shapes_parameters};
 use crate::sample::Generator;
 
+/// The shape of one of the model kinds, for rows of a given width.
+enum Config {
+    Tvae(TvaeConfig),
+    Ctgan(CtganConfig),
+}
+
 /// A model and its settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -167,58 +173,60 @@ impl ModelSettings {
         Ok(())
     }
 
-    /// The TVAE's shape for rows of `width` values; `None` for another model.
-    pub fn tvae_config(&self, width: usize) -> Option<TvaeConfig> {
+    /// The model's shape for rows of `width` values.
+    fn config(&self, width: usize) -> Config {
         match *self {
-            Self::Tvae { hidden, kl_weight } => Some(
+            Self::Tvae { hidden, kl_weight } => Config::Tvae(
                 TvaeConfig::new(width)
                     .with_hidden(hidden)
                     .with_kl_weight(kl_weight),
             ),
-            Self::Ctgan { .. } => None,
-        }
-    }
-
-    /// The GAN's shape for rows of `width` values; `None` for another model.
-    pub fn ctgan_config(&self, width: usize) -> Option<CtganConfig> {
-        match *self {
             Self::Ctgan {
                 hidden,
                 critic_hidden,
                 pac,
-            } => Some(
+            } => Config::Ctgan(
                 CtganConfig::new(width)
                     .with_hidden(hidden)
                     .with_critic_hidden(critic_hidden)
                     .with_pac(pac),
             ),
-            Self::Tvae { .. } => None,
+        }
+    }
+
+    /// The TVAE's shape for rows of `width` values; `None` for another model.
+    pub fn tvae_config(&self, width: usize) -> Option<TvaeConfig> {
+        match self.config(width) {
+            Config::Tvae(config) => Some(config),
+            Config::Ctgan(_) => None,
+        }
+    }
+
+    /// The GAN's shape for rows of `width` values; `None` for another model.
+    pub fn ctgan_config(&self, width: usize) -> Option<CtganConfig> {
+        match self.config(width) {
+            Config::Ctgan(config) => Some(config),
+            Config::Tvae(_) => None,
         }
     }
 
     /// The model for rows encoded by `encoder`, initialised on `device`; the GAN's
     /// conditions come from the encoder's released (or public) frequencies.
     pub fn build(&self, encoder: &Encoder, device: &Device) -> Result<Model> {
-        let width = encoder.width();
-        match (self.tvae_config(width), self.ctgan_config(width)) {
-            (_, Some(gan)) => Ok(Model::Ctgan(
-                gan.init(Conditions::new(encoder.slot_frequencies()), device)?,
-            )),
-            (tvae, None) => Ok(Model::Tvae(
-                tvae.unwrap_or_else(|| TvaeConfig::new(width)).init(device),
-            )),
-        }
+        Ok(match self.config(encoder.width()) {
+            Config::Tvae(tvae) => Model::Tvae(tvae.init(device)),
+            Config::Ctgan(gan) => {
+                Model::Ctgan(gan.init(Conditions::new(encoder.slot_frequencies()), device)?)
+            }
+        })
     }
 
     /// (d_in, d_out) of the model's layers, in the layout of its `to_flat`, for rows `width`
     /// wide and the GAN's conditions `condition_width` wide.
     fn shapes(&self, width: usize, condition_width: usize) -> Vec<(usize, usize)> {
-        match (self.tvae_config(width), self.ctgan_config(width)) {
-            (_, Some(gan)) => gan.shapes(condition_width),
-            (tvae, None) => tvae
-                .unwrap_or_else(|| TvaeConfig::new(width))
-                .dims()
-                .to_vec(),
+        match self.config(width) {
+            Config::Tvae(tvae) => tvae.dims().to_vec(),
+            Config::Ctgan(gan) => gan.shapes(condition_width),
         }
     }
 

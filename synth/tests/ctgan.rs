@@ -211,7 +211,6 @@ fn a_row_moves_the_clipped_sum_by_at_most_c() {
 
 #[test]
 fn every_row_lands_in_at_most_one_pack_and_every_pack_is_full() {
-    let _rng = own_rng();
     let mut rng = SecureRng::from_seed(3);
     let batch: Vec<usize> = (0..200).map(|i| i * 7).collect();
     for (packs, pac) in [(50, 4), (10, 4), (100, 4), (1, 10), (30, 1)] {
@@ -241,7 +240,6 @@ fn every_row_lands_in_at_most_one_pack_and_every_pack_is_full() {
 
 #[test]
 fn a_pack_depends_only_on_its_own_rows() {
-    let _rng = own_rng();
     // Adding a row to the batch changes at most one pack: the others are dealt the same
     // given the same randomness for them. Dealing draws one pack index per row in batch
     // order and then shuffles within packs, so with the row added last, the earlier rows'
