@@ -26,7 +26,9 @@
 //! ([`ring_scale`]), rounds stochastically from the CSPRNG ([`discretise`]) and adds
 //! Skellam(λ) noise, λ = (σ·s·C)² / (2·(|S| − t)) ([`skellam_share`]) for t tolerated
 //! dropped-or-colluding workers: any |S| − t honest shares carry variance (σ·s·C)², the noise of
-//! single-party DP-SGD at σ. The accountant is [`crate::skellam`].
+//! single-party DP-SGD at σ. Holders charge at the coarsest ring they accept ([`min_ring_clip`]);
+//! a finer ring needs less noise for the same charge ([`noise_at_ring_clip`]). The accountant
+//! is [`crate::skellam`].
 
 use std::collections::BTreeMap;
 
@@ -418,6 +420,42 @@ pub fn discretise(values: &[f32], scale: f64, rng: &mut impl RngCore) -> Vec<u32
         .collect()
 }
 
+/// Ring units per √d in the coarsest resolution a holder charges for (see [`min_ring_clip`]).
+pub const RING_CLIP_PER_ROOT_D: f64 = 32.0;
+
+/// The clipping norm in ring units below which a holder takes no part in a secure round of a
+/// `dimension`-parameter model: 32·√d, so that rounding adds at most 1/32 to the sensitivity
+/// (s·C + √d). Every holder charges its attempts as the Skellam mechanism at this resolution
+/// ([`crate::skellam::Skellam::for_dpsgd`]); a roster whose ring scale is coarser (a very
+/// large federation or batch for a 32-bit ring) is refused rather than undercharged.
+pub fn min_ring_clip(dimension: u64) -> f64 {
+    RING_CLIP_PER_ROOT_D * (dimension as f64).sqrt()
+}
+
+/// The noise multiplier a round at ring clipping norm R = `ring_clip` needs so that its
+/// Skellam mechanism (σ', R, d) is no worse, at every Rényi order, than the one a holder
+/// charged for, (σ, F₀ = [`min_ring_clip`](d₀), d₀) with d₀ ≤ d:
+/// σ' = σ·(1 + √d/R)/(1 + 1/32), at most σ (equal at R = 32·√d). The finer the ring, the less
+/// of the rounding's share of the sensitivity the noise must cover.
+///
+/// Proof, term by term of the bound in [`crate::skellam`] (V the variance, Δ₂ and Δ₁ the
+/// sensitivities; primes for the round's): the Gaussian term's Δ₂'²/V' = (1 + √d/R)²/σ'² =
+/// (1 + 1/32)²/σ² = Δ₂²/V, equal; V' = σ²(R + √d)²/(33/32)² ≥ σ²(32·√d)² ≥ σ²·F₀² = V since
+/// R ≥ 32·√d and d ≥ d₀; and Δ₁'/V' = (33/32)²·√d/(σ²(R + √d)) ≤ 33/(1024·σ²) = Δ₁/V, again
+/// because R + √d ≥ 33·√d. Each term of ε(α) is Δ₂²/V, Δ₁/V or one of them over V, so every
+/// term is no larger; the subsampled bound is increasing in each ε(k), so it is dominated too.
+/// Refused below R = 32·√d, where the holder never takes part.
+pub fn noise_at_ring_clip(sigma: f64, ring_clip: f64, dimension: u64) -> Result<f64> {
+    let floor = min_ring_clip(dimension);
+    if !(ring_clip >= floor) || !sigma.is_finite() || sigma <= 0.0 {
+        return fail(format!(
+            "a clipping norm of {ring_clip:.0} ring units is below the {floor:.0} every holder charges for"
+        ));
+    }
+    let root_d = (dimension as f64).sqrt();
+    Ok(sigma * (1.0 + root_d / ring_clip) / (1.0 + 1.0 / RING_CLIP_PER_ROOT_D))
+}
+
 /// Each worker's Skellam parameter λ for a round with `participants` workers, `tolerated` of
 /// which may drop or collude: every |S| − t honest shares sum to variance (σ·s·C)².
 pub fn skellam_share(
@@ -562,5 +600,58 @@ mod tests {
         assert!((var - 1.0).abs() < 0.2, "variance {var}");
         assert!(mean.abs() < 0.2, "mean {mean}");
         assert!(skellam_share(1.0, scale, 2, 2).is_err());
+    }
+
+    /// A round on a finer ring than the holder charged for, at the lower noise multiplier of
+    /// [`noise_at_ring_clip`], is dominated at every order (alone and Poisson-subsampled) by
+    /// the charged mechanism, with the Gaussian term equal; below the floor it is refused.
+    #[test]
+    fn a_finer_ring_needs_less_noise_for_the_same_charge() {
+        use crate::skellam::Skellam;
+        for &sigma in &[0.6, 1.2, 1.9, 4.0] {
+            for &d0 in &[10u64, 2_000, 100_000, 1_000_000] {
+                let charged = Skellam::for_dpsgd(sigma, min_ring_clip(d0), d0);
+                for &d in &[d0, 3 * d0] {
+                    for &times in &[1.0, 1.001, 1.7, 40.0, 3_000.0] {
+                        let r = min_ring_clip(d) * times;
+                        let s = noise_at_ring_clip(sigma, r, d).unwrap();
+                        assert!(s <= sigma * (1.0 + 1e-12));
+                        if times > 1.0 {
+                            assert!(s < sigma);
+                        }
+                        let round = Skellam::for_dpsgd(s, r, d);
+                        let (a, b) = (
+                            round.l2.powi(2) / round.variance,
+                            charged.l2.powi(2) / charged.variance,
+                        );
+                        assert!((a - b).abs() <= 1e-9 * b, "Gaussian term {a} vs {b}");
+                        for alpha in 2..=256u32 {
+                            let alpha = f64::from(alpha);
+                            let (mine, paid) = (round.rdp(alpha), charged.rdp(alpha));
+                            assert!(
+                                mine <= paid * (1.0 + 1e-12),
+                                "σ {sigma} d {d} R×{times} α {alpha}: {mine} > {paid}"
+                            );
+                            for &q in &[0.003, 0.023, 0.3] {
+                                let (mine, paid) = (
+                                    round.subsampled_rdp(q, alpha),
+                                    charged.subsampled_rdp(q, alpha),
+                                );
+                                assert!(
+                                    mine <= paid * (1.0 + 1e-12) + 1e-300,
+                                    "q {q}: {mine} > {paid}"
+                                );
+                            }
+                        }
+                    }
+                }
+                assert!(noise_at_ring_clip(sigma, min_ring_clip(d0) * 0.99, d0).is_err());
+            }
+        }
+        // On diamonds' holders (about 10⁵ parameters, a ring of about 2,900·√d): 3% less noise.
+        let s = noise_at_ring_clip(1.948, 2_900.0 * 316.0, 100_000).unwrap();
+        assert!((s / 1.948 - 32.0 / 33.0).abs() < 1e-3, "{s}");
+        assert!(noise_at_ring_clip(f64::NAN, 1e9, 10).is_err());
+        assert!(noise_at_ring_clip(1.0, f64::NAN, 10).is_err());
     }
 }

@@ -93,14 +93,6 @@ pub struct StatisticsUpload {
     pub schema: Option<(String, u64)>,
 }
 
-/// The clipping norm in ring units below which a holder takes no part in a secure round:
-/// 32·√d, so that rounding adds at most 1/32 to the sensitivity (s·C + √d). Every holder
-/// charges its attempts at this resolution; a roster whose ring scale is coarser (a very
-/// large federation or batch for a 32-bit ring) is refused rather than undercharged.
-pub fn min_ring_clip(parameters: u64) -> f64 {
-    32.0 * (parameters as f64).sqrt()
-}
-
 /// SHA-256 of little-endian f32 values, hex (the same digest the coordinator computes).
 pub fn weights_digest(values: &[f32]) -> String {
     let mut h = Sha256::new();
@@ -421,7 +413,7 @@ impl Holder {
             // resolution this holder will take part at (see `secure_update`).
             let attempts = spec.charged_attempts();
             let d = parameters;
-            let ring_clip = min_ring_clip(d);
+            let ring_clip = secagg::min_ring_clip(d);
             let sigma = calibrate_with(AccountantKind::Pld, epsilon, delta, &before, &|s| {
                 DpEvent::subsampled_skellam(q, s, ring_clip, d, attempts)
             })?;
@@ -836,6 +828,15 @@ impl Holder {
                 spec.min_workers
             )));
         }
+        // The charge and the noise below are for the spec's model size; an update of any
+        // other size (a base from a coordinator gone wrong) would round more coordinates.
+        if base.len() as u64 != spec.parameters {
+            return Err(invalid(format!(
+                "the base weights have {} values, the job's model {}",
+                base.len(),
+                spec.parameters
+            )));
+        }
         let sigma_max = adverts
             .iter()
             .map(|a| a.noise_multiplier)
@@ -843,16 +844,19 @@ impl Holder {
         let batch = f64::from(spec.batch_size);
         let scale = secagg::ring_scale(spec.clip_norm, batch, adverts.len(), sigma_max);
         let ring_clip = scale * spec.clip_norm;
-        if ring_clip < min_ring_clip(spec.parameters) {
+        if ring_clip < secagg::min_ring_clip(spec.parameters) {
             return Err(invalid(format!(
                 "a roster of {} workers at batch {} leaves the clipping norm {ring_clip:.0} ring units, below the {:.0} this holder charged for",
                 adverts.len(),
                 spec.batch_size,
-                min_ring_clip(spec.parameters)
+                secagg::min_ring_clip(spec.parameters)
             )));
         }
+        // Every holder charged for the roster's coarsest ring; this one may be finer, and
+        // then needs less noise for the same charge.
+        let sigma_round = secagg::noise_at_ring_clip(sigma_max, ring_clip, spec.parameters)?;
         let lambda = secagg::skellam_share(
-            sigma_max,
+            sigma_round,
             ring_clip,
             participants.len(),
             spec.tolerated_workers as usize,
