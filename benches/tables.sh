@@ -16,6 +16,8 @@
 #   bash benches/tables.sh [EPSILON ...]        (default: 1 3 inf)
 #   TABLES="psid1976 caravan" bash benches/tables.sh 1
 #   FEDSYNTH_ARGS="--model ctgan" bash benches/tables.sh 1 3   (extra flags for every run)
+#   WITH_TARGET=1 bash benches/tables.sh 1 3   (each run told its table's utility target,
+#                                               --target: calibrated to its two-way margins)
 #
 # Needs ../shared beside the repository and the evaluator's environment
 # (bash ../shared/eval/setup.sh).
@@ -47,7 +49,8 @@ for t in "${tables[@]}"; do
     out="$work/${t}_eps$eps.csv"
     start=$(date +%s.%N)
     if /usr/bin/time -f "%M" -o "$work/rss" "$bin" synth --input "$work/${t}_train.csv" --out "$out" \
-        --epsilon "$eps" --ledger "$work/ledger.db" --dataset "$t-$eps" --cap 1000 ${FEDSYNTH_ARGS:-} 2> "$work/log"; then
+        --epsilon "$eps" --ledger "$work/ledger.db" --dataset "$t-$eps" --cap 1000 ${FEDSYNTH_ARGS:-} \
+        ${WITH_TARGET:+--target "${target[$t]}"} 2> "$work/log"; then
       secs=$(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')")
       rss=$(tail -1 "$work/rss")
       plan=$(grep -o '[0-9]*% of ε' "$work/log" | head -1)

@@ -288,8 +288,12 @@ pub struct SynthArgs {
     /// membership-inference audit, utility (with --target) and the holdout baselines.
     #[arg(long, value_name = "FILE", requires = "report")]
     holdout: Option<PathBuf>,
-    /// For the report only: the column to predict for the utility score (needs --holdout).
-    #[arg(long, value_name = "COL", requires = "holdout")]
+    /// The column a downstream model will predict (a label, an outcome). Its two-way
+    /// margins with every other column are measured privately (charged beside the
+    /// preprocessing statistics, at their noise) and the output is calibrated to them, so
+    /// the label keeps its link to each predictor, a rare class's included. With --report
+    /// and --holdout, also the report's utility target.
+    #[arg(long, value_name = "COL")]
     target: Option<String>,
     /// For the report only: columns an adversary may know about a person (comma-separated):
     /// the output's k-anonymity on them.

@@ -186,11 +186,26 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     } else {
         None
     };
+    // The target's two-way margins: with every other column but identifiers (their
+    // values carry no link worth a release), each one release.
+    let pair_with: Vec<String> = match &args.target {
+        Some(t) => schema
+            .columns
+            .iter()
+            .filter(|c| &c.name != t && c.kind != ColumnKind::Id && !c.wide)
+            .map(|c| c.name.clone())
+            .collect(),
+        None => Vec::new(),
+    };
     let stats_plan_of = |schema: &Schema| {
-        if inferred {
+        let plan = if inferred {
             Plan::for_inferred(schema)
         } else {
             Plan::for_schema(schema)
+        };
+        Plan {
+            pairs: pair_with.len() as u64,
+            ..plan
         }
     };
     let mut stats_plan = stats_plan_of(&schema);
@@ -355,6 +370,14 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                         " (chosen for the table's size and width)"
                     }
                 );
+                if stats_plan.pairs > 0 {
+                    eprintln!(
+                        "plan: {} two-way margins of the target {} at σ = {:.1} rows, in that share",
+                        stats_plan.pairs,
+                        args.target.as_deref().unwrap_or_default(),
+                        privacy.preprocess.sigma
+                    );
+                }
                 if privacy.statistics_coarse {
                     eprintln!(
                         "note: the table is small for its width at this ε (noise {:.1}% of the rows \
@@ -408,8 +431,38 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     }
     let completed = completion.schema;
     let table = fedsynth_synth::nulls::with_pattern(table, &completed);
-    let encoder = Encoder::new(&completed, &table)?;
+    let mut encoder = Encoder::new(&completed, &table)?;
     let data = encoder.encode_rows(&table)?;
+    if let Some(t) = &args.target {
+        // A datetime or an identifier is no single modelled column: nothing to measure (its
+        // share of the plan stays charged, unused).
+        let measured = match encoder.column_index(t) {
+            Some(at) => encoder.measure_pairs(
+                &data,
+                at,
+                &pair_with,
+                privacy.preprocess.sigma,
+                &mut private,
+            ),
+            None => Vec::new(),
+        };
+        if measured.is_empty() {
+            eprintln!(
+                "note: --target {t} is a datetime or an identifier here, not a label: no two-way margins measured"
+            );
+        } else {
+            eprintln!(
+                "target {t}: the output is calibrated to its two-way margins with {} of {} columns{}",
+                measured.len(),
+                pair_with.len(),
+                if measured.len() < pair_with.len() {
+                    " (the others: identifiers, datetimes, or too many cells)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let bar = ProgressBar::new(privacy.training.epochs as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -548,7 +601,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 real: &table,
                 synth: synthetic,
                 holdout: holdout.as_ref(),
-                target: args.target.clone(),
+                target: holdout.as_ref().and(args.target.clone()),
                 quasi_identifiers: args.quasi_identifiers.clone(),
                 run: Some(run),
             },

@@ -805,3 +805,105 @@ fn ctgan_trains_a_column_of_ten_thousand_categories_in_under_two_gib() {
     assert!(peak > 0 && peak < 2 << 30, "peak RSS {} MiB", peak >> 20);
     eprintln!("peak RSS {} MiB", peak >> 20);
 }
+
+/// A rare class (5%) that lives mostly in one value of its predictor: told it is the target,
+/// the run measures its two-way margins (charged in the plan) and the output keeps the link.
+#[test]
+fn a_declared_target_keeps_a_rare_class_linked_to_its_predictor() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rare.csv");
+    let mut text = String::from("place,amount,label,seen\n");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for _ in 0..6000 {
+        let rare = next() < 0.05;
+        let place = if rare && next() < 0.8 {
+            "d"
+        } else {
+            ["a", "b", "c", "d"][(next() * 4.0) as usize]
+        };
+        let amount = (next() * 1000.0).round();
+        let label = if rare { "yes" } else { "no" };
+        text.push_str(&format!(
+            "{place},{amount},{label},2024-01-0{}\n",
+            1 + (next() * 8.0) as u32
+        ));
+    }
+    std::fs::write(&input, text).unwrap();
+    let ledger = dir.path().join("ledger.db");
+    let out = dir.path().join("out.csv");
+    // Not a column: refused before anything is spent.
+    let o = synth(
+        &input,
+        &out,
+        &ledger,
+        &["--epsilon", "3", "--target", "nope"],
+    );
+    assert_clean_failure(&o, "--target nope: not a column", &out);
+    assert!(
+        !ledger.exists()
+            || Ledger::open(&ledger)
+                .unwrap()
+                .statement(fedsynth_privacy::ledger::HOST, "wage")
+                .map_or(true, |s| s.spends.is_empty())
+    );
+    let o = fedsynth(&[
+        "synth",
+        "--input",
+        s(&input),
+        "--out",
+        s(&out),
+        "--ledger",
+        s(&ledger),
+        "--dataset",
+        "wage",
+        "--epochs",
+        "10",
+        "--epsilon",
+        "3",
+        "--cap",
+        "100",
+        "--target",
+        "label",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("two-way margins of the target label at σ"),
+        "{err}"
+    );
+    assert!(
+        err.contains("target label: the output is calibrated to its two-way margins with"),
+        "{err}"
+    );
+    let st = Ledger::open(&ledger)
+        .unwrap()
+        .statement(fedsynth_privacy::ledger::HOST, "wage")
+        .unwrap();
+    assert!(st.spent <= 3.0 + 1e-9, "spent {}", st.spent);
+    let t = read_table(&out).unwrap();
+    let (ColumnData::Text(place), ColumnData::Text(label)) =
+        (t.column("place").unwrap(), t.column("label").unwrap())
+    else {
+        panic!("place and label are not text columns")
+    };
+    let rare: Vec<bool> = label.iter().map(|l| l.as_deref() == Some("yes")).collect();
+    let n_rare = rare.iter().filter(|r| **r).count() as f64;
+    let share = n_rare / rare.len() as f64;
+    let in_d = place
+        .iter()
+        .zip(&rare)
+        .filter(|(p, r)| **r && p.as_deref() == Some("d"))
+        .count() as f64;
+    // Real: 85% of the class in "d" (independence: 25%).
+    assert!(
+        (0.02..0.10).contains(&share) && in_d / n_rare > 0.55,
+        "share of the rare class {share}, of it in d: {}",
+        in_d / n_rare
+    );
+}

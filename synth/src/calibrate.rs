@@ -28,6 +28,38 @@ pub struct Margin<'a> {
     pub target: &'a [f64],
 }
 
+/// Target shares of a two-way margin (`rows` × `cols` cells, row-major) from its noisy
+/// counts (Gaussian noise of standard deviation `sigma` on each): negative counts become 0,
+/// then every cell gets a prior mass of `sigma` on average, spread as the product of the two
+/// one-way margins, so a cell whose count the noise hides is pulled toward independence
+/// rather than to 0 (which would leave its rows unreachable). Exact counts (`sigma` 0) are
+/// kept as they are. Post-processing of the noisy counts only.
+pub fn pair_shares(counts: &[f64], rows: usize, cols: usize, sigma: f64) -> Vec<f64> {
+    let clamped: Vec<f64> = counts
+        .iter()
+        .map(|&c| if c.is_finite() { c.max(0.0) } else { 0.0 })
+        .collect();
+    let total: f64 = clamped.iter().sum();
+    if !(sigma > 0.0) || rows * cols != clamped.len() {
+        return clamped;
+    }
+    if !(total > 0.0) {
+        return vec![1.0; clamped.len()];
+    }
+    let mut row_sums = vec![0.0; rows];
+    let mut col_sums = vec![0.0; cols];
+    for (i, &c) in clamped.iter().enumerate() {
+        row_sums[i / cols] += c;
+        col_sums[i % cols] += c;
+    }
+    let prior = sigma * (rows * cols) as f64 / (total * total);
+    clamped
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| c + prior * row_sums[i / cols] * col_sums[i % cols])
+        .collect()
+}
+
 /// Raking weights (mean 1) for `rows` proposals, each bounded by `max_weight`.
 pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> Vec<f64> {
     let mut w = vec![1.0; rows];
@@ -293,5 +325,55 @@ mod tests {
             assert!(keep.windows(2).all(|p| p[0] < p[1]), "{keep:?}");
             assert_eq!(keep[0], 0);
         }
+    }
+
+    /// A two-way margin restores a dependence the proposals lost: a rare class (5%) drawn
+    /// independently of its predictor is raked to the joint where it sits mostly in the
+    /// predictor's top slot, and its one-way share is kept.
+    #[test]
+    fn a_two_way_margin_restores_a_rare_class_dependence() {
+        let mut rng = SecureRng::from_seed(9);
+        let rows = 40_000;
+        let y: Vec<usize> = (0..rows)
+            .map(|_| usize::from(rng.random::<f64>() < 0.05))
+            .collect();
+        let x: Vec<usize> = (0..rows).map(|_| rng.random_range(0..4usize)).collect();
+        // Real joint: the class is 5% of rows, 80% of it in x = 3.
+        let mut joint = vec![0.0; 8];
+        for b in 0..4 {
+            joint[b] = 0.95 / 4.0;
+        }
+        for b in 0..3 {
+            joint[4 + b] = 0.05 * 0.2 / 3.0;
+        }
+        joint[7] = 0.05 * 0.8;
+        let counts: Vec<f64> = joint.iter().map(|p| p * 10_000.0).collect();
+        let target = pair_shares(&counts, 2, 4, 0.0);
+        assert_eq!(target, counts);
+        let pair: Vec<usize> = y.iter().zip(&x).map(|(&a, &b)| a * 4 + b).collect();
+        let margins = [Margin {
+            slots: &pair,
+            target: &target,
+        }];
+        let w = raking_weights(rows, &margins, 5.0);
+        let keep = resample(&w, rows / 5, &mut rng);
+        let got = shares(&pair, &keep, 8);
+        let class: f64 = got[4..].iter().sum();
+        assert!((class - 0.05).abs() < 0.01, "{got:?}");
+        assert!(got[7] / class > 0.7, "{got:?}");
+    }
+
+    #[test]
+    fn noisy_pair_counts_are_clamped_and_pulled_toward_independence() {
+        // Two by two, one cell pushed below zero by the noise.
+        let shares = pair_shares(&[500.0, 300.0, -12.0, 200.0], 2, 2, 10.0);
+        assert!(shares.iter().all(|&s| s > 0.0), "{shares:?}");
+        // The prior adds about σ per cell in all.
+        let added: f64 = shares.iter().sum::<f64>() - 1000.0;
+        assert!((added - 40.0).abs() < 1e-9, "{added}");
+        // The hidden cell gets its independent share of the prior: 40 · (200/1000) · (500/1000).
+        assert!((shares[2] - 4.0).abs() < 1e-9, "{shares:?}");
+        assert_eq!(pair_shares(&[f64::NAN, 1.0], 1, 2, 0.0), vec![0.0, 1.0]);
+        assert_eq!(pair_shares(&[-1.0, -1.0], 1, 2, 3.0), vec![1.0, 1.0]);
     }
 }

@@ -182,6 +182,20 @@ impl ColumnCodec {
         base + usize::from(self.nullable)
     }
 
+    /// Whether this is an identifier's column (pseudonyms or grouped values).
+    fn is_id(&self) -> bool {
+        matches!(
+            &self.codec,
+            Codec::Categorical {
+                pseudonyms: Some(_),
+                ..
+            } | Codec::Categorical {
+                groups: Some(_),
+                ..
+            }
+        )
+    }
+
     fn null_slot(&self) -> Option<usize> {
         self.nullable.then(|| match &self.codec {
             Codec::Numeric { edges, points, .. } => edges.len() - 1 + points.len(),
@@ -202,7 +216,24 @@ pub struct Encoder {
     joins: Vec<datetime::Join>,
     /// Per column, a slot never sampled (see [`Encoder::null_masks`]).
     null_masks: Vec<Option<usize>>,
+    /// Two-way margins generated rows are calibrated to (see [`Encoder::measure_pairs`]).
+    pairs: Vec<PairMargin>,
 }
+
+/// A two-way margin of columns `a` and `b`: target shares of each pair of their slots, `a`'s
+/// slot major (`b`'s block `width_b` wide).
+#[derive(Debug, Clone)]
+struct PairMargin {
+    a: usize,
+    b: usize,
+    width_a: usize,
+    width_b: usize,
+    target: Vec<f64>,
+}
+
+/// Largest two-way margin measured, in cells: beyond it the cells hold too few rows each for
+/// their noisy counts to say anything.
+pub const MAX_PAIR_CELLS: usize = 4096;
 
 /// One generated column value: the chosen slot of its one-hot block and, for numeric
 /// columns, the position within the bin.
@@ -274,6 +305,11 @@ impl Encoded {
     /// Length of an encoded row.
     pub fn width(&self) -> usize {
         self.width
+    }
+
+    /// Position of row `i`'s one in column `c`'s one-hot block, in the encoded row.
+    pub fn hot(&self, i: usize, c: usize) -> usize {
+        self.hot[i * self.columns + c] as usize
     }
 
     /// Appends row `i`'s dense vector to `out`.
@@ -450,7 +486,67 @@ impl Encoder {
             width,
             joins: joins(schema),
             null_masks,
+            pairs: Vec::new(),
         })
+    }
+
+    /// The index of the column named `name`.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// Measures the two-way margins of column `target` with each column named in `with`, on
+    /// the real rows `data`, every count with Gaussian noise of standard deviation `sigma`
+    /// (exact at 0), and calibrates generated rows to them from then on. A row is one cell of
+    /// each margin, so each margin is one release of sensitivity 1 ([`crate::stats::Plan::pairs`]
+    /// charges them); a name not among the columns, an identifier's or a margin of more than
+    /// [`MAX_PAIR_CELLS`] cells is skipped (charged, never measured). Returns the names measured.
+    pub fn measure_pairs(
+        &mut self,
+        data: &Encoded,
+        target: usize,
+        with: &[String],
+        sigma: f64,
+        rng: &mut SecureRng,
+    ) -> Vec<String> {
+        let mut measured = Vec::new();
+        let Some(t) = self.columns.get(target).filter(|t| !t.is_id()) else {
+            return measured;
+        };
+        let width_a = t.slots();
+        let onehot_a = t.onehot;
+        for name in with {
+            let Some(b) = self.column_index(name).filter(|&b| b != target) else {
+                continue;
+            };
+            let col = &self.columns[b];
+            let width_b = col.slots();
+            if col.is_id() || width_a * width_b > MAX_PAIR_CELLS {
+                continue;
+            }
+            let mut counts = vec![0.0; width_a * width_b];
+            for r in 0..data.rows() {
+                let sa = data.hot(r, target) - onehot_a;
+                let sb = data.hot(r, b) - col.onehot;
+                counts[sa * width_b + sb] += 1.0;
+            }
+            if sigma > 0.0 {
+                for c in &mut counts {
+                    let z: f64 = rand::Rng::sample(rng, rand_distr::StandardNormal);
+                    *c += sigma * z;
+                }
+            }
+            let target_shares = crate::calibrate::pair_shares(&counts, width_a, width_b, sigma);
+            self.pairs.push(PairMargin {
+                a: target,
+                b,
+                width_a,
+                width_b,
+                target: target_shares,
+            });
+            measured.push(name.clone());
+        }
+        measured
     }
 
     /// Per column, the slot of its one-hot block that sampling must not produce: the null
@@ -547,7 +643,7 @@ impl Encoder {
 
     /// Whether any column has target frequencies to calibrate generated rows to.
     pub fn has_targets(&self) -> bool {
-        self.columns.iter().any(|c| c.target.is_some())
+        !self.pairs.is_empty() || self.columns.iter().any(|c| c.target.is_some())
     }
 
     /// Indices of `keep` of the generated `rows` whose marginals best match the schema's
@@ -565,12 +661,33 @@ impl Encoder {
                 Some((rows.iter().map(|r| r[c].slot).collect(), target))
             })
             .collect();
+        let pair_slots: Vec<Vec<usize>> = self
+            .pairs
+            .iter()
+            .map(|p| {
+                rows.iter()
+                    .map(|r| {
+                        let (a, b) = (r[p.a].slot, r[p.b].slot);
+                        // A slot outside a block (never generated) is left free.
+                        if a < p.width_a && b < p.width_b {
+                            a * p.width_b + b
+                        } else {
+                            usize::MAX
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
         let margins: Vec<Margin<'_>> = slots
             .iter()
             .map(|(s, t)| Margin {
                 slots: s,
                 target: t,
             })
+            .chain(pair_slots.iter().zip(&self.pairs).map(|(s, p)| Margin {
+                slots: s,
+                target: &p.target,
+            }))
             .collect();
         let weights = raking_weights(rows.len(), &margins, rows.len() as f64 / keep as f64);
         resample(&weights, keep, rng)

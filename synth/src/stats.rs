@@ -70,6 +70,10 @@ pub struct Plan {
     /// see [`ColumnSpec::wide`]), with noise of their own ([`Noise::sigma_wide`]) set from
     /// the values' mean count instead of the statistics' share of ε (see [`wide_noise`]).
     pub wide: u64,
+    /// Two-way histograms of a declared target column with other columns (see
+    /// [`crate::encoder::Encoder::measure_pairs`]), at the numeric histograms' noise: a row is
+    /// one cell of each, so each is one release of sensitivity 1.
+    pub pairs: u64,
 }
 
 /// How much noisier a count of distinct values is than a numeric histogram: it only sizes a
@@ -150,7 +154,11 @@ impl Plan {
 
     /// Whether nothing private needs to be released.
     pub fn is_free(&self) -> bool {
-        self.releases == 0 && self.discoveries == 0 && self.distinct == 0 && self.wide == 0
+        self.releases == 0
+            && self.discoveries == 0
+            && self.distinct == 0
+            && self.wide == 0
+            && self.pairs == 0
     }
 }
 
@@ -235,6 +243,12 @@ impl Noise {
             events.push((
                 "numeric histograms (ranges and bins)",
                 DpEvent::gaussian(1.0, self.sigma, plan.releases)?,
+            ));
+        }
+        if plan.pairs > 0 {
+            events.push((
+                "the target's two-way margins",
+                DpEvent::gaussian(1.0, self.sigma, plan.pairs)?,
             ));
         }
         if plan.discoveries > 0 {
