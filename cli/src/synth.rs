@@ -192,7 +192,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         Some(t) => schema
             .columns
             .iter()
-            .filter(|c| &c.name != t && c.kind != ColumnKind::Id && !c.wide)
+            .filter(|c| &c.name != t && c.kind != ColumnKind::Id && !c.wide && !is_derived(&c.name))
             .map(|c| c.name.clone())
             .collect(),
         None => Vec::new(),
@@ -451,14 +451,22 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 "note: --target {t} is a datetime or an identifier here, not a label: no two-way margins measured"
             );
         } else {
+            let skipped: Vec<&str> = pair_with
+                .iter()
+                .filter(|n| !measured.contains(n))
+                .map(String::as_str)
+                .collect();
             eprintln!(
                 "target {t}: the output is calibrated to its two-way margins with {} of {} columns{}",
                 measured.len(),
                 pair_with.len(),
-                if measured.len() < pair_with.len() {
-                    " (the others: identifiers, datetimes, or too many cells)"
+                if skipped.is_empty() {
+                    String::new()
                 } else {
-                    ""
+                    format!(
+                        " (not {}: an identifier, a datetime or too many cells)",
+                        skipped.join(", ")
+                    )
                 }
             );
         }
