@@ -449,18 +449,22 @@ fn encrypted_output_opens_only_for_the_recipient() {
     assert_eq!(read_table(&plain).unwrap().rows(), 200);
 }
 
+/// A deterministic stream of uniforms in [0, 1) (xorshift64) for the constructed tables.
+fn uniforms(mut x: u64) -> impl FnMut() -> f64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// A table of the shapes real tables have: a 0/1 flag, an amount that is zero for most rows
 /// with a long tail, a small count and a category; `rows` rows, made deterministically.
 fn shaped_table(dir: &Path, rows: usize) -> PathBuf {
     let path = dir.join(format!("shaped{rows}.csv"));
     let mut text = String::from("flag,amount,visits,kind\n");
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut next = uniforms(0x2545_f491_4f6c_dd1d);
     for _ in 0..rows {
         let flag = u8::from(next() < 0.3);
         let amount = if next() < 0.7 {
@@ -813,13 +817,7 @@ fn a_declared_target_keeps_a_rare_class_linked_to_its_predictor() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("rare.csv");
     let mut text = String::from("place,amount,label,seen\n");
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut next = uniforms(0x9e37_79b9_7f4a_7c15);
     for _ in 0..6000 {
         let rare = next() < 0.05;
         let place = if rare && next() < 0.8 {
