@@ -18,8 +18,8 @@ use fedsynth_synth::report::{Charge, Epoch, RunPrivacy, RunRecord};
 use fedsynth_synth::sample::Generator;
 use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
 use fedsynth_synth::stats::{
-    Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise, mark_wide,
-    private_kinds, release_distinct, untyped_columns,
+    LocalRelease, Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise,
+    mark_wide, private_kinds, release_distinct, untyped_columns,
 };
 use fedsynth_synth::table::{
     Format, declared_temporal, output_temporal, read_raw, table_bytes_typed,
@@ -434,41 +434,34 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let mut encoder = Encoder::new(&completed, &table)?;
     let data = encoder.encode_rows(&table)?;
     if let Some(t) = &args.target {
-        // A datetime or an identifier is no single modelled column: nothing to measure (its
-        // share of the plan stays charged, unused).
-        let measured = match encoder.column_index(t) {
-            Some(at) => encoder.measure_pairs(
-                &data,
-                at,
-                &pair_with,
-                privacy.preprocess.sigma,
-                &mut private,
-            ),
-            None => Vec::new(),
-        };
-        if measured.is_empty() {
-            eprintln!(
+        // The margins go through the same release as every other histogram of the run.
+        let mut release = LocalRelease::new(privacy.preprocess, &mut private);
+        match encoder.measure_pairs(&data, t, &pair_with, &mut release)? {
+            // A datetime or an identifier is no label: its share of the plan stays
+            // charged, unused.
+            None => eprintln!(
                 "note: --target {t} is a datetime or an identifier here, not a label: no two-way margins measured"
-            );
-        } else {
-            let skipped: Vec<&str> = pair_with
-                .iter()
-                .filter(|n| !measured.contains(n))
-                .map(String::as_str)
-                .collect();
-            eprintln!(
-                "target {t}: the output is calibrated to its two-way margins with {} of {} columns{}",
-                measured.len(),
-                pair_with.len(),
-                if skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (not {}: an identifier, a datetime or too many cells)",
-                        skipped.join(", ")
-                    )
-                }
-            );
+            ),
+            Some(measured) => {
+                let skipped: Vec<&str> = pair_with
+                    .iter()
+                    .filter(|n| !measured.contains(n))
+                    .map(String::as_str)
+                    .collect();
+                eprintln!(
+                    "target {t}: the output is calibrated to its two-way margins with {} of {} columns{}",
+                    measured.len(),
+                    pair_with.len(),
+                    if skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (not {}: an identifier, a datetime or too many cells)",
+                            skipped.join(", ")
+                        )
+                    }
+                );
+            }
         }
     }
     let bar = ProgressBar::new(privacy.training.epochs as u64);

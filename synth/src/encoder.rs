@@ -17,7 +17,7 @@ use crate::datetime;
 use crate::error::{Result, SynthError};
 use crate::nulls;
 use crate::schema::{ColumnKind, Schema};
-use crate::stats::category_key;
+use crate::stats::{Release, category_key};
 use crate::table::{ColumnData, Table};
 
 /// A block of the encoded vector, and how the model's output for it is read.
@@ -496,27 +496,31 @@ impl Encoder {
     }
 
     /// Measures the two-way margins of column `target` with each column named in `with`, on
-    /// the real rows `data`, every count with Gaussian noise of standard deviation `sigma`
-    /// (exact at 0), and calibrates generated rows to them from then on. A row is one cell of
-    /// each margin, so each margin is one release of sensitivity 1 ([`crate::stats::Plan::pairs`]
-    /// charges them); a name not among the columns, an identifier's or a margin of more than
-    /// [`MAX_PAIR_CELLS`] cells is skipped (charged, never measured). Returns the names measured.
+    /// the real rows `data`, each margin one histogram released through `release` (at its
+    /// numeric histograms' noise, exact without noise), and calibrates generated rows to them
+    /// from then on. A row is one cell of each margin, so each margin is one release of
+    /// sensitivity 1 ([`crate::stats::Plan::pairs`] charges them); a name not among the
+    /// columns, an identifier's or a margin of more than [`MAX_PAIR_CELLS`] cells is skipped
+    /// (charged, never measured). Returns the names measured, or `None` when `target` is not
+    /// a column of the model or is an identifier's.
     pub fn measure_pairs(
         &mut self,
         data: &Encoded,
-        target: usize,
+        target: &str,
         with: &[String],
-        sigma: f64,
-        rng: &mut SecureRng,
-    ) -> Vec<String> {
-        let mut measured = Vec::new();
-        let Some(t) = self.columns.get(target).filter(|t| !t.is_id()) else {
-            return measured;
+        release: &mut dyn Release,
+    ) -> Result<Option<Vec<String>>> {
+        let Some(a) = self
+            .column_index(target)
+            .filter(|&a| !self.columns[a].is_id())
+        else {
+            return Ok(None);
         };
-        let width_a = t.slots();
-        let onehot_a = t.onehot;
+        let (width_a, onehot_a) = (self.columns[a].slots(), self.columns[a].onehot);
+        let sigma = release.noise().sigma;
+        let mut measured = Vec::new();
         for name in with {
-            let Some(b) = self.column_index(name).filter(|&b| b != target) else {
+            let Some(b) = self.column_index(name).filter(|&b| b != a) else {
                 continue;
             };
             let col = &self.columns[b];
@@ -526,27 +530,21 @@ impl Encoder {
             }
             let mut counts = vec![0.0; width_a * width_b];
             for r in 0..data.rows() {
-                let sa = data.hot(r, target) - onehot_a;
+                let sa = data.hot(r, a) - onehot_a;
                 let sb = data.hot(r, b) - col.onehot;
                 counts[sa * width_b + sb] += 1.0;
             }
-            if sigma > 0.0 {
-                for c in &mut counts {
-                    let z: f64 = rand::Rng::sample(rng, rand_distr::StandardNormal);
-                    *c += sigma * z;
-                }
-            }
-            let target_shares = crate::calibrate::pair_shares(&counts, width_a, width_b, sigma);
+            let counts = release.counts(counts)?;
             self.pairs.push(PairMargin {
-                a: target,
+                a,
                 b,
                 width_a,
                 width_b,
-                target: target_shares,
+                target: crate::calibrate::pair_shares(&counts, width_a, width_b, sigma),
             });
             measured.push(name.clone());
         }
-        measured
+        Ok(Some(measured))
     }
 
     /// Per column, the slot of its one-hot block that sampling must not produce: the null
