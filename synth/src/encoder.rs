@@ -39,6 +39,26 @@ pub enum Span {
     },
 }
 
+/// `x` rounded to the nearest multiple of `step` inside [first edge, last edge] (`x` itself
+/// without a step). Multiples are written as the step's decimals would have them (7.5, not
+/// 7.500000000000001).
+fn on_grid(x: f64, step: Option<f64>, edges: &[f64]) -> f64 {
+    let Some(step) = step.filter(|s| *s > 0.0) else {
+        return x;
+    };
+    let (lo, hi) = (edges[0], edges[edges.len() - 1]);
+    let (first, last) = ((lo / step).ceil(), (hi / step).floor());
+    let n = (x / step).round().clamp(first, last.max(first));
+    // A decimal step (0.1) is a fraction of a power of ten: divide by its inverse so the
+    // result is the nearest double to the decimal.
+    let inverse = (1.0 / step).round();
+    if (inverse * step - 1.0).abs() < 1e-9 {
+        n / inverse
+    } else {
+        n * step
+    }
+}
+
 /// The type values take in the output table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ValueType {
@@ -53,6 +73,8 @@ enum Codec {
         edges: Vec<f64>,
         points: Vec<f64>,
         integer: bool,
+        /// A continuous column's grid (see [`ColumnSpec::step`]).
+        step: Option<f64>,
     },
     Categorical {
         categories: Vec<String>,
@@ -399,6 +421,7 @@ impl Encoder {
                     })?,
                     points: spec.points.clone().unwrap_or_default(),
                     integer: matches!(spec.kind, ColumnKind::Integer | ColumnKind::Datetime),
+                    step: spec.step,
                 },
             };
             let mut col = ColumnCodec {
@@ -778,6 +801,7 @@ impl Encoder {
                     edges,
                     points,
                     integer,
+                    step,
                 } => {
                     let k = edges.len() - 1;
                     let values = rows.iter().map(|r| {
@@ -812,7 +836,7 @@ impl Encoder {
                             values
                                 .map(|v| {
                                     v.map(|x| match x {
-                                        Ok(x) => x.clamp(edges[0], edges[k]),
+                                        Ok(x) => on_grid(x.clamp(edges[0], edges[k]), *step, edges),
                                         Err(p) => p,
                                     })
                                 })
@@ -876,6 +900,27 @@ impl Encoder {
 mod tests {
     use super::*;
     use crate::schema::Schema;
+
+    #[test]
+    fn values_on_a_grid_are_generated_on_it() {
+        let edges = [2.75, 3.25, 7.25, 7.75, 14.25];
+        assert_eq!(on_grid(7.6, Some(0.5), &edges), 7.5);
+        assert_eq!(on_grid(3.1, Some(0.5), &edges), 3.0);
+        // Clamped to the multiples inside the edges.
+        assert_eq!(on_grid(2.8, Some(0.5), &edges), 3.0);
+        assert_eq!(on_grid(14.24, Some(0.5), &edges), 14.0);
+        // A decimal step gives the decimal's nearest double, as the input's text read.
+        let tenths = [0.05, 9.95];
+        for (x, want) in [
+            (0.3, "0.3"),
+            (0.71, "0.7"),
+            (7.349, "7.3"),
+            (2.25001, "2.3"),
+        ] {
+            assert_eq!(on_grid(x, Some(0.1), &tenths).to_string(), want);
+        }
+        assert_eq!(on_grid(7.6, None, &edges), 7.6);
+    }
 
     #[test]
     fn a_point_mass_round_trips_exactly_even_outside_the_bins() {

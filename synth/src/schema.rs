@@ -90,6 +90,12 @@ pub struct ColumnSpec {
     /// such as the exact zeros of an amount that is often zero. Each is generated exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub points: Option<Vec<f64>>,
+    /// The grid a continuous column's values lie on (0.5: halves such as 7.5 and 14; 0.1: one
+    /// decimal): generated values are rounded to multiples of it, as an integer column's are
+    /// to whole numbers. fedsynth finds it with the column's first histogram (see
+    /// [`crate::stats`]) where no finer fraction holds a mass the noise cannot explain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<f64>,
     /// The category set (categorical columns); other values are treated as unseen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categories: Option<Vec<String>>,
@@ -274,6 +280,11 @@ impl Schema {
                     if c.min.is_some() != c.max.is_some() {
                         return bad("give both min and max, or neither");
                     }
+                    if let Some(step) = c.step
+                        && !(step.is_finite() && step > 0.0)
+                    {
+                        return bad("step must be a positive, finite number");
+                    }
                     if let (Some(lo), Some(hi)) = (c.min, c.max)
                         && !(lo.is_finite() && hi.is_finite() && lo < hi)
                     {
@@ -350,6 +361,7 @@ impl Schema {
                 max: None,
                 edges: None,
                 points: None,
+                step: None,
                 categories: None,
                 frequencies: None,
                 source: Source::Public,
