@@ -1251,15 +1251,18 @@ fn read_support(
     let zero_mass = zero_count > strong.max(0.5);
     let skip = (!integer).then_some(zero);
     let mut found = hull(noisy_counts, strong, weak, skip);
-    if integer {
-        // Values spread over many exact buckets (ages 18-63 in a table of 600 rows) may clear
-        // no single bucket; the same release read by octave (sums of noisy counts, their
-        // noise σ·√width) sees them. Both views are post-processing of one histogram.
+    // Values spread over many exact buckets (ages 18-63 in a table of 600 rows) may clear no
+    // single bucket; the same release read by octave (sums of noisy counts over √width, their
+    // noise σ) sees them. Both views are post-processing of one histogram.
+    let octaves = integer.then(|| {
         let cells = octave_cells(support);
         let merged: Vec<f64> = cells
             .iter()
             .map(|&(a, b)| noisy_counts[a..=b].iter().sum::<f64>() / ((b - a + 1) as f64).sqrt())
             .collect();
+        (cells, merged)
+    });
+    if let Some((cells, merged)) = &octaves {
         // Weak neighbours at 2σ here: an empty octave passes σ one time in six, and would
         // stretch the range over a whole octave.
         let coarse_view = hull(
@@ -1311,20 +1314,12 @@ fn read_support(
     // column's octave view, the buckets otherwise), those apart from the guess.
     let (guess, others) = match (range, found) {
         (Some(_), Some((a, b, true))) => {
-            let runs: Vec<(usize, usize, f64)> = if integer {
-                let cells = octave_cells(support);
-                let merged: Vec<f64> = cells
-                    .iter()
-                    .map(|&(x, y)| {
-                        noisy_counts[x..=y].iter().sum::<f64>() / ((y - x + 1) as f64).sqrt()
-                    })
-                    .collect();
-                scan_top(&merged, &|_| true, CANDIDATES)
+            let runs: Vec<(usize, usize, f64)> = match &octaves {
+                Some((cells, merged)) => scan_top(merged, &|_| true, CANDIDATES)
                     .into_iter()
                     .map(|(x, y, z)| (cells[x].0, cells[y].1, z))
-                    .collect()
-            } else {
-                scan_top(noisy_counts, &|i| Some(i) != skip, CANDIDATES)
+                    .collect(),
+                None => scan_top(noisy_counts, &|i| Some(i) != skip, CANDIDATES),
             };
             // The guess is the most significant run, grown through its neighbours.
             let guess = runs.first().map_or(0.0, |r| r.2 / sigma);
@@ -1360,8 +1355,7 @@ fn read_support(
 const PER_VALUE_MAX: usize = 32;
 
 /// Bins of the second release of a numeric column where the row count is unknown, and the
-/// fewest one integer value each that an integer column's range may span and keep one bin per
-/// value (see [`fine_grid`]) ...
+/// fewest an integer column gets (see [`fine_bins`]) ...
 const FINE_BINS: usize = 64;
 /// ... and at least this many or at most this many (see [`fine_bins`]).
 const FINE_BINS_MIN: usize = 8;
@@ -1407,13 +1401,14 @@ fn fine_bins(sigma: f64, rows: Option<usize>, integer: bool) -> usize {
 }
 
 /// The bins of a numeric column's second release over [lo, hi]: one per integer where an
-/// integer range holds at most `per_value` of them, else `fine` bins, equally spaced
+/// integer range holds at most `fine` of them (an integer column's `fine` is at least
+/// [`FINE_BINS`], see [`fine_bins`]), else `fine` bins, equally spaced
 /// where the range lies far from zero (hi/lo < 8) and equally spaced in asinh(x/s) where it
 /// spans orders of magnitude (long tails: narrow bins where the values crowd, wide ones in
 /// the tail). The layout is a function of the range only, which is public or a DP release.
 /// Returns the edges and whether they are one bin per integer.
-fn fine_grid(lo: f64, hi: f64, integer: bool, fine: usize, per_value: usize) -> (Vec<f64>, bool) {
-    if integer && hi - lo <= per_value as f64 + 0.5 {
+fn fine_grid(lo: f64, hi: f64, integer: bool, fine: usize) -> (Vec<f64>, bool) {
+    if integer && hi - lo <= fine as f64 + 0.5 {
         let a = (lo + 0.5).round();
         let b = (hi - 0.5).round().max(a);
         let edges = (0..=(b - a) as usize + 1)
@@ -1492,13 +1487,10 @@ fn private_bins(
         ranges.push((a, b));
         first_z.push(z);
     }
-    let layouts: Vec<(Vec<f64>, bool, bool)> = ranges
+    let mut layouts: Vec<(Vec<f64>, bool, bool)> = ranges
         .iter()
         .map(|&(lo, hi)| {
-            // An integer range of up to [`FINE_BINS`] values keeps one bin per value however
-            // few bins a continuous range gets: its values are discrete, and a merged bin
-            // would spread them over values that never occur.
-            let (grid, per_integer) = fine_grid(lo, hi, integer, fine, fine.max(FINE_BINS));
+            let (grid, per_integer) = fine_grid(lo, hi, integer, fine);
             // Zeros get a bucket of their own where 0 lies inside a grid of wide bins, or
             // where the support found a point mass at 0 in a continuous column (wherever its
             // range lies).
@@ -1540,10 +1532,7 @@ fn private_bins(
         } else if apart > 0 && v > grid[k] {
             k + 1
         } else {
-            let x = v.clamp(grid[0], grid[k]);
-            grid.partition_point(|&e| e <= x)
-                .saturating_sub(1)
-                .min(k - 1)
+            bin_of(grid, v)
         };
         counts[offsets[c] + bucket] += 1.0;
     }
@@ -1560,7 +1549,8 @@ fn private_bins(
     let chosen = (0..ranges.len())
         .max_by(|&a, &b| held(a).total_cmp(&held(b)))
         .unwrap_or(0);
-    let (grid, per_integer, zero_apart) = layouts[chosen].clone();
+    let any_apart = layouts.iter().any(|(_, _, z)| *z);
+    let (grid, per_integer, zero_apart) = layouts.swap_remove(chosen);
     let k = grid.len() - 1;
     let at = offsets[chosen];
     let mut noisy_counts = all_counts[at..at + k].to_vec();
@@ -1568,13 +1558,9 @@ fn private_bins(
         noisy_counts[0] += all_counts[at + k];
         noisy_counts[k - 1] += all_counts[at + k + 1];
     }
-    if !zero_apart && layouts.iter().any(|(_, _, z)| *z) {
+    if !zero_apart && any_apart {
         // Zeros counted apart for another run: the chosen one holds them in its bin nearest 0.
-        let x = 0.0_f64.clamp(grid[0], grid[k]);
-        noisy_counts[grid
-            .partition_point(|&e| e <= x)
-            .saturating_sub(1)
-            .min(k - 1)] += zero_count;
+        noisy_counts[bin_of(&grid, 0.0)] += zero_count;
     }
     // Per-value bins inside the support's exact buckets: average the two noisy counts.
     if per_integer && let Some(exact) = support.and_then(|s| s.exact.as_ref()) {
@@ -1652,6 +1638,14 @@ fn private_bins(
         facts.point_frequencies = vec![share.max(0.0)];
     }
     Ok(facts)
+}
+
+/// The bin of `grid` that holds `x`, a value beyond its ends in the end bin.
+fn bin_of(grid: &[f64], x: f64) -> usize {
+    let k = grid.len() - 1;
+    grid.partition_point(|&e| e <= x.clamp(grid[0], grid[k]))
+        .saturating_sub(1)
+        .min(k - 1)
 }
 
 /// The bins left once the empty tails are cut: from each end, bins are dropped until one
