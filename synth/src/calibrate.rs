@@ -60,7 +60,8 @@ pub fn pair_shares(counts: &[f64], rows: usize, cols: usize, sigma: f64) -> Vec<
         .collect()
 }
 
-/// Raking weights (mean 1) for `rows` proposals, each bounded by `max_weight`.
+/// Raking weights for `rows` proposals: scaled to mean 1 after each sweep, then each clamped
+/// to [`MIN_WEIGHT`, `max_weight`] (so their mean falls below 1 where the cap binds).
 pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> Vec<f64> {
     let mut w = vec![1.0; rows];
     for _ in 0..SWEEPS {

@@ -12,7 +12,7 @@
 
 use fedsynth_privacy::rng::SecureRng;
 
-use crate::calibrate::{Margin, raking_weights, resample};
+use crate::calibrate::{Margin, raking_weights};
 use crate::datetime;
 use crate::error::{Result, SynthError};
 use crate::nulls;
@@ -667,11 +667,12 @@ impl Encoder {
         !self.pairs.is_empty() || self.columns.iter().any(|c| c.target.is_some())
     }
 
-    /// Indices of `keep` of the generated `rows` whose marginals best match the schema's
-    /// frequencies (see [`crate::calibrate`]); all of them, in order, when there are none.
-    pub fn calibrate(&self, rows: &[Vec<Choice>], keep: usize, rng: &mut SecureRng) -> Vec<usize> {
-        if !self.has_targets() || keep >= rows.len() {
-            return (0..rows.len().min(keep)).collect();
+    /// Raking weights (each at most `max_weight`) of the generated `rows` that make their
+    /// marginals match the schema's frequencies (see [`crate::calibrate`]); all 1 when there
+    /// are none.
+    pub fn calibrate(&self, rows: &[Vec<Choice>], max_weight: f64) -> Vec<f64> {
+        if !self.has_targets() {
+            return vec![1.0; rows.len()];
         }
         let slots: Vec<(Vec<usize>, &[f64])> = self
             .columns
@@ -710,8 +711,7 @@ impl Encoder {
                 target: &p.target,
             }))
             .collect();
-        let weights = raking_weights(rows.len(), &margins, rows.len() as f64 / keep as f64);
-        resample(&weights, keep, rng)
+        raking_weights(rows.len(), &margins, max_weight)
     }
 
     /// Encodes every row of `table` into a row-major `[rows, width]` matrix.

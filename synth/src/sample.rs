@@ -8,6 +8,7 @@ use fedsynth_privacy::rng::SecureRng;
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use crate::calibrate::resample;
 use crate::encoder::{Choice, Encoder, Span};
 use crate::model::Tvae;
 use crate::table::Table;
@@ -47,18 +48,23 @@ impl Generator for Tvae {
 const OFFSET_JITTER: f64 = 0.2;
 /// Rows decoded per forward pass.
 const CHUNK: usize = 4096;
-/// Proposals per kept row when the schema has frequencies to calibrate to.
+/// Proposals per kept row at first when the schema has frequencies to calibrate to.
 pub const OVERSAMPLE: usize = 5;
-/// Rows calibrated together (bounds the memory of the proposals).
+/// Most proposals per kept row (see [`for_each_block`]).
+pub const MAX_OVERSAMPLE: usize = 20;
+/// Most rows kept per block.
 const BLOCK: usize = 65_536;
+/// Most proposals calibrated together (bounds the memory of a block).
+const POOL: usize = BLOCK * OVERSAMPLE;
 
 fn reflect(u: f64) -> f64 {
     let u = u.rem_euclid(2.0);
     if u > 1.0 { 2.0 - u } else { u }
 }
 
-/// Generates `rows` synthetic rows; where the schema has frequencies, `OVERSAMPLE` times as
-/// many are proposed and the calibrated subset kept (see [`crate::calibrate`]).
+/// Generates `rows` synthetic rows; where the schema has frequencies, several times as many
+/// are proposed and the calibrated subset kept (see [`crate::calibrate`] and
+/// [`for_each_block`]).
 pub fn sample<G: Generator + ?Sized>(
     model: &G,
     encoder: &Encoder,
@@ -76,7 +82,7 @@ pub fn sample<G: Generator + ?Sized>(
     encoder.decode(&out)
 }
 
-/// [`sample`] block by block: each block of at most 65,536 rows is calibrated on its own and
+/// [`sample`] block by block: each block (at most 65,536 rows) is calibrated on its own and
 /// handed to `sink` decoded, in order, so memory holds one block whatever `rows` is. With
 /// the same generator state it yields the rows [`sample`] would, in the same order.
 pub fn sample_blocks<G: Generator + ?Sized, E>(
@@ -93,6 +99,16 @@ pub fn sample_blocks<G: Generator + ?Sized, E>(
 }
 
 /// The calibrated choices of `rows` rows, a block at a time.
+///
+/// Where the schema has frequencies, a block of `n` kept rows starts from `OVERSAMPLE · n`
+/// proposals, and raking weighs them with weights capped at the proposals per kept row. A
+/// cap that binds (the margins ask some rows for more weight than it allows: a model far
+/// from its targets after DP training, several margins pulling the same rows) lowers the
+/// mean weight below 1, and with it the raked weights' effective size (Kish: (Σw)² / Σw²,
+/// at least `n` times the mean weight) below the `n` rows to keep. While that happens the
+/// proposals per kept row double, up to `MAX_OVERSAMPLE` (more proposals while the pool is
+/// under `POOL`, fewer rows kept from it once it is full), and later blocks start from the
+/// factor reached. A model whose marginals the cap lets raking mend costs one pass.
 fn for_each_block<G: Generator + ?Sized, E>(
     model: &G,
     encoder: &Encoder,
@@ -101,16 +117,45 @@ fn for_each_block<G: Generator + ?Sized, E>(
     rng: &mut SecureRng,
     mut each: impl FnMut(Vec<Vec<Choice>>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let factor = if encoder.has_targets() { OVERSAMPLE } else { 1 };
+    let calibrated = encoder.has_targets();
+    let mut factor = if calibrated { OVERSAMPLE } else { 1 };
     let mut done = 0;
     while done < rows {
-        let n = BLOCK.min(rows - done);
-        let proposals = propose(model, encoder, n * factor, device, rng);
-        let keep = encoder.calibrate(&proposals, n, rng);
+        let mut n = (POOL / factor).min(BLOCK).min(rows - done);
+        let mut proposals = propose(model, encoder, n * factor, device, rng);
+        let keep = if calibrated {
+            loop {
+                let weights = encoder.calibrate(&proposals, factor as f64);
+                if factor >= MAX_OVERSAMPLE || effective_rows(&weights) >= n as f64 {
+                    break resample(&weights, n, rng);
+                }
+                factor *= 2;
+                if n * factor <= POOL {
+                    let more = n * factor - proposals.len();
+                    proposals.extend(propose(model, encoder, more, device, rng));
+                } else {
+                    n = (proposals.len() / factor).max(1);
+                    proposals.truncate(n * factor);
+                }
+            }
+        } else {
+            (0..n).collect()
+        };
         each(keep.into_iter().map(|i| proposals[i].clone()).collect())?;
         done += n;
     }
     Ok(())
+}
+
+/// Kish's effective sample size of `weights`: (Σw)² / Σw².
+fn effective_rows(weights: &[f64]) -> f64 {
+    let sum: f64 = weights.iter().sum();
+    let squares: f64 = weights.iter().map(|w| w * w).sum();
+    if squares > 0.0 {
+        sum * sum / squares
+    } else {
+        0.0
+    }
 }
 
 /// Decodes `rows` latent points drawn from the prior into column choices.
