@@ -432,6 +432,9 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let completed = completion.schema;
     let table = fedsynth_synth::nulls::with_pattern(table, &completed);
     let mut encoder = Encoder::new(&completed, &table)?;
+    // The frequencies and margins are the run's DP releases at most at the numeric
+    // histograms' noise (categories get less; a public schema's are exact).
+    encoder.set_target_noise(privacy.preprocess.sigma);
     let data = encoder.encode_rows(&table)?;
     if let Some(t) = &args.target {
         // The margins go through the same release as every other histogram of the run.

@@ -120,6 +120,43 @@ pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> V
     w
 }
 
+/// How many times the mean total variation that noise alone gives a margin its gap must
+/// exceed to be more than noise: for k cells the noise's share of the gap has mean
+/// 0.4·k·σ / total and standard deviation about 0.3·√k·σ / total, and clamping negative
+/// counts at zero adds up to its mean again; three means stand above both at ten cells.
+pub const BEYOND: f64 = 3.0;
+
+/// Whether some margin's shares under `weights` stand farther from its target shares (total
+/// variation) than the noise of the target's counts explains: more than [`BEYOND`] times
+/// the mean the noise gives, Gaussian noise of σ = `sigma` rows on each of its k aimed cells
+/// moving the shares by 0.4·k·σ / total (E|N(0, σ)| = σ·√(2/π), halved). Margins whose
+/// counts carry more noise than signal are met as well as they can be; chasing them
+/// further fits their noise.
+pub fn beyond_noise(margins: &[Margin<'_>], weights: &[f64], sigma: f64) -> bool {
+    margins.iter().any(|m| {
+        let k = m.target.len();
+        let mut current = vec![0.0; k];
+        for (&s, &w) in m.slots.iter().zip(weights) {
+            if s < k && m.target[s].is_finite() {
+                current[s] += w;
+            }
+        }
+        let all_current: f64 = current.iter().sum();
+        let aimed = m.target.iter().filter(|t| t.is_finite()).count();
+        let all_target: f64 = m.target.iter().filter(|t| t.is_finite()).sum();
+        if !(all_current > 0.0) || !(all_target > 0.0) {
+            return false;
+        }
+        let gap: f64 = (0..k)
+            .filter(|&s| m.target[s].is_finite())
+            .map(|s| (current[s] / all_current - m.target[s] / all_target).abs())
+            .sum::<f64>()
+            / 2.0;
+        let noise = (2.0 / std::f64::consts::PI).sqrt() / 2.0 * aimed as f64 * sigma / all_target;
+        gap > BEYOND * noise
+    })
+}
+
 /// Systematic resampling: `n` distinct indices (whenever at least `n` weights are positive)
 /// drawn with probability proportional to `weights` capped so that none exceeds the step,
 /// in increasing order.

@@ -12,7 +12,7 @@
 
 use fedsynth_privacy::rng::SecureRng;
 
-use crate::calibrate::{Margin, raking_weights};
+use crate::calibrate::{Margin, beyond_noise, raking_weights};
 use crate::datetime;
 use crate::error::{Result, SynthError};
 use crate::nulls;
@@ -240,6 +240,9 @@ pub struct Encoder {
     null_masks: Vec<Option<usize>>,
     /// Two-way margins generated rows are calibrated to (see [`Encoder::measure_pairs`]).
     pairs: Vec<PairMargin>,
+    /// The noise σ (in rows) of the frequencies and margins generated rows are calibrated
+    /// to, where known (see [`Encoder::set_target_noise`]).
+    target_noise: Option<f64>,
 }
 
 /// A two-way margin of columns `a` and `b`: target shares of each pair of their slots, `a`'s
@@ -510,6 +513,7 @@ impl Encoder {
             joins: joins(schema),
             null_masks,
             pairs: Vec::new(),
+            target_noise: None,
         })
     }
 
@@ -667,12 +671,20 @@ impl Encoder {
         !self.pairs.is_empty() || self.columns.iter().any(|c| c.target.is_some())
     }
 
+    /// Records the noise σ, in rows, of the frequencies and two-way margins calibration aims
+    /// at (the largest, where releases differ; 0 where they are exact). Unset, sampling treats
+    /// them as too noisy to be worth more proposals (see [`crate::sample`]).
+    pub fn set_target_noise(&mut self, sigma: f64) {
+        self.target_noise = Some(sigma);
+    }
+
     /// Raking weights (each at most `max_weight`) of the generated `rows` that make their
-    /// marginals match the schema's frequencies (see [`crate::calibrate`]); all 1 when there
-    /// are none.
-    pub fn calibrate(&self, rows: &[Vec<Choice>], max_weight: f64) -> Vec<f64> {
+    /// marginals match the schema's frequencies (see [`crate::calibrate`]), and whether some
+    /// column's frequencies are left farther from the weighted rows than their own noise
+    /// explains ([`beyond_noise`]); all 1 and `false` when there are none.
+    pub fn calibrate(&self, rows: &[Vec<Choice>], max_weight: f64) -> (Vec<f64>, bool) {
         if !self.has_targets() {
-            return vec![1.0; rows.len()];
+            return (vec![1.0; rows.len()], false);
         }
         let slots: Vec<(Vec<usize>, &[f64])> = self
             .columns
@@ -711,7 +723,13 @@ impl Encoder {
                 target: &p.target,
             }))
             .collect();
-        raking_weights(rows.len(), &margins, max_weight)
+        let weights = raking_weights(rows.len(), &margins, max_weight);
+        // One-way margins only: a two-way target carries a prior of σ per cell on purpose
+        // (see [`crate::calibrate::pair_shares`]), a gap that no pool closes.
+        let beyond = self
+            .target_noise
+            .is_some_and(|sigma| beyond_noise(&margins[..slots.len()], &weights, sigma));
+        (weights, beyond)
     }
 
     /// Encodes every row of `table` into a row-major `[rows, width]` matrix.
