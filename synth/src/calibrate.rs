@@ -127,32 +127,49 @@ pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> V
 pub const BEYOND: f64 = 3.0;
 
 /// Whether some margin's shares under `weights` stand farther from its target shares (total
-/// variation) than the noise of the target's counts explains: more than [`BEYOND`] times
+/// variation over the slots raking aims at with weights up to `max_weight`) than the noise
+/// of the target's counts explains: more than [`BEYOND`] times
 /// the mean the noise gives, Gaussian noise of σ = `sigma` rows on each of its k aimed cells
 /// moving the shares by 0.4·k·σ / total (E|N(0, σ)| = σ·√(2/π), halved). Margins whose
 /// counts carry more noise than signal are met as well as they can be; chasing them
 /// further fits their noise.
-pub fn beyond_noise(margins: &[Margin<'_>], weights: &[f64], sigma: f64) -> bool {
+pub fn beyond_noise(margins: &[Margin<'_>], weights: &[f64], max_weight: f64, sigma: f64) -> bool {
     margins.iter().any(|m| {
         let k = m.target.len();
         let mut current = vec![0.0; k];
+        let mut proposed = vec![0.0; k];
         for (&s, &w) in m.slots.iter().zip(weights) {
             if s < k && m.target[s].is_finite() {
                 current[s] += w;
+                proposed[s] += 1.0;
             }
         }
-        let all_current: f64 = current.iter().sum();
-        let aimed = m.target.iter().filter(|t| t.is_finite()).count();
+        let all_proposed: f64 = proposed.iter().sum();
         let all_target: f64 = m.target.iter().filter(|t| t.is_finite()).sum();
-        if !(all_current > 0.0) || !(all_target > 0.0) {
+        if !(all_proposed > 0.0) || !(all_target > 0.0) {
             return false;
         }
-        let gap: f64 = (0..k)
-            .filter(|&s| m.target[s].is_finite())
-            .map(|s| (current[s] / all_current - m.target[s] / all_target).abs())
+        // The slots raking aims at (as in [`raking_weights`]): a target that no weight within
+        // the cap reaches (a column whose noisy bins put mass where the model never goes) is
+        // no reason for more proposals.
+        let aimed: Vec<usize> = (0..k)
+            .filter(|&s| {
+                m.target[s].is_finite()
+                    && proposed[s] > 0.0
+                    && m.target[s] / all_target <= max_weight * proposed[s] / all_proposed
+            })
+            .collect();
+        let now: f64 = aimed.iter().map(|&s| current[s]).sum();
+        let want: f64 = aimed.iter().map(|&s| m.target[s]).sum();
+        if !(now > 0.0) || !(want > 0.0) {
+            return false;
+        }
+        let gap: f64 = aimed
+            .iter()
+            .map(|&s| (current[s] / now - m.target[s] / want).abs())
             .sum::<f64>()
             / 2.0;
-        let noise = (2.0 / std::f64::consts::PI).sqrt() / 2.0 * aimed as f64 * sigma / all_target;
+        let noise = (2.0 / std::f64::consts::PI).sqrt() / 2.0 * aimed.len() as f64 * sigma / want;
         gap > BEYOND * noise
     })
 }

@@ -726,9 +726,9 @@ impl Encoder {
         let weights = raking_weights(rows.len(), &margins, max_weight);
         // One-way margins only: a two-way target carries a prior of σ per cell on purpose
         // (see [`crate::calibrate::pair_shares`]), a gap that no pool closes.
-        let beyond = self
-            .target_noise
-            .is_some_and(|sigma| beyond_noise(&margins[..slots.len()], &weights, sigma));
+        let beyond = self.target_noise.is_some_and(|sigma| {
+            beyond_noise(&margins[..slots.len()], &weights, max_weight, sigma)
+        });
         (weights, beyond)
     }
 
