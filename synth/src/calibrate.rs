@@ -28,6 +28,42 @@ pub struct Margin<'a> {
     pub target: &'a [f64],
 }
 
+impl Margin<'_> {
+    /// Per slot, the sum of `weight(row)` over the rows in it; 0 in the slots without a
+    /// finite target (free, like the slots past the end).
+    fn held(&self, weight: impl Fn(usize) -> f64) -> Vec<f64> {
+        let k = self.target.len();
+        let mut held = vec![0.0; k];
+        for (r, &s) in self.slots.iter().enumerate() {
+            if s < k && self.target[s].is_finite() {
+                held[s] += weight(r);
+            }
+        }
+        held
+    }
+
+    /// The sum of the finite targets.
+    fn target_total(&self) -> f64 {
+        self.target.iter().filter(|t| t.is_finite()).sum()
+    }
+
+    /// The slots raking aims at, given what the rows `held` of each: a finite target that
+    /// weights up to `max_weight` can reach. A slot the rows hold too little of is left
+    /// free: chasing it would pin every other row at the floor and undo the other margins
+    /// (a constant year whose noisy bins spread its mass over 16 years asked for 94% of the
+    /// rows in years the model never proposes).
+    fn reachable(&self, held: &[f64], max_weight: f64) -> Vec<bool> {
+        let all_held: f64 = held.iter().sum();
+        let all_target = self.target_total();
+        (0..self.target.len())
+            .map(|s| {
+                let t = self.target[s];
+                t.is_finite() && held[s] > 0.0 && t / all_target <= max_weight * held[s] / all_held
+            })
+            .collect()
+    }
+}
+
 /// Target shares of a two-way margin (`rows` × `cols` cells, row-major) from its noisy
 /// counts (Gaussian noise of standard deviation `sigma` on each): negative counts become 0,
 /// then every cell gets a prior mass of `sigma` on average, spread as the product of the two
@@ -67,31 +103,12 @@ pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> V
     for _ in 0..SWEEPS {
         for m in margins {
             let k = m.target.len();
-            // A slot whose target is not finite (NaN) is free, like the slots past the end.
-            let aimed = |s: usize| s < k && m.target[s].is_finite();
-            let mut current = vec![0.0; k];
-            for (r, &s) in m.slots.iter().enumerate() {
-                if aimed(s) {
-                    current[s] += w[r];
-                }
-            }
-            // A slot the proposals hold too little of to reach its target within the weight
-            // cap is left free too: chasing it would pin every other row at the floor and
-            // undo the other margins (a constant year whose noisy bins spread its mass over
-            // 16 years asked for 94% of the rows in years the model never proposes).
+            let current = m.held(|r| w[r]);
             let all_current: f64 = current.iter().sum();
-            let all_target: f64 = m.target.iter().filter(|t| t.is_finite()).sum();
-            if k == 0 || !(all_target > 0.0) || !(all_current > 0.0) {
+            if k == 0 || !(m.target_total() > 0.0) || !(all_current > 0.0) {
                 continue;
             }
-            let reachable: Vec<bool> = (0..k)
-                .map(|s| {
-                    let t = m.target[s];
-                    t.is_finite()
-                        && current[s] > 0.0
-                        && t / all_target <= max_weight * current[s] / all_current
-                })
-                .collect();
+            let reachable = m.reachable(&current, max_weight);
             let target_total: f64 = (0..k).filter(|&s| reachable[s]).map(|s| m.target[s]).sum();
             let total: f64 = (0..k).filter(|&s| reachable[s]).map(|s| current[s]).sum();
             if !(target_total > 0.0) {
@@ -135,30 +152,16 @@ pub const BEYOND: f64 = 3.0;
 /// further fits their noise.
 pub fn beyond_noise(margins: &[Margin<'_>], weights: &[f64], max_weight: f64, sigma: f64) -> bool {
     margins.iter().any(|m| {
-        let k = m.target.len();
-        let mut current = vec![0.0; k];
-        let mut proposed = vec![0.0; k];
-        for (&s, &w) in m.slots.iter().zip(weights) {
-            if s < k && m.target[s].is_finite() {
-                current[s] += w;
-                proposed[s] += 1.0;
-            }
-        }
-        let all_proposed: f64 = proposed.iter().sum();
-        let all_target: f64 = m.target.iter().filter(|t| t.is_finite()).sum();
-        if !(all_proposed > 0.0) || !(all_target > 0.0) {
+        let current = m.held(|r| weights[r]);
+        let proposed = m.held(|_| 1.0);
+        if !(proposed.iter().sum::<f64>() > 0.0) || !(m.target_total() > 0.0) {
             return false;
         }
-        // The slots raking aims at (as in [`raking_weights`]): a target that no weight within
-        // the cap reaches (a column whose noisy bins put mass where the model never goes) is
-        // no reason for more proposals.
-        let aimed: Vec<usize> = (0..k)
-            .filter(|&s| {
-                m.target[s].is_finite()
-                    && proposed[s] > 0.0
-                    && m.target[s] / all_target <= max_weight * proposed[s] / all_proposed
-            })
-            .collect();
+        // The slots raking aims at: a target that no weight within the cap reaches (a column
+        // whose noisy bins put mass where the model never goes) is no reason for more
+        // proposals.
+        let reachable = m.reachable(&proposed, max_weight);
+        let aimed: Vec<usize> = (0..m.target.len()).filter(|&s| reachable[s]).collect();
         let now: f64 = aimed.iter().map(|&s| current[s]).sum();
         let want: f64 = aimed.iter().map(|&s| m.target[s]).sum();
         if !(now > 0.0) || !(want > 0.0) {
