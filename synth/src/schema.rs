@@ -131,6 +131,12 @@ pub struct ColumnSpec {
     /// values each seen a few times, see [`crate::stats::Plan::wide`]). Internal to a run.
     #[serde(skip)]
     pub wide: bool,
+    /// Whether the kinds release found more fractional numbers (2.3, 7.5) in the column than
+    /// its noise explains (see [`crate::stats::private_kinds`]): a `number` column is then
+    /// continuous even where its fractions are spread too thinly over the first histogram to
+    /// clear it there. Internal to a run.
+    #[serde(skip)]
+    pub fractions: bool,
 }
 
 /// A table schema.
@@ -370,6 +376,7 @@ impl Schema {
                 nulls: None,
                 distinct: None,
                 wide: false,
+                fractions: false,
             })
             .collect();
         Self {

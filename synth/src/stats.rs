@@ -604,33 +604,40 @@ pub fn untyped_columns(raw: &RawTable) -> u64 {
         .count() as u64
 }
 
-/// Buckets of a CSV column's type histogram: numbers, text, then one per datetime pattern
-/// and grain.
-const TYPE_BUCKETS: usize = 2 + datetime::PATTERNS.len() * datetime::GRAINS.len();
+/// Buckets of a CSV column's type histogram: whole numbers, fractional numbers, text, then
+/// one per datetime pattern and grain.
+const TYPE_BUCKETS: usize = PATTERNS_AT + datetime::PATTERNS.len() * datetime::GRAINS.len();
+const WHOLE: usize = 0;
+const FRACTION: usize = 1;
+const TEXT: usize = 2;
+const PATTERNS_AT: usize = 3;
 
 /// The type histogram's bucket of one cell (`None` for a blank one, which counts for no type).
 fn type_bucket(cell: Option<&str>) -> Option<usize> {
     match Cell::of(cell) {
         Cell::Null => None,
-        Cell::Number(_) => Some(0),
+        Cell::Number(v) if v.fract() == 0.0 => Some(WHOLE),
+        Cell::Number(_) => Some(FRACTION),
         Cell::Text => Some(match cell.and_then(datetime::parse) {
             Some((p, secs)) => {
                 let g = datetime::Grain::of(secs);
-                2 + p * datetime::GRAINS.len() + g as usize
+                PATTERNS_AT + p * datetime::GRAINS.len() + g as usize
             }
-            None => 1,
+            None => TEXT,
         }),
     }
 }
 
 /// The schema of a table without one: every column's kind. A column the file types
 /// (Parquet) keeps its type, which is public. A CSV column's kind is a DP release: a
-/// histogram of its cells by type, one bucket each for numbers, text and every datetime
-/// pattern at every grain ([`datetime::Grain`]; nulls count for none; every cell is in one
-/// bucket, so the L2 sensitivity is 1), plus Gaussian noise `sigma` (0: exact, for a run
-/// without DP). The fullest of numbers, text and the patterns (a pattern's count is the sum
-/// of its grains) makes the column a `number` (whole or not is decided by its first
-/// histogram, see [`ColumnKind::Number`]), categorical, or a datetime in that pattern, whose
+/// histogram of its cells by type, one bucket each for whole numbers, fractional numbers, text
+/// and every datetime pattern at every grain ([`datetime::Grain`]; nulls count for none; every
+/// cell is in one bucket, so the L2 sensitivity is 1), plus Gaussian noise `sigma` (0: exact,
+/// for a run without DP). The fullest of numbers (whole and fractional), text and the patterns
+/// (a pattern's count is the sum of its grains) makes the column a `number` (whole or not is
+/// decided by its first histogram, see [`ColumnKind::Number`], which a fractional count clear
+/// of the noise makes continuous: [`ColumnSpec::fractions`]), categorical, or a datetime in
+/// that pattern, whose
 /// time-of-day unit is the finest grain clear of the noise (see [`crate::datetime`]). A few
 /// stray cells of another type become nulls of the column instead of a refusal, which
 /// would depend on a single row.
@@ -656,22 +663,32 @@ pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Schema 
                 }
                 let grains = datetime::GRAINS.len();
                 let pattern_sum = |p: usize| {
-                    counts[2 + p * grains..2 + (p + 1) * grains]
+                    counts[PATTERNS_AT + p * grains..PATTERNS_AT + (p + 1) * grains]
                         .iter()
                         .sum::<f64>()
                 };
+                let numbers = counts[WHOLE] + counts[FRACTION];
                 let best_pattern = (0..datetime::PATTERNS.len())
                     .max_by(|&a, &b| pattern_sum(a).total_cmp(&pattern_sum(b)))
                     .unwrap_or(0);
-                if pattern_sum(best_pattern) > counts[0].max(counts[1]) {
+                if pattern_sum(best_pattern) > numbers.max(counts[TEXT]) {
+                    let at = PATTERNS_AT + best_pattern * grains;
                     specs.extend(datetime_specs(
                         name,
                         best_pattern,
-                        &counts[2 + best_pattern * grains..2 + (best_pattern + 1) * grains],
+                        &counts[at..at + grains],
                         sigma,
                     ));
-                } else if counts[0] > counts[1] {
-                    specs.extend(one(ColumnKind::Number));
+                } else if numbers > counts[TEXT] {
+                    let mut spec = one(ColumnKind::Number);
+                    // Fractions the noise cannot explain, at the chance per column that the
+                    // first histogram allows (see [`FRACTIONS_SPURIOUS`]).
+                    spec[0].fractions = if sigma > 0.0 {
+                        counts[FRACTION] > sigma * -ndtri(FRACTIONS_SPURIOUS)
+                    } else {
+                        counts[FRACTION] > 0.5
+                    };
+                    specs.extend(spec);
                 } else {
                     specs.extend(one(ColumnKind::Categorical));
                 }
@@ -1116,6 +1133,7 @@ fn step_class(v: f64) -> Option<usize> {
 fn private_number_support(
     values: &[f64],
     rows: Option<usize>,
+    fractions: bool,
     release: &mut dyn Release,
 ) -> Result<(SupportFacts, ColumnKind, Option<f64>)> {
     let parts = octave_parts(release.noise().sigma, rows);
@@ -1132,7 +1150,19 @@ fn private_number_support(
             counts[lw + set * lf + frac.bucket(v)] += 1.0;
         }
     }
-    let noisy_counts = release.counts(counts)?;
+    let mut noisy_counts = release.counts(counts)?;
+    // No number of magnitude 2^52 or more has a fraction (a double's 52 bits of mantissa
+    // are all whole there): those buckets of the fractions' sets are empty for every table,
+    // and their noise, read as a run of fractions, would stretch a range to 10^18.
+    for set in 0..sets {
+        for b in 0..lf {
+            let (a, z) = frac.edges(b);
+            if a.abs().min(z.abs()) >= 2f64.powi(f64::MANTISSA_DIGITS as i32 - 1) {
+                noisy_counts[lw + set * lf + b] = 0.0;
+            }
+        }
+    }
+    let noisy_counts = noisy_counts;
     let noise = *release.noise();
     let buckets = lw + sets * lf;
     let strong = strong_threshold(noise.sigma, buckets);
@@ -1152,17 +1182,31 @@ fn private_number_support(
             .first()
             .is_some_and(|&(_, _, z)| z > threshold)
     };
-    let Some(finest) = (0..sets).rev().find(|&set| clears(set)) else {
+    let finest = (0..sets).rev().find(|&set| clears(set));
+    if finest.is_none() && !fractions {
         return Ok((
             read_support(whole, whole_counts, noise.sigma, buckets),
             ColumnKind::Integer,
             None,
         ));
-    };
-    let step = STEPS.get(finest).copied();
+    }
+    let step = finest.and_then(|set| STEPS.get(set).copied());
     // The finest set read as a continuous column's support, widened to the coarser sets'
-    // buckets that clear the strong threshold away from zero.
-    let mut facts = read_support(frac, set_counts(finest), noise.sigma, buckets);
+    // buckets that clear the strong threshold away from zero. Where the kinds release saw
+    // fractions that no set shows on its own (a reported wage of 2.3, 3.25 or 9.98 in 600
+    // rows: a few rows in each set and octave), the sets are read summed, bucket by bucket,
+    // their noise σ·√sets: the column is continuous, its range where that sum puts it.
+    let summed: Vec<f64>;
+    let mut facts = match finest {
+        Some(set) => read_support(frac, set_counts(set), noise.sigma, buckets),
+        None => {
+            summed = (0..lf)
+                .map(|b| (0..sets).map(|set| set_counts(set)[b]).sum())
+                .collect();
+            read_support(frac, &summed, noise.sigma * (sets as f64).sqrt(), buckets)
+        }
+    };
+    let finest = finest.unwrap_or(sets);
     let zero = whole.zero();
     let mut widen = |(lo, hi): (f64, f64)| {
         facts.range = Some(match facts.range {
@@ -1606,10 +1650,7 @@ fn private_bins(
     let sub = &grid[first..=last + 1];
     let sub_counts = &noisy_counts[first..=last];
     let (edges, frequencies) = if per_integer && sub_counts.len() <= bins.max(PER_VALUE_MAX) {
-        (
-            sub.to_vec(),
-            sub_counts.iter().map(|c| c.max(0.0)).collect(),
-        )
+        (sub.to_vec(), non_negative(sub_counts))
     } else {
         quantile_bins(sub, sub_counts, bins, integer)
     };
@@ -1638,6 +1679,32 @@ fn private_bins(
         facts.point_frequencies = vec![share.max(0.0)];
     }
     Ok(facts)
+}
+
+/// Noisy counts made non-negative without changing their sum: the closest vector in least
+/// squares with entries ≥ 0 and the same total (each count less one shift θ, those below it
+/// at zero). Clamping each count at zero instead adds the positive half of every empty bin's
+/// noise to the total: a column of twelve education levels read over twenty-five values
+/// puts a tenth of its rows on the thirteen that never occur. Where the sum is not
+/// positive, the clamped counts.
+fn non_negative(counts: &[f64]) -> Vec<f64> {
+    let total: f64 = counts.iter().sum();
+    if !(total > 0.0) {
+        return counts.iter().map(|c| c.max(0.0)).collect();
+    }
+    let mut sorted = counts.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    // θ = (sum of the j largest − total) / j for the largest j whose j-th count stays above it.
+    let mut theta = 0.0;
+    let mut run = 0.0;
+    for (j, &c) in sorted.iter().enumerate() {
+        run += c;
+        let t = (run - total) / (j + 1) as f64;
+        if c > t {
+            theta = t;
+        }
+    }
+    counts.iter().map(|c| (c - theta).max(0.0)).collect()
 }
 
 /// The bin of `grid` that holds `x`, a value beyond its ends in the end bin.
@@ -2080,7 +2147,8 @@ fn complete_numeric(
     let support = match (spec.min, spec.max, spec.kind) {
         (Some(_), Some(_), _) => None,
         (_, _, ColumnKind::Number) => {
-            let (facts, kind, step) = private_number_support(&values, rows, release)?;
+            let (facts, kind, step) =
+                private_number_support(&values, rows, spec.fractions, release)?;
             spec.kind = kind;
             spec.step = step;
             Some(facts)
@@ -3067,6 +3135,90 @@ mod tests {
             assert!(spec.max.unwrap() >= 2.0, "{seed}: {spec:?}");
             assert!(share_at(&spec, 0.0) > 0.3, "{seed}: {spec:?}");
         }
+    }
+
+    #[test]
+    fn fractions_too_thin_for_the_first_histogram_still_make_a_number_column_continuous() {
+        // psid1976's `repwage`: 55% zeros, the rest reported wages of 0.5-10 with one or two
+        // decimals (2.5, 2.3, 3.25), 600 rows, the kinds at σ = 35.5 and the statistics at
+        // σ = 22.4 as a run at ε = 3 gives them. Split among the first histogram's sets of
+        // halves, tenths and finer fractions and spread over octaves, no set clears its
+        // threshold: the column was read as integer, its range the zero bucket alone, and
+        // every output value was 0.
+        let mut rng = SecureRng::from_seed(3);
+        let text: Vec<String> = (0..600)
+            .map(|i| {
+                if i % 100 < 55 {
+                    return "0".to_string();
+                }
+                let v = 0.5 + rng.random::<f64>() * 9.5;
+                let step = [0.5, 0.1, 0.01][i % 3];
+                let mut v = (v / step).round() * step;
+                if v.fract() == 0.0 {
+                    v += step;
+                }
+                format!("{v:.2}")
+            })
+            .collect();
+        let raw = RawTable {
+            names: vec!["repwage".into()],
+            columns: vec![cells(text)],
+        };
+        for seed in 0..20 {
+            let mut rng = SecureRng::from_seed(seed);
+            let schema = private_kinds(&raw, 35.5, &mut rng);
+            assert!(schema.columns[0].fractions, "{seed}");
+            let table = raw.typed(&schema.kinds()).unwrap();
+            let spec =
+                complete_schema_inferring(&table, &schema, Some(noise(22.4)), Some(600), &mut rng)
+                    .unwrap()
+                    .schema
+                    .columns[0]
+                    .clone();
+            assert_eq!(spec.kind, ColumnKind::Continuous, "{seed}: {spec:?}");
+            // The range lies where the fractions are (0.5-10), never in far octaves of noise.
+            let (lo, hi) = (spec.min.unwrap(), spec.max.unwrap());
+            assert!(lo >= 0.0 && (8.0..=256.0).contains(&hi), "{seed}: {spec:?}");
+            let zeros = share_at(&spec, 0.0);
+            // (A coarse range, chosen among runs of octaves, may keep only part of the
+            // fractions' bulk: the zeros' share then rises above their 55%.)
+            assert!((0.4..0.9).contains(&zeros), "{seed}: {zeros} {spec:?}");
+        }
+        // Whole numbers only: no fractions found, in any seed.
+        let whole = RawTable {
+            names: vec!["x".into()],
+            columns: vec![cells((0..600).map(|i| (i % 11).to_string()))],
+        };
+        for seed in 0..20 {
+            let schema = private_kinds(&whole, 35.5, &mut SecureRng::from_seed(seed));
+            assert!(!schema.columns[0].fractions, "{seed}");
+        }
+    }
+
+    #[test]
+    fn noisy_counts_become_non_negative_keeping_their_sum() {
+        // The least-squares projection: one shift θ off every count, those below it at 0.
+        let counts = [300.0, -20.0, 12.0, 40.0, -5.0, 3.0];
+        let x = non_negative(&counts);
+        let sum: f64 = x.iter().sum();
+        assert!((sum - 330.0).abs() < 1e-9, "{x:?}");
+        let theta = counts[0] - x[0];
+        for (c, v) in counts.iter().zip(&x) {
+            assert!(*v >= 0.0);
+            if *v > 0.0 {
+                assert!((c - v - theta).abs() < 1e-9, "{x:?}");
+            } else {
+                assert!(*c <= theta + 1e-9, "{x:?}");
+            }
+        }
+        assert_eq!(x[1], 0.0);
+        assert_eq!(x[5], 0.0);
+        // Clamping would have added 25 rows.
+        let clamped: f64 = counts.iter().map(|c| c.max(0.0)).sum();
+        assert_eq!(clamped, 355.0);
+        // Counts that are all positive stay as they are; a sum ≤ 0 falls back to clamping.
+        assert_eq!(non_negative(&[3.0, 1.0, 2.0]), vec![3.0, 1.0, 2.0]);
+        assert_eq!(non_negative(&[-3.0, 1.0]), vec![0.0, 1.0]);
     }
 
     /// Completes one `number` column (whole or not undecided) with `sigma`, its row count
