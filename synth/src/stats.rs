@@ -1650,7 +1650,10 @@ fn private_bins(
     let sub = &grid[first..=last + 1];
     let sub_counts = &noisy_counts[first..=last];
     let (edges, frequencies) = if per_integer && sub_counts.len() <= bins.max(PER_VALUE_MAX) {
-        (sub.to_vec(), non_negative(sub_counts))
+        (
+            sub.to_vec(),
+            sub_counts.iter().map(|c| c.max(0.0)).collect(),
+        )
     } else {
         quantile_bins(sub, sub_counts, bins, integer)
     };
@@ -1679,32 +1682,6 @@ fn private_bins(
         facts.point_frequencies = vec![share.max(0.0)];
     }
     Ok(facts)
-}
-
-/// Noisy counts made non-negative without changing their sum: the closest vector in least
-/// squares with entries ≥ 0 and the same total (each count less one shift θ, those below it
-/// at zero). Clamping each count at zero instead adds the positive half of every empty bin's
-/// noise to the total: a column of twelve education levels read over twenty-five values
-/// puts a tenth of its rows on the thirteen that never occur. Where the sum is not
-/// positive, the clamped counts.
-fn non_negative(counts: &[f64]) -> Vec<f64> {
-    let total: f64 = counts.iter().sum();
-    if !(total > 0.0) {
-        return counts.iter().map(|c| c.max(0.0)).collect();
-    }
-    let mut sorted = counts.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    // θ = (sum of the j largest − total) / j for the largest j whose j-th count stays above it.
-    let mut theta = 0.0;
-    let mut run = 0.0;
-    for (j, &c) in sorted.iter().enumerate() {
-        run += c;
-        let t = (run - total) / (j + 1) as f64;
-        if c > t {
-            theta = t;
-        }
-    }
-    counts.iter().map(|c| (c - theta).max(0.0)).collect()
 }
 
 /// The bin of `grid` that holds `x`, a value beyond its ends in the end bin.
@@ -3193,32 +3170,6 @@ mod tests {
             let schema = private_kinds(&whole, 35.5, &mut SecureRng::from_seed(seed));
             assert!(!schema.columns[0].fractions, "{seed}");
         }
-    }
-
-    #[test]
-    fn noisy_counts_become_non_negative_keeping_their_sum() {
-        // The least-squares projection: one shift θ off every count, those below it at 0.
-        let counts = [300.0, -20.0, 12.0, 40.0, -5.0, 3.0];
-        let x = non_negative(&counts);
-        let sum: f64 = x.iter().sum();
-        assert!((sum - 330.0).abs() < 1e-9, "{x:?}");
-        let theta = counts[0] - x[0];
-        for (c, v) in counts.iter().zip(&x) {
-            assert!(*v >= 0.0);
-            if *v > 0.0 {
-                assert!((c - v - theta).abs() < 1e-9, "{x:?}");
-            } else {
-                assert!(*c <= theta + 1e-9, "{x:?}");
-            }
-        }
-        assert_eq!(x[1], 0.0);
-        assert_eq!(x[5], 0.0);
-        // Clamping would have added 25 rows.
-        let clamped: f64 = counts.iter().map(|c| c.max(0.0)).sum();
-        assert_eq!(clamped, 355.0);
-        // Counts that are all positive stay as they are; a sum ≤ 0 falls back to clamping.
-        assert_eq!(non_negative(&[3.0, 1.0, 2.0]), vec![3.0, 1.0, 2.0]);
-        assert_eq!(non_negative(&[-3.0, 1.0]), vec![0.0, 1.0]);
     }
 
     /// Completes one `number` column (whole or not undecided) with `sigma`, its row count
