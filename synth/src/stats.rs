@@ -1026,6 +1026,16 @@ fn hull(
     weak: f64,
     skip: Option<usize>,
 ) -> Option<(usize, usize, bool)> {
+    hull_by(counts, strong, &|_| weak, skip)
+}
+
+/// [`hull`] with a weak threshold of each bucket's own.
+fn hull_by(
+    counts: &[f64],
+    strong: f64,
+    weak: &dyn Fn(usize) -> f64,
+    skip: Option<usize>,
+) -> Option<(usize, usize, bool)> {
     let n = counts.len();
     let live = |i: usize| Some(i) != skip;
     let cleared: Vec<usize> = (0..n).filter(|&i| live(i) && counts[i] > strong).collect();
@@ -1045,10 +1055,10 @@ fn hull(
         let j = if live(j) { j } else { j + 1 };
         (j < n).then_some(j)
     };
-    while let Some(j) = below(first).filter(|&j| counts[j] > weak) {
+    while let Some(j) = below(first).filter(|&j| counts[j] > weak(j)) {
         first = j;
     }
-    while let Some(j) = above(last).filter(|&j| counts[j] > weak) {
+    while let Some(j) = above(last).filter(|&j| counts[j] > weak(j)) {
         last = j;
     }
     Some((first, last, coarse))
@@ -1294,7 +1304,21 @@ fn read_support(
     let zero_count = noisy_counts[zero];
     let zero_mass = zero_count > strong.max(0.5);
     let skip = (!integer).then_some(zero);
-    let mut found = hull(noisy_counts, strong, weak, skip);
+    // An integer column's octaves read whole (a small table's, see [`octave_parts`]) grow the
+    // range through a neighbour only above 2σ, as the octave view below does: an empty
+    // octave passes σ one time in six, and seven years in 1024-2047 then took 1024-4095
+    // (or 512-2047) in a quarter of the runs, too wide a range for the second release to
+    // find them in. Exact buckets and parts of octaves grow at σ.
+    let exact = support.side()..support.side() + support.middle();
+    let whole_octaves = integer && support.parts() == 1;
+    let weak_at = |i: usize| {
+        if whole_octaves && !exact.contains(&i) {
+            2.0 * weak
+        } else {
+            weak
+        }
+    };
+    let mut found = hull_by(noisy_counts, strong, &weak_at, skip);
     // Values spread over many exact buckets (ages 18-63 in a table of 600 rows) may clear no
     // single bucket; the same release read by octave (sums of noisy counts over √width, their
     // noise σ) sees them. Both views are post-processing of one histogram.
@@ -1446,13 +1470,22 @@ fn fine_bins(sigma: f64, rows: Option<usize>, integer: bool) -> usize {
 
 /// The bins of a numeric column's second release over [lo, hi]: one per integer where an
 /// integer range holds at most `fine` of them (an integer column's `fine` is at least
-/// [`FINE_BINS`], see [`fine_bins`]), else `fine` bins, equally spaced
+/// [`FINE_BINS`], see [`fine_bins`]) or lies within one octave and holds at most
+/// [`FINE_BINS_MAX`], else `fine` bins, equally spaced
 /// where the range lies far from zero (hi/lo < 8) and equally spaced in asinh(x/s) where it
 /// spans orders of magnitude (long tails: narrow bins where the values crowd, wide ones in
 /// the tail). The layout is a function of the range only, which is public or a DP release.
 /// Returns the edges and whether they are one bin per integer.
 fn fine_grid(lo: f64, hi: f64, integer: bool, fine: usize) -> (Vec<f64>, bool) {
-    if integer && hi - lo <= fine as f64 + 0.5 {
+    // A range of at most one octave (a support octave read whole, as a small table's is:
+    // the first release said only that the values lie somewhere in 1024-2047) is where a
+    // few values crowd a wide range (seven years): one bin per integer, up to
+    // FINE_BINS_MAX of them, lets the release find them. Its empty tails are trimmed before
+    // the running sum is read, so only the bins around the values add their noise.
+    let one_octave = (lo > 0.0 && hi <= 2.0 * lo + 1.0) || (hi < 0.0 && -lo <= 2.0 * -hi + 1.0);
+    if integer
+        && (hi - lo <= fine as f64 + 0.5 || (one_octave && hi - lo <= FINE_BINS_MAX as f64 + 0.5))
+    {
         let a = (lo + 0.5).round();
         let b = (hi - 0.5).round().max(a);
         let edges = (0..=(b - a) as usize + 1)
@@ -1628,7 +1661,17 @@ fn private_bins(
     // A grid of one bin per integer beyond the exact buckets (a part of an octave, see
     // [`INT_SUB`]) holds tens of values that no earlier count placed: an end value at σ
     // would be a noise spike one time in six, so its tails are trimmed as a wide grid's.
-    let (first, last) = if per_integer && !(0..k).any(averaged) && k > PER_VALUE_MAX {
+    // A grid of one bin per integer over a whole octave (see [`fine_grid`]) has hundreds of
+    // empty bins around the values: their running noise would pass the windows of a trim
+    // somewhere, so its range is the hull of the values that clear the strong threshold,
+    // grown through neighbours above σ, where there are any.
+    let crowded = (per_integer && k > fine)
+        .then(|| hull(&noisy_counts, strong, noise.sigma, None))
+        .flatten()
+        .filter(|&(_, _, coarse)| !coarse);
+    let (first, last) = if let Some((a, b, _)) = crowded {
+        (a, b)
+    } else if per_integer && !(0..k).any(averaged) && k > PER_VALUE_MAX {
         trim_tails(&noisy_counts, noise.sigma, false)
     } else if per_integer {
         let sd = |j: usize| {
@@ -2546,6 +2589,41 @@ mod tests {
                 && edges[edges.len() - 1] <= 2560.0,
             "{edges:?}"
         );
+    }
+
+    #[test]
+    fn years_in_a_whole_octave_keep_their_values() {
+        // Wage's `year`: 2,400 rows on the seven years 2003-2009, σ = 10. The support reads
+        // the octave [1024, 2048) whole at this size; bins of 16 years spread every year's
+        // share evenly over 1999-2015 or wider, which the sampling then matched, and in a
+        // quarter of the seeds the range took a neighbouring octave too.
+        assert_eq!(octave_parts(10.0, Some(2_400)), 1);
+        let values: Vec<f64> = (0..2_400).map(|i| f64::from(2003 + i % 7)).collect();
+        for seed in 0..20 {
+            let spec = complete_counted(values.clone(), 10.0, seed);
+            let inside: f64 = (2003..=2009)
+                .map(|y| share_at_value(&spec, f64::from(y)))
+                .sum();
+            assert!(inside > 0.95, "{seed}: {inside} {spec:?}");
+            for y in 2003..=2009 {
+                let share = share_at_value(&spec, f64::from(y));
+                assert!(
+                    (share - 1.0 / 7.0).abs() < 0.03,
+                    "{seed}: {y} {share} {spec:?}"
+                );
+            }
+        }
+    }
+
+    /// The share of the rows at one integer value: its bin's share spread evenly over the
+    /// integers the bin holds.
+    fn share_at_value(spec: &ColumnSpec, v: f64) -> f64 {
+        let edges = spec.edges.as_ref().unwrap();
+        let b = edges
+            .partition_point(|&e| e <= v)
+            .saturating_sub(1)
+            .min(edges.len() - 2);
+        share_at(spec, v) / (edges[b + 1] - edges[b]).round().max(1.0)
     }
 
     #[test]
