@@ -337,24 +337,34 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 );
             }
             if !stats_plan.is_free() {
+                // Only the kinds of statistic the plan has (a table of identifiers has no
+                // histogram to name).
+                let mut parts = Vec::new();
+                if stats_plan.releases > 0 {
+                    parts.push(format!(
+                        "{} numeric histograms at σ = {:.1} rows",
+                        stats_plan.releases, privacy.preprocess.sigma
+                    ));
+                }
+                if stats_plan.discoveries > 0 {
+                    parts.push(format!(
+                        "{} category discoveries at σ = {:.1}",
+                        stats_plan.discoveries, privacy.preprocess.sigma_categories
+                    ));
+                }
+                if stats_plan.wide > 0 {
+                    parts.push(format!(
+                        "{} of a column of many rare values at σ = {:.1} (values seen about \
+                         {:.0} times or more are released)",
+                        stats_plan.wide,
+                        privacy.preprocess.sigma_wide,
+                        privacy.preprocess.threshold_wide()
+                    ));
+                }
                 eprintln!(
-                    "plan: {} columns, about {rows} rows: {} numeric histograms at σ = {:.1} rows and {} category discoveries at σ = {:.1}{}{}, {:.0}% of ε{}",
+                    "plan: {} columns, about {rows} rows: {}{}, {:.0}% of ε{}",
                     modelled,
-                    stats_plan.releases,
-                    privacy.preprocess.sigma,
-                    stats_plan.discoveries,
-                    privacy.preprocess.sigma_categories,
-                    if stats_plan.wide > 0 {
-                        format!(
-                            " + {} of a column of many rare values at σ = {:.1} (values seen \
-                             about {:.0} times or more are released)",
-                            stats_plan.wide,
-                            privacy.preprocess.sigma_wide,
-                            privacy.preprocess.threshold_wide()
-                        )
-                    } else {
-                        String::new()
-                    },
+                    parts.join(" and "),
                     if stats_plan.distinct > 0 {
                         format!(
                             " ({} with a count of distinct values at σ = {:.1})",

@@ -530,6 +530,45 @@ fn flags_zeros_and_small_tables_survive_without_a_schema() {
 }
 
 #[test]
+fn a_table_of_one_identifier_column_runs_within_its_budget() {
+    // Nothing to estimate but one column of unique values (a CSV that is not comma
+    // separated reads as one text column): its discovery is planned with noise of its own.
+    // Before, the cap by the other discoveries' noise, of which there were none, planned
+    // σ = 0.25 (ε = 24) and the run was refused for a budget it could not meet.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ids.csv");
+    let mut text = String::from("user;action\n");
+    for i in 0..800 {
+        text.push_str(&format!(
+            "u{:05};{}\n",
+            7919 * i % 100_000,
+            ["get", "put"][i % 2]
+        ));
+    }
+    std::fs::write(&input, &text).unwrap();
+    let (out, ledger) = (dir.path().join("out.csv"), dir.path().join("ledger.db"));
+    let o = synth(&input, &out, &ledger, &["--epsilon", "3", "--cap", "100"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("1 of a column of many rare values"), "{err}");
+    assert!(!err.contains("0 numeric histograms"), "{err}");
+    let written = std::fs::read_to_string(&out).unwrap();
+    let real: std::collections::HashSet<&str> = text.lines().skip(1).collect();
+    assert!(written.lines().count() > 400, "{written}");
+    for line in written.lines().skip(1) {
+        assert!(
+            !real.contains(line),
+            "a real identifier was written: {line}"
+        );
+    }
+    let st = Ledger::open(&ledger)
+        .unwrap()
+        .statement(fedsynth_privacy::ledger::HOST, "wage")
+        .unwrap();
+    assert!(st.spent <= 3.0 + 1e-9, "spent {}", st.spent);
+}
+
+#[test]
 fn stray_cells_in_a_number_column_are_missing_values_and_the_kinds_are_charged() {
     // A CSV's column kinds are decided by a charged, noisy count of numbers against text,
     // never by a look at every cell: a stray "NA", "NaN", "inf" or "n/a" in a column of

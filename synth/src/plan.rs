@@ -237,11 +237,16 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
         let mut noise = noise;
         if stats.wide > 0 {
             // The wide discoveries' own noise, charged beside the statistics' share (and
-            // never above the other discoveries').
+            // never above the other discoveries', where there are any: without them the
+            // calibrated category noise measures nothing, and capping by it charged a table
+            // of one identifier column ε = 24 at σ = 0.25).
             let mean = req.wide_mean.unwrap_or(1.0);
-            noise.sigma_wide =
-                crate::stats::wide_noise(stats.wide, mean, noise.threshold_delta, eps, delta)
-                    .min(noise.sigma_categories);
+            let own = crate::stats::wide_noise(stats.wide, mean, noise.threshold_delta, eps, delta);
+            noise.sigma_wide = if stats.discoveries > 0 {
+                own.min(noise.sigma_categories)
+            } else {
+                own
+            };
         }
         let events = noise.labelled_events(stats)?;
         (noise, events, share, coarse)
@@ -478,6 +483,32 @@ mod tests {
             "{}",
             capped.threshold_wide()
         );
+    }
+
+    #[test]
+    fn a_table_of_identifiers_only_plans_within_its_budget() {
+        // One text column of 800 distinct values and nothing else to estimate: the wide
+        // discovery's noise is its own (within its share of ρ), not the uncalibrated category
+        // noise of a plan with no other statistic, which left nothing for training.
+        let mut req = request(800, None);
+        req.epsilon = Some(3.0);
+        req.preprocess_share = None;
+        req.distinct_noise = Some((17.0, 1));
+        req.wide_mean = Some(1.0);
+        let wide = Plan {
+            wide: 1,
+            ..Plan::default()
+        };
+        let p = plan(&req, wide).unwrap();
+        assert!((p.epsilon_total - 3.0).abs() < 5e-3, "{}", p.epsilon_total);
+        let rho_wide = 1.0 / (2.0 * p.preprocess.sigma_wide.powi(2));
+        let rho = crate::stats::rho_of(3.0, p.target.unwrap().1);
+        assert!(
+            rho_wide <= crate::stats::WIDE_SHARE_MAX * rho * 1.001,
+            "σ {} costs ρ {rho_wide} of {rho}",
+            p.preprocess.sigma_wide
+        );
+        assert!(p.epsilon_preprocess < 1.5, "{}", p.epsilon_preprocess);
     }
 
     #[test]
