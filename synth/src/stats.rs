@@ -683,11 +683,8 @@ pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Schema 
                     let mut spec = one(ColumnKind::Number);
                     // Fractions the noise cannot explain, at the chance per column that the
                     // first histogram allows (see [`FRACTIONS_SPURIOUS`]).
-                    spec[0].fractions = if sigma > 0.0 {
-                        counts[FRACTION] > sigma * -ndtri(FRACTIONS_SPURIOUS)
-                    } else {
-                        counts[FRACTION] > 0.5
-                    };
+                    // (Exact counts, σ = 0: any fraction.)
+                    spec[0].fractions = counts[FRACTION] > fractions_threshold(sigma, 1.0).max(0.5);
                     specs.extend(spec);
                 } else {
                     specs.extend(one(ColumnKind::Categorical));
@@ -1117,6 +1114,12 @@ fn private_support(
 /// [`private_number_support`]).
 const FRACTIONS_SPURIOUS: f64 = 1e-3;
 
+/// The count of fractional numbers that noise of `sigma` passes with chance
+/// [`FRACTIONS_SPURIOUS`] over `tests` looks (runs of buckets read, or 1).
+fn fractions_threshold(sigma: f64, tests: f64) -> f64 {
+    sigma * -ndtri(FRACTIONS_SPURIOUS / tests)
+}
+
 /// The grids a `number` column's fractional values are told apart on, coarsest first: a
 /// value belongs to the first that it lies on (7.5 to 0.5, 7.3 to 0.1), or to none (7.35).
 const STEPS: [f64; 2] = [0.5, 0.1];
@@ -1164,12 +1167,13 @@ fn private_number_support(
     // No number of magnitude 2^52 or more has a fraction (a double's 52 bits of mantissa
     // are all whole there): those buckets of the fractions' sets are empty for every table,
     // and their noise, read as a run of fractions, would stretch a range to 10^18.
-    for set in 0..sets {
-        for b in 0..lf {
-            let (a, z) = frac.edges(b);
-            if a.abs().min(z.abs()) >= 2f64.powi(f64::MANTISSA_DIGITS as i32 - 1) {
-                noisy_counts[lw + set * lf + b] = 0.0;
-            }
+    let all_whole = |b: usize| {
+        let (a, z) = frac.edges(b);
+        a.abs().min(z.abs()) >= 2f64.powi(f64::MANTISSA_DIGITS as i32 - 1)
+    };
+    for b in (0..lf).filter(|&b| all_whole(b)) {
+        for set in 0..sets {
+            noisy_counts[lw + set * lf + b] = 0.0;
         }
     }
     let noisy_counts = noisy_counts;
@@ -1186,7 +1190,7 @@ fn private_number_support(
     // for fractions only generates an integer column's values unrounded; so the chance that
     // noise passes is FRACTIONS_SPURIOUS a column, not the support's SPURIOUS.
     let runs = (buckets * (SCAN_MAX.ilog2() as usize + 1)) as f64;
-    let threshold = noise.sigma * -ndtri(FRACTIONS_SPURIOUS / runs);
+    let threshold = fractions_threshold(noise.sigma, runs);
     let clears = |set: usize| {
         scan_top(set_counts(set), &|_| true, 1)
             .first()
