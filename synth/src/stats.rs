@@ -1269,7 +1269,9 @@ fn private_number_support(
         }
     }
     facts.zero_count = whole_counts[zero];
-    facts.zero_mass = step.is_none() && facts.zero_count > strong.max(0.5);
+    // The zeros are a point mass on a grid too: a multiple of every step, but left out of
+    // the whole values' hull, so the grid's range (its sets' support) may not reach them.
+    facts.zero_mass = facts.zero_count > strong.max(0.5);
     Ok((facts, ColumnKind::Continuous, step))
 }
 
@@ -1627,9 +1629,9 @@ fn private_bins(
             let (grid, per_integer) = fine_grid(lo, hi, integer, fine);
             // Zeros get a bucket of their own where 0 lies inside a grid of wide bins, or
             // where the support found a point mass at 0 in a continuous column (wherever its
-            // range lies).
+            // range lies) or outside the range of a column on a grid (its multiples).
             let zero_apart = (!per_integer && lo <= 0.0 && hi >= 0.0)
-                || support.is_some_and(|s| s.zero_mass && !integer);
+                || support.is_some_and(|s| s.zero_mass && (!integer || lo > 0.0 || hi < 0.0));
             (grid, per_integer, zero_apart)
         })
         .collect();
@@ -2333,8 +2335,8 @@ fn complete_numeric(
             };
             let grid_support = support.as_ref().map(|s| SupportFacts {
                 range: s.range.map(on_grid),
-                zero_mass: false,
-                zero_count: 0.0,
+                zero_mass: s.zero_mass,
+                zero_count: s.zero_count,
                 coarse: s.coarse,
                 exact: None,
                 guess: s.guess,
@@ -3668,7 +3670,8 @@ mod tests {
         assert!(ks < 0.13, "{ks}");
     }
 
-    /// The share of the spec's total frequency below `x` (bins cut at `x` share evenly).
+    /// The share of the spec's total frequency in its bins below `x` (points apart; a bin cut
+    /// at `x` shares evenly).
     fn share_below(spec: &ColumnSpec, x: f64) -> f64 {
         let edges = spec.edges.as_ref().unwrap();
         let f = spec.frequencies.as_ref().unwrap();
@@ -3691,5 +3694,31 @@ mod tests {
         assert_eq!(beyond(2.0, false, false), Some(1.0));
         assert_eq!(beyond(-2.0, false, false), Some(-4.0));
         assert_eq!(beyond(0.0, true, false), None);
+    }
+
+    #[test]
+    fn zeros_of_a_column_on_a_grid_keep_their_share() {
+        // psid1976's `repwage` as one run at ε = 3 read it: 55% zeros, the rest on tenths
+        // (3.2, 4.1, 5.6) above 3. The grid's range is the tenths' support, 3.15-6.45: the
+        // zeros (a whole value, left out of the whole values' hull as a point mass is) fell
+        // outside it and every one was generated as 3.2.
+        let values: Vec<f64> = (0..3000)
+            .map(|i| {
+                if i % 20 < 11 {
+                    0.0
+                } else {
+                    f64::from(32 + (i * 7) % 33) / 10.0
+                }
+            })
+            .collect();
+        for seed in 0..10 {
+            let spec = complete_number(&values, 19.0, seed);
+            assert_eq!(spec.step, Some(0.1), "{seed}: {spec:?}");
+            let zeros = share_at(&spec, 0.0);
+            assert!((zeros - 0.55).abs() < 0.03, "{seed}: {zeros} {spec:?}");
+            // The tenths keep their range: at most a few percent (noise) below 3.
+            let below = share_below(&spec, 3.05);
+            assert!(below < 0.03, "{seed}: {below} {spec:?}");
+        }
     }
 }
