@@ -1061,13 +1061,15 @@ fn hull_by(
     Some((first, last, coarse))
 }
 
-/// Widest run of buckets [`grow_through_runs`] tests, in buckets.
+/// Widest run of buckets [`grow_through_runs`] tests, in buckets ...
 const RUN_MAX: usize = 8;
+/// ... and the standard deviations its noisy sum must clear (an empty run of a given width
+/// does about one time in forty).
 const RUN_Z: f64 = 2.0;
 
-/// The range [a, b] grown, within `within`, through the next 2, 4 … [`RUN_MAX`] buckets
-/// beyond each end that lies in `within` whose noisy sum is above 2σ·√width (an empty run passes about one time
-/// in forty), or the next one above σ, as long as one does.
+/// The range [a, b] grown, at each end that lies in `within` and within it, through the
+/// next bucket if its noisy count is above σ, else through the next 2, 4 … [`RUN_MAX`]
+/// buckets if their noisy sum is above [`RUN_Z`]·σ·√width, as long as one is.
 fn grow_through_runs(
     counts: &[f64],
     (mut a, mut b): (usize, usize),
@@ -1527,8 +1529,8 @@ fn fine_bins(sigma: f64, rows: Option<usize>, integer: bool) -> usize {
 }
 
 /// The bins of a numeric column's second release over [lo, hi]: one per integer where an
-/// integer range holds at most `fine` or [`FINE_BINS`] of them or lies within one octave and holds at most
-/// [`FINE_BINS_MAX`], else `fine` bins, equally spaced
+/// integer range holds at most `fine` or [`FINE_BINS`] of them or lies within one octave
+/// and holds at most [`FINE_BINS_MAX`], else `fine` bins, equally spaced
 /// where the range lies far from zero (hi/lo < 8) and equally spaced in asinh(x/s) where it
 /// spans orders of magnitude (long tails: narrow bins where the values crowd, wide ones in
 /// the tail). The layout is a function of the range only, which is public or a DP release.
@@ -1603,6 +1605,10 @@ struct NumericFacts {
 /// A point mass at zero (`support.zero_mass`, or this release's own zero count when there
 /// was no support release) becomes a point of the schema; its share averages the two noisy
 /// zero counts, as the exact integer counts of the support average into per-value bins.
+/// Where the support guessed the range among several runs, the values outside the kept
+/// run are counted too: with `extend` (a range in the column's own values, not a
+/// datetime's calendar years) a count clear of the noise widens the range by the octave
+/// beyond that end ([`beyond`]), as one bin.
 fn private_bins(
     values: &[f64],
     (lo, hi): (f64, f64),
