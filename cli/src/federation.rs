@@ -587,7 +587,11 @@ mod tests {
     /// The commented example job in configs/ is a valid job, read as `submit` reads it.
     #[test]
     fn the_example_job_file_is_a_valid_spec() {
-        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let repo = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("..");
         let dir = tempfile::tempdir().unwrap();
         for f in ["job.toml", "wage.schema.toml"] {
             std::fs::copy(repo.join("configs").join(f), dir.path().join(f)).unwrap();

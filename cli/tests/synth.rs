@@ -14,7 +14,10 @@ use fedsynth_synth::schema::Schema;
 use fedsynth_synth::table::{ColumnData, read_table};
 
 fn wage() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wage.csv")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/data/wage.csv")
 }
 
 fn fedsynth(args: &[&str]) -> Output {

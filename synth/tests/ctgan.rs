@@ -267,7 +267,10 @@ fn wage_rows() -> (
     use fedsynth_synth::encoder::Encoder;
     use fedsynth_synth::schema::Schema;
     use fedsynth_synth::table::read_raw;
-    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..");
     let schema = Schema::read(&repo.join("configs/wage.schema.toml"))
         .unwrap()
         .nullable_by_default();

@@ -22,7 +22,10 @@ const OTHER: &str = "other-token-for-tests-0001";
 const WORKERS: [&str; 3] = ["clinic-a", "clinic-b", "clinic-c"];
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..")
 }
 
 /// The `fedsynth` binary built beside this test (cargo test --workspace builds it).

@@ -17,7 +17,10 @@ use fedsynth_worker::holder::{JobPlan, weights_digest};
 use fedsynth_worker::{Holder, WorkerConfig};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..")
 }
 
 fn config(dir: &std::path::Path, cap: f64) -> WorkerConfig {
