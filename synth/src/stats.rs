@@ -1564,7 +1564,7 @@ fn fine_grid(lo: f64, hi: f64, integer: bool, fine: usize) -> (Vec<f64>, bool) {
     // the running sum is read, so only the bins around the values add their noise.
     let one_octave = (lo > 0.0 && hi <= 2.0 * lo + 1.0) || (hi < 0.0 && -lo <= 2.0 * -hi + 1.0);
     if integer
-        && (hi - lo <= fine.max(FINE_BINS) as f64 + 0.5
+        && (hi - lo <= per_integer_max(fine) as f64 + 0.5
             || (one_octave && hi - lo <= FINE_BINS_MAX as f64 + 0.5))
     {
         let a = (lo + 0.5).round();
@@ -1600,6 +1600,12 @@ fn fine_grid(lo: f64, hi: f64, integer: bool, fine: usize) -> (Vec<f64>, bool) {
     (edges, false)
 }
 
+/// The most integers a range may hold to get one bin per integer (a range within one
+/// octave aside, see [`fine_grid`]): `fine`, or [`FINE_BINS`] where that is more.
+fn per_integer_max(fine: usize) -> usize {
+    fine.max(FINE_BINS)
+}
+
 /// The nearest point half-way between two integers: where an integer column's bin edges
 /// lie, so that no value sits on an edge.
 fn half_integer(x: f64) -> f64 {
@@ -1626,10 +1632,10 @@ struct NumericFacts {
 /// A point mass at zero (`support.zero_mass`, or this release's own zero count when there
 /// was no support release) becomes a point of the schema; its share averages the two noisy
 /// zero counts, as the exact integer counts of the support average into per-value bins.
-/// Where the support guessed the range among several runs, the values outside the kept
-/// run are counted too: with `extend` (a range in the column's own values, not a
-/// datetime's calendar years) a count clear of the noise widens the range by the octave
-/// beyond that end ([`beyond`]), as one bin.
+/// Where the support guessed the range among several runs (never a datetime's, whose
+/// support reads calendar years), the values outside the kept run are counted too: a count
+/// clear of the noise widens the range by the octave beyond that end ([`beyond`]), as one
+/// bin.
 fn private_bins(
     values: &[f64],
     (lo, hi): (f64, f64),
@@ -1637,10 +1643,10 @@ fn private_bins(
     bins: usize,
     support: Option<&SupportFacts>,
     rows: Option<usize>,
-    extend: bool,
     release: &mut dyn Release,
 ) -> Result<NumericFacts> {
-    let fine = fine_bins(release.noise().sigma, rows, integer);
+    let noise = *release.noise();
+    let fine = fine_bins(noise.sigma, rows, integer);
     // The range and, where the support only guessed it, the other runs it was chosen among:
     // one histogram covers them all (every value in one bucket: that of the run that holds it,
     // or of the nearest run), and the run whose noisy counts hold the most rows is kept.
@@ -1670,8 +1676,8 @@ fn private_bins(
     };
     // Each run's bins, then (where there are several runs) one bucket below and one above it
     // for the values nearest to it that lie outside: a run is judged by what lies inside it,
-    // and the kept one takes these as a single run's clamped ends.
-    let noise = *release.noise();
+    // and the kept one takes these as a single run's clamped ends (or, where their count
+    // clears the noise, as the octave beyond that end).
     let apart = usize::from(ranges.len() > 1) * 2;
     let offsets: Vec<usize> = layouts
         .iter()
@@ -1722,19 +1728,18 @@ fn private_bins(
     // in each value, were clamped to 15): where their count clears EXTEND_Z·σ, the range
     // takes the next octave beyond its end as one bin holding that count (added below, once
     // the range's own bins are read); otherwise they are its clamped ends.
-    let clears = |c: f64| extend && noise.sigma > 0.0 && c > EXTEND_Z * noise.sigma;
-    let mut outside = (0.0, 0.0);
+    let clears = |c: f64| noise.sigma > 0.0 && c > EXTEND_Z * noise.sigma;
+    let (mut below, mut above) = (None, None);
     if apart > 0 {
-        let (below, above) = (all_counts[at + k], all_counts[at + k + 1]);
-        if clears(below) {
-            outside.0 = below;
-        } else {
-            noisy_counts[0] += below;
-        }
-        if clears(above) {
-            outside.1 = above;
-        } else {
-            noisy_counts[k - 1] += above;
+        for (count, end, beyond_end) in [
+            (all_counts[at + k], 0, &mut below),
+            (all_counts[at + k + 1], k - 1, &mut above),
+        ] {
+            if clears(count) {
+                *beyond_end = Some(count);
+            } else {
+                noisy_counts[end] += count;
+            }
         }
     }
     if !zero_apart && any_apart {
@@ -1767,7 +1772,7 @@ fn private_bins(
     // empty bins around the values: their running noise would pass the windows of a trim
     // somewhere, so its range is the hull of the values that clear the strong threshold,
     // grown through neighbours above σ, where there are any.
-    let crowded = (per_integer && k > fine.max(FINE_BINS))
+    let crowded = (per_integer && k > per_integer_max(fine))
         .then(|| hull(&noisy_counts, strong, noise.sigma, None))
         .flatten()
         .filter(|&(_, _, coarse)| !coarse);
@@ -1804,7 +1809,7 @@ fn private_bins(
     };
     let (mut edges, mut frequencies) = (edges, frequencies);
     // The next octave beyond the run's own end (its trimmed tail, empty, between them).
-    if outside.0 > 0.0
+    if let Some(count) = below
         && let Some(lo) = beyond(grid[0], false, integer)
     {
         if edges[0] > grid[0] {
@@ -1812,9 +1817,9 @@ fn private_bins(
             frequencies.insert(0, 0.0);
         }
         edges.insert(0, lo);
-        frequencies.insert(0, outside.0);
+        frequencies.insert(0, count);
     }
-    if outside.1 > 0.0
+    if let Some(count) = above
         && let Some(hi) = beyond(grid[k], true, integer)
     {
         if edges[edges.len() - 1] < grid[k] {
@@ -1822,7 +1827,7 @@ fn private_bins(
             frequencies.push(0.0);
         }
         edges.push(hi);
-        frequencies.push(outside.1);
+        frequencies.push(count);
     }
     let mut facts = NumericFacts {
         edges,
@@ -2383,7 +2388,6 @@ fn complete_numeric(
                 DEFAULT_BINS,
                 grid_support.as_ref(),
                 rows,
-                true,
                 release,
             )?;
             for e in facts.edges.iter_mut().chain(facts.points.iter_mut()) {
@@ -2399,7 +2403,6 @@ fn complete_numeric(
             DEFAULT_BINS,
             support.as_ref(),
             rows,
-            spec.kind != ColumnKind::Datetime,
             release,
         )?,
     };
