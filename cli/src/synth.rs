@@ -188,7 +188,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     };
     // The target's two-way margins: with every other column but identifiers (their
     // values carry no link worth a release), each one release.
-    let pair_with: Vec<String> = match &args.target {
+    let mut pair_with: Vec<String> = match &args.target {
         Some(t) => schema
             .columns
             .iter()
@@ -197,18 +197,18 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             .collect(),
         None => Vec::new(),
     };
-    let stats_plan_of = |schema: &Schema| {
+    let stats_plan_of = |schema: &Schema, pairs: usize| {
         let plan = if inferred {
             Plan::for_inferred(schema)
         } else {
             Plan::for_schema(schema)
         };
         Plan {
-            pairs: pair_with.len() as u64,
+            pairs: pairs as u64,
             ..plan
         }
     };
-    let mut stats_plan = stats_plan_of(&schema);
+    let mut stats_plan = stats_plan_of(&schema, pair_with.len());
     let batch_size = args
         .batch_size
         .unwrap_or_else(|| fedsynth_synth::plan::default_batch_size(rows));
@@ -239,8 +239,23 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             distinct_release.map_or(0.0, |(sigma, _)| sigma),
         )
     {
-        stats_plan = stats_plan_of(&schema);
+        stats_plan = stats_plan_of(&schema, pair_with.len());
         request.wide_mean = Some(mean);
+        privacy = plan(&request, stats_plan)?;
+    }
+    // A two-way margin splits the target in two groups at least, and each group by two of
+    // the other column's, each group holding PAIR_Z·σ rows per cell (see
+    // `Encoder::measure_pairs`): a table under 4·PAIR_Z·σ rows holds no such margin, and its
+    // share of the budget goes to the other statistics.
+    let pair_floor = 4.0 * fedsynth_synth::encoder::PAIR_Z * privacy.preprocess.sigma;
+    if !pair_with.is_empty() && (rows as f64) < pair_floor {
+        eprintln!(
+            "note: --target {}: about {rows} rows hold no two-way margin clear of its noise at \
+             this ε (at least {pair_floor:.0} needed); none measured",
+            args.target.as_deref().unwrap_or_default()
+        );
+        pair_with.clear();
+        stats_plan = stats_plan_of(&schema, 0);
         privacy = plan(&request, stats_plan)?;
     }
 
@@ -449,7 +464,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     if let Some(t) = &args.target {
         // The margins go through the same release as every other histogram of the run.
         let mut release = LocalRelease::new(privacy.preprocess, &mut private);
-        match encoder.measure_pairs(&data, t, &pair_with, &mut release)? {
+        match encoder.measure_pairs(&data, t, &pair_with, rows, &mut release)? {
             // A datetime or an identifier is no label: its share of the plan stays
             // charged, unused.
             None => eprintln!(
@@ -469,7 +484,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                         String::new()
                     } else {
                         format!(
-                            " (not {}: an identifier, a datetime or too many cells)",
+                            " (not {}: an identifier, a datetime, too many cells, or too few \
+                             rows in one of its groups for the noise)",
                             skipped.join(", ")
                         )
                     }
