@@ -245,8 +245,8 @@ pub struct Encoder {
     target_noise: Option<f64>,
 }
 
-/// A two-way margin of columns `a` and `b`: target shares of each pair of their slots, `a`'s
-/// slot major (`b`'s block `width_b` wide).
+/// A two-way margin of columns `a` and `b`: target shares of each pair of their groups of
+/// slots (see [`pair_groups`]), `a`'s group major (`b`'s `width_b` groups wide).
 #[derive(Debug, Clone)]
 struct PairMargin {
     a: usize,
@@ -622,10 +622,12 @@ impl Encoder {
     /// Measures the two-way margins of column `target` with each column named in `with`, on
     /// the real rows `data`, each margin one histogram released through `release` (at its
     /// numeric histograms' noise, exact without noise), and calibrates generated rows to them
-    /// from then on. A row is one cell of each margin, so each margin is one release of
-    /// sensitivity 1 ([`crate::stats::Plan::pairs`] charges them); a name not among the
-    /// columns, an identifier's or a margin of more than [`MAX_PAIR_CELLS`] cells is skipped
-    /// (charged, never measured). Returns the names measured, or `None` when `target` is not
+    /// from then on. Its cells are groups of slots sized to that noise from the released
+    /// frequencies and `rows`, the table's noisy row count (see [`pair_groups`]). A row is
+    /// one cell of each margin, so each margin is one release of sensitivity 1
+    /// ([`crate::stats::Plan::pairs`] charges them); a name not among the columns, an
+    /// identifier's, a margin of more than [`MAX_PAIR_CELLS`] cells, or one where either
+    /// side holds fewer than two groups of rows is skipped (charged, never measured). Returns the names measured, or `None` when `target` is not
     /// a column of the model or is an identifier's.
     pub fn measure_pairs(
         &mut self,
