@@ -290,9 +290,10 @@ pub struct SynthArgs {
     holdout: Option<PathBuf>,
     /// The column a downstream model will predict (a label, an outcome). Its two-way
     /// margins with every other column are measured privately (charged beside the
-    /// preprocessing statistics, at their noise) and the output is calibrated to them, so
-    /// the label keeps its link to each predictor, a rare class's included. With --report
-    /// and --holdout, also the report's utility target.
+    /// preprocessing statistics, at their noise, on groups of values that each hold several
+    /// times that noise) and the output is calibrated to them; the TVAE's decoder is
+    /// conditioned on it. So the label keeps its link to each predictor, a rare class's
+    /// included. With --report and --holdout, also the report's utility target.
     #[arg(long, value_name = "COL")]
     target: Option<String>,
     /// For the report only: columns an adversary may know about a person (comma-separated):

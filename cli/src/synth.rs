@@ -568,9 +568,18 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         )?;
         Box::new(model)
     } else {
+        // With a target, the decoder is conditioned on its slot, drawn in sampling from the
+        // released frequencies.
+        let (condition_at, condition_shares) = args
+            .target
+            .as_ref()
+            .and_then(|t| encoder.column_frequencies(t))
+            .unwrap_or_default();
         let mut model = TvaeConfig::new(encoder.width())
             .with_hidden(hidden)
             .with_kl_weight(args.kl_weight)
+            .with_condition_at(condition_at)
+            .with_condition_shares(condition_shares)
             .init(&device);
         train::train(
             &mut model,

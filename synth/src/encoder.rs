@@ -738,30 +738,44 @@ impl Encoder {
     /// without a frequency, never generated, or masked get 0). What a conditional generator
     /// draws its conditions from; no raw count is behind it.
     pub fn slot_frequencies(&self) -> Vec<(usize, Vec<f64>)> {
-        self.columns
-            .iter()
-            .zip(&self.spans_of_columns())
-            .zip(&self.null_masks)
-            .filter_map(|((col, &sampleable), mask)| {
-                let target = col.target.as_ref()?;
-                let mut p: Vec<f64> = (0..col.slots())
-                    .map(|k| {
-                        let f = target.get(k).copied().unwrap_or(0.0);
-                        if k < sampleable && Some(k) != *mask && f.is_finite() && f > 0.0 {
-                            f
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                let total: f64 = p.iter().sum();
-                if !(total > 0.0) {
-                    return None;
-                }
-                p.iter_mut().for_each(|x| *x /= total);
-                Some((col.onehot, p))
-            })
+        (0..self.columns.len())
+            .filter_map(|c| self.frequencies_of(c))
             .collect()
+    }
+
+    /// [`Encoder::slot_frequencies`] of the column named `name` (the block a conditional
+    /// model is conditioned on), where it has frequencies and is no identifier.
+    pub fn column_frequencies(&self, name: &str) -> Option<(usize, Vec<f64>)> {
+        let c = self.column_index(name)?;
+        if self.columns[c].is_id() {
+            return None;
+        }
+        self.frequencies_of(c)
+    }
+
+    /// The first slot of column `c`'s block and its distribution (see
+    /// [`Encoder::slot_frequencies`]).
+    fn frequencies_of(&self, c: usize) -> Option<(usize, Vec<f64>)> {
+        let col = &self.columns[c];
+        let sampleable = self.spans_of_columns()[c];
+        let mask = self.null_masks[c];
+        let target = col.target.as_ref()?;
+        let mut p: Vec<f64> = (0..col.slots())
+            .map(|k| {
+                let f = target.get(k).copied().unwrap_or(0.0);
+                if k < sampleable && Some(k) != mask && f.is_finite() && f > 0.0 {
+                    f
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let total: f64 = p.iter().sum();
+        if !(total > 0.0) {
+            return None;
+        }
+        p.iter_mut().for_each(|x| *x /= total);
+        Some((col.onehot, p))
     }
 
     /// The sampleable slots of each column's one-hot block.

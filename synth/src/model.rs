@@ -45,6 +45,17 @@ pub struct TvaeConfig {
     /// a weaker prior loosens are mended by calibration at sampling ([`crate::calibrate`]).
     #[config(default = 0.15)]
     pub kl_weight: f64,
+    /// First slot of the column the decoder is conditioned on (see `condition_shares`).
+    #[config(default = 0)]
+    pub condition_at: usize,
+    /// The released shares of the slots of the column the decoder is conditioned on (a
+    /// target label's one-hot block at `condition_at`), empty for none. A conditional VAE:
+    /// the decoder reads the latent point beside the row's own slot of that column in
+    /// training, and a slot drawn from these shares in sampling, so what the other columns
+    /// look like within each class is learned directly instead of through the latent space
+    /// (where DP noise blurs a rare class's link to its predictors).
+    #[config(default = "Vec::new()")]
+    pub condition_shares: Vec<f64>,
 }
 
 impl TvaeConfig {
@@ -58,6 +69,9 @@ impl TvaeConfig {
                 .collect(),
             latent: self.latent,
             kl_weight: self.kl_weight,
+            condition_at: self.condition_at,
+            condition: self.condition_shares.len(),
+            condition_shares: self.condition_shares.clone(),
         }
     }
 
@@ -69,7 +83,8 @@ impl TvaeConfig {
     /// (d_in, d_out) of the six layers, in the layout of [`Tvae::to_flat`].
     pub fn dims(&self) -> [(usize, usize); 6] {
         let (i, h, l) = (self.input, self.hidden, self.latent);
-        [(i, h), (h, h), (h, 2 * l), (l, h), (h, h), (h, i)]
+        let c = self.condition_shares.len();
+        [(i, h), (h, h), (h, 2 * l), (l + c, h), (h, h), (h, i)]
     }
 }
 
@@ -153,6 +168,13 @@ pub struct Tvae {
     pub latent: usize,
     /// Weight of the KL term.
     pub kl_weight: f64,
+    /// First slot of the conditioning column's block (see [`TvaeConfig::condition_shares`]).
+    pub condition_at: usize,
+    /// Width of that block; 0 for an unconditional model.
+    pub condition: usize,
+    /// The released shares its slots are drawn from in sampling.
+    #[module(skip)]
+    pub condition_shares: Vec<f64>,
 }
 
 /// What a training forward pass returns.
@@ -248,6 +270,14 @@ impl Tvae {
         let mu = stats.clone().narrow(1, 0, self.latent);
         let logvar = stats.narrow(1, self.latent, self.latent).clamp(-8.0, 8.0);
         let z = mu.clone() + (logvar.clone() * 0.5).exp() * eps;
+        let z = if self.condition > 0 {
+            Tensor::cat(
+                vec![z, x.clone().narrow(1, self.condition_at, self.condition)],
+                1,
+            )
+        } else {
+            z
+        };
         let h = relu(layer(3, z, &mut inputs));
         let h = relu(layer(4, h, &mut inputs));
         let out = layer(5, h, &mut inputs);
@@ -261,7 +291,8 @@ impl Tvae {
     }
 
     /// Decodes latent points into output blocks: probabilities for one-hot blocks and values
-    /// in [0, 1] for offsets, as a row-major `[n, width]` vector.
+    /// in [0, 1] for offsets, as a row-major `[n, width]` vector. A conditional model's
+    /// points carry the condition's one-hot slot after the latent coordinates.
     pub fn generate(&self, z: Tensor<2>, spans: &[Span]) -> Vec<f32> {
         let mut a = z;
         for l in 3..6 {

@@ -57,12 +57,26 @@ fn brute_force(
 
 #[test]
 fn probe_gradients_equal_brute_force_per_example() {
+    check_probes(TvaeConfig::new(7).with_hidden(8).with_latent(3));
+}
+
+/// The same with the decoder conditioned on the first block (its slot read beside the
+/// latent point): the probes see the conditioned layer's wider input.
+#[test]
+fn probe_gradients_of_a_conditional_model_equal_brute_force() {
+    check_probes(
+        TvaeConfig::new(7)
+            .with_hidden(8)
+            .with_latent(3)
+            .with_condition_at(0)
+            .with_condition_shares(vec![0.5, 0.3, 0.2]),
+    );
+}
+
+fn check_probes(config: TvaeConfig) {
     let device = Device::flex();
     device.seed(5);
-    let model = TvaeConfig::new(7)
-        .with_hidden(8)
-        .with_latent(3)
-        .init(&device);
+    let model = config.init(&device);
     let b = 5;
     let (x, eps) = batch(b);
     let (deltas, inputs, _) =
@@ -149,4 +163,33 @@ fn probe_gradients_equal_brute_force_per_example() {
         brute_norms.iter().any(|n| n.sqrt() > clip),
         "{brute_norms:?}"
     );
+}
+
+/// A conditional model's generated rows carry the condition slot they were drawn with, in
+/// its block, one-hot, at the released shares it was drawn from.
+#[test]
+fn a_conditional_model_generates_its_drawn_slot_at_the_shares() {
+    use fedsynth_privacy::rng::SecureRng;
+    use fedsynth_synth::sample::Generator;
+    let device = Device::flex();
+    device.seed(9);
+    let model = TvaeConfig::new(7)
+        .with_hidden(8)
+        .with_latent(3)
+        .with_condition_at(4)
+        .with_condition_shares(vec![0.8, 0.2, 0.0])
+        .init(&device);
+    let n = 4000;
+    let rows = model.generate_rows(n, &SPANS, &device, &mut SecureRng::from_seed(3));
+    assert_eq!(rows.len(), n * 7);
+    let mut first = 0;
+    for r in rows.chunks(7) {
+        let block = &r[4..7];
+        assert_eq!(block.iter().filter(|&&p| p == 1.0).count(), 1, "{block:?}");
+        assert_eq!(block.iter().filter(|&&p| p == 0.0).count(), 2, "{block:?}");
+        assert_eq!(block[2], 0.0, "a slot of share 0 drawn");
+        first += usize::from(block[0] == 1.0);
+    }
+    let share = first as f64 / n as f64;
+    assert!((share - 0.8).abs() < 0.03, "{share}");
 }
