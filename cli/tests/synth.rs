@@ -462,6 +462,24 @@ fn uniforms(mut x: u64) -> impl FnMut() -> f64 {
     }
 }
 
+/// Writes a constructed table to `path`: `header`, then `rows` rows each made by `row` from a
+/// deterministic stream of uniforms seeded with `seed`.
+fn constructed_csv(
+    path: &Path,
+    header: &str,
+    rows: usize,
+    seed: u64,
+    mut row: impl FnMut(&mut dyn FnMut() -> f64) -> String,
+) {
+    let mut text = format!("{header}\n");
+    let mut next = uniforms(seed);
+    for _ in 0..rows {
+        text.push_str(&row(&mut next));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
 /// A table of the shapes real tables have: a 0/1 flag, an amount that is zero for most rows
 /// with a long tail, a small count and a category; `rows` rows, made deterministically.
 fn shaped_table(dir: &Path, rows: usize) -> PathBuf {
@@ -861,9 +879,8 @@ fn ctgan_trains_a_column_of_ten_thousand_categories_in_under_two_gib() {
 fn a_small_tables_target_keeps_its_link_to_a_zero_inflated_amount() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("labour.csv");
-    let mut text = String::from("works,hours,age,kids,years,wage,city,grade\n");
-    let mut next = uniforms(0x853c_49e6_748f_ea9b);
-    for _ in 0..700 {
+    let header = "works,hours,age,kids,years,wage,city,grade";
+    constructed_csv(&input, header, 700, 0x853c_49e6_748f_ea9b, |next| {
         let works = next() < 0.57;
         let hours = if works {
             (200.0 + next() * 2800.0).round()
@@ -875,17 +892,16 @@ fn a_small_tables_target_keeps_its_link_to_a_zero_inflated_amount() {
         } else {
             0.0
         };
-        text.push_str(&format!(
-            "{},{hours},{},{},{},{wage},{},{}\n",
+        format!(
+            "{},{hours},{},{},{},{wage},{},{}",
             if works { "yes" } else { "no" },
             30 + (next() * 30.0) as u32,
             (next() * 4.0) as u32,
             (next() * 20.0) as u32,
             if next() < 0.6 { "yes" } else { "no" },
             ["a", "b", "c"][(next() * 3.0) as usize],
-        ));
-    }
-    std::fs::write(&input, text).unwrap();
+        )
+    });
     let ledger = dir.path().join("ledger.db");
     let out = dir.path().join("out.csv");
     let o = synth(
@@ -930,9 +946,8 @@ fn a_small_tables_target_keeps_its_link_to_a_zero_inflated_amount() {
 fn a_declared_target_keeps_a_rare_class_linked_to_its_predictor() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("rare.csv");
-    let mut text = String::from("place,amount,label,seen\n");
-    let mut next = uniforms(0x9e37_79b9_7f4a_7c15);
-    for _ in 0..6000 {
+    let header = "place,amount,label,seen";
+    constructed_csv(&input, header, 6000, 0x9e37_79b9_7f4a_7c15, |next| {
         let rare = next() < 0.05;
         let place = if rare && next() < 0.8 {
             "d"
@@ -941,12 +956,11 @@ fn a_declared_target_keeps_a_rare_class_linked_to_its_predictor() {
         };
         let amount = (next() * 1000.0).round();
         let label = if rare { "yes" } else { "no" };
-        text.push_str(&format!(
-            "{place},{amount},{label},2024-01-0{}\n",
+        format!(
+            "{place},{amount},{label},2024-01-0{}",
             1 + (next() * 8.0) as u32
-        ));
-    }
-    std::fs::write(&input, text).unwrap();
+        )
+    });
     let ledger = dir.path().join("ledger.db");
     let out = dir.path().join("out.csv");
     // Not a column: refused before anything is spent.

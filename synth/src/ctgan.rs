@@ -240,7 +240,7 @@ impl Conditions {
 
     /// `n` conditions drawn from the released frequencies, `[n, width]` (zeros when
     /// unconditional).
-    fn draw(&self, n: usize, rng: &mut SecureRng) -> Vec<f32> {
+    pub(crate) fn draw(&self, n: usize, rng: &mut SecureRng) -> Vec<f32> {
         let mut cond = vec![0.0f32; n * self.width];
         if self.columns.is_empty() {
             return cond;

@@ -268,58 +268,74 @@ struct PairMargin {
 /// each, train-on-synthetic AUC 0.66–0.71 against 0.79–0.80 with these.
 pub const PAIR_Z: f64 = 2.0;
 
-/// The groups of `col`'s slots that a two-way margin measures at noise `sigma` when each
-/// group is split into `cells` cells by the other column: each group holds at least
-/// [`PAIR_Z`]` · σ · cells` rows by `col`'s released frequencies (and the table's noisy
-/// count of `rows`), so that a cell holds, on average, several times the noise on its count.
-/// A numeric column's bins are merged in runs of neighbours; its points, its null slot and a
-/// categorical column's values each keep a group of their own where they hold enough rows,
-/// the others are merged in runs as the bins are (a short last run joins the group before
-/// it). Without frequencies (a public schema that
-/// gives none) or without noise, every slot is its own group. Reads released or public
-/// facts only.
-fn pair_groups(col: &ColumnCodec, cells: usize, sigma: f64, rows: f64) -> Vec<usize> {
-    let slots = col.slots();
-    let Some(target) = col.target.as_ref().filter(|_| sigma > 0.0) else {
-        return (0..slots).collect();
+/// How a two-way margin groups one column's slots (see [`pair_groups`]).
+#[derive(Debug, Clone)]
+struct Grouping {
+    /// The group of each slot.
+    of: Vec<usize>,
+    /// Number of groups.
+    width: usize,
+    /// Groups that hold rows by the released frequencies (all where there are none).
+    held: usize,
+}
+
+/// The groups of a column's `slots` (its first `bins` the bins of a numeric column) that a
+/// two-way margin measures at noise `sigma` when each group is split into `cells` cells by
+/// the other column: each group holds at least [`PAIR_Z`]` · σ · cells` rows by the
+/// column's released `shares` (see [`Encoder::slot_frequencies`]) of the table's noisy
+/// count of `rows`, so that a cell holds, on average, several times the noise on its count.
+/// Bins are merged in runs of neighbours; points, the null slot and a categorical column's
+/// values each keep a group of their own where they hold enough rows, the others are merged
+/// in runs as the bins are (a short last run joins the group before it). Without shares (a
+/// public schema that gives none) or without noise, every slot is its own group. Reads
+/// released or public facts only.
+fn pair_groups(
+    shares: Option<&[f64]>,
+    bins: usize,
+    slots: usize,
+    cells: usize,
+    sigma: f64,
+    rows: f64,
+) -> Grouping {
+    let held_in = |of: &[usize], width: usize| match shares {
+        None => width,
+        Some(p) => {
+            let mut held = vec![false; width];
+            for (s, &g) in of.iter().enumerate() {
+                held[g] |= p[s] > 0.0;
+            }
+            held.iter().filter(|&&h| h).count()
+        }
     };
-    let freq = |s: usize| {
-        target
-            .get(s)
-            .copied()
-            .filter(|f| f.is_finite())
-            .unwrap_or(0.0)
-            .max(0.0)
+    let Some(p) = shares.filter(|_| sigma > 0.0) else {
+        let of: Vec<usize> = (0..slots).collect();
+        let held = held_in(&of, slots);
+        return Grouping {
+            of,
+            width: slots,
+            held,
+        };
     };
-    let total: f64 = (0..slots).map(freq).sum();
-    if !(total > 0.0) {
-        return (0..slots).collect();
-    }
-    let held = |s: usize| freq(s) / total * rows;
     let floor = PAIR_Z * sigma * cells as f64;
-    let bins = match &col.codec {
-        Codec::Numeric { edges, .. } => edges.len() - 1,
-        Codec::Categorical { .. } => 0,
-    };
-    let mut group_of = vec![0; slots];
+    let mut of = vec![0; slots];
     let mut groups = 0;
     // Merges `run` (slots in order) into groups of at least `floor` rows; a short last
     // group joins the group before it, where there is one.
-    let merge = |run: &[usize], group_of: &mut Vec<usize>, groups: &mut usize| {
+    let merge = |run: &[usize], of: &mut Vec<usize>, groups: &mut usize| {
         let mut sum = 0.0;
         for &s in run {
-            group_of[s] = *groups;
-            sum += held(s);
+            of[s] = *groups;
+            sum += p[s] * rows;
             if sum >= floor {
                 *groups += 1;
                 sum = 0.0;
             }
         }
-        if run.last().is_some_and(|&s| group_of[s] == *groups) {
+        if run.last().is_some_and(|&s| of[s] == *groups) {
             if *groups > 0 {
                 for &s in run {
-                    if group_of[s] == *groups {
-                        group_of[s] = *groups - 1;
+                    if of[s] == *groups {
+                        of[s] = *groups - 1;
                     }
                 }
             } else {
@@ -327,30 +343,19 @@ fn pair_groups(col: &ColumnCodec, cells: usize, sigma: f64, rows: f64) -> Vec<us
             }
         }
     };
-    merge(&(0..bins).collect::<Vec<_>>(), &mut group_of, &mut groups);
-    let (own, small): (Vec<usize>, Vec<usize>) = (bins..slots).partition(|&s| held(s) >= floor);
+    merge(&(0..bins).collect::<Vec<_>>(), &mut of, &mut groups);
+    let (own, small): (Vec<usize>, Vec<usize>) = (bins..slots).partition(|&s| p[s] * rows >= floor);
     for &s in &own {
-        group_of[s] = groups;
+        of[s] = groups;
         groups += 1;
     }
-    merge(&small, &mut group_of, &mut groups);
-    group_of
-}
-
-/// How many of `group_of`'s groups hold rows by `col`'s released frequencies (all of them
-/// where it has none).
-fn held_groups(col: &ColumnCodec, group_of: &[usize]) -> usize {
-    let groups = group_of.iter().max().map_or(0, |g| g + 1);
-    let Some(target) = col.target.as_ref() else {
-        return groups;
-    };
-    let mut held = vec![false; groups];
-    for (s, &g) in group_of.iter().enumerate() {
-        if target.get(s).is_some_and(|f| f.is_finite() && *f > 0.0) {
-            held[g] = true;
-        }
+    merge(&small, &mut of, &mut groups);
+    let held = held_in(&of, groups);
+    Grouping {
+        of,
+        width: groups,
+        held,
     }
-    held.iter().filter(|&&h| h).count()
 }
 
 /// Largest two-way margin measured, in cells: beyond it the cells hold too few rows each for
@@ -646,9 +651,7 @@ impl Encoder {
         let sigma = release.noise().sigma;
         // The target's own groups, each split in two at least by the other column's.
         let onehot_a = self.columns[a].onehot;
-        let groups_a = pair_groups(&self.columns[a], 2, sigma, rows as f64);
-        let width_a = groups_a.iter().max().map_or(0, |g| g + 1);
-        let held_a = held_groups(&self.columns[a], &groups_a);
+        let groups_a = self.pair_grouping(a, 2, sigma, rows as f64);
         let mut measured = Vec::new();
         for name in with {
             let Some(b) = self.column_index(name).filter(|&b| b != a) else {
@@ -658,29 +661,41 @@ impl Encoder {
             if col.is_id() {
                 continue;
             }
-            let group_of = pair_groups(col, held_a, sigma, rows as f64);
-            let width_b = group_of.iter().max().map_or(0, |g| g + 1);
-            if held_a < 2 || held_groups(col, &group_of) < 2 || width_a * width_b > MAX_PAIR_CELLS {
+            let groups_b = self.pair_grouping(b, groups_a.held, sigma, rows as f64);
+            let (width_a, width_b) = (groups_a.width, groups_b.width);
+            if groups_a.held < 2 || groups_b.held < 2 || width_a * width_b > MAX_PAIR_CELLS {
                 continue;
             }
             let mut counts = vec![0.0; width_a * width_b];
             for r in 0..data.rows() {
-                let sa = groups_a[data.hot(r, a) - onehot_a];
-                let sb = group_of[data.hot(r, b) - col.onehot];
+                let sa = groups_a.of[data.hot(r, a) - onehot_a];
+                let sb = groups_b.of[data.hot(r, b) - col.onehot];
                 counts[sa * width_b + sb] += 1.0;
             }
             let counts = release.counts(counts)?;
             self.pairs.push(PairMargin {
                 a,
                 b,
-                groups_a: groups_a.clone(),
+                groups_a: groups_a.of.clone(),
                 width_b,
-                group_of,
+                group_of: groups_b.of,
                 target: crate::calibrate::pair_shares(&counts, width_a, width_b, sigma),
             });
             measured.push(name.clone());
         }
         Ok(Some(measured))
+    }
+
+    /// Column `c`'s groups of slots in a two-way margin (see [`pair_groups`]), from its
+    /// released frequencies.
+    fn pair_grouping(&self, c: usize, cells: usize, sigma: f64, rows: f64) -> Grouping {
+        let col = &self.columns[c];
+        let bins = match &col.codec {
+            Codec::Numeric { edges, .. } => edges.len() - 1,
+            Codec::Categorical { .. } => 0,
+        };
+        let shares = self.frequencies_of(c).map(|(_, p)| p);
+        pair_groups(shares.as_deref(), bins, col.slots(), cells, sigma, rows)
     }
 
     /// Per column, the slot of its one-hot block that sampling must not produce: the null
@@ -1338,7 +1353,7 @@ frequencies = [150.0, 140.0, 130.0, 30.0, 30.0, 30.0, 20.0, 20.0, 20.0, 10.0, 10
         let (hours, code) = (&encoder.columns[0], &encoder.columns[1]);
         // Split by a target of two classes, at the noise that asks 200 rows of a group.
         let sigma = 200.0 / (PAIR_Z * 2.0);
-        let groups = pair_groups(hours, 2, sigma, 600.0);
+        let groups = encoder.pair_grouping(0, 2, sigma, 600.0).of;
         let held = group_rows(hours, &groups, 600.0);
         assert_eq!(held.len(), 2, "{groups:?}");
         assert!(held.iter().all(|&h| h >= 200.0), "{held:?}");
@@ -1347,7 +1362,7 @@ frequencies = [150.0, 140.0, 130.0, 30.0, 30.0, 30.0, 20.0, 20.0, 20.0, 10.0, 10
         assert!(groups[..20].iter().all(|&g| g != groups[20]));
         // The code: its common values hold under 200 rows each, so all are merged in runs;
         // every group clears the floor, and every value has a group.
-        let groups = pair_groups(code, 2, sigma, 600.0);
+        let groups = encoder.pair_grouping(1, 2, sigma, 600.0).of;
         let held = group_rows(code, &groups, 600.0);
         assert!(
             held.len() >= 2 && held.iter().all(|&h| h >= 200.0),
@@ -1355,7 +1370,7 @@ frequencies = [150.0, 140.0, 130.0, 30.0, 30.0, 30.0, 20.0, 20.0, 20.0, 10.0, 10
         );
         assert_eq!(groups.len(), code.slots());
         // Under half the noise (100 rows a group) the common values are groups of their own.
-        let groups = pair_groups(code, 2, sigma / 2.0, 600.0);
+        let groups = encoder.pair_grouping(1, 2, sigma / 2.0, 600.0).of;
         let held = group_rows(code, &groups, 600.0);
         assert!(held.iter().all(|&h| h >= 100.0), "{held:?}");
         let (a, b, c) = (groups[0], groups[1], groups[2]);
@@ -1363,11 +1378,11 @@ frequencies = [150.0, 140.0, 130.0, 30.0, 30.0, 30.0, 20.0, 20.0, 20.0, 10.0, 10
         assert!(groups[3..12].iter().all(|g| ![a, b, c].contains(g)));
         // Exact statistics (no noise): every slot is a group.
         assert_eq!(
-            pair_groups(hours, 2, 0.0, 600.0),
+            encoder.pair_grouping(0, 2, 0.0, 600.0).of,
             (0..hours.slots()).collect::<Vec<_>>()
         );
         // A table too small for two groups: one, so no margin is measured.
-        let groups = pair_groups(hours, 2, sigma, 200.0);
+        let groups = encoder.pair_grouping(0, 2, sigma, 200.0).of;
         assert_eq!(groups.iter().max(), Some(&0));
     }
 }

@@ -16,6 +16,7 @@ use burn::tensor::activation::{log_softmax, relu, sigmoid, softmax};
 use fedsynth_privacy::rng::SecureRng;
 use rand::Rng;
 
+use crate::ctgan::Conditions;
 use crate::encoder::Span;
 
 /// Weight of the squared error on within-bin offsets (a Gaussian likelihood with std 0.15).
@@ -70,8 +71,11 @@ impl TvaeConfig {
             latent: self.latent,
             kl_weight: self.kl_weight,
             condition_at: self.condition_at,
-            condition: self.condition_shares.len(),
-            condition_shares: self.condition_shares.clone(),
+            conditions: Conditions::new(if self.condition_shares.is_empty() {
+                Vec::new()
+            } else {
+                vec![(self.condition_at, self.condition_shares.clone())]
+            }),
         }
     }
 
@@ -170,11 +174,10 @@ pub struct Tvae {
     pub kl_weight: f64,
     /// First slot of the conditioning column's block (see [`TvaeConfig::condition_shares`]).
     pub condition_at: usize,
-    /// Width of that block; 0 for an unconditional model.
-    pub condition: usize,
-    /// The released shares its slots are drawn from in sampling.
+    /// That column's released shares, which sampling draws its slots from; none for an
+    /// unconditional model (the block's width is the conditions' width).
     #[module(skip)]
-    pub condition_shares: Vec<f64>,
+    pub conditions: Conditions,
 }
 
 /// What a training forward pass returns.
@@ -270,9 +273,10 @@ impl Tvae {
         let mu = stats.clone().narrow(1, 0, self.latent);
         let logvar = stats.narrow(1, self.latent, self.latent).clamp(-8.0, 8.0);
         let z = mu.clone() + (logvar.clone() * 0.5).exp() * eps;
-        let z = if self.condition > 0 {
+        let condition = self.conditions.width();
+        let z = if condition > 0 {
             Tensor::cat(
-                vec![z, x.clone().narrow(1, self.condition_at, self.condition)],
+                vec![z, x.clone().narrow(1, self.condition_at, condition)],
                 1,
             )
         } else {

@@ -36,51 +36,26 @@ impl Generator for Tvae {
         device: &Device,
         rng: &mut SecureRng,
     ) -> Vec<f32> {
-        let c = self.condition;
+        let c = self.conditions.width();
         let width = self.latent + c;
+        let conditions = self.conditions.draw(n, rng);
         let mut z = Vec::with_capacity(n * width);
-        let mut slots = Vec::with_capacity(if c > 0 { n } else { 0 });
-        for _ in 0..n {
+        for r in 0..n {
             z.extend((0..self.latent).map(|_| rng.sample::<f64, _>(StandardNormal) as f32));
-            if c > 0 {
-                let slot = draw(&self.condition_shares, rng);
-                z.extend((0..c).map(|k| if k == slot { 1.0 } else { 0.0 }));
-                slots.push(slot);
-            }
+            z.extend_from_slice(&conditions[r * c..(r + 1) * c]);
         }
         let zt = Tensor::<2>::from_data(TensorData::new(z, [n, width]), device);
         let mut out = self.generate(zt, spans);
         // The conditioning column is the drawn slot itself.
         if c > 0 && !out.is_empty() {
             let row = out.len() / n;
-            for (r, &slot) in slots.iter().enumerate() {
-                let block = &mut out[r * row + self.condition_at..r * row + self.condition_at + c];
-                block
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(k, p)| *p = f32::from(k == slot));
+            for r in 0..n {
+                let at = r * row + self.condition_at;
+                out[at..at + c].copy_from_slice(&conditions[r * c..(r + 1) * c]);
             }
         }
         out
     }
-}
-
-/// A slot drawn from `shares` (any non-negative scale; the first slot where all are 0).
-fn draw(shares: &[f64], rng: &mut SecureRng) -> usize {
-    let total: f64 = shares.iter().filter(|p| p.is_finite() && **p > 0.0).sum();
-    let mut u = rng.random::<f64>() * total;
-    for (k, &p) in shares.iter().enumerate() {
-        if p.is_finite() && p > 0.0 {
-            u -= p;
-            if u <= 0.0 {
-                return k;
-            }
-        }
-    }
-    shares
-        .iter()
-        .rposition(|p| p.is_finite() && *p > 0.0)
-        .unwrap_or(0)
 }
 
 /// Spread added to generated within-bin offsets (reflected into [0, 1]).
