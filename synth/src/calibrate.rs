@@ -11,8 +11,12 @@
 use fedsynth_privacy::rng::SecureRng;
 use rand::Rng;
 
-/// Sweeps of iterative proportional fitting.
+/// Most sweeps of iterative proportional fitting.
 const SWEEPS: usize = 25;
+/// Raking stops early once a whole sweep moves no slot's weight by more than this factor
+/// (relative): every margin is then met as closely as the cap allows, and further sweeps
+/// change the kept rows only where a weight sits within this factor of a resampling step.
+const CONVERGED: f64 = 1e-4;
 /// Smallest weight relative to the mean (keeps every slot reachable while raking).
 const MIN_WEIGHT: f64 = 1e-3;
 
@@ -40,6 +44,22 @@ impl Margin<'_> {
             }
         }
         held
+    }
+
+    /// The slot of each row as a u32, the free ones (past the targets, or without a finite
+    /// target) all at `target.len()`.
+    fn folded(&self) -> Vec<u32> {
+        let k = self.target.len();
+        self.slots
+            .iter()
+            .map(|&s| {
+                if s < k && self.target[s].is_finite() {
+                    s as u32
+                } else {
+                    k as u32
+                }
+            })
+            .collect()
     }
 
     /// The sum of the finite targets.
@@ -97,13 +117,21 @@ pub fn pair_shares(counts: &[f64], rows: usize, cols: usize, sigma: f64) -> Vec<
 }
 
 /// Raking weights for `rows` proposals: scaled to mean 1 after each sweep, then each clamped
-/// to [`MIN_WEIGHT`, `max_weight`] (so their mean falls below 1 where the cap binds).
+/// to [`MIN_WEIGHT`, `max_weight`] (so their mean falls below 1 where the cap binds); at
+/// most [`SWEEPS`] sweeps, fewer once one changes no weight by more than [`CONVERGED`].
 pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> Vec<f64> {
+    // Each margin's slot per row as a u32, every free slot (past the targets, or without a
+    // finite one) folded into one slot past the end whose ratio stays 1: the sweeps' loops
+    // then run without branches.
+    let folded: Vec<Vec<u32>> = margins.iter().map(Margin::folded).collect();
     let mut w = vec![1.0; rows];
+    let mut before = vec![1.0; rows];
     for _ in 0..SWEEPS {
-        for m in margins {
+        before.copy_from_slice(&w);
+        for (m, slots) in margins.iter().zip(&folded) {
             let k = m.target.len();
-            let current = m.held(|r| w[r]);
+            let mut current = held_by(slots, k + 1, &w);
+            current.truncate(k);
             let all_current: f64 = current.iter().sum();
             if k == 0 || !(m.target_total() > 0.0) || !(all_current > 0.0) {
                 continue;
@@ -114,27 +142,53 @@ pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> V
             if !(target_total > 0.0) {
                 continue;
             }
-            let ratio: Vec<f64> = (0..k)
+            let ratio: Vec<f64> = (0..=k)
                 .map(|s| {
-                    if reachable[s] {
+                    if s < k && reachable[s] {
                         m.target[s] / target_total * total / current[s]
                     } else {
                         1.0
                     }
                 })
                 .collect();
-            for (r, &s) in m.slots.iter().enumerate() {
-                if s < k {
-                    w[r] *= ratio[s];
-                }
+            for (x, &s) in w.iter_mut().zip(slots) {
+                *x *= ratio[s as usize];
             }
         }
         let mean = w.iter().sum::<f64>() / rows.max(1) as f64;
         for x in &mut w {
             *x = (*x / mean).clamp(MIN_WEIGHT, max_weight);
         }
+        let moved = w
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| (a / b - 1.0).abs())
+            .fold(0.0, f64::max);
+        if moved <= CONVERGED {
+            break;
+        }
     }
     w
+}
+
+/// Per slot (of `slots` slots), the sum of the weights `w` of the rows in it. Four partial
+/// sums, added in a fixed order: rows of one slot in a run (a constant column's) would
+/// otherwise wait on each other's addition.
+fn held_by(rows: &[u32], slots: usize, w: &[f64]) -> Vec<f64> {
+    let mut parts = vec![0.0; 4 * slots];
+    let (quads, rest) = (rows.chunks_exact(4), rows.len() / 4 * 4);
+    for (s, x) in quads.zip(w.chunks_exact(4)) {
+        parts[s[0] as usize] += x[0];
+        parts[slots + s[1] as usize] += x[1];
+        parts[2 * slots + s[2] as usize] += x[2];
+        parts[3 * slots + s[3] as usize] += x[3];
+    }
+    for (s, x) in rows[rest..].iter().zip(&w[rest..]) {
+        parts[*s as usize] += x;
+    }
+    (0..slots)
+        .map(|s| parts[s] + parts[slots + s] + parts[2 * slots + s] + parts[3 * slots + s])
+        .collect()
 }
 
 /// How many times the mean total variation that noise alone gives a margin its gap must
