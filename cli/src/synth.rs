@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use fedsynth_privacy::envelope::{self, PublicKey};
+use fedsynth_privacy::envelope::{self, EnvelopeError, PublicKey};
 use fedsynth_privacy::ledger::{Budget, Ledger};
 use fedsynth_privacy::rng::SecureRng;
 use fedsynth_privacy::{AccountantKind, DpEvent, Epsilon, SamplingRate, Steps};
@@ -595,28 +595,54 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     };
     bar.finish_and_clear();
 
+    // The encoded rows are the training's only.
+    drop(data);
     let n_out = args.rows.unwrap_or(rows);
-    let synthetic = sample::sample(&*model, &encoder, n_out, &device, &mut rng);
-    // The report compares the modelled columns (a datetime's day and parts apart).
-    let modelled = args.report.is_some().then(|| synthetic.clone());
-    let written = encoder.finish(synthetic);
     // Datetimes go back to a Parquet file as dates or timestamps: the input's own types
     // where it declared them (Parquet), else the type their pattern reads as.
     let temporal = output_temporal(&schema, &declared);
-    let bytes = table_bytes_typed(&written, format, temporal)?;
-    if recipients.is_empty() {
-        envelope::write_atomically(&args.out, |w| std::io::Write::write_all(w, &bytes))?;
+    // The report compares the modelled columns (a datetime's day and parts apart), so it
+    // keeps the whole output; without one, memory holds a block of 65,536 rows at a time,
+    // sampled, serialised (and sealed) as it goes.
+    let modelled = if args.report.is_some() {
+        let synthetic = sample::sample(&*model, &encoder, n_out, &device, &mut rng);
+        let bytes = table_bytes_typed(&encoder.finish(synthetic.clone()), format, temporal)?;
+        envelope::try_write_atomically(&args.out, |w| {
+            if recipients.is_empty() {
+                std::io::Write::write_all(w, &bytes).map_err(|e| EnvelopeError::Io {
+                    context: format!("writing {}", args.out.display()),
+                    source: e,
+                })
+            } else {
+                envelope::encrypt(
+                    Cursor::new(&bytes),
+                    w,
+                    &recipients,
+                    &mut SecureRng::from_os(),
+                )
+                .map(|_| ())
+            }
+        })?;
+        Some(synthetic)
     } else {
         envelope::try_write_atomically(&args.out, |w| {
-            envelope::encrypt(
-                Cursor::new(&bytes),
+            sample::write_blocks(
+                &*model,
+                &encoder,
+                n_out,
+                &device,
+                &mut rng,
                 w,
+                (format, temporal),
                 &recipients,
-                &mut SecureRng::from_os(),
             )
-            .map(|_| ())
+            .map_err(|e| EnvelopeError::Io {
+                context: format!("writing {}", args.out.display()),
+                source: std::io::Error::other(e),
+            })
         })?;
-    }
+        None
+    };
     if let (Some(dir), Some(synthetic)) = (&args.report, &modelled) {
         // The holdout goes through the input's typing and null pattern, like the input.
         let holdout = holdout_raw

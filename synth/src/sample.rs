@@ -10,8 +10,11 @@ use rand_distr::StandardNormal;
 
 use crate::calibrate::resample;
 use crate::encoder::{Choice, Encoder, Span};
+use crate::error::{Result, SynthError};
 use crate::model::Tvae;
-use crate::table::Table;
+use crate::table::{BlockWriter, Format, Table};
+use fedsynth_privacy::envelope::{self, PublicKey};
+use polars::prelude::DataType;
 
 /// What sampling needs of a trained model: `n` rows of output blocks (probabilities for
 /// one-hot blocks, values in [0, 1] for offsets) as a row-major `[n, width]` vector, drawn
@@ -110,6 +113,55 @@ pub fn sample_blocks<E>(
     for_each_block(model, encoder, rows, device, rng, |block| {
         sink(encoder.decode(&block))
     })
+}
+
+/// [`sample_blocks`] written to `out` as it goes: each block finished
+/// ([`Encoder::finish`]) and serialised as `format` by a [`BlockWriter`] (datetime columns
+/// as `temporal`), in the clear where `recipients` is empty, else into a pipe that
+/// [`envelope::encrypt`] seals for them on another thread (keys and nonces from the
+/// operating system, never from `rng`). Memory holds a block and an envelope chunk whatever
+/// `rows` is. On an error the output is incomplete: write it to a file that is renamed into
+/// place only on success ([`envelope::try_write_atomically`]).
+#[allow(clippy::too_many_arguments)]
+pub fn write_blocks(
+    model: &dyn Generator,
+    encoder: &Encoder,
+    rows: usize,
+    device: &Device,
+    rng: &mut SecureRng,
+    out: &mut (dyn std::io::Write + Send),
+    (format, temporal): (Format, Vec<(String, DataType)>),
+    recipients: &[PublicKey],
+) -> Result<()> {
+    let write = |to: &mut dyn std::io::Write, rng: &mut SecureRng| {
+        let mut blocks = BlockWriter::new(to, format).with_temporal(temporal);
+        sample_blocks(model, encoder, rows, device, rng, |block| {
+            blocks.write(&encoder.finish(block))
+        })?;
+        blocks.finish()
+    };
+    if recipients.is_empty() {
+        return write(out, rng);
+    }
+    let (reader, mut writer) = std::io::pipe().map_err(|e| SynthError::Output {
+        path: "the encryption pipe".into(),
+        message: e.to_string(),
+    })?;
+    let (sampled, sealed) = std::thread::scope(|scope| {
+        let encrypting = scope
+            .spawn(move || envelope::encrypt(reader, out, recipients, &mut SecureRng::from_os()));
+        // The writer is dropped when `write` returns, whatever it returns: the pipe's end,
+        // so the encryption finishes (an error discards the output, see above).
+        let sampled = write(&mut writer, rng);
+        drop(writer);
+        (sampled, encrypting.join())
+    });
+    // The encryption's own failure first: a sampler writing into a closed pipe only says so.
+    match sealed {
+        Err(_) => Err(SynthError::Setting("the encryption thread failed".into())),
+        Ok(Err(e)) => Err(SynthError::Privacy(e.into())),
+        Ok(Ok(_)) => sampled,
+    }
 }
 
 /// The calibrated choices of `rows` rows, a block at a time.

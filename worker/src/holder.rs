@@ -36,7 +36,7 @@ use fedsynth_synth::plan::{ROW_COUNT_NOISE, noisy_row_count};
 use fedsynth_synth::schema::Schema;
 use fedsynth_synth::stats::{Noise, Plan};
 use fedsynth_synth::table::{
-    BlockWriter, Format, RawTable, Table, declared_temporal, output_temporal, read_raw,
+    Format, RawTable, Table, declared_temporal, output_temporal, read_raw,
 };
 use fedsynth_synth::train::{Adam, Stepper, TrainConfig};
 use rand::RngCore;
@@ -668,6 +668,9 @@ impl Holder {
             .iter()
             .map(|t| PublicKey::from_text(t).map_err(WorkerError::Invalid))
             .collect::<Result<Vec<_>>>()?;
+        if recipients.is_empty() {
+            return Err(WorkerError::Invalid("the job names no recipients".into()));
+        }
         let (encoder, settings) = self.encoder(spec)?;
         let mut rng = self.rng();
         let device = device::open(self.device, rng.next_u64())?;
@@ -690,36 +693,17 @@ impl Holder {
             hasher: Sha256::new(),
             bytes: 0,
         };
-        let (reader, writer) = std::io::pipe()?;
-        let (sampled, sealed) = std::thread::scope(|scope| {
-            // Keys and nonces never come from the (possibly seeded) model generator.
-            let (out, to) = (&mut sink, &recipients);
-            let encrypting =
-                scope.spawn(move || envelope::encrypt(reader, out, to, &mut SecureRng::from_os()));
-            let mut blocks = BlockWriter::new(writer, format).with_temporal(temporal);
-            let sampled = fedsynth_synth::sample::sample_blocks(
-                model.generator(),
-                &encoder,
-                rows,
-                &device,
-                &mut rng,
-                |block| blocks.write(&encoder.finish(block)),
-            );
-            // Finishing (or dropping) the block writer closes the pipe: the end of the input.
-            let sampled = match sampled {
-                Ok(()) => blocks.finish(),
-                Err(e) => {
-                    drop(blocks);
-                    Err(e)
-                }
-            };
-            (sampled, encrypting.join())
-        });
-        let outcome = sampled.map_err(WorkerError::from).and_then(|()| {
-            sealed
-                .map_err(|_| WorkerError::Invalid("the encryption thread failed".into()))?
-                .map_err(WorkerError::from)
-        });
+        let outcome = fedsynth_synth::sample::write_blocks(
+            model.generator(),
+            &encoder,
+            rows,
+            &device,
+            &mut rng,
+            &mut sink,
+            (format, temporal),
+            &recipients,
+        )
+        .map_err(WorkerError::from);
         let flushed = outcome.and_then(|_| {
             std::io::Write::flush(&mut sink.inner)?;
             file.sync_all()?;
