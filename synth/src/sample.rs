@@ -158,7 +158,10 @@ pub fn write_blocks(
     });
     // The encryption's own failure first: a sampler writing into a closed pipe only says so.
     match sealed {
-        Err(_) => Err(SynthError::Setting("the encryption thread failed".into())),
+        Err(_) => Err(SynthError::Output {
+            path: "the encrypted output".into(),
+            message: "the encryption thread failed".into(),
+        }),
         Ok(Err(e)) => Err(SynthError::Privacy(e.into())),
         Ok(Ok(_)) => sampled,
     }
