@@ -461,6 +461,9 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     // histograms' noise (categories get less; a public schema's are exact).
     encoder.set_target_noise(privacy.preprocess.sigma);
     let data = encoder.encode_rows(&table)?;
+    // From here the typed rows are the report's only: without one, memory holds the compact
+    // encoded rows through training, not the table too.
+    let table = args.report.is_some().then_some(table);
     if let Some(t) = &args.target {
         // The margins go through the same release as every other histogram of the run.
         let mut release = LocalRelease::new(privacy.preprocess, &mut private);
@@ -643,7 +646,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         })?;
         None
     };
-    if let (Some(dir), Some(synthetic)) = (&args.report, &modelled) {
+    if let (Some(dir), Some(synthetic), Some(table)) = (&args.report, &modelled, &table) {
         // The holdout goes through the input's typing and null pattern, like the input.
         let holdout = holdout_raw
             .map(|h| -> Result<_> {
@@ -663,7 +666,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         })?;
         let metrics = crate::evaluate::report(
             crate::evaluate::ReportInput {
-                real: &table,
+                real: table,
                 synth: synthetic,
                 holdout: holdout.as_ref(),
                 target: holdout.as_ref().and(args.target.clone()),
