@@ -902,41 +902,51 @@ fn a_small_tables_target_keeps_its_link_to_a_zero_inflated_amount() {
             ["a", "b", "c"][(next() * 3.0) as usize],
         )
     });
-    let ledger = dir.path().join("ledger.db");
-    let out = dir.path().join("out.csv");
-    let o = synth(
-        &input,
-        &out,
-        &ledger,
-        &["--epsilon", "3", "--cap", "100", "--target", "works"],
-    );
-    let err = stderr(&o);
-    assert!(o.status.success(), "{err}");
-    assert!(
-        err.contains("target works: the output is calibrated to its two-way margins"),
-        "{err}"
-    );
-    let t = read_table(&out).unwrap();
-    let ColumnData::Text(works) = t.column("works").unwrap() else {
-        panic!("works is not a text column")
+    // Two runs, each with its own DP noise (a fresh ledger each, as two separate tables
+    // would have): their mean agreement. One run's spread is wide at 700 rows (0.74–0.86 in
+    // 36 runs), so one unlucky draw would fail a single-run floor now and then; the mean of
+    // two halves the variance and still sits far above the old runs' 0.64–0.72.
+    let agree = |run: usize| {
+        let ledger = dir.path().join(format!("ledger{run}.db"));
+        let out = dir.path().join(format!("out{run}.csv"));
+        let o = synth(
+            &input,
+            &out,
+            &ledger,
+            &["--epsilon", "3", "--cap", "100", "--target", "works"],
+        );
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("target works: the output is calibrated to its two-way margins"),
+            "{err}"
+        );
+        let t = read_table(&out).unwrap();
+        let ColumnData::Text(works) = t.column("works").unwrap() else {
+            panic!("works is not a text column")
+        };
+        let hours: Vec<Option<f64>> = match t.column("hours").unwrap() {
+            ColumnData::Int(v) => v.iter().map(|x| x.map(|x| x as f64)).collect(),
+            ColumnData::Float(v) => v.clone(),
+            other => panic!("hours became {}", other.type_name()),
+        };
+        // Rows whose hours are zero exactly when they do not work: all of the real ones,
+        // half under independence.
+        let share = works
+            .iter()
+            .zip(&hours)
+            .filter(|(w, h)| (w.as_deref() == Some("no")) == (**h == Some(0.0)))
+            .count() as f64
+            / t.rows() as f64;
+        eprintln!("run {run}: zeros where the class is no in {share:.3} of the rows");
+        share
     };
-    let hours: Vec<Option<f64>> = match t.column("hours").unwrap() {
-        ColumnData::Int(v) => v.iter().map(|x| x.map(|x| x as f64)).collect(),
-        ColumnData::Float(v) => v.clone(),
-        other => panic!("hours became {}", other.type_name()),
-    };
-    // Rows whose hours are zero exactly when they do not work: all of the real ones, half
-    // under independence.
-    let agree = works
-        .iter()
-        .zip(&hours)
-        .filter(|(w, h)| (w.as_deref() == Some("no")) == (**h == Some(0.0)))
-        .count() as f64
-        / t.rows() as f64;
-    // (Nine runs each: 0.64–0.72 before the groups, 0.76–0.86 with them.)
+    let mean = (agree(0) + agree(1)) / 2.0;
+    // (Nine runs each: 0.64–0.72 before the groups, 0.76–0.86 with them; 36 more with them:
+    // 0.74–0.86, mean 0.80.)
     assert!(
-        agree > 0.74,
-        "zeros where the class is no in {agree:.2} of the rows"
+        mean > 0.74,
+        "zeros where the class is no in {mean:.2} of the rows (mean of two runs)"
     );
 }
 
