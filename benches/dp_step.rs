@@ -36,6 +36,32 @@ fn spans() -> (Vec<Span>, usize) {
     (spans, w)
 }
 
+/// Encoded-row layout of a flights-like table (the widest of the shared tables): 14 numeric
+/// columns (20 bins, a null slot and an offset), carriers (16), origins (3), destinations
+/// (105) and an identifier's block of 1,397 released values and its pseudonym slot.
+fn wide_spans() -> (Vec<Span>, usize) {
+    let mut spans = Vec::new();
+    let mut w = 0;
+    for _ in 0..14 {
+        spans.push(Span::Softmax {
+            start: w,
+            len: 21,
+            sampleable: 21,
+        });
+        spans.push(Span::Offset { index: w + 21 });
+        w += 22;
+    }
+    for len in [16, 3, 105, 1398] {
+        spans.push(Span::Softmax {
+            start: w,
+            len,
+            sampleable: len,
+        });
+        w += len;
+    }
+    (spans, w)
+}
+
 fn batch(b: usize, width: usize, latent: usize) -> (Vec<f32>, Vec<f32>) {
     let x = (0..b * width)
         .map(|i| if i % 7 == 0 { 1.0 } else { 0.0 })
@@ -47,22 +73,30 @@ fn batch(b: usize, width: usize, latent: usize) -> (Vec<f32>, Vec<f32>) {
 fn steps(c: &mut Criterion) {
     let device = Device::flex();
     device.seed(1);
-    let (spans, width) = spans();
     let mut g = c.benchmark_group("tvae_step");
     g.sample_size(20);
-    for (hidden, b) in [(128usize, 1000usize), (256, 500)] {
+    for (table, hidden, b) in [
+        ("", 128usize, 1000usize),
+        ("", 256, 500),
+        ("wide_", 128, 1000),
+    ] {
+        let (spans, width) = if table.is_empty() {
+            spans()
+        } else {
+            wide_spans()
+        };
         let model = TvaeConfig::new(width).with_hidden(hidden).init(&device);
         let (x, eps) = batch(b, width, model.latent);
         let mut noise = GaussianNoise::new(SecureRng::from_os());
-        g.bench_function(format!("plain_h{hidden}_b{b}"), |bench| {
+        g.bench_function(format!("{table}plain_h{hidden}_b{b}"), |bench| {
             bench.iter(|| plain_step(&model, x.clone(), eps.clone(), b, width, &spans, &device))
         });
-        g.bench_function(format!("probe_parts_h{hidden}_b{b}"), |bench| {
+        g.bench_function(format!("{table}probe_parts_h{hidden}_b{b}"), |bench| {
             bench.iter(|| {
                 per_example_parts(&model, x.clone(), eps.clone(), b, width, &spans, &device)
             })
         });
-        g.bench_function(format!("clipped_sums_h{hidden}_b{b}"), |bench| {
+        g.bench_function(format!("{table}clipped_sums_h{hidden}_b{b}"), |bench| {
             bench.iter(|| {
                 clipped_sums(
                     &model,
@@ -76,7 +110,7 @@ fn steps(c: &mut Criterion) {
                 )
             })
         });
-        g.bench_function(format!("dp_h{hidden}_b{b}"), |bench| {
+        g.bench_function(format!("{table}dp_h{hidden}_b{b}"), |bench| {
             bench.iter(|| {
                 private_step(
                     &model,

@@ -11,7 +11,7 @@
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, relu, sigmoid, softmax};
+use burn::tensor::activation::{relu, sigmoid, softmax};
 
 use fedsynth_privacy::rng::SecureRng;
 use rand::Rng;
@@ -320,24 +320,172 @@ impl Tvae {
     }
 }
 
-/// Per-example reconstruction loss, `[B, 1]`.
+/// Per-example reconstruction loss, `[B, 1]`: the cross-entropy of every one-hot block plus
+/// the weighted squared error of every offset.
+///
+/// Computed on the whole output at once rather than block by block: a block's
+/// cross-entropy is `lse_s − Σ_{j∈s} xⱼ·outⱼ` for a one-hot `x` (generally `lse_s·Σ_{j∈s} xⱼ −
+/// Σ_{j∈s} xⱼ·outⱼ`), where `lse_s = m_s + log Σ_{j∈s} exp(outⱼ − m_s)` and `m_s` is the block's
+/// largest output, held constant (the log-sum-exp does not depend on it, so neither does its
+/// gradient). The sums over blocks are one product with the blocks' membership matrix. A
+/// narrow per block costs its backward pass a zero tensor the size of the whole output, which
+/// on a wide table (an identifier's thousand slots, thirty-odd blocks) made the loss slower
+/// than the layers.
 fn reconstruction_loss(out: Tensor<2>, x: Tensor<2>, spans: &[Span]) -> Tensor<2> {
-    let mut total: Option<Tensor<2>> = None;
+    let [b, width] = out.dims();
+    let device = out.device();
+    let mut blocks = Vec::new();
+    let mut offsets = Vec::new();
     for s in spans {
-        let term = match *s {
-            Span::Softmax { start, len, .. } => {
-                let logp = log_softmax(out.clone().narrow(1, start, len), 1);
-                (x.clone().narrow(1, start, len) * logp).sum_dim(1).neg()
+        match *s {
+            Span::Softmax { start, len, .. } => blocks.push((start, len)),
+            Span::Offset { index } => offsets.push(index as i64),
+        }
+    }
+    let mut total: Option<Tensor<2>> = None;
+    if !blocks.is_empty() {
+        let k = blocks.len();
+        // Membership, transposed: slot j of block s holds 1 at [j, s].
+        let mut membership = vec![0.0f32; width * k];
+        let mut of_slot = vec![0i64; width];
+        let mut in_block = vec![0.0f32; width];
+        for (s, &(start, len)) in blocks.iter().enumerate() {
+            for j in start..start + len {
+                membership[j * k + s] = 1.0;
+                of_slot[j] = s as i64;
+                in_block[j] = 1.0;
             }
-            Span::Offset { index } => {
-                let pred = sigmoid(out.clone().narrow(1, index, 1));
-                (pred - x.clone().narrow(1, index, 1)).square() * OFFSET_WEIGHT
-            }
-        };
+        }
+        let membership = Tensor::<2>::from_data(TensorData::new(membership, [width, k]), &device);
+        let in_block =
+            Tensor::<1>::from_data(TensorData::new(in_block, [width]), &device).unsqueeze::<2>();
+        let of_slot = Tensor::<1, Int>::from_data(TensorData::new(of_slot, [width]), &device);
+        // Each block's largest output, spread over its slots (constants).
+        let plain = out.clone().inner();
+        let peaks = Tensor::cat(
+            blocks
+                .iter()
+                .map(|&(start, len)| plain.clone().narrow(1, start, len).max_dim(1))
+                .collect(),
+            1,
+        );
+        let spread = peaks.clone().select(1, of_slot);
+        let shifted = (out.clone() - spread.autodiff()) * in_block.clone().autodiff();
+        let lse = shifted.exp().matmul(membership.clone().autodiff()).log() + peaks.autodiff();
+        let x_plain = x.clone().inner();
+        let mass = x_plain.clone().matmul(membership).autodiff();
+        let picked = (out.clone() * (x_plain * in_block).autodiff()).sum_dim(1);
+        total = Some((lse * mass).sum_dim(1) - picked);
+    }
+    if !offsets.is_empty() {
+        // The offsets' columns alone (a few among many one-hot slots).
+        let n = offsets.len();
+        let at = Tensor::<1, Int>::from_data(TensorData::new(offsets, [n]), &device);
+        let pred = sigmoid(out.select(1, at.clone()));
+        let term = (pred - x.select(1, at)).square().sum_dim(1) * OFFSET_WEIGHT;
         total = Some(match total {
             None => term,
             Some(t) => t + term,
         });
     }
-    total.unwrap_or_else(|| Tensor::zeros([x.dims()[0], 1], &x.device()))
+    total.unwrap_or_else(|| Tensor::zeros([b, 1], &device).autodiff())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::log_softmax;
+
+    /// The loss block by block, as the formula reads.
+    fn per_block(out: Tensor<2>, x: Tensor<2>, spans: &[Span]) -> Tensor<2> {
+        let mut total: Option<Tensor<2>> = None;
+        for s in spans {
+            let term = match *s {
+                Span::Softmax { start, len, .. } => {
+                    let logp = log_softmax(out.clone().narrow(1, start, len), 1);
+                    (x.clone().narrow(1, start, len) * logp).sum_dim(1).neg()
+                }
+                Span::Offset { index } => {
+                    let pred = sigmoid(out.clone().narrow(1, index, 1));
+                    (pred - x.clone().narrow(1, index, 1)).square() * OFFSET_WEIGHT
+                }
+            };
+            total = Some(match total {
+                None => term,
+                Some(t) => t + term,
+            });
+        }
+        total.unwrap()
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// The whole-output loss and its gradient equal the block-by-block formula's, on outputs
+    /// far apart in scale (a block whose logits are all near -60 would underflow a shift by
+    /// the row's largest output) and on rows whose one-hot blocks are empty.
+    #[test]
+    fn the_whole_output_loss_equals_the_per_block_formula() {
+        let device = Device::flex();
+        let spans = [
+            Span::Softmax {
+                start: 0,
+                len: 4,
+                sampleable: 4,
+            },
+            Span::Offset { index: 4 },
+            Span::Softmax {
+                start: 5,
+                len: 3,
+                sampleable: 2,
+            },
+            Span::Softmax {
+                start: 8,
+                len: 2,
+                sampleable: 2,
+            },
+            Span::Offset { index: 10 },
+        ];
+        let (b, width) = (5, 11);
+        let mut rng = SecureRng::from_seed(3);
+        let mut out = Vec::new();
+        let mut x = vec![0.0f32; b * width];
+        for i in 0..b {
+            for j in 0..width {
+                let scale = if j >= 5 && j < 8 { 30.0 } else { 3.0 };
+                let shift = if j >= 8 && j < 10 { -60.0 } else { 0.0 };
+                out.push(shift + scale * (rng.random::<f32>() - 0.5));
+            }
+            let row = &mut x[i * width..(i + 1) * width];
+            row[rng.random_range(0..4)] = 1.0;
+            row[4] = rng.random();
+            if i != 2 {
+                row[5 + rng.random_range(0..3)] = 1.0;
+                row[8 + rng.random_range(0..2)] = 1.0;
+            }
+            row[10] = rng.random();
+        }
+        let x = Tensor::<2>::from_data(TensorData::new(x, [b, width]), &device).autodiff();
+        let leaf = || {
+            Tensor::<2>::from_data(TensorData::new(out.clone(), [b, width]), &device)
+                .autodiff()
+                .require_grad()
+        };
+        let (a, c) = (leaf(), leaf());
+        let fused = reconstruction_loss(a.clone(), x.clone(), &spans);
+        let reference = per_block(c.clone(), x, &spans);
+        let (fv, rv) = (
+            values(fused.clone().inner()),
+            values(reference.clone().inner()),
+        );
+        let ga = a.grad(&fused.sum().backward()).unwrap();
+        let gc = c.grad(&reference.sum().backward()).unwrap();
+        for (f, r) in fv.iter().zip(&rv) {
+            assert!((f - r).abs() <= 1e-4 * r.abs().max(1.0), "{fv:?} vs {rv:?}");
+        }
+        for (f, r) in values(ga).iter().zip(&values(gc)) {
+            assert!((f - r).abs() <= 1e-5, "gradient {f} vs {r}");
+        }
+    }
 }
