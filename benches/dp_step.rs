@@ -132,5 +132,31 @@ fn steps(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, steps);
+/// Decoding one chunk of the sampler (4,096 latent points) into output blocks: the
+/// decoder's products, then each block's softmax and each offset's sigmoid.
+fn decoding(c: &mut Criterion) {
+    let device = Device::flex();
+    device.seed(1);
+    let mut g = c.benchmark_group("tvae_decode");
+    g.sample_size(20);
+    for (table, (spans, width)) in [("", spans()), ("wide_", wide_spans())] {
+        let model = TvaeConfig::new(width).init(&device);
+        let rows = 4096;
+        let z: Vec<f32> = (0..rows * model.latent)
+            .map(|i| ((i as f32) * 0.37).sin())
+            .collect();
+        g.bench_function(format!("{table}generate_4096"), |bench| {
+            bench.iter(|| {
+                let zt = Tensor::<2>::from_data(
+                    TensorData::new(z.clone(), [rows, model.latent]),
+                    &device,
+                );
+                model.generate(zt, &spans)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, steps, decoding);
 criterion_main!(benches);

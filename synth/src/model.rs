@@ -320,32 +320,37 @@ impl Tvae {
     }
 }
 
-/// Per-example reconstruction loss, `[B, 1]`: the cross-entropy of every one-hot block plus
-/// the weighted squared error of every offset.
-///
-/// Computed on the whole output at once rather than block by block: a block's
-/// cross-entropy is `lse_s − Σ_{j∈s} xⱼ·outⱼ` for a one-hot `x` (generally `lse_s·Σ_{j∈s} xⱼ −
-/// Σ_{j∈s} xⱼ·outⱼ`), where `lse_s = m_s + log Σ_{j∈s} exp(outⱼ − m_s)` and `m_s` is the block's
-/// largest output, held constant (the log-sum-exp does not depend on it, so neither does its
-/// gradient). The sums over blocks are one product with the blocks' membership matrix. A
-/// narrow per block costs its backward pass a zero tensor the size of the whole output, which
-/// on a wide table (an identifier's thousand slots, thirty-odd blocks) made the loss slower
-/// than the layers.
-fn reconstruction_loss(out: Tensor<2>, x: Tensor<2>, spans: &[Span]) -> Tensor<2> {
-    let [b, width] = out.dims();
-    let device = out.device();
-    let mut blocks = Vec::new();
-    let mut offsets = Vec::new();
-    for s in spans {
-        match *s {
-            Span::Softmax { start, len, .. } => blocks.push((start, len)),
-            Span::Offset { index } => offsets.push(index as i64),
+/// Where an output row's one-hot blocks and offsets lie, as constant tensors: what the loss
+/// computes on the whole output at once instead of block by block.
+struct Layout {
+    /// The blocks' (first slot, length).
+    blocks: Vec<(usize, usize)>,
+    /// Membership, transposed, `[width, blocks]`: slot j of block s holds 1 at [j, s].
+    membership: Tensor<2>,
+    /// Each slot's block (0 for a slot outside every block), `[width]`.
+    of_slot: Tensor<1, Int>,
+    /// 1 on a block's slot, 0 elsewhere, `[1, width]`.
+    in_block: Tensor<2>,
+    /// The offsets' positions, `[offsets]`, none if there are none.
+    offsets: Option<Tensor<1, Int>>,
+}
+
+impl Layout {
+    /// None without a one-hot block (an encoder's offsets each follow their column's block
+    /// of bins, so then there is nothing).
+    fn new(spans: &[Span], width: usize, device: &Device) -> Option<Self> {
+        let mut blocks = Vec::new();
+        let mut offsets = Vec::new();
+        for s in spans {
+            match *s {
+                Span::Softmax { start, len, .. } => blocks.push((start, len)),
+                Span::Offset { index } => offsets.push(index as i64),
+            }
         }
-    }
-    let mut total: Option<Tensor<2>> = None;
-    if !blocks.is_empty() {
+        if blocks.is_empty() {
+            return None;
+        }
         let k = blocks.len();
-        // Membership, transposed: slot j of block s holds 1 at [j, s].
         let mut membership = vec![0.0f32; width * k];
         let mut of_slot = vec![0i64; width];
         let mut in_block = vec![0.0f32; width];
@@ -356,39 +361,68 @@ fn reconstruction_loss(out: Tensor<2>, x: Tensor<2>, spans: &[Span]) -> Tensor<2
                 in_block[j] = 1.0;
             }
         }
-        let membership = Tensor::<2>::from_data(TensorData::new(membership, [width, k]), &device);
-        let in_block =
-            Tensor::<1>::from_data(TensorData::new(in_block, [width]), &device).unsqueeze::<2>();
-        let of_slot = Tensor::<1, Int>::from_data(TensorData::new(of_slot, [width]), &device);
-        // Each block's largest output, spread over its slots (constants).
-        let plain = out.clone().inner();
-        let peaks = Tensor::cat(
-            blocks
+        let n = offsets.len();
+        Some(Self {
+            blocks,
+            membership: Tensor::from_data(TensorData::new(membership, [width, k]), device),
+            of_slot: Tensor::from_data(TensorData::new(of_slot, [width]), device),
+            in_block: Tensor::<1>::from_data(TensorData::new(in_block, [width]), device)
+                .unsqueeze(),
+            offsets: (n > 0).then(|| Tensor::from_data(TensorData::new(offsets, [n]), device)),
+        })
+    }
+
+    /// Each block's largest value per row, `[rows, blocks]`.
+    fn peaks(&self, out: &Tensor<2>) -> Tensor<2> {
+        Tensor::cat(
+            self.blocks
                 .iter()
-                .map(|&(start, len)| plain.clone().narrow(1, start, len).max_dim(1))
+                .map(|&(start, len)| out.clone().narrow(1, start, len).max_dim(1))
                 .collect(),
             1,
-        );
-        let spread = peaks.clone().select(1, of_slot);
-        let shifted = (out.clone() - spread.autodiff()) * in_block.clone().autodiff();
-        let lse = shifted.exp().matmul(membership.clone().autodiff()).log() + peaks.autodiff();
-        let x_plain = x.clone().inner();
-        let mass = x_plain.clone().matmul(membership).autodiff();
-        let picked = (out.clone() * (x_plain * in_block).autodiff()).sum_dim(1);
-        total = Some((lse * mass).sum_dim(1) - picked);
+        )
     }
-    if !offsets.is_empty() {
+
+    /// A `[rows, blocks]` tensor spread over the blocks' slots, `[rows, width]`.
+    fn spread(&self, per_block: Tensor<2>) -> Tensor<2> {
+        per_block.select(1, self.of_slot.clone())
+    }
+}
+
+/// Per-example reconstruction loss, `[B, 1]`: the cross-entropy of every one-hot block plus
+/// the weighted squared error of every offset.
+///
+/// Computed on the whole output at once rather than block by block: a block's
+/// cross-entropy is `lse_s·Σ_{j∈s} xⱼ − Σ_{j∈s} xⱼ·outⱼ` (`lse_s − x·out` for a one-hot `x`),
+/// where `lse_s = m_s + log Σ_{j∈s} exp(outⱼ − m_s)` and `m_s` is the block's largest output,
+/// held constant (the log-sum-exp does not depend on it, so neither does its gradient). The
+/// sums over blocks are one product with the blocks' membership matrix. A narrow per block
+/// costs its backward pass a zero tensor the size of the whole output, which on a wide table
+/// (an identifier's thousand slots, thirty-odd blocks) made the loss slower than the layers.
+fn reconstruction_loss(out: Tensor<2>, x: Tensor<2>, spans: &[Span]) -> Tensor<2> {
+    let [b, width] = out.dims();
+    let device = out.device();
+    let Some(layout) = Layout::new(spans, width, &device) else {
+        return Tensor::zeros([b, 1], &device).autodiff();
+    };
+    let peaks = layout.peaks(&out.clone().inner());
+    let shifted = (out.clone() - layout.spread(peaks.clone()).autodiff())
+        * layout.in_block.clone().autodiff();
+    let lse = shifted
+        .exp()
+        .matmul(layout.membership.clone().autodiff())
+        .log()
+        + peaks.autodiff();
+    let x_plain = x.clone().inner();
+    let mass = x_plain.clone().matmul(layout.membership).autodiff();
+    let picked = (out.clone() * (x_plain * layout.in_block).autodiff()).sum_dim(1);
+    let mut total = (lse * mass).sum_dim(1) - picked;
+    if let Some(at) = layout.offsets {
         // The offsets' columns alone (a few among many one-hot slots).
-        let n = offsets.len();
-        let at = Tensor::<1, Int>::from_data(TensorData::new(offsets, [n]), &device);
         let pred = sigmoid(out.select(1, at.clone()));
-        let term = (pred - x.select(1, at)).square().sum_dim(1) * OFFSET_WEIGHT;
-        total = Some(match total {
-            None => term,
-            Some(t) => t + term,
-        });
+        total = total + (pred - x.select(1, at)).square().sum_dim(1) * OFFSET_WEIGHT;
     }
-    total.unwrap_or_else(|| Tensor::zeros([b, 1], &device).autodiff())
+    total
 }
 
 #[cfg(test)]
@@ -418,17 +452,9 @@ mod tests {
         total.unwrap()
     }
 
-    fn values(t: Tensor<2>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    /// The whole-output loss and its gradient equal the block-by-block formula's, on outputs
-    /// far apart in scale (a block whose logits are all near -60 would underflow a shift by
-    /// the row's largest output) and on rows whose one-hot blocks are empty.
-    #[test]
-    fn the_whole_output_loss_equals_the_per_block_formula() {
-        let device = Device::flex();
-        let spans = [
+    /// Blocks of 4, 3 (one unseen slot) and 2 slots, and two offsets: 11 slots.
+    fn spans() -> [Span; 5] {
+        [
             Span::Softmax {
                 start: 0,
                 len: 4,
@@ -446,7 +472,20 @@ mod tests {
                 sampleable: 2,
             },
             Span::Offset { index: 10 },
-        ];
+        ]
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// The whole-output loss and its gradient equal the block-by-block formula's, on outputs
+    /// far apart in scale (a block whose logits are all near -60 would underflow a shift by
+    /// the row's largest output) and on rows whose one-hot blocks are empty.
+    #[test]
+    fn the_whole_output_loss_equals_the_per_block_formula() {
+        let device = Device::flex();
+        let spans = spans();
         let (b, width) = (5, 11);
         let mut rng = SecureRng::from_seed(3);
         let mut out = Vec::new();
