@@ -539,18 +539,7 @@ impl Generator for Ctgan {
     ) -> Vec<f32> {
         let ws = weights(&self.generator, false);
         let (raw, _) = self.generator_pass(&ws, n, device, rng);
-        let raw = raw.inner();
-        let blocks = spans
-            .iter()
-            .map(|s| match *s {
-                Span::Softmax { start, len, .. } => softmax(raw.clone().narrow(1, start, len), 1),
-                Span::Offset { index } => sigmoid(raw.clone().narrow(1, index, 1)),
-            })
-            .collect();
-        Tensor::cat(blocks, 1)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap_or_default()
+        crate::model::activate(raw.inner(), spans)
     }
 }
 
