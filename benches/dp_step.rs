@@ -11,55 +11,41 @@ use fedsynth_synth::encoder::Span;
 use fedsynth_synth::model::TvaeConfig;
 use fedsynth_synth::train::{clipped_sums, per_example_parts, plain_step, private_step};
 
-/// Encoded-row layout of a diamonds-like table: 7 numeric columns (20 bins + offset) and
-/// categoricals of 6, 8 and 9 slots.
-fn spans() -> (Vec<Span>, usize) {
+/// An encoded-row layout: `numeric` columns of `bins` slots and an offset each, then one
+/// block per entry of `categories`, the last `unseen` slots of each never generated.
+fn layout(numeric: usize, bins: usize, categories: &[usize], unseen: usize) -> (Vec<Span>, usize) {
     let mut spans = Vec::new();
     let mut w = 0;
-    for _ in 0..7 {
+    for _ in 0..numeric {
         spans.push(Span::Softmax {
             start: w,
-            len: 20,
-            sampleable: 20,
+            len: bins,
+            sampleable: bins,
         });
-        spans.push(Span::Offset { index: w + 20 });
-        w += 21;
+        spans.push(Span::Offset { index: w + bins });
+        w += bins + 1;
     }
-    for len in [6, 8, 9] {
+    for &len in categories {
         spans.push(Span::Softmax {
             start: w,
             len,
-            sampleable: len - 1,
+            sampleable: len - unseen,
         });
         w += len;
     }
     (spans, w)
 }
 
-/// Encoded-row layout of a flights-like table (the widest of the shared tables): 14 numeric
-/// columns (20 bins, a null slot and an offset), carriers (16), origins (3), destinations
-/// (105) and an identifier's block of 1,397 released values and its pseudonym slot.
+/// A diamonds-like table: 7 numeric columns (20 bins + offset) and categoricals of 6, 8 and
+/// 9 slots.
+fn spans() -> (Vec<Span>, usize) {
+    layout(7, 20, &[6, 8, 9], 1)
+}
+
+/// A wide table (1,829 slots): 14 numeric columns (20 bins, a null slot and an offset),
+/// categoricals of 16, 3 and 105 slots and an identifier's block of 1,398.
 fn wide_spans() -> (Vec<Span>, usize) {
-    let mut spans = Vec::new();
-    let mut w = 0;
-    for _ in 0..14 {
-        spans.push(Span::Softmax {
-            start: w,
-            len: 21,
-            sampleable: 21,
-        });
-        spans.push(Span::Offset { index: w + 21 });
-        w += 22;
-    }
-    for len in [16, 3, 105, 1398] {
-        spans.push(Span::Softmax {
-            start: w,
-            len,
-            sampleable: len,
-        });
-        w += len;
-    }
-    (spans, w)
+    layout(14, 21, &[16, 3, 105, 1398], 0)
 }
 
 fn batch(b: usize, width: usize, latent: usize) -> (Vec<f32>, Vec<f32>) {
