@@ -673,17 +673,40 @@ impl Encoder {
                 counts[sa * width_b + sb] += 1.0;
             }
             let counts = release.counts(counts)?;
+            let mut target = crate::calibrate::pair_shares(&counts, width_a, width_b, sigma);
+            crate::calibrate::fit_to_one_way(
+                &mut target,
+                &self.group_shares(a, &groups_a),
+                &self.group_shares(b, &groups_b),
+            );
             self.pairs.push(PairMargin {
                 a,
                 b,
                 groups_a: groups_a.of.clone(),
                 width_b,
                 group_of: groups_b.of,
-                target: crate::calibrate::pair_shares(&counts, width_a, width_b, sigma),
+                target,
             });
             measured.push(name.clone());
         }
         Ok(Some(measured))
+    }
+
+    /// Column `c`'s one-way share of each group of `grouping` (the sum of its slots' target
+    /// shares; `None` for a group none of whose slots has one, or for every group of a column
+    /// without targets): what [`crate::calibrate::fit_to_one_way`] fits a margin's sums to.
+    fn group_shares(&self, c: usize, grouping: &Grouping) -> Vec<Option<f64>> {
+        let mut shares = vec![None; grouping.width];
+        if let Some(target) = &self.columns[c].target {
+            for (slot, &g) in grouping.of.iter().enumerate() {
+                if let Some(&t) = target.get(slot).filter(|t| t.is_finite())
+                    && g < shares.len()
+                {
+                    *shares[g].get_or_insert(0.0) += t.max(0.0);
+                }
+            }
+        }
+        shares
     }
 
     /// Column `c`'s groups of slots in a two-way margin (see [`pair_groups`]), from its
