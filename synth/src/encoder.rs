@@ -1101,6 +1101,80 @@ mod tests {
         assert_eq!(on_grid(7.6, None, &edges), 7.6);
     }
 
+    /// A target's two-way margin is fitted to the one-way shares its columns release before
+    /// raking: the rows say the class is half of them, the schema's frequencies 30%, and the
+    /// calibrated output follows the one-way share while keeping the margin's link.
+    #[test]
+    fn a_two_way_margin_takes_its_sums_from_the_one_way_shares() {
+        let toml = "version = 1\n\
+            [[columns]]\nname = \"y\"\nkind = \"categorical\"\nnullable = false\n\
+            categories = [\"no\", \"yes\"]\nfrequencies = [0.7, 0.3]\n\
+            [[columns]]\nname = \"x\"\nkind = \"categorical\"\nnullable = false\n\
+            categories = [\"a\", \"b\"]\nfrequencies = [0.5, 0.5]\n";
+        let schema = Schema::from_toml(toml).unwrap();
+        // Half the rows are "yes", 90% of them with x = "b"; x = "b" in half the rows.
+        let mut y = Vec::new();
+        let mut x = Vec::new();
+        for i in 0..1000 {
+            let yes = i % 2 == 1;
+            let b = if yes {
+                (i / 2) % 10 != 0
+            } else {
+                (i / 2) % 10 == 0
+            };
+            y.push(Some(if yes { "yes" } else { "no" }.to_string()));
+            x.push(Some(if b { "b" } else { "a" }.to_string()));
+        }
+        let table = Table {
+            names: vec!["y".into(), "x".into()],
+            columns: vec![ColumnData::Text(y), ColumnData::Text(x)],
+        };
+        let mut encoder = Encoder::new(&schema, &table).unwrap();
+        let data = encoder.encode_rows(&table).unwrap();
+        let mut noise_rng = SecureRng::from_seed(1);
+        let mut release =
+            crate::stats::LocalRelease::new(crate::stats::Noise::exact(), &mut noise_rng);
+        let measured = encoder
+            .measure_pairs(&data, "y", &["x".to_string()], 1000, &mut release)
+            .unwrap();
+        assert_eq!(measured, Some(vec!["x".to_string()]));
+        let pair = &encoder.pairs[0];
+        let target = &pair.target;
+        let cell = |y: usize, x: usize| target[pair.groups_a[y] * pair.width_b + pair.group_of[x]];
+        let total: f64 = target.iter().sum();
+        let yes = (cell(1, 0) + cell(1, 1)) / total;
+        assert!((yes - 0.3).abs() < 1e-6, "{target:?}");
+        // The link kept: most "yes" rows have x = "b".
+        assert!(cell(1, 1) / (cell(1, 0) + cell(1, 1)) > 0.8, "{target:?}");
+        // Independent proposals raked to it: 30% "yes", mostly with "b".
+        let mut rng = SecureRng::from_seed(3);
+        let proposals: Vec<Vec<Choice>> = (0..20_000)
+            .map(|_| {
+                (0..2)
+                    .map(|_| Choice {
+                        slot: rand::Rng::random_range(&mut rng, 0..2),
+                        offset: 0.5,
+                    })
+                    .collect()
+            })
+            .collect();
+        let (weights, _) = encoder.calibrate(&proposals, 20.0);
+        let all: f64 = weights.iter().sum();
+        let share = |f: &dyn Fn(&Vec<Choice>) -> bool| {
+            proposals
+                .iter()
+                .zip(&weights)
+                .filter(|(r, _)| f(r))
+                .map(|(_, w)| w)
+                .sum::<f64>()
+                / all
+        };
+        let yes = share(&|r| r[0].slot == 1);
+        assert!((yes - 0.3).abs() < 0.01, "weighted share of yes: {yes}");
+        let yes_b = share(&|r| r[0].slot == 1 && r[1].slot == 1);
+        assert!(yes_b / yes > 0.8, "share of b among yes: {}", yes_b / yes);
+    }
+
     #[test]
     fn a_point_mass_round_trips_exactly_even_outside_the_bins() {
         // An amount that is zero or between 500 and 1,000: the zeros are a point below the bins.
