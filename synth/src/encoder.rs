@@ -59,6 +59,24 @@ fn on_grid(x: f64, step: Option<f64>, edges: &[f64]) -> f64 {
     }
 }
 
+/// `x`, a value placed in the bin [a, z], kept on a value that bin holds: an integer
+/// column's integers in it, a stepped column's multiples of its step in it (where it holds
+/// any; `x` itself otherwise). An offset of exactly 0 or 1 (a saturated sigmoid) puts `x` on
+/// an edge, half way between two integers, which rounding gave to the neighbouring bin: a
+/// value the released frequencies may hold none of (psid1976 at ε = 3: 1–1.5% of the output
+/// at each of three mothers' years of schooling that neither the real rows nor the released
+/// frequencies have).
+fn in_bin(x: f64, (a, z): (f64, f64), integer: bool, step: Option<f64>) -> f64 {
+    if integer {
+        let (lo, hi) = (a.ceil(), z.floor());
+        return if lo <= hi { x.round().clamp(lo, hi) } else { x };
+    }
+    match step.filter(|s| *s > 0.0) {
+        Some(s) if (a / s).ceil() <= (z / s).floor() => on_grid(x, Some(s), &[a, z]),
+        _ => x,
+    }
+}
+
 /// The type values take in the output table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ValueType {
@@ -996,7 +1014,8 @@ impl Encoder {
                         }
                         let b = ch.slot.min(k - 1);
                         let u = f64::from(ch.offset).clamp(0.0, 1.0);
-                        Some(Ok(edges[b] + u * (edges[b + 1] - edges[b])))
+                        let (a, z) = (edges[b], edges[b + 1]);
+                        Some(Ok(in_bin(a + u * (z - a), (a, z), *integer, *step)))
                     });
                     if *integer {
                         let (lo, hi) = (edges[0].ceil(), edges[k].floor());
@@ -1079,6 +1098,25 @@ impl Encoder {
 mod tests {
     use super::*;
     use crate::schema::Schema;
+
+    #[test]
+    fn a_value_at_a_bins_edge_stays_in_its_bin() {
+        // One bin per integer: an offset of 1 in [4.5, 5.5] is 5, not 6; of 0 in
+        // [-5.5, -4.5], -5, not -6.
+        assert_eq!(in_bin(5.5, (4.5, 5.5), true, None), 5.0);
+        assert_eq!(in_bin(4.5, (4.5, 5.5), true, None), 5.0);
+        assert_eq!(in_bin(-5.5, (-5.5, -4.5), true, None), -5.0);
+        // A wide bin keeps its own integers.
+        assert_eq!(in_bin(20.5, (10.5, 20.5), true, None), 20.0);
+        assert_eq!(in_bin(14.4, (10.5, 20.5), true, None), 14.0);
+        // Halves: [4.75, 5.25] holds 5 only.
+        assert_eq!(in_bin(5.25, (4.75, 5.25), false, Some(0.5)), 5.0);
+        assert_eq!(in_bin(4.75, (4.75, 5.25), false, Some(0.5)), 5.0);
+        // A bin without a multiple of the step, or without a step: the value as placed.
+        assert_eq!(in_bin(5.3, (5.1, 5.4), false, Some(0.5)), 5.3);
+        assert_eq!(in_bin(5.3, (5.1, 5.4), false, None), 5.3);
+        assert_eq!(in_bin(0.7, (0.6, 0.9), true, None), 0.7);
+    }
 
     #[test]
     fn values_on_a_grid_are_generated_on_it() {
