@@ -63,9 +63,7 @@ fn on_grid(x: f64, step: Option<f64>, edges: &[f64]) -> f64 {
 /// column's integers in it, a stepped column's multiples of its step in it (where it holds
 /// any; `x` itself otherwise). An offset of exactly 0 or 1 (a saturated sigmoid) puts `x` on
 /// an edge, half way between two integers, which rounding gave to the neighbouring bin: a
-/// value the released frequencies may hold none of (psid1976 at ε = 3: 1–1.5% of the output
-/// at each of three mothers' years of schooling that neither the real rows nor the released
-/// frequencies have).
+/// value the released frequencies may hold none of.
 fn in_bin(x: f64, (a, z): (f64, f64), integer: bool, step: Option<f64>) -> f64 {
     if integer {
         let (lo, hi) = (a.ceil(), z.floor());
