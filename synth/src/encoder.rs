@@ -668,6 +668,7 @@ impl Encoder {
         // The target's own groups, each split in two at least by the other column's.
         let onehot_a = self.columns[a].onehot;
         let groups_a = self.pair_grouping(a, 2, sigma, rows as f64);
+        let shares_a = self.group_shares(a, &groups_a);
         let mut measured = Vec::new();
         for name in with {
             let Some(b) = self.column_index(name).filter(|&b| b != a) else {
@@ -692,7 +693,7 @@ impl Encoder {
             let mut target = crate::calibrate::pair_shares(&counts, width_a, width_b, sigma);
             crate::calibrate::fit_to_one_way(
                 &mut target,
-                &self.group_shares(a, &groups_a),
+                &shares_a,
                 &self.group_shares(b, &groups_b),
             );
             self.pairs.push(PairMargin {
