@@ -2,9 +2,9 @@
 
 A reference point for `benches/tables.sh`'s "shapes" figure, from a mechanism more favoured
 than fedsynth's statistics can be: every column's exact set of values is given for free (no
-budget spent finding ranges, bins or categories), a chosen share of ε (default: all of it)
-goes to one histogram of the values per column (Gaussian noise, all of them composed as one
-Gaussian mechanism of L2 sensitivity √columns, calibrated by the analytic Gaussian
+budget spent finding ranges, bins or categories), a chosen share of the budget (of its zCDP
+ρ, so half the budget is σ·√2; default: all of it) goes to one histogram of the values per
+column (Gaussian noise, all of them composed as one Gaussian mechanism of L2 sensitivity √columns, calibrated by the analytic Gaussian
 mechanism's exact (ε, δ) curve, tighter than an accountant's bound), the noisy counts are
 projected onto the simplex of the noisy total (least-squares post-processing: values whose
 noise is small are zeroed, the total is kept), and the output holds exactly
@@ -81,19 +81,22 @@ def main():
         col = raw[c]
         codes, values = pd.factorize(col, use_na_sentinel=False)
         counts = np.bincount(codes, minlength=len(values)).astype(float)
+        values = np.asarray(values, dtype=object)
+        # The real side of the score, once per column.
+        if types[c] == "numerical":
+            a = pd.to_numeric(col, errors="coerce").dropna().to_numpy()
+        else:
+            pr = col.astype(str).value_counts(normalize=True)
         reps = []
         for _ in range(args.reps):
             noisy = counts + rng.normal(0.0, sigma, len(counts))
             share = simplex(noisy, max(noisy.sum(), 1.0))
             share /= share.sum()
-            out = pd.Series(np.repeat(np.asarray(values, dtype=object),
-                                      np.round(share * rows).astype(int)))
+            out = pd.Series(np.repeat(values, np.round(share * rows).astype(int)))
             if types[c] == "numerical":
-                a = pd.to_numeric(col, errors="coerce").dropna().to_numpy()
                 b = pd.to_numeric(out, errors="coerce").dropna().to_numpy()
                 reps.append(0.0 if len(b) == 0 else 1 - ks_2samp(a, b).statistic)
             else:
-                pr = col.astype(str).value_counts(normalize=True)
                 ps = out.astype(str).value_counts(normalize=True)
                 reps.append(1 - 0.5 * pr.sub(ps, fill_value=0).abs().sum())
         scores[c] = float(np.mean(reps))
