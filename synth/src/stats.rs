@@ -3405,19 +3405,14 @@ mod tests {
         // halves, tenths and finer fractions and spread over octaves, no set clears its
         // threshold: the column was read as integer, its range the zero bucket alone, and
         // every output value was 0.
-        let mut rng = SecureRng::from_seed(3);
-        let text: Vec<String> = (0..600)
-            .map(|i| {
-                if i % 100 < 55 {
-                    return "0".to_string();
+        let text: Vec<String> = repwage_like()
+            .into_iter()
+            .map(|v| {
+                if v == 0.0 {
+                    "0".to_string()
+                } else {
+                    format!("{v:.2}")
                 }
-                let v = 0.5 + rng.random::<f64>() * 9.5;
-                let step = [0.5, 0.1, 0.01][i % 3];
-                let mut v = (v / step).round() * step;
-                if v.fract() == 0.0 {
-                    v += step;
-                }
-                format!("{v:.2}")
             })
             .collect();
         let raw = RawTable {
@@ -3497,37 +3492,10 @@ mod tests {
         // release. On bins for the table's rows, 25 of 300 seeds put it far from every value
         // and the released marginal's 1 − KS was 0.850 on their mean; on bins for the run's
         // noisy mass ([`coarse_bins`]), 8 and 0.883.
-        let mut rng = SecureRng::from_seed(3);
-        let values: Vec<f64> = (0..600)
-            .map(|i| {
-                if i % 100 < 55 {
-                    return 0.0;
-                }
-                let step = [0.5, 0.1, 0.01][i % 3];
-                let v = ((0.5 + rng.random::<f64>() * 9.5) / step).round() * step;
-                if v.fract() == 0.0 { v + step } else { v }
-            })
-            .collect();
+        let values = repwage_like();
         let (seeds, mut far, mut fit) = (300u32, 0, 0.0);
         for seed in 0..seeds {
-            let table = Table {
-                names: vec!["x".into()],
-                columns: vec![ColumnData::Float(
-                    values.iter().copied().map(Some).collect(),
-                )],
-            };
-            let mut schema = Schema::from_kinds(&[("x".to_string(), ColumnKind::Number)]);
-            schema.columns[0].nullable = Some(false);
-            schema.columns[0].fractions = true;
-            let done = complete_schema_inferring(
-                &table,
-                &schema,
-                Some(noise(22.4)),
-                Some(600),
-                &mut SecureRng::from_seed(u64::from(seed)),
-            )
-            .unwrap();
-            let spec = &done.schema.columns[0];
+            let spec = &complete_number_with(&values, 22.4, u64::from(seed), true);
             let (lo, hi) = (spec.min.unwrap(), spec.max.unwrap());
             if hi < 0.5 || lo > 10.0 || hi > 500.0 {
                 far += 1;
@@ -3538,9 +3506,30 @@ mod tests {
         assert!(fit > 0.87, "mean 1 - KS {fit}");
     }
 
+    /// psid1976's `repwage` in 600 rows: 55% zeros, the rest wages of 0.5-10 on halves,
+    /// tenths and hundredths (never whole).
+    fn repwage_like() -> Vec<f64> {
+        let mut rng = SecureRng::from_seed(3);
+        (0..600)
+            .map(|i| {
+                if i % 100 < 55 {
+                    return 0.0;
+                }
+                let step = [0.5, 0.1, 0.01][i % 3];
+                let v = ((0.5 + rng.random::<f64>() * 9.5) / step).round() * step;
+                if v.fract() == 0.0 { v + step } else { v }
+            })
+            .collect()
+    }
+
     /// Completes one `number` column (whole or not undecided) with `sigma`, its row count
     /// known (as a run's noisy count is).
     fn complete_number(values: &[f64], sigma: f64, seed: u64) -> ColumnSpec {
+        complete_number_with(values, sigma, seed, false)
+    }
+
+    /// [`complete_number`], the kinds release having seen fractions or not.
+    fn complete_number_with(values: &[f64], sigma: f64, seed: u64, fractions: bool) -> ColumnSpec {
         let table = Table {
             names: vec!["x".into()],
             columns: vec![ColumnData::Float(
@@ -3549,6 +3538,7 @@ mod tests {
         };
         let mut schema = Schema::from_kinds(&[("x".to_string(), ColumnKind::Number)]);
         schema.columns[0].nullable = Some(false);
+        schema.columns[0].fractions = fractions;
         assert_eq!(Plan::for_schema(&schema).releases, 2);
         complete_schema_inferring(
             &table,
