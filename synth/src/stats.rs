@@ -1598,7 +1598,7 @@ fn fine_bins(sigma: f64, rows: Option<usize>, integer: bool) -> usize {
     let ratio = rows as f64 / sigma;
     // The nearest power of two to the smooth count; an integer column's 1% bound, the
     // largest power of two not above it, where that is more.
-    let smooth = (2.0 * ratio.powf(2.0 / 3.0)).max(1.0).log2().round();
+    let smooth = smooth_log2(2.0, ratio);
     let exponent = if integer {
         smooth.max((0.01 * ratio).powi(2).max(1.0).log2().floor())
     } else {
@@ -1626,8 +1626,14 @@ fn fine_bins(sigma: f64, rows: Option<usize>, integer: bool) -> usize {
 /// evenly over octaves 1-256 at σ = 50 (100 seeds): 0.527 → 0.766.
 fn coarse_bins(sigma: f64, mass: f64) -> usize {
     let ratio = mass.max(1.0) / sigma.max(f64::MIN_POSITIVE);
-    let smooth = ratio.powf(2.0 / 3.0).max(1.0).log2().round();
-    (2f64.powi(smooth as i32) as usize).clamp(COARSE_BINS_MIN, FINE_BINS_MAX)
+    (2f64.powi(smooth_log2(1.0, ratio) as i32) as usize).clamp(COARSE_BINS_MIN, FINE_BINS_MAX)
+}
+
+/// The exponent of the power of two nearest to `scale`·(rows/σ)^(2/3) bins (at least 1), the
+/// count that balances a continuous column's running noise against its bins' width (see
+/// [`fine_bins`]).
+fn smooth_log2(scale: f64, ratio: f64) -> f64 {
+    (scale * ratio.powf(2.0 / 3.0)).max(1.0).log2().round()
 }
 
 /// The fewest bins a coarse continuous column's second release gets ([`coarse_bins`]).
@@ -1836,13 +1842,10 @@ fn private_bins(
     }
     // Per-value bins inside the support's exact buckets (-e ..= e): average the two noisy
     // counts.
-    let exact_max = support
-        .and_then(|s| s.exact.as_ref())
-        .map(|exact| (exact.len() / 2) as i64);
-    if per_integer
-        && let Some(exact) = support.and_then(|s| s.exact.as_ref())
-        && let Some(e) = exact_max
-    {
+    let exact = support
+        .and_then(|s| s.exact.as_deref())
+        .map(|counts| (counts, (counts.len() / 2) as i64));
+    if per_integer && let Some((exact, e)) = exact {
         for (j, c) in noisy_counts.iter_mut().enumerate() {
             let v = grid[j] + 0.5;
             if v.abs() <= e as f64 {
@@ -1858,7 +1861,7 @@ fn private_bins(
     // empty tails go, with one bin of margin (the mass may start inside it).
     let averaged = |j: usize| {
         let v = grid[j] + 0.5;
-        exact_max.is_some_and(|e| v.abs() <= e as f64)
+        exact.is_some_and(|(_, e)| v.abs() <= e as f64)
     };
     // A grid of one bin per integer beyond the exact buckets (a part of an octave, see
     // [`INT_SUB`]) holds tens of values that no earlier count placed: an end value at σ
