@@ -14,8 +14,9 @@
 # LEARNING_RATE (0.005 for the tvae, 0.001 for ctgan), LOCAL_LEARNING_RATE (1.0), SCHEMA (public, the default: the
 # single-party run's DP schema reused as public, the holders training on 90% of ε; or
 # partial: names and kinds only, the holders completing the schema from their own DP
-# statistics under secure aggregation with statistics_share of the same ε; STATISTICS_SHARE,
-# 0.1).
+# statistics under secure aggregation with statistics_share of the same ε; or names: column
+# names only, the holders deciding the kinds too, from their summed DP type counts;
+# STATISTICS_SHARE, 0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/reference_eval.sh
@@ -78,15 +79,17 @@ cd "$work"
 "$bin" certs --out certs --client h0 --client h1 --client h2 > /dev/null
 "$bin" keygen --out team > /dev/null
 schema_mode=${SCHEMA:-public}
-if [ "$schema_mode" = partial ]; then
-  # Names and kinds only: everything else comes from the holders' statistics.
-  python3 - single.csv.schema.toml job.schema.toml <<'PY'
+if [ "$schema_mode" = partial ] || [ "$schema_mode" = names ]; then
+  # Names and kinds (or names) only: everything else comes from the holders' statistics.
+  python3 - single.csv.schema.toml job.schema.toml "$schema_mode" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 out = "version = 1\n"
 for name, kind in re.findall(r'\[\[columns\]\]\nname = "([^"]+)"\nkind = "([^"]+)"', text):
     if not name.startswith("#"):
-        out += f'\n[[columns]]\nname = "{name}"\nkind = "{kind}"\n'
+        out += f'\n[[columns]]\nname = "{name}"\n'
+        if sys.argv[3] == "partial":
+            out += f'kind = "{kind}"\n'
 open(sys.argv[2], "w").write(out)
 PY
 else
@@ -132,7 +135,7 @@ for k in 0 1 2; do "$bin" worker --config h$k.toml 2> h$k.log & pids+=($!); done
 # The single-party run spent 10% of ε on the schema statistics the federation reuses as
 # public: holders get the remaining 90% for training, at the same δ.
 delta=$(python3 -c "print(1 / $rows ** 1.5)")
-if [ "$schema_mode" = partial ]; then fed_eps=$eps; else fed_eps=$(python3 -c "print(0.9 * $eps)"); fi
+if [ "$schema_mode" != public ]; then fed_eps=$eps; else fed_eps=$(python3 -c "print(0.9 * $eps)"); fi
 cat > job.toml <<TOML
 name = "diamonds, three holders"
 federation = "bench"
@@ -151,7 +154,7 @@ min_workers = 3
 round_deadline_s = 600
 rows = $rows
 recipients = ["team.pub"]
-$([ "$schema_mode" = partial ] && echo "statistics_share = ${STATISTICS_SHARE:-0.1}")
+$([ "$schema_mode" != public ] && echo "statistics_share = ${STATISTICS_SHARE:-0.1}")
 TOML
 export FEDSYNTH_COORDINATOR="https://localhost:$port" FEDSYNTH_TOKEN="bench-owner-token-000000" FEDSYNTH_CA=certs/ca.pem
 export FEDSYNTH_CLIENT_CERT=certs/owner.pem FEDSYNTH_CLIENT_KEY=certs/owner.key
@@ -163,7 +166,7 @@ fed_s=$(echo "$(date +%s.%N) - $start" | bc)
 "$bin" fetch "$job" --out fetched > /dev/null
 "$bin" decrypt "fetched/$job.fsx" --key team.key --out federated.csv > /dev/null
 
-[ "$schema_mode" = partial ] && "$bin" status "$job" --schema > completed.schema.toml && echo "schema completed by the holders: $(grep -c '^\[\[columns' completed.schema.toml) columns, $(grep -c 'source = "dp"' completed.schema.toml) from DP statistics"
+[ "$schema_mode" != public ] && "$bin" status "$job" --schema > completed.schema.toml && echo "schema completed by the holders: $(grep -c '^\[\[columns' completed.schema.toml) columns, $(grep -c 'source = "dp"' completed.schema.toml) from DP statistics"
 echo "ε = $eps (single party, its schema included) / $fed_eps per holder (federated, schema: $schema_mode); single party: $rows rows, 30 epochs (${single_s%.*} s); federated ($model, $optimizer, $aggregation): 3 × $shard_rows rows, $rounds rounds × $local_steps steps at batch $batch (${fed_s%.*} s)"
 if [ -n "${ONE_HOLDER_CLASS:-}" ]; then
   python3 - "$work"/shard*.csv federated.csv <<'PY'

@@ -141,7 +141,7 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
     let schema_path = match table.remove("schema") {
         Some(toml::Value::String(s)) => relative(&s),
         _ => bail!(
-            "{}: give schema = \"FILE.schema.toml\" (complete: public bin edges and categories for every column; or partial: names and kinds, completed from the holders' DP statistics)",
+            "{}: give schema = \"FILE.schema.toml\" (complete: public bin edges and categories for every column; or partial: names, with or without kinds, completed from the holders' DP statistics)",
             path.display()
         ),
     };
@@ -174,7 +174,7 @@ pub fn job_spec(path: &Path) -> Result<(JobSpec, Option<String>)> {
         // aggregation) and the model's size follows from what they complete.
         if read.columns.is_empty() {
             bail!(
-                "{}: list the table's columns and their kinds",
+                "{}: list the table's columns (names, and kinds where known)",
                 schema_path.display()
             );
         }

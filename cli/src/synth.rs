@@ -19,7 +19,7 @@ use fedsynth_synth::sample::Generator;
 use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
 use fedsynth_synth::stats::{
     LocalRelease, Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise,
-    mark_wide, private_kinds, release_distinct, untyped_columns,
+    mark_wide, open_untyped, private_kinds, private_open_kinds, release_distinct, untyped_columns,
 };
 use fedsynth_synth::table::{
     Format, declared_temporal, output_temporal, read_raw, table_bytes_typed,
@@ -148,7 +148,25 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     // Without a schema, whether a CSV column holds numbers or text is a fact about its rows:
     // a noisy release decides it (charged with the plan, after the count).
     let inferred = given.is_none();
+    // The columns whose kinds a given schema leaves open (every one without a schema).
+    let open_kinds: Vec<String> = given.as_ref().map_or_else(Vec::new, |s| {
+        s.open_kinds().into_iter().map(str::to_string).collect()
+    });
     let (schema, kind_release) = match given {
+        // A schema that leaves some kinds open: those columns' kinds are released as a
+        // table without a schema has all of them released.
+        Some(schema) if !schema.open_kinds().is_empty() => {
+            let open = open_untyped(&raw, &schema);
+            let sigma = if private_run && open > 0 {
+                kind_noise(open, rows, epsilon, target_delta(args.delta, rows)?)
+            } else {
+                0.0
+            };
+            (
+                private_open_kinds(&raw, &schema, sigma, &mut private)?,
+                (sigma > 0.0).then_some((sigma, open)),
+            )
+        }
         Some(schema) => (schema, None),
         None => {
             let open = untyped_columns(&raw);
@@ -334,6 +352,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                         .columns
                         .iter()
                         .filter(|c| c.kind == kind && !is_derived(&c.name))
+                        .filter(|c| open_kinds.is_empty() || open_kinds.contains(&c.name))
                         .count()
                 };
                 eprintln!(

@@ -207,6 +207,42 @@ fn synth_then_evaluate_keeps_types_bounds_categories_and_budget() {
     assert!((again - shapes).abs() < 1e-9, "{again} vs {shapes}");
 }
 
+/// A schema may leave kinds open: those columns' kinds are released privately, as without
+/// a schema, and the others are kept as declared.
+#[test]
+fn a_schema_may_leave_some_kinds_to_a_private_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("out.csv");
+    let schema = d.join("schema.toml");
+    std::fs::write(
+        &schema,
+        "version = 1\n[[columns]]\nname = \"age\"\n[[columns]]\nname = \"maritl\"\n\
+         [[columns]]\nname = \"wage\"\nkind = \"continuous\"\nmin = 0.0\nmax = 400.0\n",
+    )
+    .unwrap();
+    let o = synth(
+        &wage(),
+        &out,
+        &d.join("ledger.db"),
+        &["--schema", s(&schema)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("kinds: 2 CSV columns typed by a noisy count"),
+        "{err}"
+    );
+    let fake = read_table(&out).unwrap();
+    assert_eq!(fake.names, vec!["age", "maritl", "wage"]);
+    assert!(matches!(fake.column("age"), Some(ColumnData::Int(_))));
+    assert!(matches!(fake.column("maritl"), Some(ColumnData::Text(_))));
+    let written = std::fs::read_to_string(d.join("out.csv.schema.toml")).unwrap();
+    assert!(!written.contains("auto"), "{written}");
+    assert!(written.contains("kind = \"integer\""), "{written}");
+    assert!(written.contains("kind = \"categorical\""), "{written}");
+}
+
 fn assert_clean_failure(o: &Output, needle: &str, out: &Path) {
     assert!(!o.status.success(), "expected failure");
     let err = stderr(o);
@@ -251,6 +287,17 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
     assert_clean_failure(
         &synth(&wage(), &out, &ledger, &["--schema", s(&schema)]),
         "'salary' is not in the input",
+        &out,
+    );
+    // Bounds on a column whose kind is left open.
+    std::fs::write(
+        &schema,
+        "version = 1\n[[columns]]\nname = \"age\"\nmin = 18.0\nmax = 80.0\n",
+    )
+    .unwrap();
+    assert_clean_failure(
+        &synth(&wage(), &out, &ledger, &["--schema", s(&schema)]),
+        "gives its name only",
         &out,
     );
     // Frequencies that do not match the categories.

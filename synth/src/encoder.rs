@@ -503,6 +503,12 @@ impl Encoder {
                 SynthError::Schema(format!("column '{}' is not in the input", spec.name))
             })?;
             let value_type = match (spec.kind, data) {
+                (ColumnKind::Auto, _) => {
+                    return Err(SynthError::Schema(format!(
+                        "column '{}' has no kind: its schema is not complete",
+                        spec.name
+                    )));
+                }
                 (ColumnKind::Continuous | ColumnKind::Number, _) => ValueType::Float,
                 (ColumnKind::Integer | ColumnKind::Datetime, _) => ValueType::Int,
                 (ColumnKind::Categorical, ColumnData::Int(_)) => ValueType::Int,
@@ -533,7 +539,8 @@ impl Encoder {
                         groups,
                     }
                 }
-                ColumnKind::Continuous
+                ColumnKind::Auto
+                | ColumnKind::Continuous
                 | ColumnKind::Integer
                 | ColumnKind::Number
                 | ColumnKind::Datetime => Codec::Numeric {

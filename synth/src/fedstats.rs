@@ -14,6 +14,8 @@
 //! only, so all holders complete the same schema, and the coordinator checks they did.
 //!
 //! What each request releases, and its privacy argument:
+//! - **Type histograms** of the columns whose kind the schema leaves open (a first wave of
+//!   its own, see [`complete`]): numeric histograms like the next ones.
 //! - **Numeric histograms** (support, bins, null counts): each holder adds a share of Skellam
 //!   noise to its integer counts, masks them and uploads; the coordinator learns only the
 //!   sum, which carries Skellam noise of standard deviation at least the plan's σ as long as
@@ -43,9 +45,12 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SynthError};
-use crate::schema::Schema;
-use crate::stats::{Completed, Discovered, Noise, Release, complete_schema_with};
-use crate::table::Table;
+use crate::schema::{ColumnKind, Schema};
+use crate::stats::{
+    Completed, Discovered, Noise, Release, TYPE_BUCKETS, complete_schema_with, kind_specs,
+    type_counts,
+};
+use crate::table::{RawTable, Table};
 
 /// Largest count a wave's sum may hold without wrapping the 32-bit ring.
 const MAX_COUNT: f64 = 1.0e9;
@@ -314,13 +319,19 @@ impl Release for Replay<'_> {
 }
 
 #[allow(clippy::too_many_arguments)]
-/// Replays the completion of `schema` on this holder's `table` against the transcript
+/// Replays the completion of `schema` on this holder's table `raw` against the transcript
 /// `waves`: the next wave's requests, or the completed schema. `noise` is the reading noise
 /// ([`reading_noise`]), `holders` the number of holders summed, `noisy_rows` this holder's
 /// noisy row count (its part of the first wave). `memo` keeps this holder's discovery
 /// counts; the caller persists it when it changed.
+///
+/// A schema that leaves kinds open ([`ColumnKind::Auto`]) takes one wave more, first: each
+/// such column's type histogram ([`type_counts`]: whole numbers, fractions, text, each
+/// datetime pattern and grain; a row is in one bucket, Δ = 1), summed with Skellam noise
+/// like any numeric histogram, decides its kind as [`kind_specs`] decides it on one table.
+/// The other statistics follow on the table typed by the decided kinds.
 pub fn complete(
-    table: &Table,
+    raw: &RawTable,
     schema: &Schema,
     noise: Noise,
     holders: usize,
@@ -329,8 +340,85 @@ pub fn complete(
     memo: &mut Memo,
     rng: &mut SecureRng,
 ) -> Result<Step> {
+    let open = schema.open_kinds();
+    if open.is_empty() {
+        let table = raw.typed(&schema.kinds())?;
+        return complete_typed(
+            &table, schema, noise, holders, noisy_rows, None, waves, memo, rng,
+        );
+    }
+    let mut parts = vec![Part::Sum {
+        key: ROWS_KEY.into(),
+        slot: 0,
+        values: vec![noisy_rows],
+        distributed: false,
+    }];
+    for name in &open {
+        let column = raw
+            .column(name)
+            .ok_or_else(|| SynthError::Schema(format!("column '{name}' is not in the input")))?;
+        parts.push(Part::Sum {
+            key: (*name).to_string(),
+            slot: 0,
+            values: type_counts(column),
+            distributed: true,
+        });
+    }
+    let Some(first) = waves.first() else {
+        return Ok(Step::Request(parts));
+    };
+    let buckets = TYPE_BUCKETS;
+    if first.sums.len() != 1 + open.len() * buckets {
+        return Err(mismatch("(the kinds' wave)"));
+    }
+    let rows = first.sums[0].max(1.0);
+    let mut decided = Schema {
+        version: schema.version,
+        columns: Vec::with_capacity(schema.columns.len()),
+    };
+    let mut at = 1;
+    for spec in &schema.columns {
+        if spec.kind == ColumnKind::Auto {
+            let counts = &first.sums[at..at + buckets];
+            at += buckets;
+            decided
+                .columns
+                .extend(kind_specs(&spec.name, counts, noise.sigma));
+        } else {
+            decided.columns.push(spec.clone());
+        }
+    }
+    let table = raw.typed(&decided.kinds())?;
+    complete_typed(
+        &table,
+        &decided,
+        noise,
+        holders,
+        noisy_rows,
+        Some(rows),
+        &waves[1..],
+        memo,
+        rng,
+    )
+}
+
+/// [`complete`] on a table typed by `schema`'s kinds; `rows` the summed row count when an
+/// earlier wave published it (else this holder's `noisy_rows` goes into the first wave).
+#[allow(clippy::too_many_arguments)]
+fn complete_typed(
+    table: &Table,
+    schema: &Schema,
+    noise: Noise,
+    holders: usize,
+    noisy_rows: f64,
+    rows: Option<f64>,
+    waves: &[Wave],
+    memo: &mut Memo,
+    rng: &mut SecureRng,
+) -> Result<Step> {
     let mut answers: HashMap<(String, usize), Answer> = HashMap::new();
-    let mut rows = None;
+    let counted = rows.is_some();
+    let mut rows = rows;
     for k in 0..=waves.len() {
         let mut replay = Replay {
             noise,
@@ -344,7 +432,7 @@ pub fn complete(
         };
         let result = complete_schema_with(table, schema, true, None, &mut replay);
         let mut parts = std::mem::take(&mut replay.parts);
-        if k == 0 {
+        if k == 0 && !counted {
             parts.insert(
                 0,
                 Part::Sum {
@@ -463,7 +551,7 @@ mod tests {
     use super::*;
     use crate::schema::ColumnKind;
     use crate::stats::{DISTINCT_NOISE, Plan};
-    use crate::table::ColumnData;
+    use crate::table::{ColumnData, RawColumn};
 
     /// Three holders' shards of one table: an integer column, a 0/1 flag, an amount with
     /// exact zeros, a category with a class (`rare`, 3% of all rows) held by the last
@@ -515,7 +603,34 @@ mod tests {
 
     /// Runs the waves among the holders in process (masks cancel in the sum, so they are
     /// left out here): each holder's completed schema and the summed row count.
-    fn run(holders: &[Table], schema: &Schema, noise: Noise) -> (Vec<Schema>, f64, usize) {
+    /// A holder's table as a Parquet file would give it: every column typed.
+    fn typed_raw(t: &Table) -> RawTable {
+        RawTable {
+            names: t.names.clone(),
+            columns: t.columns.iter().cloned().map(RawColumn::Typed).collect(),
+        }
+    }
+
+    /// A holder's table as a CSV file would give it: every column its cells' text.
+    fn csv_raw(t: &Table) -> RawTable {
+        let columns = t
+            .columns
+            .iter()
+            .map(|c| {
+                RawColumn::Cells(match c {
+                    ColumnData::Int(v) => v.iter().map(|x| x.map(|x| x.to_string())).collect(),
+                    ColumnData::Float(v) => v.iter().map(|x| x.map(|x| x.to_string())).collect(),
+                    ColumnData::Text(v) => v.iter().cloned().collect(),
+                })
+            })
+            .collect();
+        RawTable {
+            names: t.names.clone(),
+            columns,
+        }
+    }
+
+    fn run(holders: &[RawTable], schema: &Schema, noise: Noise) -> (Vec<Schema>, f64, usize) {
         let n = holders.len();
         let mut memos = vec![Memo::default(); n];
         let mut waves: Vec<Wave> = Vec::new();
@@ -596,7 +711,8 @@ mod tests {
             sigma_distinct: 20.0 * DISTINCT_NOISE,
             sigma_wide: 10.0,
         };
-        let (schemas, rows, waves) = run(&holders, &schema, noise);
+        let raw: Vec<RawTable> = holders.iter().map(typed_raw).collect();
+        let (schemas, rows, waves) = run(&raw, &schema, noise);
         assert!(plan.releases > 0 && plan.discoveries == 1);
         // Every holder read the same schema from the same transcript.
         let text = schemas[0].to_toml();
@@ -638,7 +754,7 @@ mod tests {
             released: vec![],
         }];
         let got = complete(
-            &holders[0],
+            &typed_raw(&holders[0]),
             &schema,
             noise,
             3,
@@ -646,6 +762,77 @@ mod tests {
             &bad,
             &mut memo,
             &mut rng,
+        );
+        assert!(matches!(got, Err(SynthError::Schema(_))), "{got:?}");
+    }
+
+    #[test]
+    fn holders_decide_the_kinds_left_open_from_their_summed_type_counts() {
+        // Names only: the first two holders hold CSV files, the third a Parquet file (its
+        // columns typed by the file); the kinds come from the summed type histograms.
+        let shards = shards();
+        let raw: Vec<RawTable> = shards
+            .iter()
+            .enumerate()
+            .map(|(h, t)| if h == 2 { typed_raw(t) } else { csv_raw(t) })
+            .collect();
+        let names: Vec<(String, ColumnKind)> = shards[0]
+            .names
+            .iter()
+            .map(|n| (n.clone(), ColumnKind::Auto))
+            .collect();
+        let schema = Schema::from_kinds(&names);
+        assert_eq!(Schema::from_toml(&schema.to_toml()).unwrap(), schema);
+        let names_only = "version = 1\n[[columns]]\nname = \"age\"\n[[columns]]\nname = \"flag\"\n\
+                          [[columns]]\nname = \"amount\"\n[[columns]]\nname = \"kind\"\n";
+        assert_eq!(Schema::from_toml(names_only).unwrap(), schema);
+        // Charged as the type histogram and both readings of every column.
+        let plan = Plan::for_schema(&schema);
+        assert_eq!((plan.releases, plan.discoveries), (12, 4));
+        let noise = Noise {
+            sigma: 20.0,
+            sigma_categories: 10.0,
+            threshold_delta: 1e-7,
+            sigma_distinct: 20.0 * DISTINCT_NOISE,
+            sigma_wide: 10.0,
+        };
+        let (schemas, rows, waves) = run(&raw, &schema, noise);
+        let text = schemas[0].to_toml();
+        assert!(schemas.iter().all(|s| s.to_toml() == text), "{text}");
+        assert!(waves <= 4, "{waves} waves");
+        assert!((rows - 12_000.0).abs() < 1.0, "{rows}");
+        let col = |name: &str| schemas[0].columns.iter().find(|c| c.name == name).unwrap();
+        assert_eq!(col("age").kind, ColumnKind::Integer);
+        assert_eq!(col("flag").kind, ColumnKind::Integer);
+        assert_eq!(col("flag").edges.as_ref().unwrap(), &vec![-0.5, 0.5, 1.5]);
+        let amount = col("amount");
+        assert_eq!(amount.kind, ColumnKind::Continuous);
+        assert_eq!(amount.points, Some(vec![0.0]));
+        let kind = col("kind");
+        assert_eq!(kind.kind, ColumnKind::Categorical);
+        assert!(
+            kind.categories
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|c| c == "rare")
+        );
+        // A completed schema leaves no kind open.
+        assert!(schemas[0].open_kinds().is_empty());
+        // A transcript whose first wave is not the kinds' is refused.
+        let bad = vec![Wave {
+            sums: vec![1.0; 3],
+            released: vec![],
+        }];
+        let got = complete(
+            &raw[0],
+            &schema,
+            noise,
+            3,
+            100.0,
+            &bad,
+            &mut Memo::default(),
+            &mut SecureRng::from_seed(2),
         );
         assert!(matches!(got, Err(SynthError::Schema(_))), "{got:?}");
     }

@@ -13,7 +13,7 @@ use crate::table::{ColumnData, Table};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// How a column is modelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnKind {
     /// Real numbers.
@@ -39,6 +39,13 @@ pub enum ColumnKind {
     /// (64 random bits) from a pool of `pseudonyms` of them, so no real value below the
     /// release threshold is ever written.
     Id,
+    /// Not declared (`kind = "auto"`, or no `kind` at all): a federated job's holders decide
+    /// it from the sum of their DP type histograms (see [`crate::fedstats`]), as `fedsynth
+    /// synth` decides a CSV column's kind without a schema ([`crate::stats::private_kinds`]).
+    /// Only a federated job's partial schema may leave a kind open; a completed schema never
+    /// does. Such a column gives its name only.
+    #[default]
+    Auto,
 }
 
 /// Whether a schema column is derived by fedsynth rather than one of the file's: a
@@ -50,7 +57,7 @@ pub fn is_derived(name: &str) -> bool {
 impl ColumnKind {
     /// Whether the column is modelled as numbers (bins and offsets).
     pub fn is_numeric(self) -> bool {
-        !matches!(self, Self::Categorical | Self::Id)
+        !matches!(self, Self::Categorical | Self::Id | Self::Auto)
     }
 }
 
@@ -72,7 +79,8 @@ pub enum Source {
 pub struct ColumnSpec {
     /// Column name, as in the input file.
     pub name: String,
-    /// How it is modelled.
+    /// How it is modelled (left out: `auto`, see [`ColumnKind::Auto`]).
+    #[serde(default)]
     pub kind: ColumnKind,
     /// Whether nulls may occur (default: true; a null indicator costs little).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +238,22 @@ impl Schema {
                 return bad("frequencies must be finite, non-negative and not all zero");
             }
             match c.kind {
+                ColumnKind::Auto => {
+                    if c.min.is_some()
+                        || c.max.is_some()
+                        || c.edges.is_some()
+                        || c.points.is_some()
+                        || c.step.is_some()
+                        || c.categories.is_some()
+                        || c.frequencies.is_some()
+                        || c.nulls.is_some()
+                        || c.nullable.is_some()
+                    {
+                        return bad(
+                            "a column without a kind gives its name only (declare its kind to give bounds, edges or categories)",
+                        );
+                    }
+                }
                 ColumnKind::Categorical | ColumnKind::Id => {
                     if c.min.is_some() || c.max.is_some() || c.edges.is_some() || c.points.is_some()
                     {
@@ -330,7 +354,11 @@ impl Schema {
     /// federated job makes (a null slot costs little), where deciding it from the rows would
     /// need a release that every holder agrees on.
     pub fn nullable_by_default(mut self) -> Self {
-        for c in &mut self.columns {
+        for c in self
+            .columns
+            .iter_mut()
+            .filter(|c| c.kind != ColumnKind::Auto)
+        {
             c.nullable.get_or_insert(true);
         }
         self
@@ -383,6 +411,15 @@ impl Schema {
             version: SCHEMA_VERSION,
             columns,
         }
+    }
+
+    /// The columns whose kind is left open ([`ColumnKind::Auto`]).
+    pub fn open_kinds(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Auto)
+            .map(|c| c.name.as_str())
+            .collect()
     }
 
     /// The columns' names and kinds, in order.

@@ -122,6 +122,14 @@ impl Plan {
                         (None, None) => 2,
                     };
                 }
+                // A kind left to a federated job's holders: its type histogram, then the
+                // statistics of either reading, numeric (support and bins) and categorical
+                // (a discovery), both charged since which one is released is not known
+                // when the plan is charged.
+                ColumnKind::Auto => {
+                    plan.releases += 3;
+                    plan.discoveries += 1;
+                }
                 ColumnKind::Categorical | ColumnKind::Id => {
                     match (&c.categories, c.wide) {
                         (None, true) => plan.wide += 1,
@@ -604,9 +612,9 @@ pub fn untyped_columns(raw: &RawTable) -> u64 {
         .count() as u64
 }
 
-/// Buckets of a CSV column's type histogram: whole numbers, fractional numbers, text, then
-/// one per datetime pattern and grain.
-const TYPE_BUCKETS: usize = PATTERNS_AT + datetime::PATTERNS.len() * datetime::GRAINS.len();
+/// Buckets of a column's type histogram ([`type_counts`]): whole numbers, fractional
+/// numbers, text, then one per datetime pattern and grain.
+pub const TYPE_BUCKETS: usize = PATTERNS_AT + datetime::PATTERNS.len() * datetime::GRAINS.len();
 const WHOLE: usize = 0;
 const FRACTION: usize = 1;
 const TEXT: usize = 2;
@@ -628,69 +636,74 @@ fn type_bucket(cell: Option<&str>) -> Option<usize> {
     }
 }
 
+/// A column's type histogram: one bucket each for whole numbers, fractional numbers, text
+/// and every datetime pattern at every grain ([`datetime::Grain`]), one count per non-null
+/// cell (the L2 sensitivity of one column's histogram is 1). A value the file types (a
+/// Parquet column) counts by its value as a CSV cell would: a holder of a Parquet file and
+/// one of a CSV file count alike.
+pub fn type_counts(column: &RawColumn) -> Vec<f64> {
+    let mut counts = vec![0.0; TYPE_BUCKETS];
+    let mut add = |b: Option<usize>| {
+        if let Some(b) = b {
+            counts[b] += 1.0;
+        }
+    };
+    match column {
+        RawColumn::Cells(cells) => cells.iter().for_each(|c| add(type_bucket(c))),
+        RawColumn::Typed(ColumnData::Int(v)) => v.iter().flatten().for_each(|_| add(Some(WHOLE))),
+        RawColumn::Typed(ColumnData::Float(v)) => v.iter().flatten().for_each(|x| {
+            add(Some(if x.fract() == 0.0 { WHOLE } else { FRACTION }));
+        }),
+        RawColumn::Typed(ColumnData::Text(v)) => {
+            v.iter().flatten().for_each(|t| add(type_bucket(Some(t))));
+        }
+    }
+    counts
+}
+
+/// Column `name`'s schema entries from its type histogram ([`type_counts`]) released with
+/// noise `sigma` (0: exact). The fullest of numbers (whole and fractional), text and the
+/// patterns (a pattern's count is the sum of its grains) makes the column a `number` (whole
+/// or not is decided by its first histogram, see [`ColumnKind::Number`], which a fractional
+/// count clear of the noise makes continuous: [`ColumnSpec::fractions`]), categorical, or a
+/// datetime in that pattern, whose time-of-day unit is the finest grain clear of the noise
+/// (see [`crate::datetime`]), with its derived parts. Post-processing of the counts.
+pub fn kind_specs(name: &str, counts: &[f64], sigma: f64) -> Vec<ColumnSpec> {
+    let one = |kind| Schema::from_kinds(&[(name.to_string(), kind)]).columns;
+    let grains = datetime::GRAINS.len();
+    let pattern_sum = |p: usize| {
+        counts[PATTERNS_AT + p * grains..PATTERNS_AT + (p + 1) * grains]
+            .iter()
+            .sum::<f64>()
+    };
+    let numbers = counts[WHOLE] + counts[FRACTION];
+    let best_pattern = (0..datetime::PATTERNS.len())
+        .max_by(|&a, &b| pattern_sum(a).total_cmp(&pattern_sum(b)))
+        .unwrap_or(0);
+    if pattern_sum(best_pattern) > numbers.max(counts[TEXT]) {
+        let at = PATTERNS_AT + best_pattern * grains;
+        datetime_specs(name, best_pattern, &counts[at..at + grains], sigma)
+    } else if numbers > counts[TEXT] {
+        let mut spec = one(ColumnKind::Number);
+        // Fractions the noise cannot explain, at the chance per column that the first
+        // histogram allows (see [`FRACTIONS_SPURIOUS`]). (Exact counts, σ = 0: any fraction.)
+        spec[0].fractions = counts[FRACTION] > fractions_threshold(sigma, 1.0).max(0.5);
+        spec
+    } else {
+        one(ColumnKind::Categorical)
+    }
+}
+
 /// The schema of a table without one: every column's kind. A column the file types
-/// (Parquet) keeps its type, which is public. A CSV column's kind is a DP release: a
-/// histogram of its cells by type, one bucket each for whole numbers, fractional numbers, text
-/// and every datetime pattern at every grain ([`datetime::Grain`]; nulls count for none; every
-/// cell is in one bucket, so the L2 sensitivity is 1), plus Gaussian noise `sigma` (0: exact,
-/// for a run without DP). The fullest of numbers (whole and fractional), text and the patterns
-/// (a pattern's count is the sum of its grains) makes the column a `number` (whole or not is
-/// decided by its first histogram, see [`ColumnKind::Number`], which a fractional count clear
-/// of the noise makes continuous: [`ColumnSpec::fractions`]), categorical, or a datetime in
-/// that pattern, whose
-/// time-of-day unit is the finest grain clear of the noise (see [`crate::datetime`]). A few
+/// (Parquet) keeps its type, which is public. A CSV column's kind is a DP release: its type
+/// histogram ([`type_counts`]; every cell is in one bucket, so the L2 sensitivity is 1), plus
+/// Gaussian noise `sigma` (0: exact, for a run without DP), read by [`kind_specs`]. A few
 /// stray cells of another type become nulls of the column instead of a refusal, which
 /// would depend on a single row.
 pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Schema {
     let mut specs: Vec<ColumnSpec> = Vec::with_capacity(raw.columns.len());
     for (name, column) in raw.names.iter().zip(&raw.columns) {
-        let one = |kind| Schema::from_kinds(&[(name.clone(), kind)]).columns;
-        match column {
-            RawColumn::Typed(ColumnData::Float(_)) => specs.extend(one(ColumnKind::Continuous)),
-            RawColumn::Typed(ColumnData::Int(_)) => specs.extend(one(ColumnKind::Integer)),
-            RawColumn::Typed(ColumnData::Text(_)) => specs.extend(one(ColumnKind::Categorical)),
-            RawColumn::Cells(cells) => {
-                let mut counts = vec![0.0; TYPE_BUCKETS];
-                for c in cells.iter() {
-                    if let Some(b) = type_bucket(c) {
-                        counts[b] += 1.0;
-                    }
-                }
-                if sigma > 0.0 {
-                    for c in &mut counts {
-                        *c = noisy(*c, sigma, rng);
-                    }
-                }
-                let grains = datetime::GRAINS.len();
-                let pattern_sum = |p: usize| {
-                    counts[PATTERNS_AT + p * grains..PATTERNS_AT + (p + 1) * grains]
-                        .iter()
-                        .sum::<f64>()
-                };
-                let numbers = counts[WHOLE] + counts[FRACTION];
-                let best_pattern = (0..datetime::PATTERNS.len())
-                    .max_by(|&a, &b| pattern_sum(a).total_cmp(&pattern_sum(b)))
-                    .unwrap_or(0);
-                if pattern_sum(best_pattern) > numbers.max(counts[TEXT]) {
-                    let at = PATTERNS_AT + best_pattern * grains;
-                    specs.extend(datetime_specs(
-                        name,
-                        best_pattern,
-                        &counts[at..at + grains],
-                        sigma,
-                    ));
-                } else if numbers > counts[TEXT] {
-                    let mut spec = one(ColumnKind::Number);
-                    // Fractions the noise cannot explain, at the chance per column that the
-                    // first histogram allows (see [`FRACTIONS_SPURIOUS`]).
-                    // (Exact counts, σ = 0: any fraction.)
-                    spec[0].fractions = counts[FRACTION] > fractions_threshold(sigma, 1.0).max(0.5);
-                    specs.extend(spec);
-                } else {
-                    specs.extend(one(ColumnKind::Categorical));
-                }
-            }
-        }
+        specs.extend(column_kinds(name, column, sigma, rng));
     }
     // Which columns are null together: a derived column of its own (see crate::nulls).
     if raw.columns.len() >= 2 {
@@ -699,6 +712,71 @@ pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Schema 
     Schema {
         version: crate::schema::SCHEMA_VERSION,
         columns: specs,
+    }
+}
+
+/// `schema` with the kinds it leaves open ([`ColumnKind::Auto`]) decided as
+/// [`private_kinds`] decides them for a table without a schema; every other column as
+/// declared. [`open_untyped`] counts the columns this releases a histogram of.
+pub fn private_open_kinds(
+    raw: &RawTable,
+    schema: &Schema,
+    sigma: f64,
+    rng: &mut SecureRng,
+) -> Result<Schema> {
+    let mut columns = Vec::with_capacity(schema.columns.len());
+    for spec in &schema.columns {
+        if spec.kind != ColumnKind::Auto {
+            columns.push(spec.clone());
+            continue;
+        }
+        let column = raw.column(&spec.name).ok_or_else(|| {
+            SynthError::Schema(format!(
+                "column '{}' is not in the input (it has: {})",
+                spec.name,
+                raw.names.join(", ")
+            ))
+        })?;
+        columns.extend(column_kinds(&spec.name, column, sigma, rng));
+    }
+    Ok(Schema {
+        version: schema.version,
+        columns,
+    })
+}
+
+/// How many of the columns `schema` leaves open hold no type of their own in `raw` (CSV
+/// columns): [`private_open_kinds`] releases a type histogram of each.
+pub fn open_untyped(raw: &RawTable, schema: &Schema) -> u64 {
+    schema
+        .open_kinds()
+        .iter()
+        .filter(|name| matches!(raw.column(name), Some(RawColumn::Cells(_))))
+        .count() as u64
+}
+
+/// One column's schema entries without a declared kind: a typed (Parquet) column keeps its
+/// type, a CSV column's is read from its noisy type histogram.
+fn column_kinds(
+    name: &str,
+    column: &RawColumn,
+    sigma: f64,
+    rng: &mut SecureRng,
+) -> Vec<ColumnSpec> {
+    let one = |kind| Schema::from_kinds(&[(name.to_string(), kind)]).columns;
+    match column {
+        RawColumn::Typed(ColumnData::Float(_)) => one(ColumnKind::Continuous),
+        RawColumn::Typed(ColumnData::Int(_)) => one(ColumnKind::Integer),
+        RawColumn::Typed(ColumnData::Text(_)) => one(ColumnKind::Categorical),
+        RawColumn::Cells(_) => {
+            let mut counts = type_counts(column);
+            if sigma > 0.0 {
+                for c in &mut counts {
+                    *c = noisy(*c, sigma, rng);
+                }
+            }
+            kind_specs(name, &counts, sigma)
+        }
     }
 }
 
@@ -2385,6 +2463,12 @@ fn complete_column(
                 let pool = distinct_of(spec, &values, release)? - released;
                 spec.pseudonyms = Some(pool.round().max(1.0) as u64);
             }
+        }
+        ColumnKind::Auto => {
+            return Err(SynthError::Schema(format!(
+                "column '{}' has no kind: declare one (or run without a schema)",
+                spec.name
+            )));
         }
         ColumnKind::Continuous
         | ColumnKind::Integer

@@ -103,7 +103,11 @@ impl Cluster {
             )
             .unwrap();
         }
-        for schema in ["wage.schema.toml", "wage.partial.schema.toml"] {
+        for schema in [
+            "wage.schema.toml",
+            "wage.partial.schema.toml",
+            "wage.names.schema.toml",
+        ] {
             std::fs::copy(repo().join("configs").join(schema), c.path(schema)).unwrap();
         }
         std::fs::write(
@@ -341,13 +345,18 @@ secure_aggregation = "{aggregation}"
     /// Submits a job of ε = 3 over the three clinics with the partial Wage schema (names and
     /// kinds only), a statistics share of 0.3 and `rounds` rounds; its id.
     fn submit_partial(&self, name: &str, rounds: u32) -> String {
+        self.submit_partial_with(name, rounds, "wage.partial.schema.toml")
+    }
+
+    /// [`Cluster::submit_partial`] with the partial schema `schema`.
+    fn submit_partial_with(&self, name: &str, rounds: u32, schema: &str) -> String {
         let job_file = self.path("partial.toml");
         std::fs::write(
             &job_file,
             format!(
                 r#"name = "{name}"
 federation = "clinics"
-schema = "wage.partial.schema.toml"
+schema = "{schema}"
 epsilon = 3.0
 delta = 1e-5
 rounds = {rounds}
@@ -671,6 +680,49 @@ fn three_holders_complete_a_partial_schema_from_their_dp_statistics() {
     ] {
         assert!(actions.contains(&needed), "{actions:?}");
     }
+}
+
+#[test]
+fn three_holders_decide_the_kinds_of_a_names_only_schema_from_their_dp_type_counts() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::new();
+    c.start_all();
+    let job = c.submit_partial_with("wage, names only", 2, "wage.names.schema.toml");
+    let done = c.wait(&job, 300, |s| s["state"] == "done");
+    assert_eq!(done["round"], 2);
+    let schema = c.ok(&["status", &job, "--schema"]);
+    let kind_of = |name: &str| -> String {
+        let at = schema
+            .find(&format!("name = \"{name}\""))
+            .unwrap_or_else(|| panic!("{name} missing: {schema}"));
+        let rest = &schema[at..];
+        let k = rest.find("kind = ").expect("a kind");
+        rest[k + 8..].split('"').next().unwrap().to_string()
+    };
+    // Decided from the summed type counts, then completed like a declared kind.
+    assert_eq!(kind_of("age"), "integer", "{schema}");
+    assert_eq!(kind_of("year"), "integer", "{schema}");
+    assert_eq!(kind_of("wage"), "continuous", "{schema}");
+    assert_eq!(kind_of("maritl"), "categorical", "{schema}");
+    assert_eq!(kind_of("education"), "categorical", "{schema}");
+    assert!(!schema.contains("auto"), "{schema}");
+    c.assert_statistics_charged_once(&job);
+    c.ok(&["fetch", &job, "--out", "fetched"]);
+    c.ok(&[
+        "decrypt",
+        &format!("fetched/{job}.fsx"),
+        "--key",
+        "team.key",
+        "--out",
+        "synthetic.csv",
+    ]);
+    let out = std::fs::read_to_string(c.path("synthetic.csv")).unwrap();
+    let header = out.lines().next().unwrap();
+    assert_eq!(
+        header,
+        "year,age,maritl,race,education,region,jobclass,health,health_ins,logwage,wage"
+    );
+    assert!(out.contains("1. Never Married"), "categories are generated");
 }
 
 #[test]

@@ -933,7 +933,6 @@ impl Holder {
         // The statistics mask refuses a participant set outside the roster.
         let pairs = self.roster_pairs(job, me, adverts, ca_pem)?;
         let schema = Schema::from_toml(&spec.schema_toml)?;
-        let table = self.typed(&schema)?;
         let memo_path = dir.join("memo.json");
         let mut memo: Memo = read_json(&memo_path)?.unwrap_or_default();
         let before = memo.clone();
@@ -949,7 +948,7 @@ impl Holder {
         let reading = fedstats::reading_noise(noise, n, t);
         let mut rng = SecureRng::for_dp_noise();
         let step = fedstats::complete(
-            table.as_ref(),
+            &self.table,
             &schema,
             reading,
             n,
@@ -983,7 +982,7 @@ impl Holder {
                 let text = completed.schema.to_toml();
                 // Sized as training will read it back.
                 let done = Schema::from_toml(&text)?.nullable_by_default();
-                let encoder = Encoder::new(&done, table.as_ref())?;
+                let encoder = Encoder::new(&done, self.typed(&done)?.as_ref())?;
                 let parameters = model_settings(&spec)?.parameters(&encoder) as u64;
                 let record = CompletedSchema {
                     schema_toml: text,
