@@ -250,9 +250,10 @@ pub struct SynthArgs {
     /// Where to write the synthetic table (.csv, .parquet, or .fsx with --recipient).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
-    /// Schema (TOML): column kinds (`integer`, `continuous`, `number`, `categorical`) and public
-    /// bounds or categories. Without it, a CSV column's kind is a small charged DP release (a
-    /// noisy count of numbers against text) and everything else is estimated privately.
+    /// Schema (TOML): column kinds (`integer`, `continuous`, `number`, `categorical`,
+    /// `datetime`, `id`) and public bounds or categories. Without it, a CSV column's kind is a
+    /// small charged DP release (a noisy count of numbers against text) and everything else is
+    /// estimated privately; a schema column that gives its name only gets the same release.
     #[arg(long, value_name = "FILE")]
     schema: Option<PathBuf>,
     /// Generator model: tvae (a variational autoencoder; the default) or ctgan (a conditional
