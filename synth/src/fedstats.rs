@@ -551,7 +551,7 @@ mod tests {
     use super::*;
     use crate::schema::ColumnKind;
     use crate::stats::{DISTINCT_NOISE, Plan};
-    use crate::table::{ColumnData, RawColumn};
+    use crate::table::{Cells, ColumnData, RawColumn};
 
     /// Three holders' shards of one table: an integer column, a 0/1 flag, an amount with
     /// exact zeros, a category with a class (`rare`, 3% of all rows) held by the last
@@ -771,12 +771,30 @@ mod tests {
         // Names only: the first two holders hold CSV files, the third a Parquet file (its
         // columns typed by the file); the kinds come from the summed type histograms.
         let shards = shards();
-        let raw: Vec<RawTable> = shards
+        let mut raw: Vec<RawTable> = shards
             .iter()
             .enumerate()
             .map(|(h, t)| if h == 2 { typed_raw(t) } else { csv_raw(t) })
             .collect();
-        let names: Vec<(String, ColumnKind)> = shards[0]
+        // And a timestamp to the hour (a Parquet file's timestamps are read as text cells
+        // too), null in one row of 20.
+        for (h, t) in raw.iter_mut().enumerate() {
+            let cells: Cells = (0..t.rows())
+                .map(|i| {
+                    (i % 20 != 0).then(|| {
+                        format!(
+                            "2024-{:02}-{:02} {:02}:00:00",
+                            1 + (i + h) % 12,
+                            1 + i % 28,
+                            (i * 7) % 24
+                        )
+                    })
+                })
+                .collect();
+            t.names.push("seen".into());
+            t.columns.push(RawColumn::Cells(cells));
+        }
+        let names: Vec<(String, ColumnKind)> = raw[0]
             .names
             .iter()
             .map(|n| (n.clone(), ColumnKind::Auto))
@@ -784,11 +802,12 @@ mod tests {
         let schema = Schema::from_kinds(&names);
         assert_eq!(Schema::from_toml(&schema.to_toml()).unwrap(), schema);
         let names_only = "version = 1\n[[columns]]\nname = \"age\"\n[[columns]]\nname = \"flag\"\n\
-                          [[columns]]\nname = \"amount\"\n[[columns]]\nname = \"kind\"\n";
+                          [[columns]]\nname = \"amount\"\n[[columns]]\nname = \"kind\"\n\
+                          [[columns]]\nname = \"seen\"\n";
         assert_eq!(Schema::from_toml(names_only).unwrap(), schema);
         // Charged as the type histogram and both readings of every column.
         let plan = Plan::for_schema(&schema);
-        assert_eq!((plan.releases, plan.discoveries), (12, 4));
+        assert_eq!((plan.releases, plan.discoveries), (15, 5));
         let noise = Noise {
             sigma: 20.0,
             sigma_categories: 10.0,
@@ -817,6 +836,14 @@ mod tests {
                 .iter()
                 .any(|c| c == "rare")
         );
+        // The timestamp: its pattern, its hour and weekday parts, nullable.
+        let seen = col("seen");
+        assert_eq!(seen.kind, ColumnKind::Datetime);
+        assert_eq!(seen.format.as_deref(), Some("%Y-%m-%d %H:%M:%S%.f"));
+        assert_eq!(seen.nullable, Some(true));
+        for part in ["seen#hour", "seen#weekday"] {
+            assert!(schemas[0].columns.iter().any(|c| c.name == part), "{text}");
+        }
         // A completed schema leaves no kind open.
         assert!(schemas[0].open_kinds().is_empty());
         // A transcript whose first wave is not the kinds' is refused.

@@ -638,9 +638,10 @@ fn type_bucket(cell: Option<&str>) -> Option<usize> {
 
 /// A column's type histogram: one bucket each for whole numbers, fractional numbers, text
 /// and every datetime pattern at every grain ([`datetime::Grain`]), one count per non-null
-/// cell (the L2 sensitivity of one column's histogram is 1). A value the file types (a
-/// Parquet column) counts by its value as a CSV cell would: a holder of a Parquet file and
-/// one of a CSV file count alike.
+/// cell (the L2 sensitivity of one column's histogram is 1). A column the file types (a
+/// Parquet file) counts its numbers by their value as a CSV's cells would, and its text as
+/// text whatever it reads like (the file declares it text; its dates and timestamps are
+/// read as cells, see [`crate::table::read_raw`]).
 pub fn type_counts(column: &RawColumn) -> Vec<f64> {
     let mut counts = vec![0.0; TYPE_BUCKETS];
     let mut add = |b: Option<usize>| {
@@ -654,9 +655,7 @@ pub fn type_counts(column: &RawColumn) -> Vec<f64> {
         RawColumn::Typed(ColumnData::Float(v)) => v.iter().flatten().for_each(|x| {
             add(Some(if x.fract() == 0.0 { WHOLE } else { FRACTION }));
         }),
-        RawColumn::Typed(ColumnData::Text(v)) => {
-            v.iter().flatten().for_each(|t| add(type_bucket(Some(t))));
-        }
+        RawColumn::Typed(ColumnData::Text(v)) => v.iter().flatten().for_each(|_| add(Some(TEXT))),
     }
     counts
 }
