@@ -695,6 +695,17 @@ mod tests {
         }
     }
 
+    /// The noise both three-holder runs read with.
+    fn test_noise() -> Noise {
+        Noise {
+            sigma: 20.0,
+            sigma_categories: 10.0,
+            threshold_delta: 1e-7,
+            sigma_distinct: 20.0 * DISTINCT_NOISE,
+            sigma_wide: 10.0,
+        }
+    }
+
     #[test]
     fn holders_complete_one_schema_from_summed_statistics() {
         let holders = shards();
@@ -704,13 +715,7 @@ mod tests {
             c.categories = None;
         }
         let plan = Plan::for_schema(&schema);
-        let noise = Noise {
-            sigma: 20.0,
-            sigma_categories: 10.0,
-            threshold_delta: 1e-7,
-            sigma_distinct: 20.0 * DISTINCT_NOISE,
-            sigma_wide: 10.0,
-        };
+        let noise = test_noise();
         let raw: Vec<RawTable> = holders.iter().map(typed_raw).collect();
         let (schemas, rows, waves) = run(&raw, &schema, noise);
         assert!(plan.releases > 0 && plan.discoveries == 1);
@@ -808,13 +813,7 @@ mod tests {
         // Charged as the type histogram and both readings of every column.
         let plan = Plan::for_schema(&schema);
         assert_eq!((plan.releases, plan.discoveries), (15, 5));
-        let noise = Noise {
-            sigma: 20.0,
-            sigma_categories: 10.0,
-            threshold_delta: 1e-7,
-            sigma_distinct: 20.0 * DISTINCT_NOISE,
-            sigma_wide: 10.0,
-        };
+        let noise = test_noise();
         let (schemas, rows, waves) = run(&raw, &schema, noise);
         let text = schemas[0].to_toml();
         assert!(schemas.iter().all(|s| s.to_toml() == text), "{text}");

@@ -376,6 +376,21 @@ statistics_share = 0.3
         self.ok(&["submit", job_file.to_str().unwrap()])
     }
 
+    /// Fetches `job`'s artifact into `fetched/` and decrypts it with the team's key: the
+    /// synthetic table's text.
+    fn fetch_decrypted(&self, job: &str) -> String {
+        self.ok(&["fetch", job, "--out", "fetched"]);
+        self.ok(&[
+            "decrypt",
+            &format!("fetched/{job}.fsx"),
+            "--key",
+            "team.key",
+            "--out",
+            "synthetic.csv",
+        ]);
+        std::fs::read_to_string(self.path("synthetic.csv")).unwrap()
+    }
+
     /// Each holder charged the count, the statistics and the training of `job` once, within
     /// its ε of 3 (the statistics' events, Skellam sums and discoveries, share one note).
     fn assert_statistics_charged_once(&self, job: &str) {
@@ -641,22 +656,13 @@ fn three_holders_complete_a_partial_schema_from_their_dp_statistics() {
     let line = c.ok(&["status", &job]);
     assert!(line.contains("schema completed by the holders"), "{line}");
     // The output has about the holders' summed DP row count, and the class of one holder.
-    c.ok(&["fetch", &job, "--out", "fetched"]);
+    let out = c.fetch_decrypted(&job);
     let beside = std::fs::read_to_string(c.path(&format!("fetched/{job}.schema.toml"))).unwrap();
     assert_eq!(
         beside.trim(),
         schema.trim(),
         "fetch writes the completed schema beside"
     );
-    c.ok(&[
-        "decrypt",
-        &format!("fetched/{job}.fsx"),
-        "--key",
-        "team.key",
-        "--out",
-        "synthetic.csv",
-    ]);
-    let out = std::fs::read_to_string(c.path("synthetic.csv")).unwrap();
     let rows = out.lines().count() - 1;
     // The sum of three counts each noised at σ = 50 rows (σ ≈ 87 in all): within 4.5σ.
     assert!((2_610..=3_390).contains(&rows), "{rows} rows");
@@ -707,16 +713,7 @@ fn three_holders_decide_the_kinds_of_a_names_only_schema_from_their_dp_type_coun
     assert_eq!(kind_of("education"), "categorical", "{schema}");
     assert!(!schema.contains("auto"), "{schema}");
     c.assert_statistics_charged_once(&job);
-    c.ok(&["fetch", &job, "--out", "fetched"]);
-    c.ok(&[
-        "decrypt",
-        &format!("fetched/{job}.fsx"),
-        "--key",
-        "team.key",
-        "--out",
-        "synthetic.csv",
-    ]);
-    let out = std::fs::read_to_string(c.path("synthetic.csv")).unwrap();
+    let out = c.fetch_decrypted(&job);
     let header = out.lines().next().unwrap();
     assert_eq!(
         header,
