@@ -45,7 +45,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SynthError};
-use crate::schema::{ColumnKind, Schema};
+use crate::schema::Schema;
 use crate::stats::{
     Completed, Discovered, Noise, Release, TYPE_BUCKETS, complete_schema_with, kind_specs,
     type_counts,
@@ -325,7 +325,7 @@ impl Release for Replay<'_> {
 /// noisy row count (its part of the first wave). `memo` keeps this holder's discovery
 /// counts; the caller persists it when it changed.
 ///
-/// A schema that leaves kinds open ([`ColumnKind::Auto`]) takes one wave more, first: each
+/// A schema that leaves kinds open ([`crate::schema::ColumnKind::Auto`]) takes one wave more, first: each
 /// such column's type histogram ([`type_counts`]: whole numbers, fractions, text, each
 /// datetime pattern and grain; a row is in one bucket, Δ = 1), summed with Skellam noise
 /// like any numeric histogram, decides its kind as [`kind_specs`] decides it on one table.
@@ -372,22 +372,13 @@ pub fn complete(
         return Err(mismatch("(the kinds' wave)"));
     }
     let rows = first.sums[0].max(1.0);
-    let mut decided = Schema {
-        version: schema.version,
-        columns: Vec::with_capacity(schema.columns.len()),
-    };
+    // The open columns' histograms follow the row counts, in the schema's order.
     let mut at = 1;
-    for spec in &schema.columns {
-        if spec.kind == ColumnKind::Auto {
-            let counts = &first.sums[at..at + buckets];
-            at += buckets;
-            decided
-                .columns
-                .extend(kind_specs(&spec.name, counts, noise.sigma));
-        } else {
-            decided.columns.push(spec.clone());
-        }
-    }
+    let decided = schema.with_open_kinds(|name| {
+        let counts = &first.sums[at..at + buckets];
+        at += buckets;
+        Ok(kind_specs(name, counts, noise.sigma))
+    })?;
     let table = raw.typed(&decided.kinds())?;
     complete_typed(
         &table,

@@ -422,6 +422,26 @@ impl Schema {
             .collect()
     }
 
+    /// The schema with each column whose kind is open replaced by the entries `decide`
+    /// gives for its name (a datetime brings its parts), in order; the others as declared.
+    pub fn with_open_kinds(
+        &self,
+        mut decide: impl FnMut(&str) -> Result<Vec<ColumnSpec>>,
+    ) -> Result<Self> {
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for spec in &self.columns {
+            if spec.kind == ColumnKind::Auto {
+                columns.extend(decide(&spec.name)?);
+            } else {
+                columns.push(spec.clone());
+            }
+        }
+        Ok(Self {
+            version: self.version,
+            columns,
+        })
+    }
+
     /// The columns' names and kinds, in order.
     pub fn kinds(&self) -> Vec<(String, ColumnKind)> {
         self.columns

@@ -723,24 +723,14 @@ pub fn private_open_kinds(
     sigma: f64,
     rng: &mut SecureRng,
 ) -> Result<Schema> {
-    let mut columns = Vec::with_capacity(schema.columns.len());
-    for spec in &schema.columns {
-        if spec.kind != ColumnKind::Auto {
-            columns.push(spec.clone());
-            continue;
-        }
-        let column = raw.column(&spec.name).ok_or_else(|| {
+    schema.with_open_kinds(|name| {
+        let column = raw.column(name).ok_or_else(|| {
             SynthError::Schema(format!(
-                "column '{}' is not in the input (it has: {})",
-                spec.name,
+                "column '{name}' is not in the input (it has: {})",
                 raw.names.join(", ")
             ))
         })?;
-        columns.extend(column_kinds(&spec.name, column, sigma, rng));
-    }
-    Ok(Schema {
-        version: schema.version,
-        columns,
+        Ok(column_kinds(name, column, sigma, rng))
     })
 }
 
@@ -1068,7 +1058,7 @@ impl Support {
 }
 
 /// What a column's support histogram released.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 struct SupportFacts {
     /// The range of the column's values (of its non-zero values in a continuous column);
     /// `None` when a continuous column is all zeros.
@@ -1395,16 +1385,7 @@ fn private_number_support(
         && let (Some((lo, hi)), Some((a, b, false))) = (facts.range, whole_hull)
         && far_apart((lo, hi), (whole.edges(a).0, whole.edges(b).1))
     {
-        facts = SupportFacts {
-            range: None,
-            zero_mass: false,
-            zero_count: 0.0,
-            coarse: false,
-            exact: None,
-            guess: 0.0,
-            others: Vec::new(),
-            mass: 0.0,
-        };
+        facts = SupportFacts::default();
     }
     let mut widen = |(lo, hi): (f64, f64)| {
         facts.range = Some(match facts.range {
@@ -1430,13 +1411,11 @@ fn private_number_support(
 /// Whether two ranges are more than an octave apart: neither holds a value within a factor
 /// of two of the other's (by magnitude, on the same side of zero), nor do they straddle zero
 /// together.
-fn far_apart(a: (f64, f64), b: (f64, f64)) -> bool {
-    let widen = |(lo, hi): (f64, f64)| {
-        let grow = |v: f64, up: bool| if (v >= 0.0) == up { v * 2.0 } else { v / 2.0 };
-        (grow(lo, false), grow(hi, true))
-    };
-    let (a, b) = (widen(a), b);
-    a.1 < b.0 || b.1 < a.0
+fn far_apart((lo, hi): (f64, f64), b: (f64, f64)) -> bool {
+    // `a` widened by an octave at each end, away from its middle.
+    let grow = |v: f64, up: bool| if (v >= 0.0) == up { v * 2.0 } else { v / 2.0 };
+    let (lo, hi) = (grow(lo, false), grow(hi, true));
+    hi < b.0 || b.1 < lo
 }
 
 /// Calendar years a datetime column's support histogram counts one by one; earlier and later
@@ -1481,13 +1460,8 @@ fn private_date_support(values: &[f64], release: &mut dyn Release) -> Result<Sup
     };
     Ok(SupportFacts {
         range,
-        zero_mass: false,
-        zero_count: 0.0,
         coarse,
-        exact: None,
-        guess: 0.0,
-        others: Vec::new(),
-        mass: 0.0,
+        ..SupportFacts::default()
     })
 }
 
