@@ -297,6 +297,14 @@ pub struct SynthArgs {
     /// included. With --report and --holdout, also the report's utility target.
     #[arg(long, value_name = "COL")]
     target: Option<String>,
+    /// Without --target: measure no two-way margins. By default a run without a target
+    /// picks a spanning tree of the table's strongest dependencies privately (one
+    /// exponential mechanism per pair, as MST does), measures those margins at the
+    /// statistics' noise and calibrates the output to them, so that every column, a label
+    /// one may later predict included, keeps its link to its strongest partner. Both the
+    /// picks and the margins are charged beside the preprocessing statistics.
+    #[arg(long, conflicts_with = "target")]
+    no_pairs: bool,
     /// For the report only: columns an adversary may know about a person (comma-separated):
     /// the output's k-anonymity on them.
     #[arg(long, value_name = "COLS", value_delimiter = ',', requires = "report")]

@@ -206,27 +206,48 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     };
     // The target's two-way margins: with every other column but identifiers (their
     // values carry no link worth a release), each one release.
-    let mut pair_with: Vec<String> = match &args.target {
-        Some(t) => schema
+    // Without a target (and unless --no-pairs), a spanning tree of the strongest
+    // dependencies among the same columns is picked privately and measured instead (see
+    // `Encoder::select_pairs`): one pick and one margin per column but one, as far as the
+    // budget has room (`stats::tree_pairs`).
+    let pair_columns = |schema: &Schema| -> Vec<String> {
+        schema
             .columns
             .iter()
-            .filter(|c| &c.name != t && c.kind != ColumnKind::Id && !c.wide && !is_derived(&c.name))
+            .filter(|c| {
+                args.target.as_ref() != Some(&c.name)
+                    && c.kind != ColumnKind::Id
+                    && !c.wide
+                    && !is_derived(&c.name)
+            })
             .map(|c| c.name.clone())
-            .collect(),
-        None => Vec::new(),
+            .collect()
     };
-    let stats_plan_of = |schema: &Schema, pairs: usize| {
+    let auto_pairs = args.target.is_none() && !args.no_pairs;
+    let mut pair_with: Vec<String> = if args.target.is_some() || auto_pairs {
+        pair_columns(&schema)
+    } else {
+        Vec::new()
+    };
+    let stats_plan_of = |schema: &Schema, pair_with: &[String]| {
         let plan = if inferred {
             Plan::for_inferred(schema)
         } else {
             Plan::for_schema(schema)
         };
+        let (pairs, selections) = if auto_pairs {
+            let tree = fedsynth_synth::stats::tree_pairs(plan, pair_with.len());
+            (tree, tree)
+        } else {
+            (pair_with.len() as u64, 0)
+        };
         Plan {
-            pairs: pairs as u64,
+            pairs,
+            selections,
             ..plan
         }
     };
-    let mut stats_plan = stats_plan_of(&schema, pair_with.len());
+    let mut stats_plan = stats_plan_of(&schema, &pair_with);
     let batch_size = args
         .batch_size
         .unwrap_or_else(|| fedsynth_synth::plan::default_batch_size(rows));
@@ -257,7 +278,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             distinct_release.map_or(0.0, |(sigma, _)| sigma),
         )
     {
-        stats_plan = stats_plan_of(&schema, pair_with.len());
+        if auto_pairs {
+            pair_with = pair_columns(&schema);
+        }
+        stats_plan = stats_plan_of(&schema, &pair_with);
         request.wide_mean = Some(mean);
         privacy = plan(&request, stats_plan)?;
     }
@@ -265,15 +289,23 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     // the other column's, each group holding PAIR_Z·σ rows per cell (see
     // `Encoder::measure_pairs`): a table under 4·PAIR_Z·σ rows holds no such margin, and its
     // share of the budget goes to the other statistics.
-    let pair_floor = 4.0 * fedsynth_synth::encoder::PAIR_Z * privacy.preprocess.sigma;
-    if !pair_with.is_empty() && (rows as f64) < pair_floor {
+    // Picked margins (no target) need twice that: most of a tree's columns must split into
+    // two such groups for the picks to find a link, and below it (psid1976's 629 rows at
+    // ε = 1, σ = 58) the one-way statistics keep the whole share.
+    let pair_floor = if auto_pairs { 8.0 } else { 4.0 }
+        * fedsynth_synth::encoder::PAIR_Z
+        * privacy.preprocess.sigma;
+    if stats_plan.pairs > 0 && (rows as f64) < pair_floor {
         eprintln!(
-            "note: --target {}: about {rows} rows hold no two-way margin clear of its noise at \
-             this ε (at least {pair_floor:.0} needed); none measured",
-            args.target.as_deref().unwrap_or_default()
+            "note: {}: about {rows} rows hold no two-way margin clear of its noise at this ε \
+             (at least {pair_floor:.0} needed); none measured",
+            match &args.target {
+                Some(t) => format!("--target {t}"),
+                None => "two-way margins".to_string(),
+            }
         );
         pair_with.clear();
-        stats_plan = stats_plan_of(&schema, 0);
+        stats_plan = stats_plan_of(&schema, &pair_with);
         privacy = plan(&request, stats_plan)?;
     }
 
@@ -415,12 +447,20 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                     }
                 );
                 if stats_plan.pairs > 0 {
-                    eprintln!(
-                        "plan: {} two-way margins of the target {} at σ = {:.1} rows, in that share",
-                        stats_plan.pairs,
-                        args.target.as_deref().unwrap_or_default(),
-                        privacy.preprocess.sigma
-                    );
+                    match &args.target {
+                        Some(t) => eprintln!(
+                            "plan: {} two-way margins of the target {t} at σ = {:.1} rows, in that share",
+                            stats_plan.pairs, privacy.preprocess.sigma
+                        ),
+                        None => eprintln!(
+                            "plan: {} two-way margins of the strongest dependencies (of a spanning \
+                             tree, picked privately at ε₀ = {:.3} each) at σ = {:.1} rows, in that \
+                             share; --target names a label to measure its margins instead",
+                            stats_plan.pairs,
+                            fedsynth_synth::stats::selection_epsilon(privacy.preprocess.sigma),
+                            privacy.preprocess.sigma
+                        ),
+                    }
                 }
                 if privacy.statistics_coarse {
                     eprintln!(
@@ -483,6 +523,35 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     // From here the typed rows are the report's only: without one, memory holds the compact
     // encoded rows through training, not the table too.
     let table = args.report.is_some().then_some(table);
+    if auto_pairs && stats_plan.selections > 0 {
+        let picked = encoder.select_pairs(
+            &data,
+            &pair_with,
+            stats_plan.selections as usize,
+            rows,
+            privacy.preprocess.sigma,
+            &mut private,
+        );
+        let mut release = LocalRelease::new(privacy.preprocess, &mut private);
+        let mut measured = Vec::new();
+        for (a, b) in &picked {
+            if let Some(m) =
+                encoder.measure_pairs(&data, a, std::slice::from_ref(b), rows, &mut release)?
+                && !m.is_empty()
+            {
+                measured.push(format!("{a}×{b}"));
+            }
+        }
+        eprintln!(
+            "pairs: the output is calibrated to {} two-way margins picked privately{}",
+            measured.len(),
+            if measured.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", measured.join(", "))
+            }
+        );
+    }
     if let Some(t) = &args.target {
         // The margins go through the same release as every other histogram of the run.
         let mut release = LocalRelease::new(privacy.preprocess, &mut private);

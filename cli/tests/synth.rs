@@ -1002,22 +1002,7 @@ fn a_small_tables_target_keeps_its_link_to_a_zero_inflated_amount() {
 #[test]
 fn a_declared_target_keeps_a_rare_class_linked_to_its_predictor() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("rare.csv");
-    let header = "place,amount,label,seen";
-    constructed_csv(&input, header, 6000, 0x9e37_79b9_7f4a_7c15, |next| {
-        let rare = next() < 0.05;
-        let place = if rare && next() < 0.8 {
-            "d"
-        } else {
-            ["a", "b", "c", "d"][(next() * 4.0) as usize]
-        };
-        let amount = (next() * 1000.0).round();
-        let label = if rare { "yes" } else { "no" };
-        format!(
-            "{place},{amount},{label},2024-01-0{}",
-            1 + (next() * 8.0) as u32
-        )
-    });
+    let input = rare_class_input(dir.path());
     let ledger = dir.path().join("ledger.db");
     let out = dir.path().join("out.csv");
     // Not a column: refused before anything is spent.
@@ -1069,7 +1054,39 @@ fn a_declared_target_keeps_a_rare_class_linked_to_its_predictor() {
         .statement(fedsynth_privacy::ledger::HOST, "wage")
         .unwrap();
     assert!(st.spent <= 3.0 + 1e-9, "spent {}", st.spent);
-    let t = read_table(&out).unwrap();
+    let (share, in_d) = rare_class_link(&out);
+    // Real: 85% of the class in "d" (independence: 25%).
+    assert!(
+        (0.02..0.10).contains(&share) && in_d > 0.55,
+        "share of the rare class {share}, of it in d: {in_d}"
+    );
+}
+
+/// 6,000 rows of a place (four values), an amount, a 5% class `label = yes` of which 80%
+/// more are in place "d" than chance puts there, and a date, in `dir`/rare.csv.
+fn rare_class_input(dir: &Path) -> PathBuf {
+    let input = dir.join("rare.csv");
+    let header = "place,amount,label,seen";
+    constructed_csv(&input, header, 6000, 0x9e37_79b9_7f4a_7c15, |next| {
+        let rare = next() < 0.05;
+        let place = if rare && next() < 0.8 {
+            "d"
+        } else {
+            ["a", "b", "c", "d"][(next() * 4.0) as usize]
+        };
+        let amount = (next() * 1000.0).round();
+        let label = if rare { "yes" } else { "no" };
+        format!(
+            "{place},{amount},{label},2024-01-0{}",
+            1 + (next() * 8.0) as u32
+        )
+    });
+    input
+}
+
+/// The share of `label = yes` in the table at `out`, and the share of those rows in place "d".
+fn rare_class_link(out: &Path) -> (f64, f64) {
+    let t = read_table(out).unwrap();
     let (ColumnData::Text(place), ColumnData::Text(label)) =
         (t.column("place").unwrap(), t.column("label").unwrap())
     else {
@@ -1077,16 +1094,77 @@ fn a_declared_target_keeps_a_rare_class_linked_to_its_predictor() {
     };
     let rare: Vec<bool> = label.iter().map(|l| l.as_deref() == Some("yes")).collect();
     let n_rare = rare.iter().filter(|r| **r).count() as f64;
-    let share = n_rare / rare.len() as f64;
     let in_d = place
         .iter()
         .zip(&rare)
         .filter(|(p, r)| **r && p.as_deref() == Some("d"))
         .count() as f64;
-    // Real: 85% of the class in "d" (independence: 25%).
+    (n_rare / rare.len() as f64, in_d / n_rare)
+}
+
+/// Without --target, the run picks its strongest links privately, charges the picks and the
+/// margins, and keeps the rare class's link to its place; --no-pairs measures none.
+#[test]
+fn without_a_target_the_strongest_links_are_picked_measured_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = rare_class_input(dir.path());
+    let ledger = dir.path().join("ledger.db");
+    let out = dir.path().join("out.csv");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "synth",
+            "--input",
+            s(&input),
+            "--out",
+            s(&out),
+            "--ledger",
+            s(&ledger),
+            "--epochs",
+            "10",
+            "--epsilon",
+            "3",
+            "--cap",
+            "100",
+        ];
+        args.extend_from_slice(extra);
+        fedsynth(&args)
+    };
+    let o = run(&["--dataset", "picked"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
     assert!(
-        (0.02..0.10).contains(&share) && in_d / n_rare > 0.55,
-        "share of the rare class {share}, of it in d: {}",
-        in_d / n_rare
+        err.contains("two-way margins of the strongest dependencies"),
+        "{err}"
     );
+    let picked = err
+        .lines()
+        .find(|l| l.starts_with("pairs: the output is calibrated to"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        picked.contains("label×place") || picked.contains("place×label"),
+        "{picked}"
+    );
+    let st = Ledger::open(&ledger)
+        .unwrap()
+        .statement(fedsynth_privacy::ledger::HOST, "picked")
+        .unwrap();
+    assert!(st.spent <= 3.0 + 1e-9, "spent {}", st.spent);
+    assert!(
+        st.spends
+            .iter()
+            .any(|s| matches!(s.event, fedsynth_privacy::DpEvent::ApproxDp { epsilon, .. } if epsilon.get() > 0.0)),
+        "the picks are not in the ledger"
+    );
+    let (share, in_d) = rare_class_link(&out);
+    assert!(
+        (0.02..0.10).contains(&share) && in_d > 0.55,
+        "share of the rare class {share}, of it in d: {in_d}"
+    );
+    let o = run(&["--dataset", "unpicked", "--no-pairs"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("two-way margins"), "{err}");
+    // --no-pairs is for a run without a target.
+    let o = run(&["--dataset", "both", "--no-pairs", "--target", "label"]);
+    assert!(!o.status.success());
 }

@@ -25,6 +25,7 @@ const MIN_WEIGHT: f64 = 1e-3;
 /// has a noisy null count, then an id's pseudonyms where it has their count). Rows in later
 /// slots, or in a slot whose target is NaN (a null slot between an id's categories and its
 /// pseudonyms), keep their total weight.
+#[derive(Clone, Copy)]
 pub struct Margin<'a> {
     /// Slot of each proposed row.
     pub slots: &'a [usize],
@@ -82,6 +83,33 @@ impl Margin<'_> {
             })
             .collect()
     }
+}
+
+/// Whether the unweighted proposals of a two-way margin `m` stand farther from its target
+/// than the target's own noise explains: their total variation exceeds what Gaussian noise
+/// of `sigma` rows per cell and the prior of [`pair_shares`] (about σ per cell) move a
+/// target, `cells · σ · (√(2/π) + 1) / 2` rows over the target's total. A margin the model
+/// already meets within that is left out of raking, which would only move the rows toward
+/// the noise (caravan's demographic columns, whose links the model learns). Always true of
+/// exact margins (`sigma` 0). Reads released targets and generated rows only.
+pub fn pair_informative(m: &Margin<'_>, sigma: f64) -> bool {
+    if !(sigma > 0.0) {
+        return true;
+    }
+    let proposed = m.held(|_| 1.0);
+    let (held, want): (f64, f64) = (proposed.iter().sum(), m.target_total());
+    if !(held > 0.0) || !(want > 0.0) {
+        return false;
+    }
+    let gap: f64 = proposed
+        .iter()
+        .zip(m.target)
+        .map(|(&h, &t)| (h / held - t.max(0.0) / want).abs())
+        .sum::<f64>()
+        / 2.0;
+    let cells = m.target.len() as f64;
+    let noise = cells * sigma * ((2.0 / std::f64::consts::PI).sqrt() + 1.0) / 2.0 / want;
+    gap > noise
 }
 
 /// Target shares of a two-way margin (`rows` × `cols` cells, row-major) from its noisy
@@ -229,6 +257,17 @@ pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> V
         }
     }
     w
+}
+
+/// Kish's effective sample size of `weights`: (Σw)² / Σw².
+pub fn effective_rows(weights: &[f64]) -> f64 {
+    let sum: f64 = weights.iter().sum();
+    let squares: f64 = weights.iter().map(|w| w * w).sum();
+    if squares > 0.0 {
+        sum * sum / squares
+    } else {
+        0.0
+    }
 }
 
 /// Per slot (of `slots` slots), the sum of the weights `w` of the rows in it. Four partial

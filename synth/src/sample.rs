@@ -201,7 +201,7 @@ fn for_each_block<E>(
         let mut proposals = propose(model, encoder, n * factor, device, rng);
         let keep = if calibrated {
             let (mut weights, mut beyond) = encoder.calibrate(&proposals, factor as f64);
-            let mut held = effective_rows(&weights) / n as f64;
+            let mut held = crate::calibrate::effective_rows(&weights) / n as f64;
             while grow && beyond && held < 1.0 && factor < MAX_OVERSAMPLE {
                 let (before, pooled) = (n, proposals.len());
                 factor *= 2;
@@ -213,7 +213,7 @@ fn for_each_block<E>(
                     proposals.truncate(n * factor);
                 }
                 let (more_weights, more_beyond) = encoder.calibrate(&proposals, factor as f64);
-                let more_held = effective_rows(&more_weights) / n as f64;
+                let more_held = crate::calibrate::effective_rows(&more_weights) / n as f64;
                 if more_held <= held {
                     // The cap binds as much with twice the proposals: margins that conflict
                     // under their noise, not too few proposals. Keep the smaller pool.
@@ -233,17 +233,6 @@ fn for_each_block<E>(
         done += n;
     }
     Ok(())
-}
-
-/// Kish's effective sample size of `weights`: (Σw)² / Σw².
-fn effective_rows(weights: &[f64]) -> f64 {
-    let sum: f64 = weights.iter().sum();
-    let squares: f64 = weights.iter().map(|w| w * w).sum();
-    if squares > 0.0 {
-        sum * sum / squares
-    } else {
-        0.0
-    }
 }
 
 /// Decodes `rows` latent points drawn from the prior into column choices.

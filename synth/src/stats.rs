@@ -70,10 +70,37 @@ pub struct Plan {
     /// see [`ColumnSpec::wide`]), with noise of their own ([`Noise::sigma_wide`]) set from
     /// the values' mean count instead of the statistics' share of ε (see [`wide_noise`]).
     pub wide: u64,
-    /// Two-way histograms of a declared target column with other columns (see
-    /// [`crate::encoder::Encoder::measure_pairs`]), at the numeric histograms' noise: a row is
-    /// one cell of each, so each is one release of sensitivity 1.
+    /// Two-way histograms of a declared target column with other columns, or of the pairs
+    /// chosen by [`Plan::selections`] (see [`crate::encoder::Encoder::measure_pairs`]), at
+    /// the numeric histograms' noise: a row is one cell of each, so each is one release of
+    /// sensitivity 1.
     pub pairs: u64,
+    /// Picks of the two-way margins to measure when no target is declared (see
+    /// [`crate::encoder::Encoder::select_pairs`]): each one exponential mechanism of
+    /// sensitivity 1 at ε₀ = [`selection_epsilon`]`(σ)`, charged as an ε₀-DP release.
+    pub selections: u64,
+}
+
+/// The ε₀ of one pick of a two-way margin (see [`Plan::selections`]) at the numeric
+/// histograms' noise σ: 1/(2σ), so that a pick costs about a quarter of a Gaussian release
+/// at σ (ε₀²/2 = 1/(8σ²) of zCDP's ρ, against 1/(2σ²)), while scores that differ by a few
+/// noise levels are told apart (the draw's Gumbel noise has scale 2/ε₀ = 4σ rows; a
+/// margin's score is its dependence in rows, hundreds where a link is strong).
+pub fn selection_epsilon(sigma: f64) -> f64 {
+    0.5 / sigma
+}
+
+/// The most two-way margins a run without a target picks and measures (see
+/// [`crate::encoder::Encoder::select_pairs`]) when `columns` columns take part: a spanning
+/// tree, `columns − 1`, where the table's one-way statistics leave room for it; at most so
+/// many that the picks and margins take a fifth of the statistics' budget (each margin one
+/// release and its pick a quarter of one, against the plan's histograms and its discoveries
+/// at their weight), so that their noise grows by at most about 12%. A wide table measures
+/// the strongest links of its tree: Kruskal's order picks the strongest first.
+pub fn tree_pairs(plan: Plan, columns: usize) -> u64 {
+    let units = plan.releases as f64 + category_weight(plan) * plan.discoveries as f64;
+    let room = (units / 5.0).floor().max(1.0) as u64;
+    (columns.saturating_sub(1) as u64).min(room)
 }
 
 /// How much noisier a count of distinct values is than a numeric histogram: it only sizes a
@@ -167,6 +194,7 @@ impl Plan {
             && self.distinct == 0
             && self.wide == 0
             && self.pairs == 0
+            && self.selections == 0
     }
 }
 
@@ -255,8 +283,14 @@ impl Noise {
         }
         if plan.pairs > 0 {
             events.push((
-                "the target's two-way margins",
+                "two-way margins (the target's, or those selected)",
                 DpEvent::gaussian(1.0, self.sigma, plan.pairs)?,
+            ));
+        }
+        if plan.selections > 0 {
+            events.push((
+                "the two-way margins' selection (exponential mechanism)",
+                DpEvent::approx_dp(selection_epsilon(self.sigma), 0.0, plan.selections)?,
             ));
         }
         if plan.discoveries > 0 {
@@ -2623,6 +2657,55 @@ fn complete_numeric(
 mod tests {
     use super::*;
     use crate::table::Cells;
+
+    /// Without a target, the picks of a tree's margins are charged as ε₀-DP releases beside
+    /// the margins, the whole plan composes to the preprocessing ε, and a tree takes at
+    /// most a fifth of the statistics' budget.
+    #[test]
+    fn picked_margins_are_charged_with_their_picks_and_capped_by_the_statistics() {
+        let stats = Plan {
+            releases: 8,
+            discoveries: 8,
+            ..Plan::default()
+        };
+        // 8 + 4·8 = 40 units of one histogram's ρ: room for 8 margins and their picks.
+        assert_eq!(tree_pairs(stats, 11), 8);
+        assert_eq!(tree_pairs(stats, 5), 4);
+        assert_eq!(tree_pairs(stats, 1), 0);
+        let wide = Plan {
+            releases: 170,
+            discoveries: 1,
+            ..Plan::default()
+        };
+        // The discovery's weight is 85 here (a third of the budget for it).
+        assert_eq!(tree_pairs(wide, 86), 51);
+        let plan = Plan {
+            pairs: 8,
+            selections: 8,
+            ..stats
+        };
+        let (eps, delta) = (1.5, Delta::new(1e-6).unwrap());
+        let noise = Noise::calibrate(plan, Epsilon::new(eps).unwrap(), delta).unwrap();
+        let events = noise.labelled_events(plan).unwrap();
+        let pick = events
+            .iter()
+            .find(|(what, _)| what.contains("selection"))
+            .map(|(_, e)| e.clone())
+            .expect("the picks are charged");
+        assert_eq!(
+            pick,
+            DpEvent::approx_dp(selection_epsilon(noise.sigma), 0.0, 8).unwrap()
+        );
+        assert!(events.iter().any(|(what, e)| what.contains("two-way")
+            && *e == DpEvent::gaussian(1.0, noise.sigma, 8).unwrap()));
+        let spent = AccountantKind::Pld
+            .epsilon(&noise.events(plan).unwrap(), delta)
+            .unwrap();
+        assert!(spent <= eps + 1e-9 && spent > 0.99 * eps, "{spent}");
+        // The tree costs the histograms some noise, at most about 12% with the cap.
+        let alone = Noise::calibrate(stats, Epsilon::new(eps).unwrap(), delta).unwrap();
+        assert!(noise.sigma > alone.sigma && noise.sigma < 1.15 * alone.sigma);
+    }
 
     #[test]
     fn support_buckets_cover_their_values_in_order() {
