@@ -99,6 +99,11 @@ pub fn selection_epsilon(sigma: f64) -> f64 {
 /// the strongest links of its tree: Kruskal's order picks the strongest first.
 pub fn tree_pairs(plan: Plan, columns: usize) -> u64 {
     let units = plan.releases as f64 + category_weight(plan) * plan.discoveries as f64;
+    // A schema that gives every statistic has no share to take a fifth of (and the
+    // run no preprocessing budget): `--target` names the margins to pay for there.
+    if units == 0.0 {
+        return 0;
+    }
     let room = (units / 5.0).floor().max(1.0) as u64;
     (columns.saturating_sub(1) as u64).min(room)
 }
@@ -2672,6 +2677,8 @@ mod tests {
         assert_eq!(tree_pairs(stats, 11), 8);
         assert_eq!(tree_pairs(stats, 5), 4);
         assert_eq!(tree_pairs(stats, 1), 0);
+        // A schema whose statistics are all public plans no picks.
+        assert_eq!(tree_pairs(Plan::default(), 11), 0);
         let wide = Plan {
             releases: 170,
             discoveries: 1,
