@@ -542,6 +542,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 measured.push(format!("{a}×{b}"));
             }
         }
+        encoder.mark_pairs_picked();
         eprintln!(
             "pairs: the output is calibrated to {} two-way margins picked privately{}",
             measured.len(),

@@ -274,6 +274,9 @@ struct PairMargin {
     /// The group of each of `b`'s slots.
     group_of: Vec<usize>,
     target: Vec<f64>,
+    /// Picked by [`Encoder::select_pairs`] rather than declared (`--target`): raking uses
+    /// it only where it helps (see [`Encoder::calibrate`]).
+    optional: bool,
 }
 
 /// How many noise standard deviations of rows each group of a two-way margin's other
@@ -710,10 +713,20 @@ impl Encoder {
                 width_b,
                 group_of: groups_b.of,
                 target,
+                optional: false,
             });
             measured.push(name.clone());
         }
         Ok(Some(measured))
+    }
+
+    /// Marks the two-way margins measured so far as picked (see [`Encoder::select_pairs`]):
+    /// raking keeps one only where the proposals stand beyond its noise and it leaves an
+    /// effective sample of the rows to keep. A declared target's margins are always raked to.
+    pub fn mark_pairs_picked(&mut self) {
+        for p in &mut self.pairs {
+            p.optional = true;
+        }
     }
 
     /// Chooses, without a declared target, which two-way margins to measure: the strongest
@@ -1043,16 +1056,31 @@ impl Encoder {
                 target: t,
             })
             .collect();
+        // A declared target's margins join the one-way ones; picked ones are weighed below.
+        fn margin<'m>((s, p): (&'m Vec<usize>, &'m PairMargin)) -> Margin<'m> {
+            Margin {
+                slots: s,
+                target: &p.target,
+            }
+        }
+        let one_way: Vec<Margin<'_>> = one_way
+            .into_iter()
+            .chain(
+                pair_slots
+                    .iter()
+                    .zip(&self.pairs)
+                    .filter(|(_, p)| !p.optional)
+                    .map(margin),
+            )
+            .collect();
         let pairs: Vec<Margin<'_>> = pair_slots
             .iter()
             .zip(&self.pairs)
-            .map(|(s, p)| Margin {
-                slots: s,
-                target: &p.target,
-            })
+            .filter(|(_, p)| p.optional)
+            .map(margin)
             .filter(|m| pair_informative(m, self.target_noise.unwrap_or(0.0)))
             .collect();
-        // The two-way margins, in the order measured (a selection's strongest first), each
+        // The picked two-way margins, in the order measured (the strongest first), each
         // kept where raking can meet it with the ones kept before and still hold an
         // effective sample of the rows to keep (Kish's, `rows / max_weight`): a margin the
         // model's rows are far from (a link it did not learn, between columns of many
@@ -1372,17 +1400,7 @@ mod tests {
         // The link kept: most "yes" rows have x = "b".
         assert!(cell(1, 1) / (cell(1, 0) + cell(1, 1)) > 0.8, "{target:?}");
         // Independent proposals raked to it: 30% "yes", mostly with "b".
-        let mut rng = SecureRng::from_seed(3);
-        let proposals: Vec<Vec<Choice>> = (0..20_000)
-            .map(|_| {
-                (0..2)
-                    .map(|_| Choice {
-                        slot: rand::Rng::random_range(&mut rng, 0..2),
-                        offset: 0.5,
-                    })
-                    .collect()
-            })
-            .collect();
+        let proposals = independent_proposals(2, 2);
         let (weights, _) = encoder.calibrate(&proposals, 20.0);
         let all: f64 = weights.iter().sum();
         let share = |f: &dyn Fn(&Vec<Choice>) -> bool| {
@@ -1398,6 +1416,21 @@ mod tests {
         assert!((yes - 0.3).abs() < 0.01, "weighted share of yes: {yes}");
         let yes_b = share(&|r| r[0].slot == 1 && r[1].slot == 1);
         assert!(yes_b / yes > 0.8, "share of b among yes: {}", yes_b / yes);
+    }
+
+    /// 20,000 generated rows of `columns` columns, each slot drawn uniformly from `slots`.
+    fn independent_proposals(columns: usize, slots: usize) -> Vec<Vec<Choice>> {
+        let mut rng = SecureRng::from_seed(3);
+        (0..20_000)
+            .map(|_| {
+                (0..columns)
+                    .map(|_| Choice {
+                        slot: rand::Rng::random_range(&mut rng, 0..slots),
+                        offset: 0.5,
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// A schema of categorical columns `names`, each with `k` equally frequent categories
@@ -1486,8 +1519,8 @@ mod tests {
         }
     }
 
-    /// A two-way margin the generated rows cannot meet within the weight cap (a link the
-    /// model never learned, over many values) is left out of raking: the weights stay as
+    /// A picked two-way margin the generated rows cannot meet within the weight cap (a link
+    /// the model never learned, over many values) is left out of raking: the weights stay as
     /// the one-way margins set them, instead of piling on the few rows of its cells.
     #[test]
     fn a_margin_beyond_the_weight_cap_does_not_undo_the_one_way_fit() {
@@ -1502,18 +1535,9 @@ mod tests {
             .measure_pairs(&data, "y", &["x".to_string()], 5000, &mut release)
             .unwrap();
         assert_eq!(measured, Some(vec!["x".to_string()]));
+        encoder.mark_pairs_picked();
         // Independent proposals: a tenth of them on the diagonal the margin asks all of.
-        let mut rng = SecureRng::from_seed(3);
-        let proposals: Vec<Vec<Choice>> = (0..20_000)
-            .map(|_| {
-                (0..2)
-                    .map(|_| Choice {
-                        slot: rand::Rng::random_range(&mut rng, 0..10),
-                        offset: 0.5,
-                    })
-                    .collect()
-            })
-            .collect();
+        let proposals = independent_proposals(2, 10);
         let (weights, _) = encoder.calibrate(&proposals, 5.0);
         let effective = effective_rows(&weights);
         assert!(effective > 0.9 * 20_000.0, "effective rows {effective}");
