@@ -1382,15 +1382,7 @@ mod tests {
             names: vec!["y".into(), "x".into()],
             columns: vec![ColumnData::Text(y), ColumnData::Text(x)],
         };
-        let mut encoder = Encoder::new(&schema, &table).unwrap();
-        let data = encoder.encode_rows(&table).unwrap();
-        let mut noise_rng = SecureRng::from_seed(1);
-        let mut release =
-            crate::stats::LocalRelease::new(crate::stats::Noise::exact(), &mut noise_rng);
-        let measured = encoder
-            .measure_pairs(&data, "y", &["x".to_string()], 1000, &mut release)
-            .unwrap();
-        assert_eq!(measured, Some(vec!["x".to_string()]));
+        let encoder = measured_y_x(&schema, &table, 1000);
         let pair = &encoder.pairs[0];
         let target = &pair.target;
         let cell = |y: usize, x: usize| target[pair.groups_a[y] * pair.width_b + pair.group_of[x]];
@@ -1416,6 +1408,21 @@ mod tests {
         assert!((yes - 0.3).abs() < 0.01, "weighted share of yes: {yes}");
         let yes_b = share(&|r| r[0].slot == 1 && r[1].slot == 1);
         assert!(yes_b / yes > 0.8, "share of b among yes: {}", yes_b / yes);
+    }
+
+    /// An encoder for `schema` and `table` with the two-way margin of `y` and `x` measured
+    /// exactly on the table (`rows` its row count).
+    fn measured_y_x(schema: &Schema, table: &Table, rows: usize) -> Encoder {
+        let mut encoder = Encoder::new(schema, table).unwrap();
+        let data = encoder.encode_rows(table).unwrap();
+        let mut noise_rng = SecureRng::from_seed(1);
+        let mut release =
+            crate::stats::LocalRelease::new(crate::stats::Noise::exact(), &mut noise_rng);
+        let measured = encoder
+            .measure_pairs(&data, "y", &["x".to_string()], rows, &mut release)
+            .unwrap();
+        assert_eq!(measured, Some(vec!["x".to_string()]));
+        encoder
     }
 
     /// 20,000 generated rows of `columns` columns, each slot drawn uniformly from `slots`.
@@ -1526,15 +1533,7 @@ mod tests {
     fn a_margin_beyond_the_weight_cap_does_not_undo_the_one_way_fit() {
         // The real rows: x = y exactly, ten values each.
         let (schema, table) = categorical_table(&["y", "x"], 10, 5000, |r, _| r % 10);
-        let mut encoder = Encoder::new(&schema, &table).unwrap();
-        let data = encoder.encode_rows(&table).unwrap();
-        let mut noise_rng = SecureRng::from_seed(1);
-        let mut release =
-            crate::stats::LocalRelease::new(crate::stats::Noise::exact(), &mut noise_rng);
-        let measured = encoder
-            .measure_pairs(&data, "y", &["x".to_string()], 5000, &mut release)
-            .unwrap();
-        assert_eq!(measured, Some(vec!["x".to_string()]));
+        let mut encoder = measured_y_x(&schema, &table, 5000);
         encoder.mark_pairs_picked();
         // Independent proposals: a tenth of them on the diagonal the margin asks all of.
         let proposals = independent_proposals(2, 10);
