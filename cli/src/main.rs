@@ -300,9 +300,10 @@ pub struct SynthArgs {
     /// Without --target: measure no two-way margins. By default a run without a target
     /// picks a spanning tree of the table's strongest dependencies privately (one
     /// exponential mechanism per pair, as MST does), measures those margins at the
-    /// statistics' noise and calibrates the output to them, so that every column, a label
-    /// one may later predict included, keeps its link to its strongest partner. Both the
-    /// picks and the margins are charged beside the preprocessing statistics.
+    /// statistics' noise and calibrates the output to those the generated rows can meet, so
+    /// that a label one may later predict keeps its link to its strongest partner. At most
+    /// a fifth of the statistics' budget; none on a table under 16σ rows. Both the picks
+    /// and the margins are charged beside the preprocessing statistics.
     #[arg(long, conflicts_with = "target")]
     no_pairs: bool,
     /// For the report only: columns an adversary may know about a person (comma-separated):
