@@ -85,6 +85,10 @@ impl Margin<'_> {
     }
 }
 
+/// E|Z| for a standard normal Z, √(2/π): the mean absolute error, per unit of σ, of a
+/// Gaussian-noised count.
+pub const MEAN_ABS_NORMAL: f64 = 0.797_884_560_802_865_4;
+
 /// Whether the unweighted proposals of a two-way margin `m` stand farther from its target
 /// than the target's own noise explains: their total variation exceeds what Gaussian noise
 /// of `sigma` rows per cell and the prior of [`pair_shares`] (about σ per cell) move a
@@ -108,7 +112,7 @@ pub fn pair_informative(m: &Margin<'_>, sigma: f64) -> bool {
         .sum::<f64>()
         / 2.0;
     let cells = m.target.len() as f64;
-    let noise = cells * sigma * ((2.0 / std::f64::consts::PI).sqrt() + 1.0) / 2.0 / want;
+    let noise = cells * sigma * (MEAN_ABS_NORMAL + 1.0) / 2.0 / want;
     gap > noise
 }
 
@@ -325,7 +329,7 @@ pub fn beyond_noise(margins: &[Margin<'_>], weights: &[f64], max_weight: f64, si
             .map(|&s| (current[s] / now - m.target[s] / want).abs())
             .sum::<f64>()
             / 2.0;
-        let noise = (2.0 / std::f64::consts::PI).sqrt() / 2.0 * aimed.len() as f64 * sigma / want;
+        let noise = MEAN_ABS_NORMAL / 2.0 * aimed.len() as f64 * sigma / want;
         gap > BEYOND * noise
     })
 }

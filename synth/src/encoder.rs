@@ -778,7 +778,7 @@ impl Encoder {
             }
             shares
         };
-        let noise_per_cell = sigma * (2.0 / std::f64::consts::PI).sqrt();
+        let noise_per_cell = sigma * crate::calibrate::MEAN_ABS_NORMAL;
         // (first, second) candidate indices, as measured, and the score.
         let mut scored: Vec<(usize, usize, f64)> = Vec::new();
         for i in 0..candidates.len() {
@@ -810,9 +810,9 @@ impl Encoder {
                     .map(|(k, &count)| {
                         let p = sa[k / wb] * sb[k % wb];
                         let mu = n * p;
-                        let sampling = (2.0 * mu * (1.0 - p).max(0.0) / std::f64::consts::PI)
-                            .sqrt()
-                            .min(2.0 * mu);
+                        let sampling = (crate::calibrate::MEAN_ABS_NORMAL
+                            * (mu * (1.0 - p).max(0.0)).sqrt())
+                        .min(2.0 * mu);
                         (count - mu).abs() - sampling - noise_per_cell
                     })
                     .sum();
