@@ -1121,8 +1121,10 @@ fn without_a_target_the_strongest_links_are_picked_measured_and_kept() {
             s(&ledger),
             "--epochs",
             "10",
+            // ε = 6: the picks' noise (Gumbel, 4σ rows) well below the link's score; at
+            // ε = 3 the stop won one run in six.
             "--epsilon",
-            "3",
+            "6",
             "--cap",
             "100",
         ];
@@ -1148,7 +1150,7 @@ fn without_a_target_the_strongest_links_are_picked_measured_and_kept() {
         .unwrap()
         .statement(fedsynth_privacy::ledger::HOST, "picked")
         .unwrap();
-    assert!(st.spent <= 3.0 + 1e-9, "spent {}", st.spent);
+    assert!(st.spent <= 6.0 + 1e-9, "spent {}", st.spent);
     assert!(
         st.spends
             .iter()
