@@ -254,6 +254,9 @@ pub struct SynthArgs {
     /// `datetime`, `id`) and public bounds or categories. Without it, a CSV column's kind is a
     /// small charged DP release (a noisy count of numbers against text) and everything else is
     /// estimated privately; a schema column that gives its name only gets the same release.
+    /// A table of fewer rows than 5σ of those statistics' noise (a handful of rows, or
+    /// hundreds of columns on a few dozen rows) is refused unless the schema gives every
+    /// column's edges or categories and their frequencies.
     #[arg(long, value_name = "FILE")]
     schema: Option<PathBuf>,
     /// Generator model: tvae (a variational autoencoder; the default) or ctgan (a conditional

@@ -12,8 +12,11 @@ use fedsynth_privacy::{AccountantKind, DpEvent, Epsilon, SamplingRate, Steps};
 use fedsynth_synth::ctgan::{self, Conditions, CtganConfig};
 use fedsynth_synth::device::{self, DeviceChoice};
 use fedsynth_synth::encoder::Encoder;
+use fedsynth_synth::error::SynthError;
 use fedsynth_synth::model::TvaeConfig;
-use fedsynth_synth::plan::{PlanRequest, ROW_COUNT_NOISE, noisy_row_count, plan, target_delta};
+use fedsynth_synth::plan::{
+    PlanRequest, PrivacyPlan, ROW_COUNT_NOISE, look_events, noisy_row_count, target_delta,
+};
 use fedsynth_synth::report::{Charge, Epoch, RunPrivacy, RunRecord};
 use fedsynth_synth::sample::Generator;
 use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
@@ -29,6 +32,37 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngCore;
 
 use crate::SynthArgs;
+
+/// The key the run's spends are recorded under: `--dataset`, else the input's content key.
+fn dataset_of(args: &SynthArgs) -> Result<String> {
+    Ok(match &args.dataset {
+        Some(d) => d.clone(),
+        None => fedsynth_privacy::ledger::dataset_key(&args.input)
+            .with_context(|| format!("cannot read {}", args.input.display()))?,
+    })
+}
+
+/// The run's ledger (`--ledger`, else [`default_ledger`]) and its path, `dataset`'s cap
+/// set from `--cap` at `delta` where it has none yet.
+fn open_ledger(
+    args: &SynthArgs,
+    dataset: &str,
+    delta: fedsynth_privacy::Delta,
+) -> Result<(Ledger, PathBuf)> {
+    let path = args.ledger.clone().unwrap_or_else(default_ledger);
+    let ledger = Ledger::open(&path)?;
+    if ledger
+        .cap(fedsynth_privacy::ledger::HOST, dataset)?
+        .is_none()
+    {
+        let cap = Budget {
+            epsilon: Epsilon::new(args.cap)?,
+            delta,
+        };
+        ledger.set_cap(fedsynth_privacy::ledger::HOST, dataset, cap)?;
+    }
+    Ok((ledger, path))
+}
 
 /// The default ledger, shared with `fedsynth worker` on this host.
 pub fn default_ledger() -> PathBuf {
@@ -267,6 +301,32 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         learning_rate,
         clip_norm: args.clip_norm,
     };
+    // A table too small (or too wide) for its statistics is refused by the plan; the
+    // refusal depends on the releases made so far (the noisy count, the kinds), so they
+    // are charged before it is shown.
+    let plan = |request: &PlanRequest, stats: Plan| -> Result<PrivacyPlan> {
+        match fedsynth_synth::plan::plan(request, stats) {
+            Err(SynthError::TooFewRows(message)) => {
+                let looks: Vec<DpEvent> =
+                    look_events(request)?.into_iter().map(|(_, e)| e).collect();
+                if !looks.is_empty() {
+                    let delta = target_delta(request.delta, request.rows)?;
+                    let dataset = dataset_of(args)?;
+                    let (ledger, _) = open_ledger(args, &dataset, delta)?;
+                    ledger
+                        .try_spend_all(
+                            fedsynth_privacy::ledger::HOST,
+                            &dataset,
+                            &looks,
+                            &format!("synth → {} (refused: too few rows)", args.out.display()),
+                        )
+                        .context("refused before training")?;
+                }
+                bail!(message)
+            }
+            other => Ok(other?),
+        }
+    };
     let mut privacy = plan(&request, stats_plan)?;
     // Columns whose values are seen fewer times on average than the discovery threshold
     // (identifiers) get a discovery with noise of its own, planned again.
@@ -295,15 +355,17 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let pair_floor = if auto_pairs { 8.0 } else { 4.0 }
         * fedsynth_synth::encoder::PAIR_Z
         * privacy.preprocess.sigma;
+    // Its note names the noisy count: shown once the count is charged, below.
+    let mut pair_note = None;
     if stats_plan.pairs > 0 && (rows as f64) < pair_floor {
-        eprintln!(
+        pair_note = Some(format!(
             "note: {}: about {rows} rows hold no two-way margin clear of its noise at this ε \
              (at least {pair_floor:.0} needed); none measured",
             match &args.target {
                 Some(t) => format!("--target {t}"),
                 None => "two-way margins".to_string(),
             }
-        );
+        ));
         pair_with.clear();
         stats_plan = stats_plan_of(&schema, &pair_with);
         privacy = plan(&request, stats_plan)?;
@@ -317,11 +379,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
 
     // Spend before touching the data: a refusal stops here with nothing released. Everything
     // that can fail for reasons other than the data (device, settings) is checked above.
-    let dataset = match &args.dataset {
-        Some(d) => d.clone(),
-        None => fedsynth_privacy::ledger::dataset_key(&args.input)
-            .with_context(|| format!("cannot read {}", args.input.display()))?,
-    };
+    let dataset = dataset_of(args)?;
     let mut run_privacy: Option<RunPrivacy> = None;
     match privacy.target {
         None => eprintln!(
@@ -329,18 +387,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
              guarantee and may reveal individual rows. Use it only to compare against private runs."
         ),
         Some((_, delta)) => {
-            let ledger_path = args.ledger.clone().unwrap_or_else(default_ledger);
-            let ledger = Ledger::open(&ledger_path)?;
-            if ledger
-                .cap(fedsynth_privacy::ledger::HOST, &dataset)?
-                .is_none()
-            {
-                let cap = Budget {
-                    epsilon: Epsilon::new(args.cap)?,
-                    delta,
-                };
-                ledger.set_cap(fedsynth_privacy::ledger::HOST, &dataset, cap)?;
-            }
+            let (ledger, ledger_path) = open_ledger(args, &dataset, delta)?;
             let spends = ledger
                 .try_spend_all(
                     fedsynth_privacy::ledger::HOST,
@@ -375,6 +422,9 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                         .map_or(f64::NAN, |c| c.epsilon.get()),
                     spent_epsilon: spends.last().map_or(0.0, |s| s.epsilon_after),
                 });
+            }
+            if let Some(note) = pair_note.take() {
+                eprintln!("{note}");
             }
             if let Some((sigma, columns)) = kind_release {
                 // The derived columns (a datetime's parts, the null pattern) are not the
@@ -487,7 +537,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
 
     if !non_numbers.is_empty() {
         eprintln!(
-            "note: cells that are not numbers (text, NA, NaN, inf) are read as missing in: {}",
+            "note: cells that are not a number or a date as their column's kind asks (text, \
+             NA, NaN, inf, an impossible date) are read as missing in: {}",
             non_numbers.join(", ")
         );
     }

@@ -362,6 +362,43 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
     }
 }
 
+/// A table too small for its statistics at its ε (20 columns of 5 rows at ε = 0.2: their noise
+/// hides any value) is refused in one line that says what a schema spares, before anything
+/// is written; the releases the refusal depends on (the noisy count, the kinds) are charged,
+/// nothing else. The refusal is decided on the noisy count (σ = 50 rows), so the table is
+/// taken far under its floor: at ε = 0.2 the floor is at least 300 rows, and 5 rows pass it
+/// with probability P(Z > 5.9) ≈ 2·10⁻⁹ (at ε = 1 the floor is about 85 rows, which the
+/// count's noise carries 5 rows over about one run in fifteen).
+#[test]
+fn a_table_under_the_floor_is_refused_in_one_line_and_its_looks_are_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tiny.csv");
+    let line = |f: &dyn Fn(usize) -> String| (0..20).map(f).collect::<Vec<_>>().join(",");
+    let mut text = line(&|c| format!("c{c}")) + "\n";
+    for r in 0..5 {
+        text += &(line(&|c| ((r * c) % 7).to_string()) + "\n");
+    }
+    std::fs::write(&input, &text).unwrap();
+    let (out, ledger) = (dir.path().join("out.csv"), dir.path().join("ledger.db"));
+    let o = synth(&input, &out, &ledger, &["--epsilon", "0.2"]);
+    assert_clean_failure(&o, "too few for this table's statistics", &out);
+    assert!(stderr(&o).contains("--schema"), "{}", stderr(&o));
+    let st = Ledger::open(&ledger)
+        .unwrap()
+        .statement(fedsynth_privacy::ledger::HOST, "wage")
+        .unwrap();
+    assert!(!st.spends.is_empty(), "the looks were not charged");
+    assert!(st.spent < 0.1, "spent {}", st.spent);
+    for spend in &st.spends {
+        assert!(spend.note.contains("refused"), "{}", spend.note);
+        assert!(
+            matches!(spend.event, fedsynth_privacy::DpEvent::Gaussian { .. }),
+            "{:?}",
+            spend.event
+        );
+    }
+}
+
 #[test]
 fn a_copy_of_the_data_shares_its_budget() {
     // The ledger names a dataset by the digest of its bytes, not its path: copying the file

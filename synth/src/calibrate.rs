@@ -263,6 +263,31 @@ pub fn raking_weights(rows: usize, margins: &[Margin<'_>], max_weight: f64) -> V
     w
 }
 
+/// A margin's target moved only part of the way from where the rows stand: per slot,
+/// `(1 − part)` times the share the rows hold under `weights` plus `part` times the target's
+/// share (non-finite targets, the free slots, kept as they are). Raking to it asks for
+/// weights between the ones given (`part` 0) and the full margin's (`part` 1): where the
+/// proposals are too far from a margin to meet it whole, a part of its dependence can still
+/// be kept (see [`crate::encoder::Encoder::calibrate_keeping`]).
+pub fn tempered(m: &Margin<'_>, weights: &[f64], part: f64) -> Vec<f64> {
+    let held = m.held(|r| weights[r]);
+    let (now, want) = (held.iter().sum::<f64>(), m.target_total());
+    if !(now > 0.0) || !(want > 0.0) {
+        return m.target.to_vec();
+    }
+    m.target
+        .iter()
+        .zip(&held)
+        .map(|(&t, &h)| {
+            if t.is_finite() {
+                (1.0 - part) * h / now + part * t.max(0.0) / want
+            } else {
+                t
+            }
+        })
+        .collect()
+}
+
 /// Kish's effective sample size of `weights`: (Σw)² / Σw².
 pub fn effective_rows(weights: &[f64]) -> f64 {
     let sum: f64 = weights.iter().sum();
@@ -609,6 +634,27 @@ mod tests {
         let mut odd = vec![0.5, f64::NAN];
         fit_to_one_way(&mut odd, &[Some(1.0)], &[Some(1.0), Some(1.0)]);
         assert!(odd[1].is_nan());
+    }
+
+    #[test]
+    fn a_tempered_margin_lies_between_the_rows_and_the_target() {
+        // Three proposals in slot 0, one in slot 1, one in a free slot (past the targets);
+        // the target asks for the reverse, and a NaN slot stays free.
+        let slots = [0, 0, 0, 1, 3];
+        let target = [1.0, 3.0, f64::NAN];
+        let m = Margin {
+            slots: &slots,
+            target: &target,
+        };
+        let weights = [1.0; 5];
+        let shares = |part: f64| tempered(&m, &weights, part);
+        assert_eq!(shares(0.0)[..2], [0.75, 0.25]);
+        assert_eq!(shares(1.0)[..2], [0.25, 0.75]);
+        assert_eq!(shares(0.5)[..2], [0.5, 0.5]);
+        assert!(shares(0.5)[2].is_nan());
+        // Where the rows stand is read under the weights given.
+        let heavy = tempered(&m, &[1.0, 1.0, 1.0, 3.0, 1.0], 0.0);
+        assert_eq!(heavy[..2], [0.5, 0.5]);
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub enum SynthError {
     /// Training settings are invalid.
     #[error("invalid setting: {0}")]
     Setting(String),
+    /// The table is too small (or too wide) for the statistics it needs at its ε: the
+    /// message says what a schema would spare. The releases made before the plan
+    /// ([`crate::plan::look_events`]) are charged before it is shown.
+    #[error("{0}")]
+    TooFewRows(String),
     /// A federated statistic is not released yet: the holders' next wave must answer it
     /// (see [`crate::fedstats`]); never shown to a user.
     #[error("statistics wait for the holders' next wave")]

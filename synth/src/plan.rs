@@ -199,25 +199,7 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             "the preprocessing share must be in [0, 1)".into(),
         ));
     }
-    let mut count_events = match req.count_noise {
-        Some(sigma) => vec![("row count", DpEvent::gaussian(1.0, sigma, 1)?)],
-        None => vec![],
-    };
-    if let Some((sigma, columns)) = req.kind_noise {
-        count_events.extend(
-            crate::stats::kind_events(sigma, columns)?
-                .into_iter()
-                .map(|e| ("column kinds (numbers, text, dates counted)", e)),
-        );
-    }
-    if let Some((sigma, columns)) = req.distinct_noise
-        && columns > 0
-    {
-        count_events.push((
-            "text columns' distinct-value counts",
-            DpEvent::gaussian(1.0, sigma, columns)?,
-        ));
-    }
+    let count_events = look_events(req)?;
     let (preprocess, mut labelled, share, statistics_coarse) = if stats.is_free() {
         (Noise::exact(), vec![], 0.0, false)
     } else {
@@ -234,6 +216,7 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
             }
             None => auto_share(stats, eps, delta, req.rows)?,
         };
+        below_floor(stats, &noise, share, req.rows)?;
         let mut noise = noise;
         if stats.wide > 0 {
             // The wide discoveries' own noise, charged beside the statistics' share (and
@@ -286,6 +269,67 @@ pub fn plan(req: &PlanRequest, stats: Plan) -> Result<PrivacyPlan> {
     })
 }
 
+/// The releases a run makes before its plan, each with what it releases: the noisy row
+/// count, the column kinds and the text columns' distinct counts, where the request has
+/// them. A plan charges them first; a run refused after them ([`SynthError::TooFewRows`])
+/// charges them alone, since its refusal is a function of them.
+pub fn look_events(req: &PlanRequest) -> Result<Vec<(&'static str, DpEvent)>> {
+    let mut events = match req.count_noise {
+        Some(sigma) => vec![("row count", DpEvent::gaussian(1.0, sigma, 1)?)],
+        None => vec![],
+    };
+    if let Some((sigma, columns)) = req.kind_noise {
+        events.extend(
+            crate::stats::kind_events(sigma, columns)?
+                .into_iter()
+                .map(|e| ("column kinds (numbers, text, dates counted)", e)),
+        );
+    }
+    if let Some((sigma, columns)) = req.distinct_noise
+        && columns > 0
+    {
+        events.push((
+            "text columns' distinct-value counts",
+            DpEvent::gaussian(1.0, sigma, columns)?,
+        ));
+    }
+    Ok(events)
+}
+
+/// The fewest rows, in units of the statistics' noise σ, a table needs for its statistics to
+/// say anything: a category is released above about 1 + 5σ rows and a value range needs an
+/// octave of 5σ (`stats::OCTAVE_Z`), so under 5σ rows not even a column whose rows all
+/// share one value clears a threshold, and the output would be drawn from noise.
+pub const ROWS_FLOOR_Z: f64 = 5.0;
+
+/// What a refusal for too few rows (or too many columns) says the user can do.
+const TOO_FEW_ROWS_HELP: &str = "declare the columns in a --schema with their edges or \
+     categories and their frequencies (nothing is then estimated), raise --epsilon, or keep \
+     fewer columns";
+
+/// Refuses a table of fewer than [`ROWS_FLOOR_Z`]·σ (noisy) rows, σ the smallest noise of the
+/// statistics `stats` plans (numeric histograms or category discoveries), with one line
+/// that says what a schema would spare.
+fn below_floor(stats: Plan, noise: &Noise, share: f64, rows: usize) -> Result<()> {
+    let sigmas = [
+        (stats.releases > 0).then_some(noise.sigma),
+        (stats.discoveries > 0).then_some(noise.sigma_categories),
+    ];
+    let Some(sigma) = sigmas.into_iter().flatten().reduce(f64::min) else {
+        return Ok(());
+    };
+    let floor = ROWS_FLOOR_Z * sigma;
+    if (rows as f64) < floor {
+        return Err(SynthError::TooFewRows(format!(
+            "about {rows} rows are too few for this table's statistics at this ε: with {:.0}% \
+             of ε their noise is σ = {sigma:.1} rows, and a value or a range needs about \
+             {floor:.0} rows to be released ({ROWS_FLOOR_Z}σ); {TOO_FEW_ROWS_HELP}",
+            100.0 * share
+        )));
+    }
+    Ok(())
+}
+
 /// Shares of ε that the automatic split tries for the preprocessing statistics, smallest
 /// first.
 pub const AUTO_SHARES: [f64; 6] = [0.1, 0.15, 0.2, 0.3, 0.4, 0.5];
@@ -315,7 +359,10 @@ pub const AUTO_CLASS_SHARE_MAX: f64 = 0.2;
 pub fn auto_share(stats: Plan, eps: f64, delta: Delta, rows: usize) -> Result<(f64, Noise, bool)> {
     let mut last = None;
     for share in AUTO_SHARES {
-        let noise = Noise::calibrate(stats, Epsilon::new(eps * share)?, delta)?;
+        // A share too small for the plan's every event (thousands of histograms) is skipped.
+        let Ok(noise) = Noise::calibrate(stats, Epsilon::new(eps * share)?, delta) else {
+            continue;
+        };
         if noise.sigma <= AUTO_NOISE_FRACTION * rows as f64
             && (stats.discoveries == 0
                 || share >= AUTO_CLASS_SHARE_MAX
@@ -325,8 +372,14 @@ pub fn auto_share(stats: Plan, eps: f64, delta: Delta, rows: usize) -> Result<(f
         }
         last = Some((share, noise));
     }
-    let (share, noise) =
-        last.ok_or_else(|| SynthError::Setting("no preprocessing share".into()))?;
+    let (share, noise) = last.ok_or_else(|| {
+        SynthError::TooFewRows(format!(
+            "this table has too many columns for its statistics at ε = {eps}: even {:.0}% of \
+             ε cannot pay for their {} histograms; {TOO_FEW_ROWS_HELP}",
+            100.0 * AUTO_SHARES[AUTO_SHARES.len() - 1],
+            stats.releases + stats.discoveries
+        ))
+    })?;
     Ok((share, noise, true))
 }
 
@@ -372,6 +425,49 @@ mod tests {
         }
         assert!(plan(&request(1000, Some(1e-3)), Plan::default()).is_err());
         assert!(plan(&request(1000, Some(1e-4)), Plan::default()).is_ok());
+    }
+
+    /// A table whose statistics' noise would hide every value is refused with one line that
+    /// names the floor and what a schema spares; the releases made before the plan are what a
+    /// refusal charges.
+    #[test]
+    fn a_table_under_five_sigma_of_its_statistics_noise_is_refused() {
+        let stats = Plan {
+            releases: 24,
+            discoveries: 6,
+            ..Plan::default()
+        };
+        let mut req = request(5000, None);
+        req.preprocess_share = Some(0.5);
+        req.kind_noise = Some((300.0, 30));
+        let p = plan(&req, stats).unwrap();
+        let sigma = p.preprocess.sigma_categories.min(p.preprocess.sigma);
+        // The same table, fewer rows: refused just under ROWS_FLOOR_Z·σ (σ is set by ε and
+        // the plan's width, and barely by the rows through δ).
+        let floor = ROWS_FLOOR_Z * sigma;
+        for (rows, refused) in [(floor * 0.8, true), (floor * 1.25, false)] {
+            req.rows = rows as usize;
+            let got = plan(&req, stats);
+            assert_eq!(
+                matches!(got, Err(SynthError::TooFewRows(_))),
+                refused,
+                "{} rows, floor {floor:.0}",
+                req.rows
+            );
+            if let Err(e) = got {
+                let line = e.to_string();
+                assert!(!line.contains('\n') && line.contains("--schema"), "{line}");
+            }
+        }
+        // What it charges: the count and the kinds, nothing of the statistics.
+        let looks = look_events(&req).unwrap();
+        assert_eq!(
+            looks.iter().map(|(what, _)| *what).collect::<Vec<_>>(),
+            vec!["row count", "column kinds (numbers, text, dates counted)"]
+        );
+        // A schema that needs no statistics is never refused for its size.
+        req.rows = 3;
+        assert!(plan(&req, Plan::default()).is_ok());
     }
 
     #[test]

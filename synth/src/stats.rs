@@ -1225,6 +1225,12 @@ const RUN_MAX: usize = 8;
 /// does about one time in forty).
 const RUN_Z: f64 = 2.0;
 
+/// Whether the noisy counts of a run of buckets sum to more than `z` standard deviations of
+/// their noise (Gaussian, `sigma` per bucket): `z`·σ·√width.
+fn sum_clears(run: &[f64], z: f64, sigma: f64) -> bool {
+    run.iter().sum::<f64>() > z * sigma * (run.len() as f64).sqrt()
+}
+
 /// The range [a, b] grown, at each end that lies in `within` and within it, through the
 /// next bucket if its noisy count is above σ, else through the next 2, 4 … [`RUN_MAX`]
 /// buckets if their noisy sum is above [`RUN_Z`]·σ·√width, as long as one is.
@@ -1235,9 +1241,8 @@ fn grow_through_runs(
     sigma: f64,
 ) -> (usize, usize) {
     let significant = |from: usize, to: usize| {
-        let w = to - from + 1;
-        let z = if w == 1 { 1.0 } else { RUN_Z };
-        counts[from..=to].iter().sum::<f64>() > z * sigma * (w as f64).sqrt()
+        let z = if to == from { 1.0 } else { RUN_Z };
+        sum_clears(&counts[from..=to], z, sigma)
     };
     let widths = || (0..=RUN_MAX.ilog2()).map(|p| 1usize << p);
     while within.contains(&a)
@@ -1993,10 +1998,17 @@ fn private_bins(
     // empty bins around the values: their running noise would pass the windows of a trim
     // somewhere, so its range is the hull of the values that clear the strong threshold,
     // grown through neighbours above σ, where there are any.
+    // Not where the bins beyond the hull hold more than their noise explains: a bulk
+    // spread thinly over every bin (a year of days at 2σ a day: flights' `time_hour` at
+    // ε = 1) clears the strong threshold only where noise or a busy day lifts one bin, and
+    // the hull of those would drop the rest; its tails are trimmed instead.
     let crowded = (per_integer && k > per_integer_max(fine))
         .then(|| hull(&noisy_counts, strong, noise.sigma, None))
         .flatten()
-        .filter(|&(_, _, coarse)| !coarse);
+        .filter(|&(a, b, coarse)| {
+            let beyond = |side: &[f64]| sum_clears(side, EXTEND_Z, noise.sigma);
+            !coarse && !beyond(&noisy_counts[..a]) && !beyond(&noisy_counts[b + 1..])
+        });
     let (first, last) = if let Some((a, b, _)) = crowded {
         (a, b)
     } else if per_integer && !(0..k).any(averaged) && k > PER_VALUE_MAX {
@@ -2133,8 +2145,7 @@ fn trim_tails(counts: &[f64], sigma: f64, margin: bool) -> (usize, usize) {
     // some window of noise passes it where it was.
     let tests = (k * widths.len()) as f64;
     let z = (-ndtri(ndtr(-2.0) * (4 * FINE_BINS) as f64 / tests)).max(2.0);
-    let significant =
-        |window: &[f64]| window.iter().sum::<f64>() > z * sigma * (window.len() as f64).sqrt();
+    let significant = |window: &[f64]| sum_clears(window, z, sigma);
     // The smallest significant window ending at bin i (towards the start) or starting at i
     // (towards the end): the mass it proves lies somewhere in it, so the cut is at its far end.
     let window = |i: usize, towards_start: bool| -> Option<usize> {
@@ -3383,12 +3394,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_datetime_columns_range_is_its_years_and_its_bins_are_days() {
-        // Two years of days, one value per day: the range is 1 Jan 2012 to 1 Jan 2014, the
-        // quantile bins about five weeks wide.
-        let first = datetime::first_day(2012);
-        let days: Vec<f64> = (0..20 * 731).map(|i| (first + i % 731) as f64).collect();
+    /// A table of one datetime column `t` (ISO dates, no nulls) of `days` (days since
+    /// 1970-01-01), and its schema of kinds.
+    fn date_column(days: &[f64]) -> (Table, Schema) {
         let table = Table {
             names: vec!["t".into()],
             columns: vec![ColumnData::Int(
@@ -3398,6 +3406,16 @@ mod tests {
         let mut schema = Schema::from_kinds(&[("t".to_string(), ColumnKind::Datetime)]);
         schema.columns[0].format = Some("%Y-%m-%d".into());
         schema.columns[0].nullable = Some(false);
+        (table, schema)
+    }
+
+    #[test]
+    fn a_datetime_columns_range_is_its_years_and_its_bins_are_days() {
+        // Two years of days, one value per day: the range is 1 Jan 2012 to 1 Jan 2014, the
+        // quantile bins about five weeks wide.
+        let first = datetime::first_day(2012);
+        let days: Vec<f64> = (0..20 * 731).map(|i| (first + i % 731) as f64).collect();
+        let (table, schema) = date_column(&days);
         let spec = complete_schema(
             &table,
             &schema,
@@ -3412,6 +3430,36 @@ mod tests {
         let end = datetime::first_day(2014) as f64;
         assert!((edges[edges.len() - 1] - end).abs() < 20.0, "{edges:?}");
         assert!(edges.windows(2).all(|w| w[1] - w[0] < 60.0), "{edges:?}");
+    }
+
+    /// A year of days at 2σ rows a day, one day (a sale, a holiday) at 8σ: the day that
+    /// clears the strong threshold must not become the range, dropping the rest of the year
+    /// (flights' `time_hour` at ε = 1 took 11 days of 2013 in one run of four, where a day
+    /// cleared it by noise alone).
+    #[test]
+    fn one_strong_day_does_not_narrow_a_year_of_thin_days_to_itself() {
+        let first = datetime::first_day(2013);
+        let mut days: Vec<f64> = (0..40 * 365).map(|i| (first + i % 365) as f64).collect();
+        days.extend(std::iter::repeat_n((first + 200) as f64, 120));
+        let (table, schema) = date_column(&days);
+        for seed in 0..10 {
+            let spec = complete_schema(
+                &table,
+                &schema,
+                Some(noise(20.0)),
+                &mut SecureRng::from_seed(seed),
+            )
+            .unwrap()
+            .columns[0]
+                .clone();
+            let edges = spec.edges.unwrap();
+            let (lo, hi) = (edges[0], edges[edges.len() - 1]);
+            assert!(
+                lo < first as f64 + 20.0 && hi > (first + 345) as f64,
+                "{seed}: {lo}..{hi}, the year {first}..{}",
+                first + 365
+            );
+        }
     }
 
     #[test]
