@@ -377,7 +377,7 @@ pub fn complete(
     let decided = schema.with_open_kinds(|name| {
         let counts = &first.sums[at..at + buckets];
         at += buckets;
-        Ok(kind_specs(name, counts, noise.sigma))
+        Ok(kind_specs(name, counts, noise.sigma, open.len()))
     })?;
     let table = raw.typed(&decided.kinds())?;
     complete_typed(

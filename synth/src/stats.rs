@@ -705,8 +705,10 @@ pub fn type_counts(column: &RawColumn) -> Vec<f64> {
 /// or not is decided by its first histogram, see [`ColumnKind::Number`], which a fractional
 /// count clear of the noise makes continuous: [`ColumnSpec::fractions`]), categorical, or a
 /// datetime in that pattern, whose time-of-day unit is the finest grain clear of the noise
-/// (see [`crate::datetime`]), with its derived parts. Post-processing of the counts.
-pub fn kind_specs(name: &str, counts: &[f64], sigma: f64) -> Vec<ColumnSpec> {
+/// (see [`crate::datetime`]), with its derived parts. `columns` is how many columns' type
+/// histograms the same release reads (the chance of fractions read in a whole column is
+/// kept per table). Post-processing of the counts.
+pub fn kind_specs(name: &str, counts: &[f64], sigma: f64, columns: usize) -> Vec<ColumnSpec> {
     let one = |kind| Schema::from_kinds(&[(name.to_string(), kind)]).columns;
     let grains = datetime::GRAINS.len();
     let pattern_sum = |p: usize| {
@@ -723,9 +725,11 @@ pub fn kind_specs(name: &str, counts: &[f64], sigma: f64) -> Vec<ColumnSpec> {
         datetime_specs(name, best_pattern, &counts[at..at + grains], sigma)
     } else if numbers > counts[TEXT] {
         let mut spec = one(ColumnKind::Number);
-        // Fractions the noise cannot explain, at the chance per column that the first
-        // histogram allows (see [`FRACTIONS_SPURIOUS`]). (Exact counts, σ = 0: any fraction.)
-        spec[0].fractions = counts[FRACTION] > fractions_threshold(sigma, 1.0).max(0.5);
+        // Fractions the noise cannot explain, at the chance per table that the first
+        // histogram allows (see [`FRACTIONS_SPURIOUS`]): `columns` columns are read alike.
+        // (Exact counts, σ = 0: any fraction.)
+        spec[0].fractions =
+            counts[FRACTION] > fractions_threshold(sigma, columns.max(1) as f64).max(0.5);
         spec
     } else {
         one(ColumnKind::Categorical)
@@ -740,8 +744,13 @@ pub fn kind_specs(name: &str, counts: &[f64], sigma: f64) -> Vec<ColumnSpec> {
 /// would depend on a single row.
 pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Schema {
     let mut specs: Vec<ColumnSpec> = Vec::with_capacity(raw.columns.len());
+    let read = raw
+        .columns
+        .iter()
+        .filter(|c| matches!(c, RawColumn::Cells(_)))
+        .count();
     for (name, column) in raw.names.iter().zip(&raw.columns) {
-        specs.extend(column_kinds(name, column, sigma, rng));
+        specs.extend(column_kinds(name, column, sigma, read, rng));
     }
     // Which columns are null together: a derived column of its own (see crate::nulls).
     if raw.columns.len() >= 2 {
@@ -762,6 +771,7 @@ pub fn private_open_kinds(
     sigma: f64,
     rng: &mut SecureRng,
 ) -> Result<Schema> {
+    let read = open_untyped(raw, schema) as usize;
     schema.with_open_kinds(|name| {
         let column = raw.column(name).ok_or_else(|| {
             SynthError::Schema(format!(
@@ -769,7 +779,7 @@ pub fn private_open_kinds(
                 raw.names.join(", ")
             ))
         })?;
-        Ok(column_kinds(name, column, sigma, rng))
+        Ok(column_kinds(name, column, sigma, read, rng))
     })
 }
 
@@ -784,11 +794,12 @@ pub fn open_untyped(raw: &RawTable, schema: &Schema) -> u64 {
 }
 
 /// One column's schema entries without a declared kind: a typed (Parquet) column keeps its
-/// type, a CSV column's is read from its noisy type histogram.
+/// type, a CSV column's is read from its noisy type histogram, one of `read` in the release.
 fn column_kinds(
     name: &str,
     column: &RawColumn,
     sigma: f64,
+    read: usize,
     rng: &mut SecureRng,
 ) -> Vec<ColumnSpec> {
     let one = |kind| Schema::from_kinds(&[(name.to_string(), kind)]).columns;
@@ -803,7 +814,7 @@ fn column_kinds(
                     *c = noisy(*c, sigma, rng);
                 }
             }
-            kind_specs(name, &counts, sigma)
+            kind_specs(name, &counts, sigma, read)
         }
     }
 }
@@ -1307,8 +1318,10 @@ fn private_support(
     ))
 }
 
-/// The chance that a `number` column of whole values is read as having fractions (see
-/// [`private_number_support`]).
+/// The chance that a table's `number` columns of whole values are read as having fractions
+/// (any of them; see [`private_number_support`]), in each of the two releases that may (the
+/// kinds' and the first histogram): a wide table of flags keeps its 0s and 1s in all but
+/// one run in a thousand, not in 1 − (1 − 10⁻³)^columns.
 const FRACTIONS_SPURIOUS: f64 = 1e-3;
 
 /// The count of fractional numbers that noise of `sigma` passes with chance
@@ -1344,6 +1357,7 @@ fn private_number_support(
     values: &[f64],
     rows: Option<usize>,
     fractions: bool,
+    numbers: usize,
     release: &mut dyn Release,
 ) -> Result<(SupportFacts, ColumnKind, Option<f64>)> {
     let whole = Support::for_noise(true, release.noise().sigma, rows);
@@ -1385,8 +1399,9 @@ fn private_number_support(
     // The errors are not alike: fractions taken for noise make the column integer, its
     // fractional values rounded or lost (a zero-inflated wage all zeros), while noise taken
     // for fractions only generates an integer column's values unrounded; so the chance that
-    // noise passes is FRACTIONS_SPURIOUS a column, not the support's SPURIOUS.
-    let runs = (buckets * (SCAN_MAX.ilog2() as usize + 1)) as f64;
+    // noise passes is FRACTIONS_SPURIOUS a table (of `numbers` such columns), not the
+    // support's SPURIOUS.
+    let runs = (buckets * (SCAN_MAX.ilog2() as usize + 1) * numbers.max(1)) as f64;
     let threshold = fractions_threshold(noise.sigma, runs);
     let clears = |set: usize| {
         scan_top(set_counts(set), &|_| true, 1)
@@ -2367,6 +2382,15 @@ pub fn complete_schema_with(
     };
     let mut out = schema.clone();
     let mut pending = false;
+    let numbers = out
+        .columns
+        .iter()
+        .filter(|c| {
+            c.kind == ColumnKind::Number
+                && c.edges.is_none()
+                && (c.min.is_none() || c.max.is_none())
+        })
+        .count();
     for spec in &mut out.columns {
         if spec.name == nulls::PATTERN {
             continue; // after every other column's nullability is known, below
@@ -2375,7 +2399,7 @@ pub fn complete_schema_with(
             SynthError::Schema(format!("column '{}' is not in the input", spec.name))
         })?;
         release.begin(&spec.name);
-        match complete_column(spec, data, rows, release, &need, &mut found) {
+        match complete_column(spec, data, rows, numbers, release, &need, &mut found) {
             Err(SynthError::Pending) => pending = true,
             done => done?,
         }
@@ -2436,11 +2460,13 @@ struct Found {
     weekdays: Vec<(String, Vec<f64>)>,
 }
 
-/// Completes one column (see [`complete_schema_with`]).
+/// Completes one column (see [`complete_schema_with`]), one of `numbers` whose kind (whole
+/// or not) the completion decides.
 fn complete_column(
     spec: &mut ColumnSpec,
     data: &ColumnData,
     rows: Option<usize>,
+    numbers: usize,
     release: &mut dyn Release,
     need: &dyn Fn(&str) -> Result<()>,
     found: &mut Found,
@@ -2534,7 +2560,7 @@ fn complete_column(
                 need("estimating whether a column has nulls")?;
                 (spec.nullable, spec.nulls) = release_nulls(nulls, release)?;
             }
-            complete_numeric(spec, data, rows, need, release, found)?;
+            complete_numeric(spec, data, rows, numbers, need, release, found)?;
         }
     }
     Ok(())
@@ -2544,6 +2570,7 @@ fn complete_numeric(
     spec: &mut ColumnSpec,
     data: &ColumnData,
     rows: Option<usize>,
+    numbers: usize,
     need: &dyn Fn(&str) -> Result<()>,
     release: &mut dyn Release,
     found: &mut Found,
@@ -2563,7 +2590,7 @@ fn complete_numeric(
         (Some(_), Some(_), _) => None,
         (_, _, ColumnKind::Number) => {
             let (facts, kind, step) =
-                private_number_support(&values, rows, spec.fractions, release)?;
+                private_number_support(&values, rows, spec.fractions, numbers, release)?;
             spec.kind = kind;
             spec.step = step;
             Some(facts)
@@ -3682,6 +3709,50 @@ mod tests {
             assert!(spec.max.unwrap() >= 2.0, "{seed}: {spec:?}");
             assert!(share_at(&spec, 0.0) > 0.3, "{seed}: {spec:?}");
         }
+    }
+
+    #[test]
+    fn the_chance_of_fractions_read_in_whole_columns_is_per_table() {
+        // A whole column's kinds release with 3.5σ of noise in its fractions bucket (one
+        // column in 4,300 gets as much): alone, it reads as fractions (threshold 3.09σ); as
+        // one of caravan's 86 flag columns it does not (threshold 4.23σ), so such a table
+        // keeps its 0s and 1s in all but one run in a thousand instead of about one in
+        // twelve. A real fractional count far above the noise is read in both.
+        let sigma = 20.0;
+        let mut counts = vec![0.0; TYPE_BUCKETS];
+        counts[WHOLE] = 5_000.0;
+        counts[FRACTION] = 3.5 * sigma;
+        let fractions =
+            |counts: &[f64], columns| kind_specs("c", counts, sigma, columns)[0].fractions;
+        assert!(fractions(&counts, 1));
+        assert!(!fractions(&counts, 86));
+        counts[FRACTION] = 300.0;
+        assert!(fractions(&counts, 1) && fractions(&counts, 86));
+    }
+
+    #[test]
+    fn a_wide_table_of_flags_keeps_its_columns_whole() {
+        // 86 columns of 0s and 1s (caravan's shape), 200 runs of the kinds release: at a
+        // chance of 10⁻³ per column, about 17 columns in all were read as having fractions
+        // (one run in twelve generated a flag unrounded); per table, about 0.2.
+        let (n, columns) = (100, 86);
+        let raw = RawTable {
+            names: (0..columns).map(|c| format!("f{c}")).collect(),
+            columns: (0..columns)
+                .map(|c| cells((0..n).map(|i| ((i * (c + 3)) % 2).to_string())))
+                .collect(),
+        };
+        let sigma = 20.0;
+        let read: usize = (0..200)
+            .map(|seed| {
+                let schema = private_kinds(&raw, sigma, &mut SecureRng::from_seed(seed));
+                schema.columns.iter().filter(|c| c.fractions).count()
+            })
+            .sum();
+        assert!(
+            read <= 3,
+            "{read} columns of flags read as having fractions"
+        );
     }
 
     #[test]
