@@ -483,14 +483,36 @@ impl PldAccountant {
         })
     }
 
-    /// Composes the events into one PLD.
+    /// Composes the events into one PLD. The Gaussian releases among them compose exactly
+    /// into one Gaussian mechanism (each one's privacy loss is normal, N(μ²/2, μ²) with
+    /// μ = sensitivity/σ, and so is their sum, with μ² the sum of theirs), which is
+    /// discretised once: a plan's thousands of histograms cost one discretisation instead
+    /// of an FFT composition per kind of release, and carry one grid's rounding instead of
+    /// several.
     pub fn compose(&self, events: &[DpEvent]) -> Result<Pld> {
         let (d, tail) = (self.discretization, self.tail_mass);
         let mut remove = LossPmf::point(0);
         let mut add = LossPmf::point(0);
+        let mut gaussian_mu2 = 0.0_f64;
         for event in events {
             event.validate()?;
+            if let DpEvent::Gaussian {
+                sensitivity,
+                std_dev,
+                count,
+            } = *event
+            {
+                gaussian_mu2 += count.get() as f64 * (sensitivity.get() / std_dev.get()).powi(2);
+            }
+        }
+        if gaussian_mu2 > 0.0 {
+            let sigma = gaussian_mu2.sqrt().recip();
+            remove = connect_dots(&SubsampledGaussianRemove { q: 1.0, sigma }, d, tail);
+            add = remove.clone();
+        }
+        for event in events {
             let (r, a, times) = match *event {
+                DpEvent::Gaussian { .. } => continue,
                 DpEvent::SubsampledGaussian {
                     sampling_rate,
                     noise_multiplier,
@@ -502,15 +524,6 @@ impl PldAccountant {
                         connect_dots(&SubsampledGaussianAdd { q, sigma }, d, tail),
                         steps.get(),
                     )
-                }
-                DpEvent::Gaussian {
-                    sensitivity,
-                    std_dev,
-                    count,
-                } => {
-                    let sigma = std_dev.get() / sensitivity.get();
-                    let pmf = connect_dots(&SubsampledGaussianRemove { q: 1.0, sigma }, d, tail);
-                    (pmf.clone(), pmf, count.get())
                 }
                 DpEvent::Laplace {
                     sensitivity,

@@ -161,6 +161,58 @@ fn pld_is_never_looser_than_rdp() {
     }
 }
 
+/// The exact ε at `delta` of one Gaussian mechanism of sensitivity/σ = `mu` (Balle & Wang's
+/// analytic curve δ(ε) = Φ(μ/2 − ε/μ) − e^ε Φ(−μ/2 − ε/μ), solved by bisection).
+fn gaussian_epsilon_exact(mu: f64, delta: f64) -> f64 {
+    use fedsynth_privacy::special::ndtr;
+    let curve = |e: f64| ndtr(mu / 2.0 - e / mu) - e.exp() * ndtr(-mu / 2.0 - e / mu);
+    let (mut lo, mut hi) = (0.0_f64, 100.0_f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if curve(mid) > delta {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    hi
+}
+
+#[test]
+fn gaussian_releases_compose_as_one_gaussian() {
+    // A plan's statistics: histograms, discoveries at a smaller σ, a row count of its own.
+    // Gaussian losses add up exactly (μ² = Σ count·(Δ/σ)²): the composed ε is the single
+    // Gaussian's, never under it, and within the grid's rounding of it.
+    let events = [
+        DpEvent::gaussian(1.0, 50.9, 170).unwrap(),
+        DpEvent::gaussian(1.0, 7.8, 2).unwrap(),
+        DpEvent::gaussian(2.0, 100.0, 1).unwrap(),
+        DpEvent::gaussian(1.0, 244.7, 86).unwrap(),
+    ];
+    let mu2: f64 = 170.0 / 50.9_f64.powi(2)
+        + 2.0 / 7.8_f64.powi(2)
+        + (2.0_f64 / 100.0).powi(2)
+        + 86.0 / 244.7_f64.powi(2);
+    for delta in [1e-5, 3.16e-6, 1e-9] {
+        let want = gaussian_epsilon_exact(mu2.sqrt(), delta);
+        let got = PldAccountant::default().epsilon(&events, delta).unwrap();
+        assert!(got >= want * (1.0 - 1e-6), "under-reports: {got} vs {want}");
+        assert!(
+            (got - want) / want < 0.002,
+            "{got} vs {want} at δ = {delta}"
+        );
+    }
+    // With DP-SGD after them: the same as one merged Gaussian release before it.
+    let sgd = DpEvent::subsampled_gaussian(0.1, 3.3, 330).unwrap();
+    let merged = DpEvent::gaussian(1.0, mu2.sqrt().recip(), 1).unwrap();
+    let pld = PldAccountant::default();
+    let mut all = events.to_vec();
+    all.push(sgd.clone());
+    let a = pld.epsilon(&all, 1e-5).unwrap();
+    let b = pld.epsilon(&[merged, sgd], 1e-5).unwrap();
+    assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+}
+
 #[test]
 fn heterogeneous_composition() {
     // Preprocessing statistics (Laplace and Gaussian releases) then DP-SGD.
