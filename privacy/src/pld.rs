@@ -137,9 +137,7 @@ impl LossPmf {
         let size = width.max(self.probs.len()).next_power_of_two();
         // Composed index = times·lower + Σ offsets; the window in offset space starts at `a`.
         let a = i_lo - times as i64 * self.lower;
-        let mut planner = RealFftPlanner::<f64>::new();
-        let fwd = planner.plan_fft_forward(size);
-        let inv = planner.plan_fft_inverse(size);
+        let (fwd, inv) = real_ffts(size);
         let mut input = fwd.make_input_vec();
         input[..self.probs.len()].copy_from_slice(&self.probs);
         let mut spec = fwd.make_output_vec();
@@ -215,6 +213,50 @@ fn complex_pow(
     acc
 }
 
+/// The most FFT points whose plans a thread keeps (see [`real_ffts`]): about 24 bytes of
+/// twiddle factors a point for both directions, so at most about 25 MiB a thread.
+const PLANNED_POINTS_MAX: usize = 1 << 20;
+
+thread_local! {
+    // One FFT planner per thread, with the sizes it holds plans for: it keeps each size's
+    // plan (its twiddle factors), and an accountant's calibration composes PMFs of the same
+    // few power-of-two sizes many times.
+    static PLANNER: std::cell::RefCell<(RealFftPlanner<f64>, Vec<usize>)> =
+        std::cell::RefCell::new((RealFftPlanner::new(), Vec::new()));
+}
+
+/// The forward and inverse real FFTs of `size` points (a power of two), from the thread's
+/// planner while the plans it keeps stay under [`PLANNED_POINTS_MAX`] points (it starts
+/// afresh past that, and a larger size is planned alone).
+fn real_ffts(
+    size: usize,
+) -> (
+    std::sync::Arc<dyn realfft::RealToComplex<f64>>,
+    std::sync::Arc<dyn realfft::ComplexToReal<f64>>,
+) {
+    if size > PLANNED_POINTS_MAX {
+        let mut planner = RealFftPlanner::new();
+        return (
+            planner.plan_fft_forward(size),
+            planner.plan_fft_inverse(size),
+        );
+    }
+    PLANNER.with(|cell| {
+        let (planner, sizes) = &mut *cell.borrow_mut();
+        if !sizes.contains(&size) {
+            if sizes.iter().sum::<usize>() + size > PLANNED_POINTS_MAX {
+                *planner = RealFftPlanner::new();
+                sizes.clear();
+            }
+            sizes.push(size);
+        }
+        (
+            planner.plan_fft_forward(size),
+            planner.plan_fft_inverse(size),
+        )
+    })
+}
+
 /// Linear convolution; direct for small inputs, real FFT otherwise.
 fn convolve(a: &[f64], b: &[f64]) -> Vec<f64> {
     let n = a.len() + b.len() - 1;
@@ -230,9 +272,7 @@ fn convolve(a: &[f64], b: &[f64]) -> Vec<f64> {
         return out;
     }
     let size = n.next_power_of_two();
-    let mut planner = RealFftPlanner::<f64>::new();
-    let fwd = planner.plan_fft_forward(size);
-    let inv = planner.plan_fft_inverse(size);
+    let (fwd, inv) = real_ffts(size);
     let mut fa = fwd.make_input_vec();
     fa[..a.len()].copy_from_slice(a);
     let mut fb = fwd.make_input_vec();
