@@ -38,6 +38,23 @@ fn accountants(c: &mut Criterion) {
                 .expect("pld")
         })
     });
+    // A plan as `fedsynth synth` composes it for caravan at ε = 3 (the row count, 86 kinds,
+    // 170 histograms, 2 discoveries, then DP-SGD), which calibrating its statistics' share
+    // and then its DP-SGD noise evaluates dozens of times.
+    let plan = vec![
+        DpEvent::gaussian(1.0, 50.0, 1).expect("valid"),
+        DpEvent::gaussian(1.0, 244.7, 86).expect("valid"),
+        DpEvent::gaussian(1.0, 50.9, 170).expect("valid"),
+        DpEvent::gaussian(1.0, 7.8, 2).expect("valid"),
+        DpEvent::subsampled_gaussian(0.1, 3.34, 330).expect("valid"),
+    ];
+    g.bench_function("pld_plan_statistics_then_330_steps", |b| {
+        b.iter(|| {
+            PldAccountant::default()
+                .epsilon(&plan, 3.16e-6)
+                .expect("pld")
+        })
+    });
     let (target, q, steps, delta) = (
         Epsilon::new(3.0).expect("valid"),
         SamplingRate::new(0.01).expect("valid"),
