@@ -234,12 +234,14 @@ fn real_ffts(
     std::sync::Arc<dyn realfft::RealToComplex<f64>>,
     std::sync::Arc<dyn realfft::ComplexToReal<f64>>,
 ) {
-    if size > PLANNED_POINTS_MAX {
-        let mut planner = RealFftPlanner::new();
-        return (
+    let plan = |planner: &mut RealFftPlanner<f64>| {
+        (
             planner.plan_fft_forward(size),
             planner.plan_fft_inverse(size),
-        );
+        )
+    };
+    if size > PLANNED_POINTS_MAX {
+        return plan(&mut RealFftPlanner::new());
     }
     PLANNER.with(|cell| {
         let (planner, sizes) = &mut *cell.borrow_mut();
@@ -250,10 +252,7 @@ fn real_ffts(
             }
             sizes.push(size);
         }
-        (
-            planner.plan_fft_forward(size),
-            planner.plan_fft_inverse(size),
-        )
+        plan(planner)
     })
 }
 

@@ -744,11 +744,7 @@ pub fn kind_specs(name: &str, counts: &[f64], sigma: f64, columns: usize) -> Vec
 /// would depend on a single row.
 pub fn private_kinds(raw: &RawTable, sigma: f64, rng: &mut SecureRng) -> Schema {
     let mut specs: Vec<ColumnSpec> = Vec::with_capacity(raw.columns.len());
-    let read = raw
-        .columns
-        .iter()
-        .filter(|c| matches!(c, RawColumn::Cells(_)))
-        .count();
+    let read = untyped_columns(raw) as usize;
     for (name, column) in raw.names.iter().zip(&raw.columns) {
         specs.extend(column_kinds(name, column, sigma, read, rng));
     }
