@@ -21,8 +21,9 @@ use fedsynth_synth::report::{Charge, Epoch, RunPrivacy, RunRecord};
 use fedsynth_synth::sample::Generator;
 use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
 use fedsynth_synth::stats::{
-    LocalRelease, Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise,
-    mark_wide, open_untyped, private_kinds, private_open_kinds, release_distinct, untyped_columns,
+    LocalRelease, Noise, Plan, complete_schema_inferring, concentrated_sigma, distinct_columns,
+    distinct_noise, kind_noise, mark_wide, open_untyped, private_kinds, private_open_kinds,
+    release_distinct, untyped_columns,
 };
 use fedsynth_synth::table::{
     Format, declared_temporal, output_temporal, read_raw, table_bytes_typed,
@@ -83,6 +84,16 @@ fn output_format(out: &Path, encrypted: bool) -> Result<Format> {
             out.display()
         )
     })
+}
+
+/// What the run's output says of two-way margins measured at the budget of more planned
+/// ones (see [`concentrated_sigma`]).
+fn budget_of(planned: u64, measured: usize) -> String {
+    if measured > 0 && (measured as u64) < planned {
+        format!(", the budget of the {planned} planned")
+    } else {
+        String::new()
+    }
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -583,7 +594,15 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             privacy.preprocess.sigma,
             &mut private,
         );
-        let mut release = LocalRelease::new(privacy.preprocess, &mut private);
+        // The picks that stopped early leave budget: the picked margins share all of it.
+        let sigma = concentrated_sigma(privacy.preprocess.sigma, stats_plan.pairs, picked.len());
+        let mut release = LocalRelease::new(
+            Noise {
+                sigma,
+                ..privacy.preprocess
+            },
+            &mut private,
+        );
         let mut measured = Vec::new();
         for (a, b) in &picked {
             if let Some(m) =
@@ -600,14 +619,31 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             if measured.is_empty() {
                 String::new()
             } else {
-                format!(": {}", measured.join(", "))
+                format!(
+                    " (at σ = {sigma:.1} rows{}): {}",
+                    budget_of(stats_plan.pairs, picked.len()),
+                    measured.join(", ")
+                )
             }
         );
     }
     if let Some(t) = &args.target {
-        // The margins go through the same release as every other histogram of the run.
-        let mut release = LocalRelease::new(privacy.preprocess, &mut private);
-        match encoder.measure_pairs(&data, t, &pair_with, rows, &mut release)? {
+        // The margins go through the same release as every other histogram of the run, the
+        // budget of those that cannot be measured (seen from the released frequencies)
+        // shared by the rest.
+        let sigma = privacy.preprocess.sigma;
+        let measurable = encoder
+            .measurable_pairs(t, &pair_with, rows, sigma)
+            .unwrap_or_default();
+        let sigma = concentrated_sigma(sigma, stats_plan.pairs, measurable.len());
+        let mut release = LocalRelease::new(
+            Noise {
+                sigma,
+                ..privacy.preprocess
+            },
+            &mut private,
+        );
+        match encoder.measure_pairs(&data, t, &measurable, rows, &mut release)? {
             // A datetime or an identifier is no label: its share of the plan stays
             // charged, unused.
             None => eprintln!(
@@ -620,9 +656,11 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                     .map(String::as_str)
                     .collect();
                 eprintln!(
-                    "target {t}: the output is calibrated to its two-way margins with {} of {} columns{}",
+                    "target {t}: the output is calibrated to its two-way margins with {} of {} \
+                     columns at σ = {sigma:.1} rows{}{}",
                     measured.len(),
                     pair_with.len(),
+                    budget_of(stats_plan.pairs, measurable.len()),
                     if skipped.is_empty() {
                         String::new()
                     } else {

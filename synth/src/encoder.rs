@@ -343,6 +343,8 @@ struct PairMargin {
     /// The group of each of `b`'s slots.
     group_of: Vec<usize>,
     target: Vec<f64>,
+    /// The noise σ, in rows, of the counts `target` was made from.
+    sigma: f64,
     /// Picked by [`Encoder::select_pairs`] rather than declared (`--target`): raking uses
     /// it only where it helps (see [`Encoder::calibrate`]).
     optional: bool,
@@ -737,35 +739,20 @@ impl Encoder {
         rows: usize,
         release: &mut dyn Release,
     ) -> Result<Option<Vec<String>>> {
-        let Some(a) = self
-            .column_index(target)
-            .filter(|&a| !self.columns[a].is_id())
-        else {
+        let sigma = release.noise().sigma;
+        let Some((a, groups_a, planned)) = self.pair_plans(target, with, rows, sigma) else {
             return Ok(None);
         };
-        let sigma = release.noise().sigma;
-        // The target's own groups, each split in two at least by the other column's.
         let onehot_a = self.columns[a].onehot;
-        let groups_a = self.pair_grouping(a, 2, sigma, rows as f64);
         let shares_a = self.group_shares(a, &groups_a);
         let mut measured = Vec::new();
-        for name in with {
-            let Some(b) = self.column_index(name).filter(|&b| b != a) else {
-                continue;
-            };
-            let col = &self.columns[b];
-            if col.is_id() {
-                continue;
-            }
-            let groups_b = self.pair_grouping(b, groups_a.held, sigma, rows as f64);
+        for (name, b, groups_b) in planned {
             let (width_a, width_b) = (groups_a.width, groups_b.width);
-            if groups_a.held < 2 || groups_b.held < 2 || width_a * width_b > MAX_PAIR_CELLS {
-                continue;
-            }
+            let onehot_b = self.columns[b].onehot;
             let mut counts = vec![0.0; width_a * width_b];
             for r in 0..data.rows() {
                 let sa = groups_a.of[data.hot(r, a) - onehot_a];
-                let sb = groups_b.of[data.hot(r, b) - col.onehot];
+                let sb = groups_b.of[data.hot(r, b) - onehot_b];
                 counts[sa * width_b + sb] += 1.0;
             }
             let counts = release.counts(counts)?;
@@ -782,11 +769,65 @@ impl Encoder {
                 width_b,
                 group_of: groups_b.of,
                 target,
+                sigma,
                 optional: false,
             });
             measured.push(name.clone());
         }
         Ok(Some(measured))
+    }
+
+    /// The names in `with` whose two-way margin with `target` [`Encoder::measure_pairs`]
+    /// would measure at noise `sigma` (`rows` the table's noisy row count): the rest are
+    /// skipped for their groups or cells. Reads the released frequencies only, never the
+    /// rows, so it is free; `None` where `target` is no column of the model or an
+    /// identifier's.
+    pub fn measurable_pairs(
+        &self,
+        target: &str,
+        with: &[String],
+        rows: usize,
+        sigma: f64,
+    ) -> Option<Vec<String>> {
+        let (_, _, planned) = self.pair_plans(target, with, rows, sigma)?;
+        Some(
+            planned
+                .into_iter()
+                .map(|(name, _, _)| name.clone())
+                .collect(),
+        )
+    }
+
+    /// The target's column and groups, and per measurable name of `with` its column and
+    /// groups (see [`Encoder::measure_pairs`]): the target's own groups, each split in two
+    /// at least by the other column's.
+    #[allow(clippy::type_complexity)]
+    fn pair_plans<'n>(
+        &self,
+        target: &str,
+        with: &'n [String],
+        rows: usize,
+        sigma: f64,
+    ) -> Option<(usize, Grouping, Vec<(&'n String, usize, Grouping)>)> {
+        let a = self
+            .column_index(target)
+            .filter(|&a| !self.columns[a].is_id())?;
+        let groups_a = self.pair_grouping(a, 2, sigma, rows as f64);
+        let planned = with
+            .iter()
+            .filter_map(|name| {
+                let b = self.column_index(name).filter(|&b| b != a)?;
+                if self.columns[b].is_id() {
+                    return None;
+                }
+                let groups_b = self.pair_grouping(b, groups_a.held, sigma, rows as f64);
+                (groups_a.held >= 2
+                    && groups_b.held >= 2
+                    && groups_a.width * groups_b.width <= MAX_PAIR_CELLS)
+                    .then_some((name, b, groups_b))
+            })
+            .collect();
+        Some((a, groups_a, planned))
     }
 
     /// Marks the two-way margins measured so far as picked (see [`Encoder::select_pairs`]):
@@ -1183,7 +1224,7 @@ impl Encoder {
             _ => {
                 let informative: Vec<usize> = (0..self.pairs.len())
                     .filter(|&k| self.pairs[k].optional)
-                    .filter(|&k| pair_informative(&margin_of(k), self.target_noise.unwrap_or(0.0)))
+                    .filter(|&k| pair_informative(&margin_of(k), self.pairs[k].sigma))
                     .collect();
                 let whole = |k: usize| (k, 1.0, self.pairs[k].target.clone());
                 let mut set: Vec<_> = informative.iter().map(|&k| whole(k)).collect();
@@ -1595,6 +1636,39 @@ mod tests {
             columns,
         };
         (Schema::from_toml(&toml).unwrap(), table)
+    }
+
+    /// The margins [`Encoder::measurable_pairs`] names are the ones
+    /// [`Encoder::measure_pairs`] measures at the same noise (the run shares the budget of
+    /// the others among them): all where the rows hold two groups a side at the noise, none
+    /// where they cannot, never a name that is not a column.
+    #[test]
+    fn the_measurable_margins_are_the_measured_ones() {
+        let (schema, table) =
+            categorical_table(&["y", "x", "z"], 4, 2000, |r, c| (r / (c + 1)) % 4);
+        let names: Vec<String> = ["x", "z", "w"].map(String::from).to_vec();
+        for sigma in [0.0, 10.0, 400.0] {
+            let mut encoder = Encoder::new(&schema, &table).unwrap();
+            let data = encoder.encode_rows(&table).unwrap();
+            let measurable = encoder.measurable_pairs("y", &names, 2000, sigma).unwrap();
+            let mut rng = SecureRng::from_seed(1);
+            let noise = crate::stats::Noise {
+                sigma,
+                ..crate::stats::Noise::exact()
+            };
+            let mut release = crate::stats::LocalRelease::new(noise, &mut rng);
+            let measured = encoder
+                .measure_pairs(&data, "y", &names, 2000, &mut release)
+                .unwrap()
+                .unwrap();
+            assert_eq!(measurable, measured, "σ = {sigma}");
+            if sigma < 100.0 {
+                assert_eq!(measured, ["x", "z"], "σ = {sigma}");
+            } else {
+                assert!(measured.is_empty(), "σ = {sigma}: {measured:?}");
+            }
+            assert!(encoder.measurable_pairs("w", &names, 2000, sigma).is_none());
+        }
     }
 
     /// Without a target, the picks take the linked pair first, in every draw of the noise,

@@ -90,6 +90,24 @@ pub fn selection_epsilon(sigma: f64) -> f64 {
     0.5 / sigma
 }
 
+/// The noise σ′ at which `measured` two-way margins are released when the plan charged
+/// `planned` of them at noise `sigma` (see [`Plan::pairs`]): σ·√(measured / planned). A
+/// row is one cell of each margin, so the margins released together are one Gaussian
+/// mechanism of L2 sensitivity √k at noise σ′ for k of them, μ = √k/σ′ in Gaussian DP;
+/// at σ′ = σ·√(k/planned) that is √planned/σ, the very μ of the charged releases, whatever
+/// k is. k depends only on earlier releases (the picks, the released frequencies that
+/// group the margins), and the mechanism's guarantee does not depend on it, so adaptive
+/// composition holds as for the charged events. The budget of margins the run cannot
+/// measure (a side that holds one group of rows at this noise, too many cells, a tree's
+/// picks that stopped early) thus goes to the ones it measures instead of being lost.
+/// Never more noise than `sigma`; `sigma` itself where nothing is measured.
+pub fn concentrated_sigma(sigma: f64, planned: u64, measured: usize) -> f64 {
+    if measured == 0 || measured as u64 >= planned {
+        return sigma;
+    }
+    sigma * (measured as f64 / planned as f64).sqrt()
+}
+
 /// The most two-way margins a run without a target picks and measures (see
 /// [`crate::encoder::Encoder::select_pairs`]) when `columns` columns take part: a spanning
 /// tree, `columns − 1`, where the table's one-way statistics leave room for it; at most so
@@ -2700,6 +2718,36 @@ mod tests {
     /// Without a target, the picks of a tree's margins are charged as ε₀-DP releases beside
     /// the margins, the whole plan composes to the preprocessing ε, and a tree takes at
     /// most a fifth of the statistics' budget.
+    /// Margins measured at [`concentrated_sigma`] cost what the plan charged for all it
+    /// planned: the same Gaussian (k/σ′² = planned/σ², so the same ε under every
+    /// accountant), never more noise than planned, and the planned σ where none or all are
+    /// measured.
+    #[test]
+    fn margins_measured_at_the_planned_budget_cost_what_was_charged() {
+        let delta = Delta::new(1e-6).unwrap();
+        for (sigma, planned, k) in [(50.9, 85u64, 55usize), (22.8, 51, 7), (30.0, 20, 1)] {
+            let s = concentrated_sigma(sigma, planned, k);
+            assert!(s < sigma, "{s} of {sigma}");
+            let mu2 = |sd: f64, n: f64| n / (sd * sd);
+            assert!((mu2(s, k as f64) / mu2(sigma, planned as f64) - 1.0).abs() < 1e-12);
+            for accountant in [AccountantKind::Pld, AccountantKind::Rdp] {
+                let charged = accountant
+                    .epsilon(&[DpEvent::gaussian(1.0, sigma, planned).unwrap()], delta)
+                    .unwrap();
+                let used = accountant
+                    .epsilon(&[DpEvent::gaussian(1.0, s, k as u64).unwrap()], delta)
+                    .unwrap();
+                assert!(
+                    (used / charged - 1.0).abs() < 1e-3,
+                    "{accountant:?}: {used} against {charged} charged"
+                );
+            }
+        }
+        assert_eq!(concentrated_sigma(50.9, 85, 0), 50.9);
+        assert_eq!(concentrated_sigma(50.9, 85, 85), 50.9);
+        assert_eq!(concentrated_sigma(50.9, 0, 3), 50.9);
+    }
+
     #[test]
     fn picked_margins_are_charged_with_their_picks_and_capped_by_the_statistics() {
         let stats = Plan {
