@@ -959,6 +959,16 @@ const INT_SUB: usize = 16;
 /// (measured on flights); at 10⁻⁵ the threshold rises from about 4.9σ to 5.7σ.
 const SPURIOUS: f64 = 1e-5;
 
+/// How many σ a whole octave beside an integer column's range must hold for the range to
+/// grow through it (see [`read_support`]). A false step doubles the range, and a column
+/// whose values crowd inside one octave (seven years in 1024–2047) then loses the bin per
+/// integer that lets the second release find them (see [`fine_grid`]): its released range
+/// became 1936–2079 and its shares flat. At σ an empty octave passed one time in six; at 2σ
+/// one time in 44 per side, and Wage's `year` took 512–2047 in 4 of 65 runs at ε = 3 (its
+/// output then also missed `maritl`'s share by 0.12–0.14, the tree's picks all drawn to
+/// `year`); at 3σ one time in 740.
+const OCTAVE_NEIGHBOUR_Z: f64 = 3.0;
+
 /// The strong threshold of a noisy histogram of `buckets` buckets: an empty bucket clears it
 /// with probability at most `SPURIOUS / buckets`, so the whole histogram with `SPURIOUS`.
 fn strong_threshold(sigma: f64, buckets: usize) -> f64 {
@@ -1555,15 +1565,13 @@ fn read_support(
     let zero_mass = zero_count > strong.max(0.5);
     let skip = (!integer).then_some(zero);
     // An integer column's octaves read whole (a small table's, see [`octave_parts`]) grow the
-    // range through a neighbour only above 2σ, as the octave view below does: an empty
-    // octave passes σ one time in six, and seven years in 1024-2047 then took 1024-4095
-    // (or 512-2047) in a quarter of the runs, too wide a range for the second release to
-    // find them in. Exact buckets and parts of octaves grow at σ.
+    // range through a neighbour only above [`OCTAVE_NEIGHBOUR_Z`]σ, as the octave view below
+    // does. Exact buckets and parts of octaves grow at σ.
     let exact = support.side()..support.side() + support.middle();
     let whole_octaves = integer && support.parts() == 1;
     let weak_at = |i: usize| {
         if whole_octaves && !exact.contains(&i) {
-            2.0 * weak
+            OCTAVE_NEIGHBOUR_Z * weak
         } else {
             weak
         }
@@ -1618,12 +1626,12 @@ fn read_support(
         (cells, merged)
     });
     if let Some((cells, merged)) = &octaves {
-        // Weak neighbours at 2σ here: an empty octave passes σ one time in six, and would
-        // stretch the range over a whole octave.
+        // Weak neighbours at [`OCTAVE_NEIGHBOUR_Z`]σ here too: a whole octave of noise
+        // would stretch the range over an octave.
         let coarse_view = hull(
             &merged,
             strong_threshold(sigma, cells.len()),
-            2.0 * weak,
+            OCTAVE_NEIGHBOUR_Z * weak,
             None,
         )
         .map(|(a, b, c)| (cells[a].0, cells[b].1, c));
@@ -3131,6 +3139,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An empty octave beside the years' rarely draws the range across it: at σ = 30 on
+    /// 3,000 rows (the CLI test's Wage at ε = 3) the neighbour test at 2σ took 512-2047 (or
+    /// 1024-4095) in about one run in 22, and the years' shares went flat; at
+    /// [`OCTAVE_NEIGHBOUR_Z`]σ about one in 370 (200 seeds: 0.5 expected, 9 before).
+    #[test]
+    fn an_empty_octave_beside_the_years_seldom_widens_their_range() {
+        assert_eq!(octave_parts(30.0, Some(3_000)), 1);
+        let values: Vec<f64> = (0..3_000).map(|i| f64::from(2003 + i % 7)).collect();
+        let widened: Vec<u64> = (0..200)
+            .filter(|&seed| {
+                let spec = complete_counted(values.clone(), 30.0, seed);
+                let inside: f64 = (2003..=2009)
+                    .map(|y| share_at_value(&spec, f64::from(y)))
+                    .sum();
+                inside < 0.9
+            })
+            .collect();
+        assert!(widened.len() <= 2, "{widened:?}");
     }
 
     /// The share of the rows at one integer value: its bin's share spread evenly over the
