@@ -21,9 +21,8 @@ use fedsynth_synth::report::{Charge, Epoch, RunPrivacy, RunRecord};
 use fedsynth_synth::sample::Generator;
 use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
 use fedsynth_synth::stats::{
-    LocalRelease, Noise, Plan, complete_schema_inferring, concentrated_sigma, distinct_columns,
-    distinct_noise, kind_noise, mark_wide, open_untyped, private_kinds, private_open_kinds,
-    release_distinct, untyped_columns,
+    LocalRelease, Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise,
+    mark_wide, open_untyped, private_kinds, private_open_kinds, release_distinct, untyped_columns,
 };
 use fedsynth_synth::table::{
     Format, declared_temporal, output_temporal, read_raw, table_bytes_typed,
@@ -87,7 +86,7 @@ fn output_format(out: &Path, encrypted: bool) -> Result<Format> {
 }
 
 /// What the run's output says of two-way margins measured at the budget of more planned
-/// ones (see [`concentrated_sigma`]).
+/// ones (see [`fedsynth_synth::stats::concentrated_sigma`]).
 fn budget_of(planned: u64, measured: usize) -> String {
     if measured > 0 && (measured as u64) < planned {
         format!(", the budget of the {planned} planned")
@@ -595,14 +594,11 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             &mut private,
         );
         // The picks that stopped early leave budget: the picked margins share all of it.
-        let sigma = concentrated_sigma(privacy.preprocess.sigma, stats_plan.pairs, picked.len());
-        let mut release = LocalRelease::new(
-            Noise {
-                sigma,
-                ..privacy.preprocess
-            },
-            &mut private,
-        );
+        let noise = privacy
+            .preprocess
+            .for_margins(stats_plan.pairs, picked.len());
+        let sigma = noise.sigma;
+        let mut release = LocalRelease::new(noise, &mut private);
         let mut measured = Vec::new();
         for (a, b) in &picked {
             if let Some(m) =
@@ -631,18 +627,14 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         // The margins go through the same release as every other histogram of the run, the
         // budget of those that cannot be measured (seen from the released frequencies)
         // shared by the rest.
-        let sigma = privacy.preprocess.sigma;
         let measurable = encoder
-            .measurable_pairs(t, &pair_with, rows, sigma)
+            .measurable_pairs(t, &pair_with, rows, privacy.preprocess.sigma)
             .unwrap_or_default();
-        let sigma = concentrated_sigma(sigma, stats_plan.pairs, measurable.len());
-        let mut release = LocalRelease::new(
-            Noise {
-                sigma,
-                ..privacy.preprocess
-            },
-            &mut private,
-        );
+        let noise = privacy
+            .preprocess
+            .for_margins(stats_plan.pairs, measurable.len());
+        let sigma = noise.sigma;
+        let mut release = LocalRelease::new(noise, &mut private);
         match encoder.measure_pairs(&data, t, &measurable, rows, &mut release)? {
             // A datetime or an identifier is no label: its share of the plan stays
             // charged, unused.

@@ -221,42 +221,38 @@ const CALIBRATION_TOLERANCE: f64 = 1e-4;
 /// evaluated, as bisection's did.
 fn narrow(
     mut lo: f64,
-    mut f_lo: f64,
+    f_lo: f64,
     mut hi: f64,
-    mut f_hi: f64,
+    f_hi: f64,
     f: &dyn Fn(f64) -> Result<f64>,
 ) -> Result<f64> {
-    // Which end the last probe replaced: -1 lo, 1 hi, 0 none yet.
-    let mut last = 0;
+    // The ends' values as regula falsi weighs them (halved by the Illinois rule), and which
+    // end the last probe replaced (`Some(true)`: hi).
     let (mut w_lo, mut w_hi) = (f_lo, f_hi);
+    let mut last_hi = None;
     while (hi - lo) / hi > CALIBRATION_TOLERANCE {
         let margin = 0.5 * CALIBRATION_TOLERANCE * hi;
-        let estimate = if w_lo > w_hi && (w_lo - w_hi).is_finite() {
-            hi - w_hi * (hi - lo) / (w_hi - w_lo)
-        } else {
-            0.5 * (lo + hi)
-        };
-        let x = if estimate.is_finite() {
-            estimate.clamp(lo + margin, hi - margin)
+        let secant = hi - w_hi * (hi - lo) / (w_hi - w_lo);
+        let x = if secant.is_finite() && (w_lo - w_hi).is_finite() {
+            secant.clamp(lo + margin, hi - margin)
         } else {
             0.5 * (lo + hi)
         };
         let fx = f(x)?;
-        if fx <= 0.0 {
-            (hi, f_hi, w_hi) = (x, fx, fx);
-            if last == 1 {
-                w_lo *= 0.5;
-            }
-            last = 1;
+        let met = fx <= 0.0;
+        if met {
+            (hi, w_hi) = (x, fx);
         } else {
-            (lo, f_lo, w_lo) = (x, fx, fx);
-            if last == -1 {
-                w_hi *= 0.5;
-            }
-            last = -1;
+            (lo, w_lo) = (x, fx);
         }
+        match (last_hi, met) {
+            (Some(true), true) => w_lo *= 0.5,
+            (Some(false), false) => w_hi *= 0.5,
+            _ => {}
+        }
+        last_hi = Some(met);
     }
-    debug_assert!(f_hi <= 0.0 && f_lo > 0.0);
+    debug_assert!(w_hi <= 0.0 && w_lo > 0.0);
     Ok(hi)
 }
 

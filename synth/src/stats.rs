@@ -250,6 +250,15 @@ impl Noise {
         }
     }
 
+    /// These settings with the two-way margins' noise of `measured` margins where the plan
+    /// charged `planned` ([`concentrated_sigma`]).
+    pub fn for_margins(&self, planned: u64, measured: usize) -> Self {
+        Self {
+            sigma: concentrated_sigma(self.sigma, planned, measured),
+            ..*self
+        }
+    }
+
     /// Numeric noise `sigma`, category noise `sigma / √weight`.
     fn weighted(sigma: f64, threshold_delta: f64, weight: f64) -> Self {
         Self {
@@ -3144,7 +3153,7 @@ mod tests {
     /// An empty octave beside the years' rarely draws the range across it: at σ = 30 on
     /// 3,000 rows (the CLI test's Wage at ε = 3) the neighbour test at 2σ took 512-2047 (or
     /// 1024-4095) in about one run in 22, and the years' shares went flat; at
-    /// [`OCTAVE_NEIGHBOUR_Z`]σ about one in 370 (200 seeds: 0.5 expected, 9 before).
+    /// [`OCTAVE_NEIGHBOUR_Z`]σ about one in 370 (these 200 seeds: 0.5 expected; 6 at 2σ).
     #[test]
     fn an_empty_octave_beside_the_years_seldom_widens_their_range() {
         assert_eq!(octave_parts(30.0, Some(3_000)), 1);
