@@ -325,38 +325,44 @@ fn held_by(rows: &[u32], slots: usize, w: &[f64]) -> Vec<f64> {
 /// counts at zero adds up to its mean again; three means stand above both at ten cells.
 pub const BEYOND: f64 = 3.0;
 
-/// Whether some margin's shares under `weights` stand farther from its target shares (total
-/// variation over the slots raking aims at with weights up to `max_weight`) than the noise
-/// of the target's counts explains: more than [`BEYOND`] times
-/// the mean the noise gives, Gaussian noise of σ = `sigma` rows on each of its k aimed cells
-/// moving the shares by 0.4·k·σ / total (E|N(0, σ)| = σ·√(2/π), halved). Margins whose
-/// counts carry more noise than signal are met as well as they can be; chasing them
-/// further fits their noise.
+/// Whether some margin's shares under `weights` stand farther from its target shares than
+/// the noise of the target's counts explains: [`excess_gap`] above 0 for one of them.
+/// Margins whose counts carry more noise than signal are met as well as they can be;
+/// chasing them further fits their noise.
 pub fn beyond_noise(margins: &[Margin<'_>], weights: &[f64], max_weight: f64, sigma: f64) -> bool {
-    margins.iter().any(|m| {
-        let current = m.held(|r| weights[r]);
-        let proposed = m.held(|_| 1.0);
-        if !(proposed.iter().sum::<f64>() > 0.0) || !(m.target_total() > 0.0) {
-            return false;
-        }
-        // The slots raking aims at: a target that no weight within the cap reaches (a column
-        // whose noisy bins put mass where the model never goes) is no reason for more
-        // proposals.
-        let reachable = m.reachable(&proposed, max_weight);
-        let aimed: Vec<usize> = (0..m.target.len()).filter(|&s| reachable[s]).collect();
-        let now: f64 = aimed.iter().map(|&s| current[s]).sum();
-        let want: f64 = aimed.iter().map(|&s| m.target[s]).sum();
-        if !(now > 0.0) || !(want > 0.0) {
-            return false;
-        }
-        let gap: f64 = aimed
-            .iter()
-            .map(|&s| (current[s] / now - m.target[s] / want).abs())
-            .sum::<f64>()
-            / 2.0;
-        let noise = MEAN_ABS_NORMAL / 2.0 * aimed.len() as f64 * sigma / want;
-        gap > BEYOND * noise
-    })
+    margins
+        .iter()
+        .any(|m| excess_gap(m, weights, max_weight, sigma) > 0.0)
+}
+
+/// How far margin `m`'s shares under `weights` stand from its target shares (total
+/// variation over the slots raking aims at with weights up to `max_weight`) beyond
+/// [`BEYOND`] times the mean the noise of its counts gives: Gaussian noise of σ = `sigma`
+/// rows on each of its k aimed cells moves the shares by 0.4·k·σ / total (E|N(0, σ)| =
+/// σ·√(2/π), halved). Negative where the gap is within that; 0 for an empty margin.
+pub fn excess_gap(m: &Margin<'_>, weights: &[f64], max_weight: f64, sigma: f64) -> f64 {
+    let current = m.held(|r| weights[r]);
+    let proposed = m.held(|_| 1.0);
+    if !(proposed.iter().sum::<f64>() > 0.0) || !(m.target_total() > 0.0) {
+        return 0.0;
+    }
+    // The slots raking aims at: a target that no weight within the cap reaches (a column
+    // whose noisy bins put mass where the model never goes) is no reason for more
+    // proposals.
+    let reachable = m.reachable(&proposed, max_weight);
+    let aimed: Vec<usize> = (0..m.target.len()).filter(|&s| reachable[s]).collect();
+    let now: f64 = aimed.iter().map(|&s| current[s]).sum();
+    let want: f64 = aimed.iter().map(|&s| m.target[s]).sum();
+    if !(now > 0.0) || !(want > 0.0) {
+        return 0.0;
+    }
+    let gap: f64 = aimed
+        .iter()
+        .map(|&s| (current[s] / now - m.target[s] / want).abs())
+        .sum::<f64>()
+        / 2.0;
+    let noise = MEAN_ABS_NORMAL / 2.0 * aimed.len() as f64 * sigma / want;
+    gap - BEYOND * noise
 }
 
 /// Systematic resampling: `n` distinct indices (whenever at least `n` weights are positive)
@@ -399,6 +405,74 @@ pub fn resample(weights: &[f64], n: usize, rng: &mut SecureRng) -> Vec<usize> {
     while out.len() < n {
         out.push(weights.len() - 1);
     }
+    out
+}
+
+/// [`resample`] within strata: `n` distinct indices (whenever each stratum holds enough rows
+/// of positive weight), stratum `g` (`strata[i]` of row i) given its share of them
+/// (`shares[g]`, any scale; the largest remainders get the rows rounding leaves) and its rows
+/// drawn by their `weights`, in increasing order. A stratum with fewer rows of positive
+/// weight than its share gives them all and the rest go to the others in proportion to
+/// their shares. Raking to a declared target's two-way margins may leave its rare class's
+/// weight on the few rows that fit them all (a 6% class at 1.1% of the weight on caravan at
+/// ε = 3); drawn within strata, the class keeps its one-way release's share, and the rows
+/// that fit the margins come first within it.
+pub fn resample_within(
+    weights: &[f64],
+    strata: &[usize],
+    shares: &[f64],
+    n: usize,
+    rng: &mut SecureRng,
+) -> Vec<usize> {
+    let k = shares.len();
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for (i, (&g, &w)) in strata.iter().zip(weights).enumerate() {
+        if g < k && w > 0.0 {
+            members[g].push(i);
+        }
+    }
+    // Rows per stratum: proportional to the shares of the strata with room, the largest
+    // remainders rounded up, each capped at its rows; what a cap leaves goes round again.
+    let mut take = vec![0usize; k];
+    let mut open: Vec<usize> = (0..k)
+        .filter(|&g| shares[g].is_finite() && shares[g] > 0.0 && !members[g].is_empty())
+        .collect();
+    let mut left = n.min(open.iter().map(|&g| members[g].len()).sum());
+    while left > 0 && !open.is_empty() {
+        let total: f64 = open.iter().map(|&g| shares[g]).sum();
+        let exact: Vec<f64> = open
+            .iter()
+            .map(|&g| left as f64 * shares[g] / total)
+            .collect();
+        let mut given: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+        let mut order: Vec<usize> = (0..open.len()).collect();
+        order.sort_by(|&a, &b| {
+            (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor()))
+        });
+        // The fractional parts sum to fewer than the strata: one more row each for the
+        // largest.
+        let spare = left - given.iter().sum::<usize>();
+        for &j in order.iter().take(spare) {
+            given[j] += 1;
+        }
+        for (j, &g) in open.iter().enumerate() {
+            let room = members[g].len() - take[g];
+            let t = given[j].min(room);
+            take[g] += t;
+            left -= t;
+        }
+        open.retain(|&g| take[g] < members[g].len());
+    }
+    let mut out = Vec::with_capacity(n);
+    for g in 0..k {
+        let w: Vec<f64> = members[g].iter().map(|&i| weights[i]).collect();
+        out.extend(
+            resample(&w, take[g], rng)
+                .into_iter()
+                .map(|j| members[g][j]),
+        );
+    }
+    out.sort_unstable();
     out
 }
 
@@ -549,6 +623,44 @@ mod tests {
         ] {
             assert!((g - want).abs() < 0.015, "{got:?}");
         }
+    }
+
+    /// Each stratum gets its share of the rows kept, drawn by weight within it: a stratum
+    /// whose weight sits on three rows still gives its share (the three first), one with
+    /// too few rows gives them all and the rest go to the others, never a row twice.
+    #[test]
+    fn resampling_within_strata_keeps_their_shares() {
+        let mut rng = SecureRng::from_seed(8);
+        // 1,000 rows: stratum 1 holds every tenth, three of them heavy, the rest at the
+        // floor; stratum 0 the others; stratum 2 two rows.
+        let rows = 1000;
+        let mut strata: Vec<usize> = (0..rows).map(|r| usize::from(r % 10 == 0)).collect();
+        strata[1] = 2;
+        strata[2] = 2;
+        let weights: Vec<f64> = (0..rows)
+            .map(|r| match r {
+                0 | 10 | 20 => 5.0,
+                _ if r % 10 == 0 => MIN_WEIGHT,
+                _ => 1.0,
+            })
+            .collect();
+        let keep = resample_within(&weights, &strata, &[0.8, 0.15, 0.05], 200, &mut rng);
+        assert_eq!(keep.len(), 200);
+        assert!(keep.windows(2).all(|p| p[0] < p[1]), "a row was kept twice");
+        let count = |g: usize| keep.iter().filter(|&&i| strata[i] == g).count();
+        // 160 : 30 : 10 asked; stratum 2 gives both its rows, and the 8 left go 7 : 1
+        // (6.7 : 1.3, the larger remainder rounded up).
+        assert_eq!(count(2), 2);
+        assert_eq!(count(1), 31, "{keep:?}");
+        assert_eq!(count(0), 167);
+        for heavy in [0, 10, 20] {
+            assert!(keep.contains(&heavy));
+        }
+        // A share of 0, or a stratum past the shares, takes no row.
+        let keep = resample_within(&weights, &strata, &[1.0, 0.0], 100, &mut rng);
+        assert!(keep.iter().all(|&i| strata[i] == 0));
+        assert_eq!(keep.len(), 100);
+        assert!(resample_within(&weights, &strata, &[], 10, &mut rng).is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use fedsynth_privacy::rng::SecureRng;
 
 use crate::calibrate::{
-    Margin, beyond_noise, effective_rows, pair_informative, raking_weights, tempered,
+    Margin, beyond_noise, effective_rows, excess_gap, pair_informative, raking_weights, tempered,
 };
 use crate::datetime;
 use crate::error::{Result, SynthError};
@@ -255,6 +255,9 @@ pub struct KeptMargins {
     decided: Option<(f64, Vec<KeptPart>)>,
     /// Informative picked margins that did not fit whole and were tried in part.
     short: usize,
+    /// How far raking left a declared target's shares beyond their noise before they were
+    /// restored ([`crate::calibrate::excess_gap`], total variation; 0 where within it).
+    lost: f64,
 }
 
 impl KeptMargins {
@@ -264,6 +267,15 @@ impl KeptMargins {
     /// proposals may let more of them in (see [`crate::sample`]).
     pub fn short(&self) -> usize {
         self.short
+    }
+
+    /// How far the last calibration's raking left a declared target's class shares (total
+    /// variation beyond what their noise explains; 0 where within it) before
+    /// [`crate::calibrate::restore_shares`] gave them back: the rows that fit the target's
+    /// two-way margins were too few for its classes' shares, and more proposals hold more
+    /// of them (see [`crate::sample`]).
+    pub fn lost(&self) -> f64 {
+        self.lost
     }
 
     /// How much of the picked margins is raked to: the sum of the parts kept.
@@ -1153,6 +1165,16 @@ impl Encoder {
                 Some((rows.iter().map(|r| r[c].slot).collect(), target))
             })
             .collect();
+        // The declared targets' columns, by their index among the one-way margins.
+        let measured_against: Vec<usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, col)| col.target.is_some())
+            .enumerate()
+            .filter(|(_, (c, _))| self.declared_targets().contains(c))
+            .map(|(i, _)| i)
+            .collect();
         let pair_slots: Vec<Vec<usize>> = self
             .pairs
             .iter()
@@ -1282,12 +1304,76 @@ impl Encoder {
                 weights
             }
         };
+        // Raking to a declared target's two-way margins may leave its classes' weight on
+        // the few rows that fit them all (see [`Encoder::strata`]): how far it left them,
+        // for the sampler (more proposals hold more such rows).
+        let sigma = self.target_noise.unwrap_or(0.0);
+        kept.lost = measured_against
+            .iter()
+            .map(|&i| excess_gap(&one_way[i], &weights, max_weight, sigma))
+            .fold(0.0, f64::max);
         // One-way margins only: a two-way target carries a prior of σ per cell on purpose
         // (see [`crate::calibrate::pair_shares`]), a gap that no pool closes.
         let beyond = self.target_noise.is_some_and(|sigma| {
             beyond_noise(&one_way[..slots.len()], &weights, max_weight, sigma)
         });
         (weights, beyond)
+    }
+
+    /// The columns whose two-way margins calibration always rakes to (a declared target's,
+    /// see [`Encoder::measure_pairs`]).
+    fn declared_targets(&self) -> Vec<usize> {
+        let mut targets: Vec<usize> = self
+            .pairs
+            .iter()
+            .filter(|p| !p.optional)
+            .map(|p| p.a)
+            .collect();
+        targets.dedup();
+        targets
+    }
+
+    /// The strata to keep calibrated `rows` (raked to `weights`) in: each slot of a declared
+    /// target's column that has a target share, given it, and one more stratum for the rows
+    /// in its other slots (its null slot without a count), given the share they hold under
+    /// `weights`; `None` without a declared target. Its two-way margins are raked to over its
+    /// classes' rows, and a rare class's weight may end on the few rows that fit them all;
+    /// [`crate::calibrate::resample_within`] them keeps each class's released share.
+    pub fn strata(&self, rows: &[Vec<Choice>], weights: &[f64]) -> Option<(Vec<usize>, Vec<f64>)> {
+        let c = *self.declared_targets().first()?;
+        let target = self.columns[c].target.as_deref()?;
+        let k = target.len();
+        let aimed = |s: usize| s < k && target[s].is_finite();
+        let strata: Vec<usize> = rows
+            .iter()
+            .map(|r| if aimed(r[c].slot) { r[c].slot } else { k })
+            .collect();
+        let all: f64 = weights.iter().sum();
+        let free: f64 = strata
+            .iter()
+            .zip(weights)
+            .filter(|(g, _)| **g == k)
+            .map(|(_, w)| w)
+            .sum();
+        let want: f64 = (0..k)
+            .filter(|&s| aimed(s))
+            .map(|s| target[s].max(0.0))
+            .sum();
+        if !(all > 0.0) || !(want > 0.0) {
+            return None;
+        }
+        let free = free / all;
+        let mut shares: Vec<f64> = (0..k)
+            .map(|s| {
+                if aimed(s) {
+                    target[s].max(0.0) / want * (1.0 - free)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        shares.push(free);
+        Some((strata, shares))
     }
 
     /// Encodes every row of `table` into a row-major `[rows, width]` matrix.
@@ -1572,6 +1658,107 @@ mod tests {
         assert!((yes - 0.3).abs() < 0.01, "weighted share of yes: {yes}");
         let yes_b = share(&|r| r[0].slot == 1 && r[1].slot == 1);
         assert!(yes_b / yes > 0.8, "share of b among yes: {}", yes_b / yes);
+    }
+
+    /// A declared target's rare class keeps its share when raked to many noisy two-way
+    /// margins: each margin's few cells of the class are mostly noise, raking to all of them
+    /// leaves the class's weight on the few proposals that fit them all (a 6% class at
+    /// 1-2% of the output), and resampling within the target's classes gives it back its
+    /// one-way share, with its link to the other columns.
+    #[test]
+    fn a_rare_target_class_keeps_its_share_under_many_noisy_margins() {
+        use rand::Rng;
+        let (rows, columns) = (4000, 30);
+        let mut toml = String::from(
+            "version = 1\n[[columns]]\nname = \"y\"\nkind = \"categorical\"\n\
+             nullable = false\ncategories = [\"no\", \"yes\"]\nfrequencies = [0.94, 0.06]\n",
+        );
+        for c in 0..columns {
+            toml.push_str(&format!(
+                "[[columns]]\nname = \"x{c}\"\nkind = \"categorical\"\nnullable = false\n\
+                 categories = [\"a\", \"b\"]\nfrequencies = [0.5, 0.5]\n"
+            ));
+        }
+        let schema = Schema::from_toml(&toml).unwrap();
+        // 6% "yes"; each x is "b" in 70% of the "yes" rows and 30% of the others.
+        let mut rng = SecureRng::from_seed(11);
+        let yes: Vec<bool> = (0..rows).map(|r| r % 50 < 3).collect();
+        let text = |v: &str| Some(v.to_string());
+        let mut data = vec![ColumnData::Text(
+            yes.iter()
+                .map(|&y| text(if y { "yes" } else { "no" }))
+                .collect(),
+        )];
+        for _ in 0..columns {
+            data.push(ColumnData::Text(
+                yes.iter()
+                    .map(|&y| {
+                        let p = if y { 0.7 } else { 0.3 };
+                        text(if rng.random::<f64>() < p { "b" } else { "a" })
+                    })
+                    .collect(),
+            ));
+        }
+        let names: Vec<String> = (0..columns).map(|c| format!("x{c}")).collect();
+        let table = Table {
+            names: std::iter::once("y".to_string())
+                .chain(names.clone())
+                .collect(),
+            columns: data,
+        };
+        let mut encoder = Encoder::new(&schema, &table).unwrap();
+        let encoded = encoder.encode_rows(&table).unwrap();
+        let noise = crate::stats::Noise {
+            sigma: 30.0,
+            ..crate::stats::Noise::exact()
+        };
+        let mut release = crate::stats::LocalRelease::new(noise, &mut rng);
+        let measured = encoder
+            .measure_pairs(&encoded, "y", &names, rows, &mut release)
+            .unwrap()
+            .unwrap();
+        assert_eq!(measured.len(), columns);
+        encoder.set_target_noise(30.0);
+        // Proposals of a model that learned the class's share but not its links.
+        let proposals: Vec<Vec<Choice>> = (0..5 * rows)
+            .map(|_| {
+                let y = usize::from(rng.random::<f64>() < 0.06);
+                std::iter::once(y)
+                    .chain((0..columns).map(|_| rng.random_range(0..2)))
+                    .map(|slot| Choice { slot, offset: 0.5 })
+                    .collect()
+            })
+            .collect();
+        let (weights, _) = encoder.calibrate(&proposals, 5.0);
+        let (strata, shares) = encoder.strata(&proposals, &weights).unwrap();
+        let keep = crate::calibrate::resample_within(&weights, &strata, &shares, rows, &mut rng);
+        assert_eq!(keep.len(), rows);
+        assert!(keep.windows(2).all(|p| p[0] < p[1]), "a row was kept twice");
+        let kept_yes: Vec<usize> = keep
+            .iter()
+            .copied()
+            .filter(|&i| proposals[i][0].slot == 1)
+            .collect();
+        let share = kept_yes.len() as f64 / rows as f64;
+        assert!((share - 0.06).abs() < 0.005, "share of yes: {share}");
+        // The link kept: "b" more often among the kept "yes" rows than among the others.
+        let b_share = |rows: &mut dyn Iterator<Item = usize>| {
+            let (mut b, mut all) = (0usize, 0usize);
+            for i in rows {
+                b += proposals[i][1..].iter().filter(|c| c.slot == 1).count();
+                all += columns;
+            }
+            b as f64 / all as f64
+        };
+        let among_yes = b_share(&mut kept_yes.iter().copied());
+        let among_no = b_share(&mut keep.iter().copied().filter(|&i| proposals[i][0].slot == 0));
+        assert!(
+            among_yes > among_no + 0.03,
+            "b among yes {among_yes}, among no {among_no}"
+        );
+        // Without a declared target there are no strata.
+        let plain = Encoder::new(&schema, &table).unwrap();
+        assert!(plain.strata(&proposals, &weights).is_none());
     }
 
     /// An encoder for `schema` and `table` with the two-way margin of `y` and `x` measured

@@ -8,7 +8,7 @@ use fedsynth_privacy::rng::SecureRng;
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use crate::calibrate::resample;
+use crate::calibrate::{resample, resample_within};
 use crate::encoder::{Choice, Encoder, KeptMargins, Span};
 use crate::error::{Result, SynthError};
 use crate::model::Tvae;
@@ -189,6 +189,14 @@ pub fn write_blocks(
 /// disagree bind the cap whatever the pool), the smaller pool is kept and the factor stays.
 /// Chasing targets that are mostly noise would fit the noise: caravan at ε = 1 (σ = 140 rows
 /// on 4,630, 171 margins) lost 0.34 → 0.39 of 3-way error when every binding cap grew.
+///
+/// With a declared target, the rows kept are drawn within its classes, each class given its
+/// released share ([`Encoder::strata`]): raking to its two-way margins leaves a rare class's
+/// weight on the few proposals that fit them all. While it leaves the class farther from its
+/// share than the noise explains, the proposals double too (same limits), as long as each
+/// doubling brings the raked shares closer: more proposals hold more rows that fit the
+/// margins, and fewer of the class's rows are drawn from the rest (caravan at ε = 3, a 6%
+/// `Purchase`: 1.2-1.8% of the rows before, 5.7-6.2% with the strata).
 fn for_each_block<E>(
     model: &dyn Generator,
     encoder: &Encoder,
@@ -218,7 +226,13 @@ fn for_each_block<E>(
             };
             loop {
                 let for_fit = beyond && held < 1.0;
-                if !grow || factor >= MAX_OVERSAMPLE || !(for_fit || short(&kept, n, factor)) {
+                // A declared target's classes left short by its two-way margins: more
+                // proposals hold more rows that fit them.
+                let for_class = kept.lost() > 0.0;
+                if !grow
+                    || factor >= MAX_OVERSAMPLE
+                    || !(for_fit || for_class || short(&kept, n, factor))
+                {
                     break;
                 }
                 let (before, pooled, decided) = (n, proposals.len(), kept.clone());
@@ -237,7 +251,10 @@ fn for_each_block<E>(
                 // fit asked for, or lets more of the picked margins in (the sum of the
                 // parts kept): a larger cap also raises the floor the margins must keep,
                 // and may let less of them in.
-                if !((for_fit && more_held > held) || kept.taken() > decided.taken()) {
+                if !((for_fit && more_held > held)
+                    || kept.taken() > decided.taken()
+                    || (for_class && kept.lost() < decided.lost()))
+                {
                     // The cap binds as much with twice the proposals (margins that conflict
                     // under their noise, not too few proposals), or the margins lost by it.
                     // Keep the smaller pool and what was decided for it.
@@ -250,7 +267,10 @@ fn for_each_block<E>(
                 }
                 (weights, held, beyond) = (more_weights, more_held, more_beyond);
             }
-            resample(&weights, n, rng)
+            match encoder.strata(&proposals, &weights) {
+                Some((strata, shares)) => resample_within(&weights, &strata, &shares, n, rng),
+                None => resample(&weights, n, rng),
+            }
         } else {
             (0..n).collect()
         };
