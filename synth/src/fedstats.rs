@@ -32,7 +32,10 @@
 //!   together (σ·√n).
 //! - **Distinct counts** (`id` columns' pseudonym pools): each holder's Gaussian count,
 //!   summed (values held by several holders count once per holder: the pool is an upper
-//!   bound).
+//!   bound). A column whose kind the holders decided and read as text releases one after
+//!   its discovery, charged with the open kind ([`crate::stats::Plan::for_schema`]): where
+//!   most of its rows hold values no holder released (the summed row count, null count and
+//!   union's counts, post-processing) it becomes an `id`, as on one table.
 //! - **Row count**: each holder's noisy row count (charged when it accepted the job), summed:
 //!   the job's output size when its spec gives none.
 
@@ -47,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, SynthError};
 use crate::schema::Schema;
 use crate::stats::{
-    Completed, Discovered, Noise, Release, TYPE_BUCKETS, complete_schema_with, kind_specs,
+    Completed, Discovered, Ids, Noise, Release, TYPE_BUCKETS, complete_schema_with, kind_specs,
     type_counts,
 };
 use crate::table::{RawTable, Table};
@@ -344,7 +347,16 @@ pub fn complete(
     if open.is_empty() {
         let table = raw.typed(&schema.kinds())?;
         return complete_typed(
-            &table, schema, noise, holders, noisy_rows, None, waves, memo, rng,
+            &table,
+            schema,
+            noise,
+            holders,
+            noisy_rows,
+            None,
+            &[],
+            waves,
+            memo,
+            rng,
         );
     }
     let mut parts = vec![Part::Sum {
@@ -387,6 +399,7 @@ pub fn complete(
         holders,
         noisy_rows,
         Some(rows),
+        &open.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         &waves[1..],
         memo,
         rng,
@@ -394,7 +407,8 @@ pub fn complete(
 }
 
 /// [`complete`] on a table typed by `schema`'s kinds; `rows` the summed row count when an
-/// earlier wave published it (else this holder's `noisy_rows` goes into the first wave).
+/// earlier wave published it (else this holder's `noisy_rows` goes into the first wave);
+/// `open` the columns whose kinds that wave decided (a text one may become an identifier).
 #[allow(clippy::too_many_arguments)]
 fn complete_typed(
     table: &Table,
@@ -403,6 +417,7 @@ fn complete_typed(
     holders: usize,
     noisy_rows: f64,
     rows: Option<f64>,
+    open: &[String],
     waves: &[Wave],
     memo: &mut Memo,
     rng: &mut SecureRng,
@@ -421,7 +436,10 @@ fn complete_typed(
             memo,
             rng,
         };
-        let result = complete_schema_with(table, schema, true, None, &mut replay);
+        // The open kinds' categorical columns may turn out identifiers, read against the
+        // summed row count (their distinct counts are charged with the open kinds).
+        let ids = Ids::Among(rows.map_or(0, |n| n.round() as usize), open);
+        let result = complete_schema_with(table, schema, true, None, ids, &mut replay);
         let mut parts = std::mem::take(&mut replay.parts);
         if k == 0 && !counted {
             parts.insert(
@@ -789,6 +807,12 @@ mod tests {
                 .collect();
             t.names.push("seen".into());
             t.columns.push(RawColumn::Cells(cells));
+            // And an identifier: 2,000 users per holder, each in two of its rows.
+            let users: Cells = (0..t.rows())
+                .map(|i| Some(format!("u{h}-{}", i / 2)))
+                .collect();
+            t.names.push("user".into());
+            t.columns.push(RawColumn::Cells(users));
         }
         let names: Vec<(String, ColumnKind)> = raw[0]
             .names
@@ -799,18 +823,25 @@ mod tests {
         assert_eq!(Schema::from_toml(&schema.to_toml()).unwrap(), schema);
         let names_only = "version = 1\n[[columns]]\nname = \"age\"\n[[columns]]\nname = \"flag\"\n\
                           [[columns]]\nname = \"amount\"\n[[columns]]\nname = \"kind\"\n\
-                          [[columns]]\nname = \"seen\"\n";
+                          [[columns]]\nname = \"seen\"\n[[columns]]\nname = \"user\"\n";
         assert_eq!(Schema::from_toml(names_only).unwrap(), schema);
-        // Charged as the type histogram and both readings of every column.
+        // Charged as the type histogram and both readings of every column (a categorical
+        // reading with its count of distinct values).
         let plan = Plan::for_schema(&schema);
-        assert_eq!((plan.releases, plan.discoveries), (15, 5));
+        assert_eq!((plan.releases, plan.discoveries, plan.distinct), (18, 6, 6));
         let noise = test_noise();
         let (schemas, rows, waves) = run(&raw, &schema, noise);
         let text = schemas[0].to_toml();
         assert!(schemas.iter().all(|s| s.to_toml() == text), "{text}");
-        assert!(waves <= 4, "{waves} waves");
+        assert!(waves <= 5, "{waves} waves");
         assert!((rows - 12_000.0).abs() < 1.0, "{rows}");
         let col = |name: &str| schemas[0].columns.iter().find(|c| c.name == name).unwrap();
+        // The identifier is read as one: its values are rare (none released), and its
+        // pseudonyms are drawn from the summed distinct counts (6,000 users).
+        let user = col("user");
+        assert_eq!(user.kind, ColumnKind::Id, "{text}");
+        let pool = user.pseudonyms.unwrap() as f64;
+        assert!((pool - 6000.0).abs() < 200.0, "{pool}");
         assert_eq!(col("age").kind, ColumnKind::Integer);
         assert_eq!(col("flag").kind, ColumnKind::Integer);
         assert_eq!(col("flag").edges.as_ref().unwrap(), &vec![-0.5, 0.5, 1.5]);

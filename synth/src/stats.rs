@@ -174,11 +174,13 @@ impl Plan {
                 }
                 // A kind left to a federated job's holders: its type histogram, then the
                 // statistics of either reading, numeric (support and bins) and categorical
-                // (a discovery), both charged since which one is released is not known
-                // when the plan is charged.
+                // (a discovery, and a count of distinct values in case most of them are
+                // rare: an identifier), both charged since which one is released is not
+                // known when the plan is charged.
                 ColumnKind::Auto => {
                     plan.releases += 3;
                     plan.discoveries += 1;
+                    plan.distinct += 1;
                 }
                 ColumnKind::Categorical | ColumnKind::Id => {
                     match (&c.categories, c.wide) {
@@ -2387,7 +2389,27 @@ pub fn complete_schema_inferring(
     rng: &mut SecureRng,
 ) -> Result<Completed> {
     let mut release = LocalRelease::new(noise.unwrap_or_else(Noise::exact), rng);
-    complete_schema_with(table, schema, noise.is_some(), rows, &mut release)
+    complete_schema_with(
+        table,
+        schema,
+        noise.is_some(),
+        rows,
+        Ids::Inferred,
+        &mut release,
+    )
+}
+
+/// Which categorical columns a completion may make identifiers (see
+/// [`complete_schema_inferring`]): each one it does releases a count of its distinct values,
+/// which the plan must have charged.
+#[derive(Debug, Clone, Copy)]
+pub enum Ids<'a> {
+    /// Every one, where the completion is given the table's noisy row count (a table whose
+    /// kinds were all inferred: [`Plan::for_inferred`]).
+    Inferred,
+    /// These only, read against this noisy row count: a federated job's columns whose kinds
+    /// the holders decided ([`Plan::for_schema`] charges their distinct counts).
+    Among(usize, &'a [String]),
 }
 
 /// [`complete_schema_inferring`] with the noisy counts from `release`; `private` says
@@ -2399,6 +2421,7 @@ pub fn complete_schema_with(
     schema: &Schema,
     private: bool,
     rows: Option<usize>,
+    ids: Ids<'_>,
     release: &mut dyn Release,
 ) -> Result<Completed> {
     let mut found = Found::default();
@@ -2430,7 +2453,14 @@ pub fn complete_schema_with(
             SynthError::Schema(format!("column '{}' is not in the input", spec.name))
         })?;
         release.begin(&spec.name);
-        match complete_column(spec, data, rows, numbers, release, &need, &mut found) {
+        let id_rows = match ids {
+            Ids::Inferred => rows,
+            Ids::Among(rows, names) => names.contains(&spec.name).then_some(rows),
+        };
+        let column = complete_column(
+            spec, data, rows, id_rows, numbers, release, &need, &mut found,
+        );
+        match column {
             Err(SynthError::Pending) => pending = true,
             done => done?,
         }
@@ -2493,10 +2523,12 @@ struct Found {
 
 /// Completes one column (see [`complete_schema_with`]), one of `numbers` whose kind (whole
 /// or not) the completion decides.
+#[allow(clippy::too_many_arguments)]
 fn complete_column(
     spec: &mut ColumnSpec,
     data: &ColumnData,
     rows: Option<usize>,
+    id_rows: Option<usize>,
     numbers: usize,
     release: &mut dyn Release,
     need: &dyn Fn(&str) -> Result<()>,
@@ -2531,7 +2563,7 @@ fn complete_column(
                     spec.nulls = count;
                     noisy_nulls = count.unwrap_or(0.0);
                 }
-                if let Some(rows) = rows
+                if let Some(rows) = id_rows
                     && spec.kind == ColumnKind::Categorical
                 {
                     let present = (rows as f64 - noisy_nulls.max(0.0)).max(1.0);

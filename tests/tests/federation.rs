@@ -692,8 +692,28 @@ fn three_holders_complete_a_partial_schema_from_their_dp_statistics() {
 fn three_holders_decide_the_kinds_of_a_names_only_schema_from_their_dp_type_counts() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::new();
+    // And a visit number, one per row (an identifier), named like every other column.
+    for (k, w) in WORKERS.iter().enumerate() {
+        let shard = c.path(&format!("{w}.csv"));
+        let text = std::fs::read_to_string(&shard).unwrap();
+        let lines: Vec<String> = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| match i {
+                0 => format!("{line},visit"),
+                _ => format!("{line},V{k}-{i:04}"),
+            })
+            .collect();
+        std::fs::write(&shard, lines.join("\n") + "\n").unwrap();
+    }
+    let names = std::fs::read_to_string(c.path("wage.names.schema.toml")).unwrap();
+    std::fs::write(
+        c.path("visits.names.schema.toml"),
+        format!("{names}\n[[columns]]\nname = \"visit\"\n"),
+    )
+    .unwrap();
     c.start_all();
-    let job = c.submit_partial_with("wage, names only", 2, "wage.names.schema.toml");
+    let job = c.submit_partial_with("wage, names only", 2, "visits.names.schema.toml");
     let done = c.wait(&job, 300, |s| s["state"] == "done");
     assert_eq!(done["round"], 2);
     let schema = c.ok(&["status", &job, "--schema"]);
@@ -711,15 +731,31 @@ fn three_holders_decide_the_kinds_of_a_names_only_schema_from_their_dp_type_coun
     assert_eq!(kind_of("wage"), "continuous", "{schema}");
     assert_eq!(kind_of("maritl"), "categorical", "{schema}");
     assert_eq!(kind_of("education"), "categorical", "{schema}");
+    // Every visit is rare: the holders read the column as an identifier.
+    assert_eq!(kind_of("visit"), "id", "{schema}");
     assert!(!schema.contains("auto"), "{schema}");
     c.assert_statistics_charged_once(&job);
     let out = c.fetch_decrypted(&job);
     let header = out.lines().next().unwrap();
     assert_eq!(
         header,
-        "year,age,maritl,race,education,region,jobclass,health,health_ins,logwage,wage"
+        "year,age,maritl,race,education,region,jobclass,health,health_ins,logwage,wage,visit"
     );
     assert!(out.contains("1. Never Married"), "categories are generated");
+    // No real visit number is written: pseudonyms only (or a null).
+    let visits: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    assert!(visits.iter().any(|v| v.starts_with("anon-")));
+    assert!(
+        visits
+            .iter()
+            .all(|v| v.is_empty() || v.starts_with("anon-")),
+        "{:?}",
+        &visits[..visits.len().min(5)]
+    );
 }
 
 #[test]
