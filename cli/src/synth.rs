@@ -663,6 +663,12 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                         )
                     }
                 );
+                if !measured.is_empty() {
+                    eprintln!(
+                        "target {t}: the rows kept are drawn within its classes, each at its \
+                         released share"
+                    );
+                }
             }
         }
     }

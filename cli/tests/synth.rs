@@ -1008,6 +1008,10 @@ fn a_small_tables_target_keeps_its_link_to_a_zero_inflated_amount() {
             err.contains("target works: the output is calibrated to its two-way margins"),
             "{err}"
         );
+        assert!(
+            err.contains("target works: the rows kept are drawn within its classes"),
+            "{err}"
+        );
         let t = read_table(&out).unwrap();
         let ColumnData::Text(works) = t.column("works").unwrap() else {
             panic!("works is not a text column")
