@@ -1333,13 +1333,24 @@ impl Encoder {
         targets
     }
 
-    /// The strata to keep calibrated `rows` (raked to `weights`) in: each slot of a declared
-    /// target's column that has a target share, given it, and one more stratum for the rows
-    /// in its other slots (its null slot without a count), given the share they hold under
-    /// `weights`; `None` without a declared target. Its two-way margins are raked to over its
-    /// classes' rows, and a rare class's weight may end on the few rows that fit them all;
-    /// [`crate::calibrate::resample_within`] them keeps each class's released share.
-    pub fn strata(&self, rows: &[Vec<Choice>], weights: &[f64]) -> Option<(Vec<usize>, Vec<f64>)> {
+    /// How to keep calibrated `rows` (raked to `weights`) with a declared target: the
+    /// strata (each slot of the target's column that has a target share, and one more for
+    /// the rows in its other slots, e.g. a null slot without a count), each stratum's share
+    /// (the released one-way shares; the last stratum the share its rows hold under
+    /// `weights`), and each row's weight within its stratum: for the target's classes, the
+    /// naive-Bayes weight of the target's two-way margins ([`Encoder::class_tilt`]), for
+    /// the last stratum its raking weight. `None` without a declared target.
+    ///
+    /// Raking to many noisy two-way margins of one column leaves a rare class's weight on
+    /// the few proposals that fit them all and loses the rest to the weight cap (caravan's
+    /// 6% `Purchase` at 1.2-1.8% of the rows); drawn within the classes each keeps its
+    /// released share, and within a class the rows whose other columns the released margins
+    /// make likeliest for it come first ([`crate::calibrate::resample_within`]).
+    pub fn strata(
+        &self,
+        rows: &[Vec<Choice>],
+        weights: &[f64],
+    ) -> Option<(Vec<usize>, Vec<f64>, Vec<f64>)> {
         let c = *self.declared_targets().first()?;
         let target = self.columns[c].target.as_deref()?;
         let k = target.len();
@@ -1373,7 +1384,57 @@ impl Encoder {
             })
             .collect();
         shares.push(free);
-        Some((strata, shares))
+        let tilt = self.class_tilt(rows);
+        let within: Vec<f64> = strata
+            .iter()
+            .zip(weights.iter().zip(&tilt))
+            .map(|(&g, (&w, &t))| if g == k { w } else { t })
+            .collect();
+        Some((strata, shares, within))
+    }
+
+    /// Per row, the naive-Bayes weight of its cells in the declared target's two-way
+    /// margins: over the margins, the product of the released share of the row's cell
+    /// within its target group over the proposals' share of it (the importance weight that
+    /// moves each of the proposals' class-conditional margins to the released one, as if
+    /// the other columns were independent given the class), scaled so that the largest is
+    /// 1 (none below 10⁻³⁰⁰). A cell the release leaves empty divides by 10¹². Reads
+    /// released shares and generated rows only. On caravan at ε = 3 with `--target
+    /// Purchase`, seven noise seeds: TSTR 0.624 mean drawing by it within the classes, 0.604
+    /// by the raking weights, shapes 0.977 either way.
+    fn class_tilt(&self, rows: &[Vec<Choice>]) -> Vec<f64> {
+        let mut score = vec![0.0f64; rows.len()];
+        for p in self.pairs.iter().filter(|p| !p.optional) {
+            let w = p.width_b;
+            let mut held = vec![0.0f64; p.target.len()];
+            let cell_of: Vec<Option<usize>> = rows
+                .iter()
+                .map(|r| {
+                    let (a, b) = (r[p.a].slot, r[p.b].slot);
+                    (a < p.groups_a.len() && b < p.group_of.len())
+                        .then(|| p.groups_a[a] * w + p.group_of[b])
+                })
+                .collect();
+            for &c in cell_of.iter().flatten() {
+                held[c] += 1.0;
+            }
+            // A cell's share within its row of the table (its target group).
+            let within = |v: &[f64], c: usize| {
+                let g = c / w;
+                let row: f64 = v[g * w..(g + 1) * w].iter().map(|x| x.max(0.0)).sum();
+                if row > 0.0 { v[c].max(0.0) / row } else { 0.0 }
+            };
+            for (r, c) in cell_of.iter().enumerate() {
+                if let Some(c) = *c {
+                    let (t, h) = (within(&p.target, c), within(&held, c));
+                    if h > 0.0 && t.is_finite() {
+                        score[r] += (t.max(1e-12) / h).ln();
+                    }
+                }
+            }
+        }
+        let top = score.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        score.iter().map(|s| (s - top).exp().max(1e-300)).collect()
     }
 
     /// Encodes every row of `table` into a row-major `[rows, width]` matrix.
@@ -1663,8 +1724,9 @@ mod tests {
     /// A declared target's rare class keeps its share when raked to many noisy two-way
     /// margins: each margin's few cells of the class are mostly noise, raking to all of them
     /// leaves the class's weight on the few proposals that fit them all (a 6% class at
-    /// 1-2% of the output), and resampling within the target's classes gives it back its
-    /// one-way share, with its link to the other columns.
+    /// 1-2% of the output), and resampling within the target's classes, by the margins'
+    /// naive-Bayes weight, gives it back its one-way share with its link to the other
+    /// columns.
     #[test]
     fn a_rare_target_class_keeps_its_share_under_many_noisy_margins() {
         use rand::Rng;
@@ -1730,8 +1792,8 @@ mod tests {
             })
             .collect();
         let (weights, _) = encoder.calibrate(&proposals, 5.0);
-        let (strata, shares) = encoder.strata(&proposals, &weights).unwrap();
-        let keep = crate::calibrate::resample_within(&weights, &strata, &shares, rows, &mut rng);
+        let (strata, shares, within) = encoder.strata(&proposals, &weights).unwrap();
+        let keep = crate::calibrate::resample_within(&within, &strata, &shares, rows, &mut rng);
         assert_eq!(keep.len(), rows);
         assert!(keep.windows(2).all(|p| p[0] < p[1]), "a row was kept twice");
         let kept_yes: Vec<usize> = keep
@@ -1741,7 +1803,9 @@ mod tests {
             .collect();
         let share = kept_yes.len() as f64 / rows as f64;
         assert!((share - 0.06).abs() < 0.005, "share of yes: {share}");
-        // The link kept: "b" more often among the kept "yes" rows than among the others.
+        // The link kept: "b" more often among the kept "yes" rows than among the others
+        // (0.61 against 0.48; 0.54 against 0.48 drawn by the raking weights, which leave
+        // the class on the few rows that fit every margin and draw the rest at random).
         let b_share = |rows: &mut dyn Iterator<Item = usize>| {
             let (mut b, mut all) = (0usize, 0usize);
             for i in rows {
@@ -1753,7 +1817,7 @@ mod tests {
         let among_yes = b_share(&mut kept_yes.iter().copied());
         let among_no = b_share(&mut keep.iter().copied().filter(|&i| proposals[i][0].slot == 0));
         assert!(
-            among_yes > among_no + 0.03,
+            among_yes > among_no + 0.1,
             "b among yes {among_yes}, among no {among_no}"
         );
         // Without a declared target there are no strata.

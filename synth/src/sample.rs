@@ -268,7 +268,9 @@ fn for_each_block<E>(
                 (weights, held, beyond) = (more_weights, more_held, more_beyond);
             }
             match encoder.strata(&proposals, &weights) {
-                Some((strata, shares)) => resample_within(&weights, &strata, &shares, n, rng),
+                Some((strata, shares, within)) => {
+                    resample_within(&within, &strata, &shares, n, rng)
+                }
                 None => resample(&weights, n, rng),
             }
         } else {
