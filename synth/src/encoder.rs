@@ -1338,8 +1338,8 @@ impl Encoder {
     /// the rows in its other slots, e.g. a null slot without a count), each stratum's share
     /// (the released one-way shares; the last stratum the share its rows hold under
     /// `weights`), and each row's weight within its stratum: for the target's classes, the
-    /// naive-Bayes weight of the target's two-way margins ([`Encoder::class_tilt`]), for
-    /// the last stratum its raking weight. `None` without a declared target.
+    /// naive-Bayes weight of the target's two-way margins ([`Encoder::class_tilt`],
+    /// relative to the class's largest), for the last stratum its raking weight. `None` without a declared target.
     ///
     /// Raking to many noisy two-way margins of one column leaves a rare class's weight on
     /// the few proposals that fit them all and loses the rest to the weight cap (caravan's
@@ -1384,11 +1384,24 @@ impl Encoder {
             })
             .collect();
         shares.push(free);
+        // Each class's rows by their tilt relative to the class's largest (a class whose
+        // rows all fit the margins worse than another's keeps its ranking, not a tie at
+        // the smallest float).
         let tilt = self.class_tilt(rows);
+        let mut top = vec![f64::NEG_INFINITY; k + 1];
+        for (&g, &t) in strata.iter().zip(&tilt) {
+            top[g] = top[g].max(t);
+        }
         let within: Vec<f64> = strata
             .iter()
             .zip(weights.iter().zip(&tilt))
-            .map(|(&g, (&w, &t))| if g == k { w } else { t })
+            .map(|(&g, (&w, &t))| {
+                if g == k {
+                    w
+                } else {
+                    (t - top[g]).exp().max(1e-300)
+                }
+            })
             .collect();
         Some((strata, shares, within))
     }
@@ -1397,11 +1410,11 @@ impl Encoder {
     /// margins: over the margins, the product of the released share of the row's cell
     /// within its target group over the proposals' share of it (the importance weight that
     /// moves each of the proposals' class-conditional margins to the released one, as if
-    /// the other columns were independent given the class), scaled so that the largest is
-    /// 1 (none below 10⁻³⁰⁰). A cell the release leaves empty divides by 10¹². Reads
-    /// released shares and generated rows only. On caravan at ε = 3 with `--target
-    /// Purchase`, seven noise seeds: TSTR 0.624 mean drawing by it within the classes, 0.604
-    /// by the raking weights, shapes 0.977 either way.
+    /// the other columns were independent given the class), as its logarithm. A cell the
+    /// release leaves empty divides by 10¹². Reads released shares and generated rows only.
+    /// On caravan at ε = 3 with `--target Purchase`, seven noise seeds: TSTR 0.624 mean
+    /// drawing by it within the classes, 0.604 by the raking weights, shapes 0.977 either
+    /// way.
     fn class_tilt(&self, rows: &[Vec<Choice>]) -> Vec<f64> {
         let mut score = vec![0.0f64; rows.len()];
         for p in self.pairs.iter().filter(|p| !p.optional) {
@@ -1433,8 +1446,7 @@ impl Encoder {
                 }
             }
         }
-        let top = score.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        score.iter().map(|s| (s - top).exp().max(1e-300)).collect()
+        score
     }
 
     /// Encodes every row of `table` into a row-major `[rows, width]` matrix.
