@@ -255,8 +255,8 @@ pub struct KeptMargins {
     decided: Option<(f64, Vec<KeptPart>)>,
     /// Informative picked margins that did not fit whole and were tried in part.
     short: usize,
-    /// How far raking left a declared target's shares beyond their noise before they were
-    /// restored ([`crate::calibrate::excess_gap`], total variation; 0 where within it).
+    /// How far raking left a declared target's shares beyond their noise
+    /// ([`crate::calibrate::excess_gap`], total variation; 0 where within it).
     lost: f64,
 }
 
@@ -270,10 +270,10 @@ impl KeptMargins {
     }
 
     /// How far the last calibration's raking left a declared target's class shares (total
-    /// variation beyond what their noise explains; 0 where within it) before
-    /// [`crate::calibrate::restore_shares`] gave them back: the rows that fit the target's
-    /// two-way margins were too few for its classes' shares, and more proposals hold more
-    /// of them (see [`crate::sample`]).
+    /// variation beyond what their noise explains; 0 where within it; the rows kept are
+    /// then drawn within the classes, see [`Encoder::strata`]): the rows that fit the
+    /// target's two-way margins were too few for its classes' shares, and more proposals
+    /// hold more of them (see [`crate::sample`]).
     pub fn lost(&self) -> f64 {
         self.lost
     }
@@ -360,6 +360,16 @@ struct PairMargin {
     /// Picked by [`Encoder::select_pairs`] rather than declared (`--target`): raking uses
     /// it only where it helps (see [`Encoder::calibrate`]).
     optional: bool,
+}
+
+impl PairMargin {
+    /// The cell of a generated row (`group of a · width_b + group of b`), `None` where a
+    /// slot lies outside the margin's blocks (never generated).
+    fn cell(&self, row: &[Choice]) -> Option<usize> {
+        let (a, b) = (row[self.a].slot, row[self.b].slot);
+        (a < self.groups_a.len() && b < self.group_of.len())
+            .then(|| self.groups_a[a] * self.width_b + self.group_of[b])
+    }
 }
 
 /// How many noise standard deviations of rows each group of a two-way margin's other
@@ -1165,30 +1175,21 @@ impl Encoder {
                 Some((rows.iter().map(|r| r[c].slot).collect(), target))
             })
             .collect();
-        // The declared targets' columns, by their index among the one-way margins.
-        let measured_against: Vec<usize> = self
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, col)| col.target.is_some())
-            .enumerate()
-            .filter(|(_, (c, _))| self.declared_targets().contains(c))
-            .map(|(i, _)| i)
-            .collect();
+        // The declared target's one-way margin, by its index among them.
+        let target_margin = self.declared_target().and_then(|t| {
+            self.columns
+                .iter()
+                .enumerate()
+                .filter(|(_, col)| col.target.is_some())
+                .position(|(c, _)| c == t)
+        });
+        // A slot outside a block (never generated) is left free.
         let pair_slots: Vec<Vec<usize>> = self
             .pairs
             .iter()
             .map(|p| {
                 rows.iter()
-                    .map(|r| {
-                        let (a, b) = (r[p.a].slot, r[p.b].slot);
-                        // A slot outside a block (never generated) is left free.
-                        if a < p.groups_a.len() && b < p.group_of.len() {
-                            p.groups_a[a] * p.width_b + p.group_of[b]
-                        } else {
-                            usize::MAX
-                        }
-                    })
+                    .map(|r| p.cell(r).unwrap_or(usize::MAX))
                     .collect()
             })
             .collect();
@@ -1308,10 +1309,9 @@ impl Encoder {
         // the few rows that fit them all (see [`Encoder::strata`]): how far it left them,
         // for the sampler (more proposals hold more such rows).
         let sigma = self.target_noise.unwrap_or(0.0);
-        kept.lost = measured_against
-            .iter()
-            .map(|&i| excess_gap(&one_way[i], &weights, max_weight, sigma))
-            .fold(0.0, f64::max);
+        kept.lost = target_margin.map_or(0.0, |i| {
+            excess_gap(&one_way[i], &weights, max_weight, sigma).max(0.0)
+        });
         // One-way margins only: a two-way target carries a prior of σ per cell on purpose
         // (see [`crate::calibrate::pair_shares`]), a gap that no pool closes.
         let beyond = self.target_noise.is_some_and(|sigma| {
@@ -1320,17 +1320,10 @@ impl Encoder {
         (weights, beyond)
     }
 
-    /// The columns whose two-way margins calibration always rakes to (a declared target's,
-    /// see [`Encoder::measure_pairs`]).
-    fn declared_targets(&self) -> Vec<usize> {
-        let mut targets: Vec<usize> = self
-            .pairs
-            .iter()
-            .filter(|p| !p.optional)
-            .map(|p| p.a)
-            .collect();
-        targets.dedup();
-        targets
+    /// The column whose two-way margins calibration always rakes to: a declared target's
+    /// (see [`Encoder::measure_pairs`]; a run declares one at most).
+    fn declared_target(&self) -> Option<usize> {
+        self.pairs.iter().find(|p| !p.optional).map(|p| p.a)
     }
 
     /// How to keep calibrated `rows` (raked to `weights`) with a declared target: the
@@ -1351,7 +1344,7 @@ impl Encoder {
         rows: &[Vec<Choice>],
         weights: &[f64],
     ) -> Option<(Vec<usize>, Vec<f64>, Vec<f64>)> {
-        let c = *self.declared_targets().first()?;
+        let c = self.declared_target()?;
         let target = self.columns[c].target.as_deref()?;
         let k = target.len();
         let aimed = |s: usize| s < k && target[s].is_finite();
@@ -1420,14 +1413,7 @@ impl Encoder {
         for p in self.pairs.iter().filter(|p| !p.optional) {
             let w = p.width_b;
             let mut held = vec![0.0f64; p.target.len()];
-            let cell_of: Vec<Option<usize>> = rows
-                .iter()
-                .map(|r| {
-                    let (a, b) = (r[p.a].slot, r[p.b].slot);
-                    (a < p.groups_a.len() && b < p.group_of.len())
-                        .then(|| p.groups_a[a] * w + p.group_of[b])
-                })
-                .collect();
+            let cell_of: Vec<Option<usize>> = rows.iter().map(|r| p.cell(r)).collect();
             for &c in cell_of.iter().flatten() {
                 held[c] += 1.0;
             }

@@ -2409,7 +2409,7 @@ pub enum Ids<'a> {
     Inferred,
     /// These only, read against this noisy row count: a federated job's columns whose kinds
     /// the holders decided ([`Plan::for_schema`] charges their distinct counts).
-    Among(usize, &'a [String]),
+    Among(usize, &'a [&'a str]),
 }
 
 /// [`complete_schema_inferring`] with the noisy counts from `release`; `private` says
@@ -2455,7 +2455,7 @@ pub fn complete_schema_with(
         release.begin(&spec.name);
         let id_rows = match ids {
             Ids::Inferred => rows,
-            Ids::Among(rows, names) => names.contains(&spec.name).then_some(rows),
+            Ids::Among(rows, names) => names.contains(&spec.name.as_str()).then_some(rows),
         };
         let column = complete_column(
             spec, data, rows, id_rows, numbers, release, &need, &mut found,
