@@ -267,7 +267,7 @@ fn for_each_block<E>(
                 }
                 (weights, held, beyond) = (more_weights, more_held, more_beyond);
             }
-            match encoder.strata(&proposals, &weights) {
+            match encoder.strata(&proposals, &weights, kept.lost() > 0.0) {
                 Some((strata, shares, within)) => {
                     resample_within(&within, &strata, &shares, n, rng)
                 }
