@@ -373,22 +373,7 @@ pub fn resample(weights: &[f64], n: usize, rng: &mut SecureRng) -> Vec<usize> {
     if n == 0 || weights.is_empty() || !(total > 0.0) {
         return Vec::new();
     }
-    // No weight may exceed the step, or its row would be drawn twice: the weights are capped
-    // at the level c where the k heaviest rows hold c each and the rest their own weight,
-    // with n·c the new total (water-filling; exists whenever n ≤ the rows with weight > 0).
-    let mut sorted: Vec<f64> = weights.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    let mut rest: f64 = total;
-    let mut cap = f64::INFINITY;
-    for (k, &w) in sorted.iter().enumerate().take(n) {
-        let c = rest / (n - k) as f64;
-        if w <= c {
-            cap = c;
-            break;
-        }
-        rest -= w;
-    }
-    let capped: Vec<f64> = weights.iter().map(|&w| w.min(cap)).collect();
+    let capped = capped(weights, n);
     let step = capped.iter().sum::<f64>() / n as f64;
     let weights = &capped[..];
     let mut next = rng.random::<f64>() * step;
@@ -404,6 +389,46 @@ pub fn resample(weights: &[f64], n: usize, rng: &mut SecureRng) -> Vec<usize> {
     // Rounding may leave the last draw just past the end.
     while out.len() < n {
         out.push(weights.len() - 1);
+    }
+    out
+}
+
+/// `weights` capped so that none exceeds the step of [`resample`] drawing `n` rows: no row
+/// may be drawn twice, so the weights are capped at the level c where the k heaviest rows
+/// hold c each and the rest their own weight, with n·c the new total (water-filling; exists
+/// whenever n ≤ the rows with weight > 0). Each row's capped weight over their total, times
+/// `n`, is its chance of being drawn.
+pub fn capped(weights: &[f64], n: usize) -> Vec<f64> {
+    let mut sorted: Vec<f64> = weights.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let mut rest: f64 = weights.iter().sum();
+    let mut cap = f64::INFINITY;
+    for (k, &w) in sorted.iter().enumerate().take(n) {
+        let c = rest / (n - k) as f64;
+        if w <= c {
+            cap = c;
+            break;
+        }
+        rest -= w;
+    }
+    weights.iter().map(|&w| w.min(cap)).collect()
+}
+
+/// Per row, its chance of being among the `n` drawn by [`resample_within`] with these
+/// `weights`, `strata` and `shares` (times `n`, up to rounding): each stratum's rows to
+/// draw, and within it the [`capped`] weights over their total.
+pub fn drawn_within(weights: &[f64], strata: &[usize], shares: &[f64], n: usize) -> Vec<f64> {
+    let (members, take) = allocate(weights, strata, shares, n);
+    let mut out = vec![0.0; weights.len()];
+    for (rows, &t) in members.iter().zip(&take) {
+        let w: Vec<f64> = rows.iter().map(|&i| weights[i]).collect();
+        let c = capped(&w, t);
+        let total: f64 = c.iter().sum();
+        if total > 0.0 {
+            for (&i, &x) in rows.iter().zip(&c) {
+                out[i] = x / total * t as f64;
+            }
+        }
     }
     out
 }
@@ -424,6 +449,24 @@ pub fn resample_within(
     n: usize,
     rng: &mut SecureRng,
 ) -> Vec<usize> {
+    let (members, take) = allocate(weights, strata, shares, n);
+    let mut out = Vec::with_capacity(n);
+    for (rows, &t) in members.iter().zip(&take) {
+        let w: Vec<f64> = rows.iter().map(|&i| weights[i]).collect();
+        out.extend(resample(&w, t, rng).into_iter().map(|j| rows[j]));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// [`resample_within`]'s rows of positive weight per stratum, and how many of the `n` each
+/// stratum gives.
+fn allocate(
+    weights: &[f64],
+    strata: &[usize],
+    shares: &[f64],
+    n: usize,
+) -> (Vec<Vec<usize>>, Vec<usize>) {
     let k = shares.len();
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
     for (i, (&g, &w)) in strata.iter().zip(weights).enumerate() {
@@ -463,17 +506,7 @@ pub fn resample_within(
         }
         open.retain(|&g| take[g] < members[g].len());
     }
-    let mut out = Vec::with_capacity(n);
-    for g in 0..k {
-        let w: Vec<f64> = members[g].iter().map(|&i| weights[i]).collect();
-        out.extend(
-            resample(&w, take[g], rng)
-                .into_iter()
-                .map(|j| members[g][j]),
-        );
-    }
-    out.sort_unstable();
-    out
+    (members, take)
 }
 
 #[cfg(test)]
@@ -644,6 +677,40 @@ mod tests {
                 _ => 1.0,
             })
             .collect();
+        // The chances of being drawn: the same rows per stratum, heavy rows certain, none
+        // above 1, and the draws (over many seeds) at those chances.
+        let chance = drawn_within(&weights, &strata, &[0.8, 0.15, 0.05], 200);
+        let sum = |g: usize| -> f64 {
+            (0..rows)
+                .filter(|&i| strata[i] == g)
+                .map(|i| chance[i])
+                .sum()
+        };
+        for (g, want) in [(0, 167.0), (1, 31.0), (2, 2.0)] {
+            assert!((sum(g) - want).abs() < 1e-9, "stratum {g}: {}", sum(g));
+        }
+        assert!(chance.iter().all(|&c| c <= 1.0 + 1e-12));
+        for heavy in [0, 10, 20, 1, 2] {
+            assert!(
+                (chance[heavy] - 1.0).abs() < 1e-12,
+                "row {heavy}: {}",
+                chance[heavy]
+            );
+        }
+        let mut seen = vec![0usize; rows];
+        for _ in 0..400 {
+            for i in resample_within(&weights, &strata, &[0.8, 0.15, 0.05], 200, &mut rng) {
+                seen[i] += 1;
+            }
+        }
+        for i in [3, 30, 40] {
+            let rate = seen[i] as f64 / 400.0;
+            assert!(
+                (rate - chance[i]).abs() < 0.1,
+                "row {i}: {rate} against {}",
+                chance[i]
+            );
+        }
         let keep = resample_within(&weights, &strata, &[0.8, 0.15, 0.05], 200, &mut rng);
         assert_eq!(keep.len(), 200);
         assert!(keep.windows(2).all(|p| p[0] < p[1]), "a row was kept twice");
