@@ -351,6 +351,13 @@ pub struct SynthArgs {
     /// at which the statistics' noise is at most 1% of the rows (the run prints its choice).
     #[arg(long, value_name = "SHARE")]
     preprocess_share: Option<f64>,
+    /// Share of the sampler's proposals drawn from the released statistics instead of the
+    /// model (0 to 1): the columns' one-way shares along the tree of the measured two-way
+    /// margins, as MST samples; calibration then weighs the model's rows and these alike.
+    /// Default: the share of ε the plan gives the statistics (none at ε = inf), so a small
+    /// table's weak model leans on its margins and a large table's on its model.
+    #[arg(long, value_name = "SHARE", value_parser = parse_unit_share)]
+    margin_proposals: Option<f64>,
     /// Width of the hidden layers (default 128 for tvae, 256 for ctgan's generator and
     /// discriminator).
     #[arg(long, value_name = "N")]
@@ -439,6 +446,13 @@ pub struct DecryptArgs {
 }
 
 /// `--device`: read when the flags are, so a misspelt device names the choices.
+fn parse_unit_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("'{s}' is not a share between 0 and 1")),
+    }
+}
+
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse()
         .map_err(|e: fedsynth_synth::SynthError| e.to_string())

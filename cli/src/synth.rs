@@ -672,6 +672,22 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             }
         }
     }
+    // A share of the proposals drawn from the released statistics, the rest from the model:
+    // the plan's split of ε between the two unless the flag gives one.
+    encoder.set_margin_proposals(args.margin_proposals.unwrap_or(privacy.preprocess_share));
+    let share = encoder.margin_proposals();
+    if share > 0.0 {
+        eprintln!(
+            "proposals: {:.0}% drawn from the released statistics (one-way shares along the \
+             tree of the measured two-way margins), the rest from the model{}",
+            100.0 * share,
+            if args.margin_proposals.is_some() {
+                " (--margin-proposals)"
+            } else {
+                ": the share of ε the statistics got"
+            }
+        );
+    }
     let bar = ProgressBar::new(privacy.training.epochs as u64);
     bar.set_style(
         ProgressStyle::with_template(

@@ -1190,6 +1190,11 @@ fn without_a_target_the_strongest_links_are_picked_measured_and_kept() {
         picked.contains("label×place") || picked.contains("place×label"),
         "{picked}"
     );
+    // A share of the proposals from the released margins, the plan's share of ε.
+    assert!(
+        err.contains("proposals: 10% drawn from the released statistics"),
+        "{err}"
+    );
     let st = Ledger::open(&ledger)
         .unwrap()
         .statement(fedsynth_privacy::ledger::HOST, "picked")
@@ -1210,6 +1215,8 @@ fn without_a_target_the_strongest_links_are_picked_measured_and_kept() {
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(!err.contains("two-way margins"), "{err}");
+    // No margin, no rows drawn from them.
+    assert!(!err.contains("proposals:"), "{err}");
     // --no-pairs is for a run without a target.
     let o = run(&["--dataset", "both", "--no-pairs", "--target", "label"]);
     assert!(!o.status.success());

@@ -328,6 +328,9 @@ pub struct Encoder {
     /// The noise σ (in rows) of the frequencies and margins generated rows are calibrated
     /// to, where known (see [`Encoder::set_target_noise`]).
     target_noise: Option<f64>,
+    /// The share of the proposals drawn from the released margins (see
+    /// [`Encoder::set_margin_proposals`]).
+    margin_share: f64,
 }
 
 /// A two-way margin of columns `a` and `b`: target shares of each pair of their groups of
@@ -723,6 +726,7 @@ impl Encoder {
             null_masks,
             pairs: Vec::new(),
             target_noise: None,
+            margin_share: 0.0,
         })
     }
 
@@ -1135,6 +1139,28 @@ impl Encoder {
         self.target_noise = Some(sigma);
     }
 
+    /// Draws `share` (0 to 1) of the sampler's proposals from the released margins
+    /// ([`Encoder::propose_by_margins`]) instead of the model; calibration then weighs both
+    /// kinds of rows alike (see [`crate::sample`]).
+    pub fn set_margin_proposals(&mut self, share: f64) {
+        self.margin_share = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+    }
+
+    /// The share of the proposals drawn from the released margins: 0 unless set, and 0
+    /// where no two-way margin was measured (the rows would hold no link at all) or no
+    /// column has released frequencies.
+    pub fn margin_proposals(&self) -> f64 {
+        if !self.pairs.is_empty() && self.columns.iter().any(|c| c.target.is_some()) {
+            self.margin_share
+        } else {
+            0.0
+        }
+    }
+
     /// Raking weights (each at most `max_weight`) of the generated `rows` that make their
     /// marginals match the schema's frequencies (see [`crate::calibrate`]), and whether some
     /// column's frequencies are left farther from the weighted rows than their own noise
@@ -1283,6 +1309,136 @@ impl Encoder {
             beyond_noise(&one_way[..slots.len()], &weights, max_weight, sigma)
         });
         (weights, beyond)
+    }
+
+    /// Rows drawn from the released statistics alone: each row of `base` (the model's) with
+    /// the columns that have released frequencies redrawn along the forest of the measured
+    /// two-way margins, as MST samples its tree: each tree's first column from its one-way
+    /// shares, each neighbour from the margin's cells in the group of the column drawn
+    /// before it, a slot within the group drawn by the one-way shares (an offset within a
+    /// numeric bin uniform); a column in no margin from its one-way shares. Columns without
+    /// released frequencies (identifiers, say) keep the model's choice. A margin that
+    /// would close a cycle is left out. Post-processing of the releases only.
+    pub fn propose_by_margins(
+        &self,
+        base: &[Vec<Choice>],
+        rng: &mut SecureRng,
+    ) -> Vec<Vec<Choice>> {
+        use rand::Rng;
+        let cols = self.columns.len();
+        let freq: Vec<Option<Vec<f64>>> = (0..cols)
+            .map(|c| self.frequencies_of(c).map(|(_, p)| p))
+            .collect();
+        // The forest: edges (pair index) kept where they join two parts.
+        let mut part: Vec<usize> = (0..cols).collect();
+        fn root(part: &mut [usize], mut x: usize) -> usize {
+            while part[x] != x {
+                part[x] = part[part[x]];
+                x = part[x];
+            }
+            x
+        }
+        let mut adj: Vec<Vec<usize>> = vec![Vec::new(); cols];
+        for (k, p) in self.pairs.iter().enumerate() {
+            if freq[p.a].is_none() || freq[p.b].is_none() {
+                continue;
+            }
+            let (ra, rb) = (root(&mut part, p.a), root(&mut part, p.b));
+            if ra == rb {
+                continue;
+            }
+            part[ra] = rb;
+            adj[p.a].push(k);
+            adj[p.b].push(k);
+        }
+        // Breadth-first order: (column, Some((pair, parent))).
+        let mut order: Vec<(usize, Option<(usize, usize)>)> = Vec::new();
+        let mut seen = vec![false; cols];
+        for start in 0..cols {
+            if seen[start] || freq[start].is_none() {
+                continue;
+            }
+            seen[start] = true;
+            order.push((start, None));
+            let mut i = order.len() - 1;
+            while i < order.len() {
+                let (c, _) = order[i];
+                for &k in &adj[c] {
+                    let p = &self.pairs[k];
+                    let other = if p.a == c { p.b } else { p.a };
+                    if !seen[other] {
+                        seen[other] = true;
+                        order.push((other, Some((k, c))));
+                    }
+                }
+                i += 1;
+            }
+        }
+        let draw = |w: &[f64], rng: &mut SecureRng| -> Option<usize> {
+            let total: f64 = w.iter().map(|x| x.max(0.0)).sum();
+            if !(total > 0.0) {
+                return None;
+            }
+            let mut u = rng.random::<f64>() * total;
+            for (i, &x) in w.iter().enumerate() {
+                u -= x.max(0.0);
+                if u <= 0.0 && x > 0.0 {
+                    return Some(i);
+                }
+            }
+            w.iter().rposition(|&x| x > 0.0)
+        };
+        base.iter()
+            .map(|row| {
+                let mut out = row.clone();
+                for &(c, link) in &order {
+                    let f = freq[c].as_ref().unwrap_or_else(|| unreachable!());
+                    let slot = link.and_then(|(k, parent)| {
+                        let p = &self.pairs[k];
+                        let w = p.width_b;
+                        let ps = out[parent].slot;
+                        if p.a == parent {
+                            let ga = *p.groups_a.get(ps)?;
+                            let gb = draw(&p.target[ga * w..(ga + 1) * w], rng)?;
+                            let within: Vec<f64> = (0..f.len())
+                                .map(|s| {
+                                    if p.group_of.get(s) == Some(&gb) {
+                                        f[s]
+                                    } else {
+                                        0.0
+                                    }
+                                })
+                                .collect();
+                            draw(&within, rng)
+                        } else {
+                            let gb = *p.group_of.get(ps)?;
+                            let col: Vec<f64> = (0..p.target.len() / w)
+                                .map(|ga| p.target[ga * w + gb])
+                                .collect();
+                            let ga = draw(&col, rng)?;
+                            let within: Vec<f64> = (0..f.len())
+                                .map(|s| {
+                                    if p.groups_a.get(s) == Some(&ga) {
+                                        f[s]
+                                    } else {
+                                        0.0
+                                    }
+                                })
+                                .collect();
+                            draw(&within, rng)
+                        }
+                    });
+                    let slot = slot.or_else(|| draw(f, rng)).unwrap_or(out[c].slot);
+                    if slot != out[c].slot {
+                        out[c] = Choice {
+                            slot,
+                            offset: rng.random::<f32>(),
+                        };
+                    }
+                }
+                out
+            })
+            .collect()
     }
 
     /// Per column with one-way target shares, the slot of each of `rows` and the targets.
@@ -2008,6 +2164,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Rows drawn from the released statistics follow the measured margin's link and every
+    /// column's one-way shares, whatever the model's rows they start from: x = y in the
+    /// table, independent proposals in, x = y out; z, in no margin, from its own shares.
+    #[test]
+    fn rows_drawn_from_the_margins_keep_their_links_and_shares() {
+        let (schema, table) = categorical_table(&["y", "x", "z"], 10, 5000, |r, c| match c {
+            2 => (r * 7 / 3) % 10,
+            _ => r % 10,
+        });
+        let mut encoder = measured_y_x(&schema, &table, 5000);
+        let base = independent_proposals(3, 10);
+        let mut rng = SecureRng::from_seed(4);
+        let drawn = encoder.propose_by_margins(&base, &mut rng);
+        assert_eq!(drawn.len(), base.len());
+        assert!(drawn.iter().all(|r| r[0].slot == r[1].slot), "x = y lost");
+        for column in [0, 2] {
+            for slot in 0..10 {
+                let share = drawn.iter().filter(|r| r[column].slot == slot).count() as f64
+                    / drawn.len() as f64;
+                assert!(
+                    (share - 0.1).abs() < 0.015,
+                    "column {column} slot {slot}: {share}"
+                );
+            }
+        }
+        // The model's own rows are far from it: a tenth on the diagonal.
+        let diagonal = base.iter().filter(|r| r[0].slot == r[1].slot).count();
+        assert!(diagonal < base.len() / 5);
+        // The share is 0 unless set, and held within [0, 1]; 0 without a measured margin.
+        assert_eq!(encoder.margin_proposals(), 0.0);
+        let mut unmeasured = Encoder::new(&schema, &table).unwrap();
+        unmeasured.set_margin_proposals(0.5);
+        assert_eq!(unmeasured.margin_proposals(), 0.0);
+        encoder.set_margin_proposals(2.0);
+        assert_eq!(encoder.margin_proposals(), 1.0);
+        encoder.set_margin_proposals(f64::NAN);
+        assert_eq!(encoder.margin_proposals(), 0.0);
     }
 
     /// A picked two-way margin the generated rows cannot meet within the weight cap (a link

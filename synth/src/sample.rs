@@ -175,6 +175,18 @@ pub fn write_blocks(
 
 /// The calibrated choices of `rows` rows, a block at a time.
 ///
+/// The proposals are the model's, but for the share the encoder was given
+/// ([`Encoder::set_margin_proposals`]: by default the share of ε the plan gave the
+/// statistics) drawn from the released statistics alone ([`Encoder::propose_by_margins`],
+/// MST's sampler over the measured two-way margins) and spread among them. A small table's
+/// DP model is weak (psid1976 at ε = 3: a batch of 64 rows against noise σ = 3.4) and its
+/// rows miss links its margins hold, such as a flag that says whether an amount is zero;
+/// a large table's model learns links of more than two columns that no tree of margins
+/// holds. On psid1976 at ε = 3 (noise seed 1), half the proposals from the margins: TSTR
+/// 0.551 → 1.000, 3-way error 0.840 → 0.810; diamonds at ε = 1 with 15%: 3-way error
+/// 0.734 → 0.714, TSTR 0.758 → 0.859, and with half of them at ε = 3 3-way error 0.623 →
+/// 0.680 (hence a share that follows the plan).
+///
 /// Where the schema has frequencies, a block of `n` kept rows starts from `OVERSAMPLE · n`
 /// proposals, and raking weighs them with weights capped at the proposals per kept row. A
 /// cap that binds (the margins ask some rows for more weight than it allows: a model far
@@ -344,6 +356,17 @@ fn propose(
             out.push(choices);
         }
         done += n;
+    }
+    // A share of the proposals drawn from the released margins instead, spread among the
+    // model's (the rows kept are written in the order proposed).
+    let m = (out.len() as f64 * encoder.margin_proposals()).round() as usize;
+    if m > 0 {
+        let by_margins = encoder.propose_by_margins(&out[..m], rng);
+        out[..m].clone_from_slice(&by_margins);
+        for i in (1..out.len()).rev() {
+            let j = rng.random_range(0..=i);
+            out.swap(i, j);
+        }
     }
     out
 }
