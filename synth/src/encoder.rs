@@ -1392,41 +1392,35 @@ impl Encoder {
             .map(|row| {
                 let mut out = row.clone();
                 for &(c, link) in &order {
-                    let f = freq[c].as_ref().unwrap_or_else(|| unreachable!());
+                    let Some(f) = freq[c].as_ref() else {
+                        continue;
+                    };
                     let slot = link.and_then(|(k, parent)| {
                         let p = &self.pairs[k];
                         let w = p.width_b;
                         let ps = out[parent].slot;
-                        if p.a == parent {
+                        // The child's group, drawn from the margin's cells in the parent's,
+                        // and the groups of the child's slots.
+                        let (group, of_child) = if p.a == parent {
                             let ga = *p.groups_a.get(ps)?;
-                            let gb = draw(&p.target[ga * w..(ga + 1) * w], rng)?;
-                            let within: Vec<f64> = (0..f.len())
-                                .map(|s| {
-                                    if p.group_of.get(s) == Some(&gb) {
-                                        f[s]
-                                    } else {
-                                        0.0
-                                    }
-                                })
-                                .collect();
-                            draw(&within, rng)
+                            (draw(&p.target[ga * w..(ga + 1) * w], rng)?, &p.group_of)
                         } else {
                             let gb = *p.group_of.get(ps)?;
                             let col: Vec<f64> = (0..p.target.len() / w)
                                 .map(|ga| p.target[ga * w + gb])
                                 .collect();
-                            let ga = draw(&col, rng)?;
-                            let within: Vec<f64> = (0..f.len())
-                                .map(|s| {
-                                    if p.groups_a.get(s) == Some(&ga) {
-                                        f[s]
-                                    } else {
-                                        0.0
-                                    }
-                                })
-                                .collect();
-                            draw(&within, rng)
-                        }
+                            (draw(&col, rng)?, &p.groups_a)
+                        };
+                        let within: Vec<f64> = (0..f.len())
+                            .map(|s| {
+                                if of_child.get(s) == Some(&group) {
+                                    f[s]
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect();
+                        draw(&within, rng)
                     });
                     let slot = slot.or_else(|| draw(f, rng)).unwrap_or(out[c].slot);
                     if slot != out[c].slot {
