@@ -445,7 +445,7 @@ pub struct DecryptArgs {
     signer_ca: Option<PathBuf>,
 }
 
-/// `--device`: read when the flags are, so a misspelt device names the choices.
+/// `--margin-proposals`: a share between 0 and 1, refused when the flags are read.
 fn parse_unit_share(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
@@ -453,6 +453,7 @@ fn parse_unit_share(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--device`: read when the flags are, so a misspelt device names the choices.
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse()
         .map_err(|e: fedsynth_synth::SynthError| e.to_string())
