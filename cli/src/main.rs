@@ -353,9 +353,11 @@ pub struct SynthArgs {
     preprocess_share: Option<f64>,
     /// Share of the sampler's proposals drawn from the released statistics instead of the
     /// model (0 to 1): the columns' one-way shares along the tree of the measured two-way
-    /// margins, as MST samples; calibration then weighs the model's rows and these alike.
-    /// Default: the share of ε the plan gives the statistics (none at ε = inf), so a small
-    /// table's weak model leans on its margins and a large table's on its model.
+    /// margins, as MST samples (each column on its own where none was measured);
+    /// calibration then weighs the model's rows and these alike. Default: the share of ε
+    /// the plan gives the statistics (none at ε = inf, nor with --no-pairs or a --target
+    /// whose margins were all too thin to measure), so a small table's weak model leans on
+    /// its statistics and a large table's on its model.
     #[arg(long, value_name = "SHARE", value_parser = parse_unit_share)]
     margin_proposals: Option<f64>,
     /// Width of the hidden layers (default 128 for tvae, 256 for ctgan's generator and

@@ -1215,8 +1215,25 @@ fn without_a_target_the_strongest_links_are_picked_measured_and_kept() {
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(!err.contains("two-way margins"), "{err}");
-    // No margin, no rows drawn from them.
+    // --no-pairs draws no rows from the statistics unless asked to; asked, each column on
+    // its own.
     assert!(!err.contains("proposals:"), "{err}");
+    let o = run(&[
+        "--dataset",
+        "alone",
+        "--no-pairs",
+        "--margin-proposals",
+        "0.3",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "proposals: 30% drawn from the released statistics (each column on its own at its \
+             one-way shares: no two-way margin was measured)"
+        ),
+        "{err}"
+    );
     // --no-pairs is for a run without a target.
     let o = run(&["--dataset", "both", "--no-pairs", "--target", "label"]);
     assert!(!o.status.success());

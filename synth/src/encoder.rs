@@ -1154,15 +1154,25 @@ impl Encoder {
         };
     }
 
-    /// The share of the proposals drawn from the released margins: 0 unless set, and 0
-    /// where no two-way margin was measured (the rows would hold no link at all) or no
-    /// column has released frequencies.
+    /// The share of the proposals drawn from the released statistics: 0 unless set, and 0
+    /// where no column has released frequencies. Without a measured two-way margin the
+    /// rows drawn hold each column at its one-way shares on its own (see
+    /// [`Encoder::has_margins`]): where the table was too small for any margin, its model
+    /// is weak too, and these rows let calibration meet the released one-way shares that
+    /// the model's rows miss (psid1976 at ε = 1, noise seeds 1-9: column shapes 0.680 →
+    /// 0.707, 3-way error 1.344 → 1.335 against 1.350 for independent columns).
     pub fn margin_proposals(&self) -> f64 {
-        if !self.pairs.is_empty() && self.columns.iter().any(|c| c.target.is_some()) {
+        if self.columns.iter().any(|c| c.target.is_some()) {
             self.margin_share
         } else {
             0.0
         }
+    }
+
+    /// Whether a two-way margin was measured: the rows [`Encoder::propose_by_margins`]
+    /// draws then keep its link; without one, each column is drawn on its own.
+    pub fn has_margins(&self) -> bool {
+        !self.pairs.is_empty()
     }
 
     /// Raking weights (each at most `max_weight`) of the generated `rows` that make their
@@ -2218,11 +2228,23 @@ mod tests {
         // The model's own rows are far from it: a tenth on the diagonal.
         let diagonal = base.iter().filter(|r| r[0].slot == r[1].slot).count();
         assert!(diagonal < base.len() / 5);
-        // The share is 0 unless set, and held within [0, 1]; 0 without a measured margin.
+        // The share is 0 unless set, and held within [0, 1]. Without a measured margin it
+        // stands, and every column is drawn on its own at its shares: x = y a tenth of the
+        // time, as between independent columns.
         assert_eq!(encoder.margin_proposals(), 0.0);
+        assert!(encoder.has_margins());
         let mut unmeasured = Encoder::new(&schema, &table).unwrap();
         unmeasured.set_margin_proposals(0.5);
-        assert_eq!(unmeasured.margin_proposals(), 0.0);
+        assert!(!unmeasured.has_margins());
+        assert_eq!(unmeasured.margin_proposals(), 0.5);
+        let alone = unmeasured.propose_by_margins(&base, &mut rng);
+        let same = alone.iter().filter(|r| r[0].slot == r[1].slot).count();
+        assert!(same < alone.len() / 5, "{same} of {}", alone.len());
+        for slot in 0..10 {
+            let share =
+                alone.iter().filter(|r| r[1].slot == slot).count() as f64 / alone.len() as f64;
+            assert!((share - 0.1).abs() < 0.015, "x's slot {slot}: {share}");
+        }
         encoder.set_margin_proposals(2.0);
         assert_eq!(encoder.margin_proposals(), 1.0);
         encoder.set_margin_proposals(f64::NAN);
