@@ -3211,22 +3211,8 @@ mod tests {
     fn unused_codes_get_no_share_and_thin_values_stay() {
         // Schooling codes 0, 3, 7, 9, 10, 12, 14, 16, 17 in 600 rows (psid1976's
         // `meducation`), at psid1976's σ at ε = 3.
-        let codes = [
-            (7, 249),
-            (12, 175),
-            (10, 74),
-            (3, 34),
-            (14, 32),
-            (16, 21),
-            (0, 10),
-            (9, 4),
-            (17, 3),
-        ];
-        let values: Vec<f64> = codes
-            .iter()
-            .flat_map(|&(v, n)| std::iter::repeat_n(f64::from(v), n))
-            .collect();
-        let used = |v: f64| codes.iter().any(|&(c, _)| f64::from(c) == v);
+        let values = repeated(&SCHOOLING);
+        let used = |v: f64| SCHOOLING.iter().any(|&(c, _)| c == v);
         let mut unused = 0.0;
         for seed in 0..20 {
             let spec = complete_counted(values.clone(), 21.0, seed);
@@ -3966,19 +3952,7 @@ mod tests {
     fn a_number_column_on_a_grid_of_halves_or_decimals_keeps_it() {
         // psid1976's `unemp`: seven values, two of them halves, in 600 rows; the evaluator
         // (and a reader) sees seven levels, so the output must be on the same grid.
-        let shares = [
-            (3.0, 39),
-            (5.0, 87),
-            (7.5, 205),
-            (9.0, 9),
-            (9.5, 84),
-            (11.0, 84),
-            (14.0, 94),
-        ];
-        let unemp: Vec<f64> = shares
-            .iter()
-            .flat_map(|&(v, n)| std::iter::repeat_n(v, n))
-            .collect();
+        let unemp = repeated(&UNEMP);
         // One decimal (a rate), and four (a continuous share).
         let mut rng = SecureRng::from_seed(5);
         let rates: Vec<f64> = (0..3000)
@@ -4283,53 +4257,21 @@ mod tests {
     /// (at -10¹⁶, say) in 26 runs of 200, a rate of unemployment on halves in 87.
     #[test]
     fn a_guessed_range_is_seldom_far_from_the_values() {
-        let columns: [(&[(f64, usize)], usize); 3] = [
-            (
-                &[
-                    (7.0, 249),
-                    (12.0, 175),
-                    (10.0, 74),
-                    (3.0, 34),
-                    (14.0, 32),
-                    (16.0, 21),
-                    (0.0, 10),
-                    (9.0, 4),
-                    (17.0, 3),
-                ],
-                16,
-            ),
-            (
-                &[
-                    (3.0, 39),
-                    (5.0, 87),
-                    (7.5, 205),
-                    (9.0, 9),
-                    (9.5, 84),
-                    (11.0, 84),
-                    (14.0, 94),
-                ],
-                30,
-            ),
-            (
-                &[
-                    (12.0, 300),
-                    (10.0, 60),
-                    (11.0, 50),
-                    (13.0, 40),
-                    (14.0, 40),
-                    (16.0, 40),
-                    (8.0, 30),
-                    (9.0, 20),
-                    (17.0, 22),
-                ],
-                6,
-            ),
+        let education = [
+            (12.0, 300),
+            (10.0, 60),
+            (11.0, 50),
+            (13.0, 40),
+            (14.0, 40),
+            (16.0, 40),
+            (8.0, 30),
+            (9.0, 20),
+            (17.0, 22),
         ];
+        let columns: [(&[(f64, usize)], usize); 3] =
+            [(&SCHOOLING, 16), (&UNEMP, 30), (&education, 6)];
         for (shares, most) in columns {
-            let values: Vec<f64> = shares
-                .iter()
-                .flat_map(|&(v, n)| std::iter::repeat_n(v, n))
-                .collect();
+            let values = repeated(shares);
             let (lo, hi) = (0.0, 17.0);
             let mut far = 0;
             for seed in 0..200 {
@@ -4501,6 +4443,39 @@ mod tests {
             .flat_map(|&(v, n)| std::iter::repeat_n(v as f64, n))
             .collect()
     }
+
+    /// [`counted`] of values that need not be whole.
+    fn repeated(counts: &[(f64, usize)]) -> Vec<f64> {
+        counts
+            .iter()
+            .flat_map(|&(v, n)| std::iter::repeat_n(v, n))
+            .collect()
+    }
+
+    /// psid1976's mothers' years of schooling: codes 0, 3, 7, 9, 10, 12, 14, 16, 17 in 602
+    /// rows.
+    const SCHOOLING: [(f64, usize); 9] = [
+        (7.0, 249),
+        (12.0, 175),
+        (10.0, 74),
+        (3.0, 34),
+        (14.0, 32),
+        (16.0, 21),
+        (0.0, 10),
+        (9.0, 4),
+        (17.0, 3),
+    ];
+
+    /// psid1976's `unemp`: seven rates, two of them halves, in 602 rows.
+    const UNEMP: [(f64, usize); 7] = [
+        (3.0, 39),
+        (5.0, 87),
+        (7.5, 205),
+        (9.0, 9),
+        (9.5, 84),
+        (11.0, 84),
+        (14.0, 94),
+    ];
 
     #[test]
     fn an_integer_range_grows_through_thin_values_beside_its_peak() {
