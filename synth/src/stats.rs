@@ -1196,30 +1196,37 @@ fn scan_top(counts: &[f64], live: &impl Fn(usize) -> bool, m: usize) -> Vec<(usi
     for (k, &i) in order.iter().enumerate() {
         prefix[k + 1] = prefix[k] + counts[i];
     }
-    let mut windows: Vec<(f64, usize, usize)> = Vec::new();
+    let mut windows: Vec<(usize, usize, f64)> = Vec::new();
     let mut width = 1;
     while width <= order.len().min(SCAN_MAX) {
         for start in 0..=order.len() - width {
             let z = (prefix[start + width] - prefix[start]) / (width as f64).sqrt();
-            windows.push((z, start, start + width - 1));
+            windows.push((start, start + width - 1, z));
         }
         width *= 2;
     }
-    // Stable: among equal sums the narrowest and lowest window first, as a single scan.
-    windows.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut chosen: Vec<(usize, usize, f64)> = Vec::new();
-    for (z, a, b) in windows {
-        if chosen.len() == m {
-            break;
-        }
-        if chosen.iter().all(|&(x, y, _)| b < x || a > y) {
-            chosen.push((a, b, z));
-        }
-    }
-    chosen
+    // (Among equal sums the narrowest and lowest window first, as a single scan.)
+    disjoint_runs(windows, m)
         .into_iter()
         .map(|(a, b, z)| (order[a], order[b], z))
         .collect()
+}
+
+/// At most `m` of `runs` (first, last, significance), the most significant first, each kept
+/// unless it overlaps one kept before it; the sort is stable, so among equal significances
+/// the earlier run comes first.
+fn disjoint_runs<T: PartialOrd + Copy>(mut runs: Vec<(T, T, f64)>, m: usize) -> Vec<(T, T, f64)> {
+    runs.sort_by(|p, q| q.2.total_cmp(&p.2));
+    let mut kept: Vec<(T, T, f64)> = Vec::new();
+    for r in runs {
+        if kept.len() == m {
+            break;
+        }
+        if kept.iter().all(|&(x, y, _)| r.1 < x || r.0 > y) {
+            kept.push(r);
+        }
+    }
+    kept
 }
 
 /// The span of the buckets that clear `strong` (gaps included), grown through neighbours
@@ -1489,28 +1496,20 @@ fn private_number_support(
             views.push(read_support(frac, set_counts(set), noise.sigma, buckets));
         }
         views.retain(|v| v.coarse && v.range.is_some());
-        let mut runs: Vec<(f64, f64, f64)> = views
-            .iter()
-            .flat_map(|v| {
-                v.range
-                    .map(|(a, b)| (a, b, v.guess))
-                    .into_iter()
-                    .chain(v.others.iter().copied())
-            })
-            .collect();
-        runs.sort_by(|p, q| q.2.total_cmp(&p.2));
-        if let Some(top) = views.iter().max_by(|p, q| p.guess.total_cmp(&q.guess)) {
+        if let Some(top) = views.iter().max_by(|p, q| p.guess.total_cmp(&q.guess))
+            && let Some((lo, hi)) = top.range
+        {
+            // The chosen range first, then every view's runs apart from it and each other.
+            let runs: Vec<(f64, f64, f64)> = std::iter::once((lo, hi, f64::INFINITY))
+                .chain(views.iter().flat_map(|v| {
+                    v.range
+                        .map(|(a, b)| (a, b, v.guess))
+                        .into_iter()
+                        .chain(v.others.iter().copied())
+                }))
+                .collect();
             let mut chosen = top.clone();
-            let mut apart: Vec<(f64, f64, f64)> = Vec::new();
-            let (lo, hi) = chosen.range.unwrap_or((0.0, 0.0));
-            for r in runs {
-                let clear = |&(x, y, _): &(f64, f64, f64)| r.1 < x || r.0 > y;
-                if clear(&(lo, hi, 0.0)) && apart.iter().all(clear) {
-                    apart.push(r);
-                }
-            }
-            apart.truncate(CANDIDATES - 1);
-            chosen.others = apart;
+            chosen.others = disjoint_runs(runs, CANDIDATES).split_off(1);
             facts = chosen;
         }
     }
@@ -1740,22 +1739,17 @@ fn read_support(
                 .sum();
             // An integer column's runs from both views, the most significant first, none
             // overlapping one taken before it.
-            let mut runs: Vec<(usize, usize, f64)> = match &octaves {
-                Some((cells, merged)) => scan_top(merged, &|_| true, CANDIDATES)
-                    .into_iter()
-                    .map(|(x, y, z)| (cells[x].0, cells[y].1, z))
-                    .chain(scan_top(noisy_counts, &|_| true, CANDIDATES))
-                    .collect(),
+            let runs: Vec<(usize, usize, f64)> = match &octaves {
+                Some((cells, merged)) => disjoint_runs(
+                    scan_top(merged, &|_| true, CANDIDATES)
+                        .into_iter()
+                        .map(|(x, y, z)| (cells[x].0, cells[y].1, z))
+                        .chain(scan_top(noisy_counts, &|_| true, CANDIDATES))
+                        .collect(),
+                    usize::MAX,
+                ),
                 None => scan_top(noisy_counts, &|i| Some(i) != skip, CANDIDATES),
             };
-            runs.sort_by(|p, q| q.2.total_cmp(&p.2));
-            let mut apart: Vec<(usize, usize, f64)> = Vec::new();
-            for r in runs {
-                if apart.iter().all(|&(x, y, _)| r.1 < x || r.0 > y) {
-                    apart.push(r);
-                }
-            }
-            let runs = apart;
             // The guess is the most significant run, grown through its neighbours.
             let guess = runs.first().map_or(0.0, |r| r.2 / sigma);
             let others = runs
@@ -2250,17 +2244,21 @@ fn empty_values(counts: &[f64], sds: &[f64]) -> Vec<bool> {
             l.iter().map(|x| (x - most).exp()).collect()
         })
         .collect();
-    let posterior = |w: &[f64], row: &[f64]| -> Vec<f64> {
-        let p: Vec<f64> = w.iter().zip(row).map(|(a, b)| a * b).collect();
-        let total: f64 = p.iter().sum();
-        p.iter().map(|x| x / total.max(f64::MIN_POSITIVE)).collect()
+    // A row's posterior weight on each atom is w·likelihood over this sum.
+    let evidence = |w: &[f64], row: &[f64]| -> f64 {
+        w.iter()
+            .zip(row)
+            .map(|(a, b)| a * b)
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE)
     };
     let mut w = vec![1.0 / atoms.len() as f64; atoms.len()];
     for _ in 0..PRIOR_SWEEPS {
         let mut next = vec![0.0; atoms.len()];
         for row in &like {
-            for (n, p) in next.iter_mut().zip(posterior(&w, row)) {
-                *n += p / m as f64;
+            let total = evidence(&w, row);
+            for ((n, a), b) in next.iter_mut().zip(&w).zip(row) {
+                *n += a * b / total / m as f64;
             }
         }
         let moved = next
@@ -2273,7 +2271,9 @@ fn empty_values(counts: &[f64], sds: &[f64]) -> Vec<bool> {
             break;
         }
     }
-    like.iter().map(|row| posterior(&w, row)[0] > 0.5).collect()
+    like.iter()
+        .map(|row| w[0] * row[0] / evidence(&w, row) > 0.5)
+        .collect()
 }
 
 /// EM sweeps [`empty_values`] fits its prior in, at most.
