@@ -602,7 +602,18 @@ fn flags_zeros_and_small_tables_survive_without_a_schema() {
     // came out constant and the zeros vanished, even at ε = ∞).
     let input = shaped_table(dir.path(), 2000);
     let out = dir.path().join("out.csv");
-    let o = synth(&input, &out, &ledger, &["--epsilon", "3", "--cap", "100"]);
+    // One pinned draw of the noise: the statistics' rates over many draws are measured by
+    // the unit tests of `fedsynth_synth::stats` (a grown flag range, a zero-inflated tail);
+    // under fresh noise the floors below fail now and then by design (the flag's values
+    // outside 0/1 pass 3% in about one run in 200, the amount's tail was cut under 5,000 in
+    // one CI run before the tail's fix), which a CI run must not hang on.
+    let o = synth_with(
+        &input,
+        &out,
+        &ledger,
+        &["--epsilon", "3", "--cap", "100", "--seed", "7"],
+        &[("FEDSYNTH_INSECURE_REPRODUCIBLE_NOISE_SEED", "7")],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("plan: 4 columns"), "{}", stderr(&o));
     let t = read_table(&out).unwrap();
