@@ -605,7 +605,7 @@ fn flags_zeros_and_small_tables_survive_without_a_schema() {
     // One pinned draw of the noise: the statistics' rates over many draws are measured by
     // the unit tests of `fedsynth_synth::stats` (a grown flag range, a zero-inflated tail);
     // under fresh noise the floors below fail now and then by design (the flag's values
-    // outside 0/1 pass 3% in about one run in 200, the amount's tail was cut under 5,000 in
+    // outside 0/1 pass 3% in a few runs of 1,000, the amount's tail was cut under 5,000 in
     // one CI run before the tail's fix), which a CI run must not hang on.
     let o = synth_with(
         &input,
