@@ -2150,15 +2150,20 @@ fn private_bins(
             noise.sigma
         }
     };
-    // The fit that finds unused values (below) reads a value's averaged count only inside
-    // the first release's strong span; beyond it, the first count is the one that grew the
-    // range there (kept for being above σ, so biased up: a 0/1 flag's range grown to 0-7 by its noise gave 2-6 averaged counts
-    // of 1.5σ each, which the fit kept as thin values, 4-6% of the rows in one run in a
-    // hundred), and the second release's count alone is read.
+    // A value's count and its noise's sd as the trim of a per-value range's ends and the fit
+    // of unused values (below) read them: the averaged count only inside the first
+    // release's strong span; beyond it, the first count is the one that grew the range
+    // there (kept for being above σ, so biased up: a 0/1 flag's range grown to 0-7 by its
+    // noise gave 2-6 averaged counts of 1.5σ each, which the fit kept as thin values, 4-6%
+    // of the rows in one run in a hundred), and the second release's count alone is read.
     let strong_span = support.and_then(|s| s.strong_span);
-    let unbiased = |j: usize| {
+    let unbiased_count = |j: usize| {
         let v = grid[j] + 0.5;
-        averaged(j) && strong_span.is_some_and(|(a, b)| a <= v && v <= b)
+        if averaged(j) && !strong_span.is_some_and(|(a, b)| a <= v && v <= b) {
+            (second[j], noise.sigma)
+        } else {
+            (noisy_counts[j], sd(j))
+        }
     };
     let crowded = (per_integer && k > per_integer_max(fine))
         .then(|| hull(&noisy_counts, strong, noise.sigma, None))
@@ -2176,11 +2181,12 @@ fn private_bins(
         // fit below reads it (where nothing was strong, the values' averaged counts, whose
         // selection was the octave's, not each value's: ages of 30-60 in 600 rows).
         let clears = |j: usize| {
-            if strong_span.is_some() && averaged(j) && !unbiased(j) {
-                second[j] > noise.sigma
+            let (count, sd) = if strong_span.is_some() {
+                unbiased_count(j)
             } else {
-                noisy_counts[j] > sd(j)
-            }
+                (noisy_counts[j], sd(j))
+            };
+            count > sd
         };
         let first = (0..k).find(|&j| clears(j)).unwrap_or(0);
         let last = (first..k).rev().find(|&j| clears(j)).unwrap_or(k - 1);
@@ -2193,15 +2199,7 @@ fn private_bins(
     // counts the noise explains better than a mass of their own are left out: a code
     // column's unused codes between its used ones.
     let empty = if per_value {
-        let (counts, sds): (Vec<f64>, Vec<f64>) = (first..=last)
-            .map(|j| {
-                if unbiased(j) || !averaged(j) {
-                    (noisy_counts[j], sd(j))
-                } else {
-                    (second[j], noise.sigma)
-                }
-            })
-            .unzip();
+        let (counts, sds): (Vec<f64>, Vec<f64>) = (first..=last).map(unbiased_count).unzip();
         let mut empty = empty_values(&counts, &sds);
         let n = empty.len();
         empty[0] = false;
@@ -4314,12 +4312,6 @@ mod tests {
             .clone()
     }
 
-    /// Where no bucket of the first release clears the noise (602 rows at σ = 52, psid1976
-    /// at ε = 1), the range is a guess among runs; the runs of every view (an integer
-    /// column's buckets and octaves, a number's whole values and each set of fractions) are
-    /// the candidates, and the second release keeps the one nearest to the values. The
-    /// guess of one view alone put the range of mothers' schooling far from its values
-    /// (at -10¹⁶, say) in 26 runs of 200, a rate of unemployment on halves in 87.
     /// A zero-inflated amount (2,000 rows, 600 of them spread evenly over seven octaves,
     /// 500-74,000, at σ = 16.8: the shaped table of the CLI's tests at ε = 3) keeps its tail.
     /// Its bins once shared the 2,000 rows' count (64, about half a σ of rows each), and the
@@ -4369,6 +4361,12 @@ mod tests {
         assert!(outside.iter().all(|&o| o < 0.06), "{outside:?}");
     }
 
+    /// Where no bucket of the first release clears the noise (602 rows at σ = 52, psid1976
+    /// at ε = 1), the range is a guess among runs; the runs of every view (an integer
+    /// column's buckets and octaves, a number's whole values and each set of fractions) are
+    /// the candidates, and the second release keeps the one nearest to the values. The
+    /// guess of one view alone put the range of mothers' schooling far from its values
+    /// (at -10¹⁶, say) in 26 runs of 200, a rate of unemployment on halves in 87.
     #[test]
     fn a_guessed_range_is_seldom_far_from_the_values() {
         let education = [
