@@ -230,9 +230,9 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         .iter()
         .filter(|c| !is_derived(&c.name))
         .count();
-    let table = raw.typed(&schema.kinds())?;
     let non_numbers = raw.non_numbers(&schema.kinds());
-    drop(raw);
+    // Each column's cells are dropped once typed: memory never holds both whole.
+    let table = raw.into_typed(&schema.kinds())?;
     // With the kinds, each text column's count of distinct values: whether most of its
     // values are rare (an identifier) is known before the statistics are planned.
     let mut schema = schema;

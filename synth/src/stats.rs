@@ -3985,6 +3985,53 @@ mod tests {
     }
 
     #[test]
+    fn typing_a_table_into_its_kinds_drops_the_cells_but_keeps_every_value() {
+        let n = 300;
+        let raw = RawTable {
+            names: vec!["t".into(), "x".into(), "unused".into(), "c".into()],
+            columns: vec![
+                cells((0..n).map(|i| format!("2024-03-{:02} {:02}:15:00", 1 + i % 28, i % 24))),
+                cells((0..n).map(|i| {
+                    if i % 7 == 0 {
+                        "n/a".into()
+                    } else {
+                        format!("{}.5", i)
+                    }
+                })),
+                cells((0..n).map(|i| i.to_string())),
+                cells((0..n).map(|i| ["a", "b", "c"][i % 3].to_string())),
+            ],
+        };
+        let kinds = vec![
+            ("t".to_string(), ColumnKind::Datetime),
+            ("c".to_string(), ColumnKind::Categorical),
+            (
+                datetime::part_name("t", datetime::Part::Hour),
+                ColumnKind::Integer,
+            ),
+            ("x".to_string(), ColumnKind::Integer),
+            (
+                datetime::part_name("t", datetime::Part::Weekday),
+                ColumnKind::Categorical,
+            ),
+            ("x".to_string(), ColumnKind::Continuous),
+        ];
+        let typed = raw.typed(&kinds).unwrap();
+        assert_eq!(typed.names.len(), kinds.len());
+        let ColumnData::Int(hours) = &typed.columns[2] else {
+            panic!("the hour part is an integer column")
+        };
+        assert_eq!(hours[5], Some(5));
+        assert_eq!(raw.clone().into_typed(&kinds).unwrap(), typed);
+        // A column that is not in the input is the same schema error either way.
+        let missing = [("zz".to_string(), ColumnKind::Integer)];
+        assert_eq!(
+            raw.typed(&missing).unwrap_err().to_string(),
+            raw.into_typed(&missing).unwrap_err().to_string()
+        );
+    }
+
+    #[test]
     fn the_kinds_noise_fits_the_table_and_stays_within_its_share_of_the_budget() {
         let delta = Delta::new(1e-6).unwrap();
         // ρ of (ε, δ) converts back to ε.

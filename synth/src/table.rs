@@ -2,6 +2,7 @@
 //! no rows, NaN or infinite numbers, mixed-type and all-null columns) and written
 //! atomically (or encrypted) on the way out.
 
+use std::borrow::Borrow;
 use std::fs::File;
 use std::path::Path;
 
@@ -497,87 +498,154 @@ impl RawTable {
     /// about a row. A declared (Parquet) text column cannot be numeric: that is public, and
     /// refused.
     pub fn typed(&self, kinds: &[(String, ColumnKind)]) -> Result<Table> {
-        let mut names = Vec::with_capacity(kinds.len());
-        let mut columns = Vec::with_capacity(kinds.len());
-        // A datetime column's cells are parsed once for the column and all its parts.
-        let mut times: std::collections::HashMap<String, Vec<Option<i64>>> =
-            std::collections::HashMap::new();
-        let mut seconds = |name: &str, raw: &RawColumn| -> Vec<Option<i64>> {
-            times
-                .entry(name.to_string())
-                .or_insert_with(|| match raw {
-                    RawColumn::Cells(cells) => cells
-                        .iter()
-                        .map(|c| c.and_then(crate::datetime::seconds))
-                        .collect(),
-                    RawColumn::Typed(d) => vec![None; d.len()],
-                })
-                .clone()
-        };
-        for (name, kind) in kinds {
-            if name == crate::nulls::PATTERN && self.column(name).is_none() {
-                continue; // derived after the schema is complete (crate::nulls::with_pattern)
-            }
-            if self.column(name).is_none()
-                && let Some((base, part)) = crate::datetime::part_of(name)
-                && let Some(raw) = self.column(base)
-            {
-                names.push(name.clone());
-                columns.push(datetime_part(&seconds(base, raw), part));
-                continue;
-            }
-            let raw = self.column(name).ok_or_else(|| {
+        let mut columns: Vec<Option<&RawColumn>> = self.columns.iter().map(Some).collect();
+        typed_columns(&self.names, &mut columns, kinds)
+    }
+
+    /// [`RawTable::typed`], each column's cells dropped as soon as the last kind read from
+    /// it is typed: memory holds the typed table and the cells not yet typed, never the
+    /// whole of both (a large table's text cells weigh about as much as its typed values).
+    pub fn into_typed(self, kinds: &[(String, ColumnKind)]) -> Result<Table> {
+        let mut columns: Vec<Option<RawColumn>> = self.columns.into_iter().map(Some).collect();
+        typed_columns(&self.names, &mut columns, kinds)
+    }
+}
+
+/// The raw column a kind of [`RawTable::typed`] reads: its own, or the column a datetime
+/// part is derived from.
+fn source_of(names: &[String], name: &str) -> Option<usize> {
+    names.iter().position(|n| n == name).or_else(|| {
+        let (base, _) = crate::datetime::part_of(name)?;
+        names.iter().position(|n| n == base)
+    })
+}
+
+/// [`RawTable::typed`] over `columns` (of `names`), each set to `None` once no later kind
+/// reads it (dropping it where the slots own their columns).
+fn typed_columns<C: Borrow<RawColumn>>(
+    names: &[String],
+    columns: &mut [Option<C>],
+    kinds: &[(String, ColumnKind)],
+) -> Result<Table> {
+    // The last kind that reads each column; a column no kind reads goes first.
+    let mut last_use = vec![None; columns.len()];
+    for (k, (name, _)) in kinds.iter().enumerate() {
+        if let Some(j) = source_of(names, name) {
+            last_use[j] = Some(k);
+        }
+    }
+    for (slot, last) in columns.iter_mut().zip(&last_use) {
+        if last.is_none() {
+            *slot = None;
+        }
+    }
+    // A column of `names` not yet dropped.
+    fn present<'a, C: Borrow<RawColumn>>(
+        names: &[String],
+        columns: &'a [Option<C>],
+        name: &str,
+    ) -> Option<&'a RawColumn> {
+        let j = names.iter().position(|n| n == name)?;
+        columns[j].as_ref().map(Borrow::borrow)
+    }
+    let column = |columns: &[Option<C>], name: &str| present(names, columns, name).is_some();
+    let mut out_names = Vec::with_capacity(kinds.len());
+    let mut out = Vec::with_capacity(kinds.len());
+    // A datetime column's cells are parsed once for the column and all its parts.
+    let mut times: std::collections::HashMap<String, Vec<Option<i64>>> =
+        std::collections::HashMap::new();
+    let mut seconds = |name: &str, raw: &RawColumn| -> Vec<Option<i64>> {
+        times
+            .entry(name.to_string())
+            .or_insert_with(|| match raw {
+                RawColumn::Cells(cells) => cells
+                    .iter()
+                    .map(|c| c.and_then(crate::datetime::seconds))
+                    .collect(),
+                RawColumn::Typed(d) => vec![None; d.len()],
+            })
+            .clone()
+    };
+    for (k, (name, kind)) in kinds.iter().enumerate() {
+        if name == crate::nulls::PATTERN && !column(columns, name) {
+            continue; // derived after the schema is complete (crate::nulls::with_pattern)
+        }
+        let data = if !column(columns, name)
+            && let Some((base, part)) = crate::datetime::part_of(name)
+            && let Some(raw) = present(names, columns, base)
+        {
+            datetime_part(&seconds(base, raw), part)
+        } else {
+            let raw = present(names, columns, name).ok_or_else(|| {
                 SynthError::Schema(format!(
                     "column '{name}' is not in the input (it has: {})",
-                    self.names.join(", ")
+                    names.join(", ")
                 ))
             })?;
-            let numeric = kind.is_numeric();
-            let integer = *kind == ColumnKind::Integer;
-            let data = match raw {
-                RawColumn::Cells(_) if *kind == ColumnKind::Datetime => ColumnData::Int(
-                    seconds(name, raw)
-                        .into_iter()
-                        .map(|s| s.map(crate::datetime::day))
-                        .collect(),
-                ),
-                RawColumn::Typed(_) if *kind == ColumnKind::Datetime => {
-                    return Err(SynthError::Schema(format!(
-                        "column '{name}' is declared datetime but the file types it as numbers"
-                    )));
-                }
-                RawColumn::Cells(cells) if numeric => {
-                    let numbers = cells.iter().map(|c| match Cell::of(c) {
-                        Cell::Number(v) => Some(v),
-                        Cell::Null | Cell::Text => None,
-                    });
-                    if integer {
-                        ColumnData::Int(numbers.map(|v| v.and_then(round_to_i64)).collect())
-                    } else {
-                        ColumnData::Float(numbers.collect())
-                    }
-                }
-                RawColumn::Cells(cells) => {
-                    ColumnData::Text(cells.iter().map(|c| c.map(str::to_string)).collect())
-                }
-                RawColumn::Typed(ColumnData::Text(_)) if numeric => {
-                    return Err(SynthError::Schema(format!(
-                        "column '{name}' is declared {kind:?} but the file types it as text"
-                    )));
-                }
-                RawColumn::Typed(ColumnData::Float(v)) if integer => {
-                    ColumnData::Int(v.iter().map(|x| x.and_then(round_to_i64)).collect())
-                }
-                RawColumn::Typed(ColumnData::Int(v)) if numeric && !integer => {
-                    ColumnData::Float(v.iter().map(|x| x.map(|x| x as f64)).collect())
-                }
-                RawColumn::Typed(d) => d.clone(),
-            };
-            names.push(name.clone());
-            columns.push(data);
+            typed_column(name, *kind, raw, &mut seconds)?
+        };
+        out_names.push(name.clone());
+        out.push(data);
+        for (slot, last) in columns.iter_mut().zip(&last_use) {
+            if *last == Some(k) {
+                *slot = None;
+            }
         }
-        Ok(Table { names, columns })
     }
+    Ok(Table {
+        names: out_names,
+        columns: out,
+    })
+}
+
+/// One column typed as `kind` (see [`RawTable::typed`]).
+fn typed_column(
+    name: &str,
+    kind: ColumnKind,
+    raw: &RawColumn,
+    seconds: &mut impl FnMut(&str, &RawColumn) -> Vec<Option<i64>>,
+) -> Result<ColumnData> {
+    let numeric = kind.is_numeric();
+    let integer = kind == ColumnKind::Integer;
+    Ok(match raw {
+        RawColumn::Cells(_) if kind == ColumnKind::Datetime => ColumnData::Int(
+            seconds(name, raw)
+                .into_iter()
+                .map(|s| s.map(crate::datetime::day))
+                .collect(),
+        ),
+        RawColumn::Typed(_) if kind == ColumnKind::Datetime => {
+            return Err(SynthError::Schema(format!(
+                "column '{name}' is declared datetime but the file types it as numbers"
+            )));
+        }
+        RawColumn::Cells(cells) if numeric => {
+            let numbers = cells.iter().map(|c| match Cell::of(c) {
+                Cell::Number(v) => Some(v),
+                Cell::Null | Cell::Text => None,
+            });
+            if integer {
+                ColumnData::Int(numbers.map(|v| v.and_then(round_to_i64)).collect())
+            } else {
+                ColumnData::Float(numbers.collect())
+            }
+        }
+        RawColumn::Cells(cells) => {
+            ColumnData::Text(cells.iter().map(|c| c.map(str::to_string)).collect())
+        }
+        RawColumn::Typed(ColumnData::Text(_)) if numeric => {
+            return Err(SynthError::Schema(format!(
+                "column '{name}' is declared {kind:?} but the file types it as text"
+            )));
+        }
+        RawColumn::Typed(ColumnData::Float(v)) if integer => {
+            ColumnData::Int(v.iter().map(|x| x.and_then(round_to_i64)).collect())
+        }
+        RawColumn::Typed(ColumnData::Int(v)) if numeric && !integer => {
+            ColumnData::Float(v.iter().map(|x| x.map(|x| x as f64)).collect())
+        }
+        RawColumn::Typed(d) => d.clone(),
+    })
 }
 
 /// A datetime column's derived part (see [`crate::datetime`]), from its cells' times; a
