@@ -21,8 +21,9 @@ use fedsynth_synth::report::{Charge, Epoch, RunPrivacy, RunRecord};
 use fedsynth_synth::sample::Generator;
 use fedsynth_synth::schema::{ColumnKind, Schema, is_derived};
 use fedsynth_synth::stats::{
-    LocalRelease, Plan, complete_schema_inferring, distinct_columns, distinct_noise, kind_noise,
-    mark_wide, open_untyped, private_kinds, private_open_kinds, release_distinct, untyped_columns,
+    LocalRelease, Plan, complete_schema_inferring, distinct_columns, distinct_noise, grown_tree,
+    kind_noise, mark_wide, open_untyped, private_kinds, private_open_kinds, release_distinct,
+    tree_affordable, untyped_columns,
 };
 use fedsynth_synth::table::{
     Format, declared_temporal, output_temporal, read_raw, table_bytes_typed,
@@ -380,6 +381,33 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         stats_plan = stats_plan_of(&schema, &pair_with);
         privacy = plan(&request, stats_plan)?;
     }
+    // A table large for its noise measures more of its tree than a fifth of the statistics'
+    // budget (`stats::tree_affordable`): the most margins, up to the whole tree, whose plan
+    // keeps the numeric statistics fine, by bisection (σ grows with the margins).
+    let mut tree_grown = false;
+    let whole_tree = pair_with.len().saturating_sub(1) as u64;
+    if auto_pairs
+        && private_run
+        && stats_plan.pairs > 0
+        && stats_plan.pairs < whole_tree
+        && tree_affordable(rows, privacy.preprocess.sigma)
+    {
+        let with = |k: u64| Plan {
+            pairs: k,
+            selections: k,
+            ..stats_plan
+        };
+        let fine = |k: u64| {
+            fedsynth_synth::plan::plan(&request, with(k))
+                .is_ok_and(|p| tree_affordable(rows, p.preprocess.sigma))
+        };
+        let kept = grown_tree(stats_plan.pairs, whole_tree, fine);
+        if kept > stats_plan.pairs {
+            privacy = plan(&request, with(kept))?;
+        }
+        tree_grown = kept > stats_plan.pairs;
+        stats_plan = with(kept);
+    }
 
     let opened = device::open_described(device_choice, rng.next_u64())?;
     if device_choice != DeviceChoice::Cpu {
@@ -513,10 +541,22 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                             stats_plan.pairs, privacy.preprocess.sigma
                         ),
                         None => eprintln!(
-                            "plan: {} two-way margins of the strongest dependencies (of a spanning \
-                             tree, picked privately at ε₀ = {:.3} each) at σ = {:.1} rows, in that \
-                             share; --target names a label to measure its margins instead",
+                            "plan: {} two-way margins of the strongest dependencies ({}, picked \
+                             privately at ε₀ = {:.3} each) at σ = {:.1} rows, in that share; \
+                             --target names a label to measure its margins instead",
                             stats_plan.pairs,
+                            match (stats_plan.pairs == whole_tree, tree_grown) {
+                                (true, false) => "a whole spanning tree".to_string(),
+                                (false, false) => format!("of a spanning tree's {whole_tree}"),
+                                (true, true) => "a whole spanning tree, more than a fifth of \
+                                                 the statistics' budget: the table is large for \
+                                                 its noise"
+                                    .to_string(),
+                                (false, true) => format!(
+                                    "of a spanning tree's {whole_tree}, more than a fifth of the \
+                                     statistics' budget: the table is large for its noise"
+                                ),
+                            },
                             fedsynth_synth::stats::selection_epsilon(privacy.preprocess.sigma),
                             privacy.preprocess.sigma
                         ),

@@ -119,6 +119,8 @@ pub fn concentrated_sigma(sigma: f64, planned: u64, measured: usize) -> f64 {
 /// release and its pick a quarter of one, against the plan's histograms and its discoveries
 /// at their weight), so that their noise grows by at most about 12%. A wide table measures
 /// the strongest links of its tree: Kruskal's order picks the strongest first.
+///
+/// A table large for its noise may measure more of its tree: see [`tree_affordable`].
 pub fn tree_pairs(plan: Plan, columns: usize) -> u64 {
     let units = plan.releases as f64 + category_weight(plan) * plan.discoveries as f64;
     // A schema that gives every statistic has no share to take a fifth of (and the
@@ -128,6 +130,47 @@ pub fn tree_pairs(plan: Plan, columns: usize) -> u64 {
     }
     let room = (units / 5.0).floor().max(1.0) as u64;
     (columns.saturating_sub(1) as u64).min(room)
+}
+
+/// Whether the numeric statistics of a table of `rows` rows at noise `sigma` are fine enough
+/// to lend a tree of two-way margins more than [`tree_pairs`]' fifth of their budget: where
+/// a continuous column's second release gets [`TREE_BINS`] bins or more by [`fine_bins`]'
+/// trade-off (about 860 rows per unit of σ), a margin's cells hold many times their noise
+/// and the one-way statistics are far finer than a generator reproduces, so the margins'
+/// share costs nothing visible; below it, more margins at more noise are a trade. The run
+/// grows the tree as far as its plan's σ keeps this true. Measured (paired noise seeds,
+/// reference evaluator): flights at ε = 3 (269,000 rows, σ = 125 → 135, n/σ = 2,000), the
+/// whole tree of 17 margins against 9: see the README; Wage at ε = 3 (n/σ = 106) given its
+/// whole tree lost TSTR on all four seeds (0.618 → 0.572 on their mean), diamonds (n/σ =
+/// 240–480) and nmes1988 (120) moved within their seeds' spread.
+pub fn tree_affordable(rows: usize, sigma: f64) -> bool {
+    sigma > 0.0 && fine_bins(sigma, Some(rows), false) >= TREE_BINS
+}
+
+/// The bins of a continuous column at which a table affords more than a fifth of its
+/// statistics' budget for a tree of margins (see [`tree_affordable`]).
+const TREE_BINS: usize = 4 * FINE_BINS;
+
+/// The most margins of a tree of `whole` edges, from `planned` ([`tree_pairs`]' count, taken
+/// as affordable) up, that `fine` accepts, for a `fine` that holds up to some count and not
+/// beyond (a plan's noise grows with its margins): the whole tree is tried first, then a
+/// bisection, so a run plans a few times at most.
+pub fn grown_tree(planned: u64, whole: u64, mut fine: impl FnMut(u64) -> bool) -> u64 {
+    // `kept` is accepted; no count above `above` is.
+    let (mut kept, mut above) = (planned, whole);
+    while kept < above {
+        let k = if above == whole {
+            above
+        } else {
+            (kept + above).div_ceil(2)
+        };
+        if fine(k) {
+            kept = k;
+        } else {
+            above = k - 1;
+        }
+    }
+    kept
 }
 
 /// How much noisier a count of distinct values is than a numeric histogram: it only sizes a
@@ -3048,6 +3091,38 @@ mod tests {
         // The tree costs the histograms some noise, at most about 12% with the cap.
         let alone = Noise::calibrate(stats, Epsilon::new(eps).unwrap(), delta).unwrap();
         assert!(noise.sigma > alone.sigma && noise.sigma < 1.15 * alone.sigma);
+    }
+
+    #[test]
+    fn a_table_large_for_its_noise_measures_more_of_its_tree() {
+        // flights at ε = 3 (269,000 rows at σ = 135) affords it; diamonds (43,000 at 90),
+        // caravan (4,616 at 49), Wage (2,400 at 23) and exact statistics do not.
+        assert!(tree_affordable(269_000, 135.0));
+        assert!(!tree_affordable(43_000, 90.0));
+        assert!(!tree_affordable(4_616, 49.3));
+        assert!(!tree_affordable(2_400, 22.6));
+        assert!(!tree_affordable(269_000, 0.0));
+        // The bound is where a continuous column's bins fall under TREE_BINS: about 860
+        // rows per unit of σ.
+        assert!(tree_affordable(870, 1.0) && !tree_affordable(850, 1.0));
+        // The most counts `fine` accepts, whole tree first, few plans: for every limit.
+        for whole in [1u64, 2, 17, 85] {
+            for planned in 0..=whole {
+                for limit in planned..=whole + 2 {
+                    let mut calls = 0;
+                    let kept = grown_tree(planned, whole, |k| {
+                        calls += 1;
+                        assert!(
+                            k > planned && k <= whole,
+                            "{k} outside ({planned}, {whole}]"
+                        );
+                        k <= limit
+                    });
+                    assert_eq!(kept, limit.min(whole), "{planned} {whole} {limit}");
+                    assert!(calls <= 8, "{calls} plans for {planned} {whole} {limit}");
+                }
+            }
+        }
     }
 
     #[test]
