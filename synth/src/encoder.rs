@@ -357,7 +357,7 @@ impl PairMargin {
     /// The cell of a generated row (`group of a · width_b + group of b`), `None` where a
     /// slot lies outside the margin's blocks (never generated).
     fn cell(&self, row: &[Choice]) -> Option<usize> {
-        let (a, b) = (row[self.a].slot, row[self.b].slot);
+        let (a, b) = (row[self.a].slot(), row[self.b].slot());
         (a < self.groups_a.len() && b < self.group_of.len())
             .then(|| self.groups_a[a] * self.width_b + self.group_of[b])
     }
@@ -480,10 +480,26 @@ pub const MAX_PAIR_CELLS: usize = 4096;
 /// columns, the position within the bin.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Choice {
-    /// Index within the column's one-hot block.
-    pub slot: usize,
+    /// Index within the column's one-hot block (a block is at most [`MAX_WIDTH`] wide): 32
+    /// bits, so a sampler's pool of proposals holds 8 bytes a cell, not 16.
+    slot: u32,
     /// Position in [0, 1] within the bin (ignored for categorical columns).
     pub offset: f32,
+}
+
+impl Choice {
+    /// The choice of `slot` (below [`MAX_WIDTH`], as every block is) at `offset`.
+    pub fn new(slot: usize, offset: f32) -> Self {
+        Self {
+            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+            offset,
+        }
+    }
+
+    /// Index within the column's one-hot block.
+    pub fn slot(&self) -> usize {
+        self.slot as usize
+    }
 }
 
 /// The datetime columns of a schema and their parts.
@@ -1455,16 +1471,13 @@ impl Encoder {
                     // The child's group, drawn from the margin's cells in the parent's, then
                     // a slot within it.
                     let slot = link.as_ref().and_then(|l| {
-                        let g = *l.group_of_parent.get(out[l.parent].slot)?;
+                        let g = *l.group_of_parent.get(out[l.parent].slot())?;
                         let group = draw(l.child_groups.get(g)?, rng)?;
                         draw(l.slots_in.get(group)?, rng)
                     });
-                    let slot = slot.or_else(|| draw(f, rng)).unwrap_or(out[c].slot);
-                    if slot != out[c].slot {
-                        out[c] = Choice {
-                            slot,
-                            offset: rng.random::<f32>(),
-                        };
+                    let slot = slot.or_else(|| draw(f, rng)).unwrap_or(out[c].slot());
+                    if slot != out[c].slot() {
+                        out[c] = Choice::new(slot, rng.random::<f32>());
                     }
                 }
                 out
@@ -1479,7 +1492,7 @@ impl Encoder {
             .enumerate()
             .filter_map(|(c, col)| {
                 let target = col.target.as_deref()?;
-                Some((rows.iter().map(|r| r[c].slot).collect(), target))
+                Some((rows.iter().map(|r| r[c].slot()).collect(), target))
             })
             .collect()
     }
@@ -1524,7 +1537,7 @@ impl Encoder {
         let aimed = |s: usize| s < k && target[s].is_finite();
         let strata: Vec<usize> = rows
             .iter()
-            .map(|r| if aimed(r[c].slot) { r[c].slot } else { k })
+            .map(|r| if aimed(r[c].slot()) { r[c].slot() } else { k })
             .collect();
         let all: f64 = weights.iter().sum();
         let free: f64 = strata
@@ -1753,16 +1766,16 @@ impl Encoder {
                     let k = edges.len() - 1;
                     let values = rows.iter().map(|r| {
                         let ch = r[c];
-                        if Some(ch.slot) == null {
+                        if Some(ch.slot()) == null {
                             return None;
                         }
-                        if ch.slot >= k
-                            && let Some(&p) = points.get(ch.slot - k)
+                        if ch.slot() >= k
+                            && let Some(&p) = points.get(ch.slot() - k)
                         {
                             // A point mass is its own value, wherever it lies.
                             return Some(Err(p));
                         }
-                        let b = ch.slot.min(k - 1);
+                        let b = ch.slot().min(k - 1);
                         let u = f64::from(ch.offset).clamp(0.0, 1.0);
                         let (a, z) = (edges[b], edges[b + 1]);
                         Some(Ok(in_bin(a + u * (z - a), (a, z), *integer, *step)))
@@ -1800,12 +1813,13 @@ impl Encoder {
                     rows.iter()
                         .map(|r| {
                             let ch = r[c];
-                            if Some(ch.slot) == null {
+                            if Some(ch.slot()) == null {
                                 None
-                            } else if let Some(g) = groups.as_ref().filter(|g| ch.slot < g.len()) {
-                                Some(categories[g.value(ch.slot, ch.offset)].clone())
-                            } else if groups.is_none() && ch.slot < categories.len() {
-                                Some(categories[ch.slot].clone())
+                            } else if let Some(g) = groups.as_ref().filter(|g| ch.slot() < g.len())
+                            {
+                                Some(categories[g.value(ch.slot(), ch.offset)].clone())
+                            } else if groups.is_none() && ch.slot() < categories.len() {
+                                Some(categories[ch.slot()].clone())
                             } else {
                                 Some(pool.at(ch.offset))
                             }
@@ -1814,7 +1828,7 @@ impl Encoder {
                 ),
                 Codec::Categorical { categories, .. } => {
                     let values = rows.iter().map(|r| {
-                        let slot = r[c].slot;
+                        let slot = r[c].slot();
                         if Some(slot) == null {
                             None
                         } else {
@@ -1939,9 +1953,9 @@ mod tests {
                 .sum::<f64>()
                 / all
         };
-        let yes = share(&|r| r[0].slot == 1);
+        let yes = share(&|r| r[0].slot() == 1);
         assert!((yes - 0.3).abs() < 0.01, "weighted share of yes: {yes}");
-        let yes_b = share(&|r| r[0].slot == 1 && r[1].slot == 1);
+        let yes_b = share(&|r| r[0].slot() == 1 && r[1].slot() == 1);
         assert!(yes_b / yes > 0.8, "share of b among yes: {}", yes_b / yes);
     }
 
@@ -2011,7 +2025,7 @@ mod tests {
                 let y = usize::from(rng.random::<f64>() < 0.06);
                 std::iter::once(y)
                     .chain((0..columns).map(|_| rng.random_range(0..2)))
-                    .map(|slot| Choice { slot, offset: 0.5 })
+                    .map(|slot| Choice::new(slot, 0.5))
                     .collect()
             })
             .collect();
@@ -2025,7 +2039,7 @@ mod tests {
         let kept_yes: Vec<usize> = keep
             .iter()
             .copied()
-            .filter(|&i| proposals[i][0].slot == 1)
+            .filter(|&i| proposals[i][0].slot() == 1)
             .collect();
         let share = kept_yes.len() as f64 / rows as f64;
         assert!((share - 0.06).abs() < 0.005, "share of yes: {share}");
@@ -2035,13 +2049,18 @@ mod tests {
         let b_share = |rows: &mut dyn Iterator<Item = usize>| {
             let (mut b, mut all) = (0usize, 0usize);
             for i in rows {
-                b += proposals[i][1..].iter().filter(|c| c.slot == 1).count();
+                b += proposals[i][1..].iter().filter(|c| c.slot() == 1).count();
                 all += columns;
             }
             b as f64 / all as f64
         };
         let among_yes = b_share(&mut kept_yes.iter().copied());
-        let among_no = b_share(&mut keep.iter().copied().filter(|&i| proposals[i][0].slot == 0));
+        let among_no = b_share(
+            &mut keep
+                .iter()
+                .copied()
+                .filter(|&i| proposals[i][0].slot() == 0),
+        );
         assert!(
             among_yes > among_no + 0.1,
             "b among yes {among_yes}, among no {among_no}"
@@ -2072,10 +2091,7 @@ mod tests {
         (0..20_000)
             .map(|_| {
                 (0..columns)
-                    .map(|_| Choice {
-                        slot: rand::Rng::random_range(&mut rng, 0..slots),
-                        offset: 0.5,
-                    })
+                    .map(|_| Choice::new(rand::Rng::random_range(&mut rng, 0..slots), 0.5))
                     .collect()
             })
             .collect()
@@ -2214,10 +2230,13 @@ mod tests {
         let mut rng = SecureRng::from_seed(4);
         let drawn = encoder.propose_by_margins(&base, &mut rng);
         assert_eq!(drawn.len(), base.len());
-        assert!(drawn.iter().all(|r| r[0].slot == r[1].slot), "x = y lost");
+        assert!(
+            drawn.iter().all(|r| r[0].slot() == r[1].slot()),
+            "x = y lost"
+        );
         for column in [0, 2] {
             for slot in 0..10 {
-                let share = drawn.iter().filter(|r| r[column].slot == slot).count() as f64
+                let share = drawn.iter().filter(|r| r[column].slot() == slot).count() as f64
                     / drawn.len() as f64;
                 assert!(
                     (share - 0.1).abs() < 0.015,
@@ -2226,7 +2245,7 @@ mod tests {
             }
         }
         // The model's own rows are far from it: a tenth on the diagonal.
-        let diagonal = base.iter().filter(|r| r[0].slot == r[1].slot).count();
+        let diagonal = base.iter().filter(|r| r[0].slot() == r[1].slot()).count();
         assert!(diagonal < base.len() / 5);
         // The share is 0 unless set, and held within [0, 1]. Without a measured margin it
         // stands, and every column is drawn on its own at its shares: x = y a tenth of the
@@ -2238,11 +2257,11 @@ mod tests {
         assert!(!unmeasured.has_margins());
         assert_eq!(unmeasured.margin_proposals(), 0.5);
         let alone = unmeasured.propose_by_margins(&base, &mut rng);
-        let same = alone.iter().filter(|r| r[0].slot == r[1].slot).count();
+        let same = alone.iter().filter(|r| r[0].slot() == r[1].slot()).count();
         assert!(same < alone.len() / 5, "{same} of {}", alone.len());
         for slot in 0..10 {
             let share =
-                alone.iter().filter(|r| r[1].slot == slot).count() as f64 / alone.len() as f64;
+                alone.iter().filter(|r| r[1].slot() == slot).count() as f64 / alone.len() as f64;
             assert!((share - 0.1).abs() < 0.015, "x's slot {slot}: {share}");
         }
         encoder.set_margin_proposals(2.0);
@@ -2270,23 +2289,14 @@ mod tests {
             .map(|i| {
                 let y = i % 10;
                 let x = if i % 20 == 0 { (y + 1) % 10 } else { y };
-                vec![
-                    Choice {
-                        slot: y,
-                        offset: 0.5,
-                    },
-                    Choice {
-                        slot: x,
-                        offset: 0.5,
-                    },
-                ]
+                vec![Choice::new(y, 0.5), Choice::new(x, 0.5)]
             })
             .collect();
         let (weights, _) = encoder.calibrate(&exact, 5.0);
         let off: f64 = exact
             .iter()
             .zip(&weights)
-            .filter(|(r, _)| r[0].slot != r[1].slot)
+            .filter(|(r, _)| r[0].slot() != r[1].slot())
             .map(|(_, w)| w)
             .sum::<f64>()
             / weights.iter().sum::<f64>();
@@ -2338,14 +2348,14 @@ mod tests {
                 } else {
                     y
                 };
-                [y, z, x].map(|slot| Choice { slot, offset: 0.5 }).to_vec()
+                [y, z, x].map(|slot| Choice::new(slot, 0.5)).to_vec()
             })
             .collect();
         let off_diagonal = |rows: &[Vec<Choice>], weights: &[f64]| {
             let off: f64 = rows
                 .iter()
                 .zip(weights)
-                .filter(|(r, _)| r[0].slot != r[2].slot)
+                .filter(|(r, _)| r[0].slot() != r[2].slot())
                 .map(|(_, w)| w)
                 .sum();
             off / weights.iter().sum::<f64>()
@@ -2382,7 +2392,10 @@ mod tests {
             .enumerate()
             .map(|(i, r)| {
                 let mut r = r.clone();
-                r[2].slot = proposals[(i * 7919 + 13) % proposals.len()][2].slot;
+                r[2] = Choice::new(
+                    proposals[(i * 7919 + 13) % proposals.len()][2].slot(),
+                    r[2].offset,
+                );
                 r
             })
             .collect();
@@ -2459,26 +2472,8 @@ points = [0.0]
         let encoded = encoder.encode(&table).unwrap();
         assert_eq!(encoded[2], 1.0, "the zero of row 0 takes the point slot");
         let choices = vec![
-            vec![
-                Choice {
-                    slot: 2,
-                    offset: 0.9,
-                },
-                Choice {
-                    slot: 1,
-                    offset: 0.3,
-                },
-            ],
-            vec![
-                Choice {
-                    slot: 0,
-                    offset: 0.5,
-                },
-                Choice {
-                    slot: 0,
-                    offset: 0.5,
-                },
-            ],
+            vec![Choice::new(2, 0.9), Choice::new(1, 0.3)],
+            vec![Choice::new(0, 0.5), Choice::new(0, 0.5)],
         ];
         let decoded = encoder.decode(&choices);
         assert_eq!(
@@ -2527,7 +2522,7 @@ pseudonyms = 3
             &[0.0, 0.0, 0.0, 1.0],
             "carol → the pseudonym slot"
         );
-        let pick = |slot, offset| vec![Choice { slot, offset }];
+        let pick = |slot, offset| vec![Choice::new(slot, offset)];
         let rows: Vec<Vec<Choice>> = (0..300)
             .map(|i| pick(3, i as f32 / 300.0))
             .chain([pick(0, 0.5), pick(2, 0.5)])
@@ -2618,12 +2613,7 @@ pseudonyms = 3
         }
         // Decoding group 10 over u ∈ [0, 1): only its tails, the more frequent more often.
         let rows: Vec<Vec<Choice>> = (0..10_000)
-            .map(|i| {
-                vec![Choice {
-                    slot: 10,
-                    offset: (i as f32 + 0.5) / 10_000.0,
-                }]
-            })
+            .map(|i| vec![Choice::new(10, (i as f32 + 0.5) / 10_000.0)])
             .collect();
         let ColumnData::Text(out) = &encoder.decode(&rows).columns[0] else {
             panic!("not text")

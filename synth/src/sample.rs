@@ -337,10 +337,7 @@ fn propose(
                         }
                         // The offset of a categorical choice picks an id's pseudonym; a
                         // numeric one is replaced by its offset span below.
-                        choices.push(Choice {
-                            slot,
-                            offset: rng.random::<f32>(),
-                        });
+                        choices.push(Choice::new(slot, rng.random::<f32>()));
                         pos += len;
                     }
                     Span::Offset { .. } => {
