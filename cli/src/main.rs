@@ -305,8 +305,10 @@ pub struct SynthArgs {
     /// exponential mechanism per pair, as MST does), measures those margins at the
     /// statistics' noise and calibrates the output to those the generated rows can meet, so
     /// that a label one may later predict keeps its link to its strongest partner. At most
-    /// a fifth of the statistics' budget; none on a table under 16σ rows. Both the picks
-    /// and the margins are charged beside the preprocessing statistics.
+    /// a fifth of the statistics' budget, unless the table is large for its noise (about
+    /// 860 rows per unit of σ or more: then as much of the whole tree as keeps that true);
+    /// none on a table under 16σ rows. Both the picks and the margins are charged beside
+    /// the preprocessing statistics.
     #[arg(long, conflicts_with = "target")]
     no_pairs: bool,
     /// For the report only: columns an adversary may know about a person (comma-separated):
