@@ -383,9 +383,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     }
     // A table large for its noise measures more of its tree than a fifth of the statistics'
     // budget (`stats::tree_affordable`): the most margins, up to the whole tree, whose plan
-    // keeps the numeric statistics fine, by bisection (σ grows with the margins).
-    let mut tree_grown = false;
+    // keeps the numeric statistics fine, by bisection (σ grows with the margins). The plans
+    // it accepts only grow, so the last one is the kept count's.
     let whole_tree = pair_with.len().saturating_sub(1) as u64;
+    let mut tree_grown = false;
     if auto_pairs
         && private_run
         && stats_plan.pairs > 0
@@ -397,16 +398,23 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             selections: k,
             ..stats_plan
         };
-        let fine = |k: u64| {
-            fedsynth_synth::plan::plan(&request, with(k))
-                .is_ok_and(|p| tree_affordable(rows, p.preprocess.sigma))
-        };
-        let kept = grown_tree(stats_plan.pairs, whole_tree, fine);
-        if kept > stats_plan.pairs {
-            privacy = plan(&request, with(kept))?;
+        let mut accepted = None;
+        let kept = grown_tree(
+            stats_plan.pairs,
+            whole_tree,
+            |k| match fedsynth_synth::plan::plan(&request, with(k)) {
+                Ok(p) if tree_affordable(rows, p.preprocess.sigma) => {
+                    accepted = Some(p);
+                    true
+                }
+                _ => false,
+            },
+        );
+        if let Some(p) = accepted {
+            privacy = p;
+            stats_plan = with(kept);
+            tree_grown = true;
         }
-        tree_grown = kept > stats_plan.pairs;
-        stats_plan = with(kept);
     }
 
     let opened = device::open_described(device_choice, rng.next_u64())?;
@@ -541,21 +549,20 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                             stats_plan.pairs, privacy.preprocess.sigma
                         ),
                         None => eprintln!(
-                            "plan: {} two-way margins of the strongest dependencies ({}, picked \
+                            "plan: {} two-way margins of the strongest dependencies ({}{}, picked \
                              privately at ε₀ = {:.3} each) at σ = {:.1} rows, in that share; \
                              --target names a label to measure its margins instead",
                             stats_plan.pairs,
-                            match (stats_plan.pairs == whole_tree, tree_grown) {
-                                (true, false) => "a whole spanning tree".to_string(),
-                                (false, false) => format!("of a spanning tree's {whole_tree}"),
-                                (true, true) => "a whole spanning tree, more than a fifth of \
-                                                 the statistics' budget: the table is large for \
-                                                 its noise"
-                                    .to_string(),
-                                (false, true) => format!(
-                                    "of a spanning tree's {whole_tree}, more than a fifth of the \
-                                     statistics' budget: the table is large for its noise"
-                                ),
+                            if stats_plan.pairs == whole_tree {
+                                "a whole spanning tree".to_string()
+                            } else {
+                                format!("of a spanning tree's {whole_tree}")
+                            },
+                            if tree_grown {
+                                ", more than a fifth of the statistics' budget: the table is \
+                                 large for its noise"
+                            } else {
+                                ""
                             },
                             fedsynth_synth::stats::selection_epsilon(privacy.preprocess.sigma),
                             privacy.preprocess.sigma
