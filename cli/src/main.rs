@@ -349,8 +349,9 @@ pub struct SynthArgs {
     clip_norm: f64,
     /// Share of ε spent on the private preprocessing statistics (bounds, bins, categories)
     /// when the schema does not give them; unused with a complete public schema. Default:
-    /// chosen from the table's size and width, the smallest of 0.1, 0.15, 0.2, 0.3, 0.4, 0.5
-    /// at which the statistics' noise is at most 1% of the rows (the run prints its choice).
+    /// chosen from the table's size and width, the smallest of 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+    /// 0.65, 0.8 at which the statistics' noise is at most 1% of the rows (the run prints its
+    /// choice): a small table's statistics carry more of its output than its model does.
     #[arg(long, value_name = "SHARE")]
     preprocess_share: Option<f64>,
     /// Share of the sampler's proposals drawn from the released statistics instead of the

@@ -332,7 +332,21 @@ fn below_floor(stats: Plan, noise: &Noise, share: f64, rows: usize) -> Result<()
 
 /// Shares of ε that the automatic split tries for the preprocessing statistics, smallest
 /// first.
-pub const AUTO_SHARES: [f64; 6] = [0.1, 0.15, 0.2, 0.3, 0.4, 0.5];
+///
+/// Up to four fifths: on a table too small for its width (noise above 1% of the rows at
+/// half of ε), the statistics carry more of the output than the model does (the sampler
+/// draws that share of its proposals from them, and calibrates every row to them), so
+/// their noise costs more than the training's. Measured with the reference evaluator,
+/// noise seeds 1–3 (`FEDSYNTH_INSECURE_REPRODUCIBLE_NOISE_SEED=s fedsynth synth --seed s
+/// --preprocess-share 0.5 | 0.65 | 0.8`), mean column shapes / 3-way error: psid1976 at
+/// ε = 3 0.889 / 0.835 → 0.914 / 0.767 → 0.920 / 0.758 (0.9: 0.911 / 0.761), at ε = 1
+/// 0.706 / 1.357 → 0.735 / 1.257 → 0.798 / 1.098 (independent columns 1.373); Wage at
+/// ε = 1 0.946 / 0.479 → 0.961 / 0.417 → 0.967 / 0.384; nmes1988 at ε = 1 0.965 / 0.235 →
+/// 0.967 / 0.227 → 0.971 / 0.211; caravan at ε = 3 0.978 / 0.237 → 0.981 / 0.226 →
+/// 0.983 / 0.220, at ε = 1 0.946 / 0.346 → 0.958 / 0.301 → 0.963 / 0.288. A table that meets the noise
+/// bound at half of ε or less (diamonds, flights, Wage and nmes1988 at ε = 3) is planned
+/// as before.
+pub const AUTO_SHARES: [f64; 8] = [0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8];
 
 /// The automatic split takes the smallest share at which the statistics' noise σ is at most
 /// this fraction of the rows: at 1%, a bucket of about 4% of the rows clears the strong
@@ -355,7 +369,7 @@ pub const AUTO_CLASS_SHARE_MAX: f64 = 0.2;
 /// discovery threshold ≤ [`AUTO_CLASS_FRACTION`] × rows (this one up to
 /// [`AUTO_CLASS_SHARE_MAX`]), up to the largest of
 /// [`AUTO_SHARES`] (then the statistics are coarse: the flag says so). A table of 750 rows
-/// and 21 columns gets half.
+/// and 21 columns gets four fifths.
 pub fn auto_share(stats: Plan, eps: f64, delta: Delta, rows: usize) -> Result<(f64, Noise, bool)> {
     let mut last = None;
     for share in AUTO_SHARES {
@@ -629,7 +643,7 @@ mod tests {
         let (s3, _, c3) = auto_share(small, 3.0, delta(750), 750).unwrap();
         let (s1, n1, c1) = auto_share(small, 1.0, delta(750), 750).unwrap();
         assert!(s3 > 0.1 && s1 >= s3, "{s3} {s1}");
-        assert_eq!(s1, 0.5);
+        assert_eq!(s1, 0.8);
         assert!(c1 && n1.sigma > 7.5, "{c1} {}", n1.sigma);
         let _ = c3;
         // A wider table needs more noise at the same share, so no smaller a share.
