@@ -1215,9 +1215,6 @@ struct SupportFacts {
     /// that both releases together find the most significant (see [`private_bins`]).
     guess: f64,
     others: Vec<(f64, f64, f64)>,
-    /// Where the range is a guess beside an integer column's zeros (their bucket the only
-    /// strong one): the range it replaced, the zeros' hull (see [`read_support`]).
-    zero_hull: Option<(f64, f64)>,
     /// Where `coarse`: the noisy sum of the range's buckets, an estimate of the rows it holds
     /// (which sets the bins of a continuous column's second release, see [`coarse_bins`]).
     mass: f64,
@@ -1412,7 +1409,6 @@ fn private_support(
         &noisy_counts,
         release.noise().sigma,
         support.len(),
-        true,
     ))
 }
 
@@ -1509,7 +1505,7 @@ fn private_number_support(
     let finest = (0..sets).rev().find(|&set| clears(set));
     if finest.is_none() && !fractions {
         return Ok((
-            read_support(whole, whole_counts, noise.sigma, buckets, true),
+            read_support(whole, whole_counts, noise.sigma, buckets),
             ColumnKind::Integer,
             None,
         ));
@@ -1522,18 +1518,12 @@ fn private_number_support(
     // their noise σ·√sets: the column is continuous, its range where that sum puts it.
     let summed: Vec<f64>;
     let mut facts = match finest {
-        Some(set) => read_support(frac, set_counts(set), noise.sigma, buckets, false),
+        Some(set) => read_support(frac, set_counts(set), noise.sigma, buckets),
         None => {
             summed = (0..lf)
                 .map(|b| (0..sets).map(|set| set_counts(set)[b]).sum())
                 .collect();
-            read_support(
-                frac,
-                &summed,
-                noise.sigma * (sets as f64).sqrt(),
-                buckets,
-                false,
-            )
+            read_support(frac, &summed, noise.sigma * (sets as f64).sqrt(), buckets)
         }
     };
     let finest = finest.unwrap_or(sets);
@@ -1549,21 +1539,9 @@ fn private_number_support(
     // chooses among (see [`private_bins`]).
     if facts.coarse && !matches!(whole_hull, Some((_, _, false))) {
         let mut views = vec![facts.clone()];
-        views.push(read_support(
-            whole,
-            whole_counts,
-            noise.sigma,
-            buckets,
-            false,
-        ));
+        views.push(read_support(whole, whole_counts, noise.sigma, buckets));
         for set in 0..finest.min(sets) {
-            views.push(read_support(
-                frac,
-                set_counts(set),
-                noise.sigma,
-                buckets,
-                false,
-            ));
+            views.push(read_support(frac, set_counts(set), noise.sigma, buckets));
         }
         views.retain(|v| v.coarse && v.range.is_some());
         if let Some(top) = views.iter().max_by(|p, q| p.guess.total_cmp(&q.guess))
@@ -1680,7 +1658,6 @@ fn read_support(
     noisy_counts: &[f64],
     sigma: f64,
     buckets: usize,
-    beside_zero: bool,
 ) -> SupportFacts {
     let integer = support.integer;
     let strong = strong_threshold(sigma, buckets);
@@ -1811,78 +1788,6 @@ fn read_support(
         // (The octave view's neighbours above 2σ may not cross zero either.)
         found = one_side(found);
     }
-    // An integer column whose only strong bucket is its zeros (grown through neighbours
-    // above the noise or not), or whose most significant run is its zeros where none is
-    // strong: the other values are spread
-    // too thinly for any bucket or octave of them to clear the noise (psid1976's hours of
-    // work at ε = 1: 263 zeros, 339 hours of 1-5,000 over five octaves at σ = 38). A range
-    // of zero alone wrote every row as 0, a constant column in one run of three. The zeros
-    // are a point mass, and the range is a coarse guess among the most significant runs of
-    // the other buckets on either side of zero (never holding it), as a column with no
-    // strong bucket gets; the second release keeps the most significant of them, or zero
-    // alone where none holds more than its noise (see [`private_bins`]).
-    let strong_elsewhere = (0..noisy_counts.len()).any(|i| i != zero && noisy_counts[i] > strong)
-        || octaves.as_ref().is_some_and(|(cells, merged)| {
-            let strong = strong_threshold(sigma, cells.len());
-            cells
-                .iter()
-                .zip(merged)
-                .any(|(&(a, b), &m)| !(a..=b).contains(&zero) && m > strong)
-        });
-    let zero_only = beside_zero
-        && integer
-        && !strong_elsewhere
-        && match found {
-            Some((a, b, false)) => (a..=b).contains(&zero),
-            // The most significant run is the zeros alone, none strong.
-            Some((a, b, true)) => a == zero && b == zero,
-            None => false,
-        };
-    let zero_mass = zero_mass || zero_only;
-    // The range the guess replaces, kept where the second look finds too little beside the
-    // zeros.
-    let zero_hull = match found {
-        Some((a, b, _)) if zero_only => Some((support.edges(a).0, support.edges(b).1)),
-        _ => None,
-    };
-    // The most significant runs of the `live` buckets from both views (an integer column's
-    // octaves and its buckets; a continuous column's buckets but its zeros), the most
-    // significant first, none overlapping one taken before it; beside a point mass at zero
-    // alone, those of either side, none holding zero.
-    let runs_of = |live: &dyn Fn(usize) -> bool| -> Vec<(usize, usize, f64)> {
-        match &octaves {
-            Some((cells, merged)) => scan_top(
-                merged,
-                &|c| live(cells[c].0) && live(cells[c].1),
-                CANDIDATES,
-            )
-            .into_iter()
-            .map(|(x, y, z)| (cells[x].0, cells[y].1, z))
-            .chain(scan_top(noisy_counts, &|i| live(i), CANDIDATES))
-            .collect(),
-            None => scan_top(noisy_counts, &|i| Some(i) != skip && live(i), CANDIDATES),
-        }
-    };
-    let runs = || -> Vec<(usize, usize, f64)> {
-        let all = if zero_only {
-            let mut both = runs_of(&|i| i < zero);
-            both.extend(runs_of(&|i| i > zero));
-            both
-        } else {
-            runs_of(&|_| true)
-        };
-        disjoint_runs(all, usize::MAX)
-    };
-    // The guess reaches from the value next to zero to the far end of the most significant
-    // run: a thin bulk spread over octaves has no run that holds it all, and the run alone
-    // (one octave of a uniform spread) left most of it clamped to its end.
-    if zero_only && let Some(&(a, b, _)) = runs().first() {
-        found = Some(if a > zero {
-            (zero + 1, b, true)
-        } else {
-            (a, zero - 1, true)
-        });
-    }
     let (range, coarse) = match found {
         // A continuous column whose only mass is at zero.
         Some((_, _, true)) if !integer && zero_mass => (None, false),
@@ -1897,7 +1802,19 @@ fn read_support(
                 .filter(|&i| Some(i) != skip)
                 .map(|i| noisy_counts[i])
                 .sum();
-            let runs = runs();
+            // An integer column's runs from both views, the most significant first, none
+            // overlapping one taken before it.
+            let runs: Vec<(usize, usize, f64)> = match &octaves {
+                Some((cells, merged)) => disjoint_runs(
+                    scan_top(merged, &|_| true, CANDIDATES)
+                        .into_iter()
+                        .map(|(x, y, z)| (cells[x].0, cells[y].1, z))
+                        .chain(scan_top(noisy_counts, &|_| true, CANDIDATES))
+                        .collect(),
+                    usize::MAX,
+                ),
+                None => scan_top(noisy_counts, &|i| Some(i) != skip, CANDIDATES),
+            };
             // The guess is the most significant run, grown through its neighbours.
             let guess = runs.first().map_or(0.0, |r| r.2 / sigma);
             let others = runs
@@ -1928,7 +1845,6 @@ fn read_support(
         strong_span,
         guess,
         others,
-        zero_hull,
         mass,
     }
 }
@@ -3002,32 +2918,6 @@ fn complete_numeric(
         spec.kind = ColumnKind::Continuous;
     }
     let integer = matches!(spec.kind, ColumnKind::Integer | ColumnKind::Datetime);
-    // Beside an integer column's zeros, the only strong bucket of its support, the range is
-    // a guess (see [`read_support`]), kept only where the rows that are neither zero nor
-    // null, by the noisy row, null and zero counts, clear [`EXTEND_Z`]σ of their noise:
-    // else (or where a count is unknown) the range is the zeros' hull, as before the
-    // guess, and a column of zeros stays constant.
-    let mut support = support;
-    if integer
-        && let Some(s) = support.as_mut()
-        && let Some(hull) = s.zero_hull
-    {
-        let nulls = if spec.nullable == Some(false) {
-            Some(0.0)
-        } else {
-            spec.nulls
-        };
-        let sigma = release.noise().sigma;
-        let rest = rows.zip(nulls).map(|(n, z)| n as f64 - z - s.zero_count);
-        if !rest.is_some_and(|r| r > EXTEND_Z * sigma * std::f64::consts::SQRT_2) {
-            s.range = Some(hull);
-            s.coarse = false;
-            s.others.clear();
-            s.guess = 0.0;
-            s.mass = 0.0;
-        }
-        s.zero_hull = None;
-    }
     let (lo, hi) = match (spec.min, spec.max, &support) {
         (Some(lo), Some(hi), _) => (lo, hi),
         (_, _, Some(s)) => {
@@ -3058,7 +2948,6 @@ fn complete_numeric(
                 exact: None,
                 strong_span: None,
                 guess: s.guess,
-                zero_hull: s.zero_hull.map(on_grid),
                 mass: s.mass,
                 others: s
                     .others
@@ -3539,42 +3428,6 @@ mod tests {
         )
         .unwrap();
         done.schema.columns[0].clone()
-    }
-
-    #[test]
-    fn an_integer_columns_zeros_beside_a_thin_bulk_keep_the_bulk() {
-        // psid1976's hours of work at ε = 1 (σ = 38 rows): 263 zeros, 339 hours spread over
-        // six octaves, none of which clears the noise. The zeros alone were the range in one
-        // run of three, and every output row was 0.
-        let sigma = 37.6;
-        let hours: Vec<f64> = std::iter::repeat_n(0.0, 263)
-            .chain((0..339).map(|i| f64::from(50 + i * 2950 / 338)))
-            .collect();
-        let seeds = 40;
-        let mut mean = 0.0;
-        for seed in 0..seeds {
-            let spec = complete_counted(hours.clone(), sigma, seed);
-            let zeros = share_at(&spec, 0.0);
-            assert_eq!(spec.points, Some(vec![0.0]), "{seed}: {spec:?}");
-            assert!(
-                zeros < 0.8 && spec.max.unwrap() > 1000.0,
-                "{seed}: {zeros} {spec:?}"
-            );
-            mean += zeros / seeds as f64;
-        }
-        // 44% zeros: 48% on the mean of the runs.
-        assert!((0.35..0.55).contains(&mean), "{mean}");
-        // A column of zeros: the rows beside them are too few for a guess, and the range
-        // stays the zeros' hull (at most a neighbour whose noise clears σ).
-        let zeros = vec![0.0; 600];
-        for seed in 0..40 {
-            let spec = complete_counted(zeros.clone(), sigma, seed);
-            let (lo, hi) = (spec.min.unwrap(), spec.max.unwrap());
-            assert!(
-                lo >= -1.5 && hi <= 1.5 && spec.points.is_none(),
-                "{seed}: {spec:?}"
-            );
-        }
     }
 
     #[test]
