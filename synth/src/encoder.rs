@@ -1765,17 +1765,17 @@ impl Encoder {
                 } => {
                     let k = edges.len() - 1;
                     let values = rows.iter().map(|r| {
-                        let ch = r[c];
-                        if Some(ch.slot()) == null {
+                        let (ch, slot) = (r[c], r[c].slot());
+                        if Some(slot) == null {
                             return None;
                         }
-                        if ch.slot() >= k
-                            && let Some(&p) = points.get(ch.slot() - k)
+                        if slot >= k
+                            && let Some(&p) = points.get(slot - k)
                         {
                             // A point mass is its own value, wherever it lies.
                             return Some(Err(p));
                         }
-                        let b = ch.slot().min(k - 1);
+                        let b = slot.min(k - 1);
                         let u = f64::from(ch.offset).clamp(0.0, 1.0);
                         let (a, z) = (edges[b], edges[b + 1]);
                         Some(Ok(in_bin(a + u * (z - a), (a, z), *integer, *step)))
@@ -1812,14 +1812,13 @@ impl Encoder {
                 } => ColumnData::Text(
                     rows.iter()
                         .map(|r| {
-                            let ch = r[c];
-                            if Some(ch.slot()) == null {
+                            let (ch, slot) = (r[c], r[c].slot());
+                            if Some(slot) == null {
                                 None
-                            } else if let Some(g) = groups.as_ref().filter(|g| ch.slot() < g.len())
-                            {
-                                Some(categories[g.value(ch.slot(), ch.offset)].clone())
-                            } else if groups.is_none() && ch.slot() < categories.len() {
-                                Some(categories[ch.slot()].clone())
+                            } else if let Some(g) = groups.as_ref().filter(|g| slot < g.len()) {
+                                Some(categories[g.value(slot, ch.offset)].clone())
+                            } else if groups.is_none() && slot < categories.len() {
+                                Some(categories[slot].clone())
                             } else {
                                 Some(pool.at(ch.offset))
                             }

@@ -552,20 +552,7 @@ fn typed_columns<C: Borrow<RawColumn>>(
     let mut out_names = Vec::with_capacity(kinds.len());
     let mut out = Vec::with_capacity(kinds.len());
     // A datetime column's cells are parsed once for the column and all its parts.
-    let mut times: std::collections::HashMap<String, Vec<Option<i64>>> =
-        std::collections::HashMap::new();
-    let mut seconds = |name: &str, raw: &RawColumn| -> Vec<Option<i64>> {
-        times
-            .entry(name.to_string())
-            .or_insert_with(|| match raw {
-                RawColumn::Cells(cells) => cells
-                    .iter()
-                    .map(|c| c.and_then(crate::datetime::seconds))
-                    .collect(),
-                RawColumn::Typed(d) => vec![None; d.len()],
-            })
-            .clone()
-    };
+    let mut times = Times::default();
     for (k, (name, kind)) in kinds.iter().enumerate() {
         if name == crate::nulls::PATTERN && !column(columns, name) {
             continue; // derived after the schema is complete (crate::nulls::with_pattern)
@@ -574,7 +561,7 @@ fn typed_columns<C: Borrow<RawColumn>>(
             && let Some((base, part)) = crate::datetime::part_of(name)
             && let Some(raw) = present(names, columns, base)
         {
-            datetime_part(&seconds(base, raw), part)
+            datetime_part(times.of(base, raw), part)
         } else {
             let raw = present(names, columns, name).ok_or_else(|| {
                 SynthError::Schema(format!(
@@ -582,7 +569,7 @@ fn typed_columns<C: Borrow<RawColumn>>(
                     names.join(", ")
                 ))
             })?;
-            typed_column(name, *kind, raw, &mut seconds)?
+            typed_column(name, *kind, raw, &mut times)?
         };
         out_names.push(name.clone());
         out.push(data);
@@ -598,19 +585,38 @@ fn typed_columns<C: Borrow<RawColumn>>(
     })
 }
 
+/// The times of the datetime columns typed so far, each parsed once for the column and all
+/// its parts.
+#[derive(Default)]
+struct Times(std::collections::HashMap<String, Vec<Option<i64>>>);
+
+impl Times {
+    /// The seconds of column `name` (cells `raw`), parsed on the first call.
+    fn of(&mut self, name: &str, raw: &RawColumn) -> &[Option<i64>] {
+        self.0.entry(name.to_string()).or_insert_with(|| match raw {
+            RawColumn::Cells(cells) => cells
+                .iter()
+                .map(|c| c.and_then(crate::datetime::seconds))
+                .collect(),
+            RawColumn::Typed(d) => vec![None; d.len()],
+        })
+    }
+}
+
 /// One column typed as `kind` (see [`RawTable::typed`]).
 fn typed_column(
     name: &str,
     kind: ColumnKind,
     raw: &RawColumn,
-    seconds: &mut impl FnMut(&str, &RawColumn) -> Vec<Option<i64>>,
+    times: &mut Times,
 ) -> Result<ColumnData> {
     let numeric = kind.is_numeric();
     let integer = kind == ColumnKind::Integer;
     Ok(match raw {
         RawColumn::Cells(_) if kind == ColumnKind::Datetime => ColumnData::Int(
-            seconds(name, raw)
-                .into_iter()
+            times
+                .of(name, raw)
+                .iter()
                 .map(|s| s.map(crate::datetime::day))
                 .collect(),
         ),
