@@ -3644,6 +3644,52 @@ mod tests {
     }
 
     #[test]
+    fn the_rows_a_range_leaves_out_are_looked_for_beside_it_not_in_the_noise_far_off() {
+        // The first release of psid1976's mothers' schooling at ε = 1 (noise seed 2, σ = 38):
+        // the range is the strong 7 alone; 8-15 hold 285 rows whose noisy sum came out 143,
+        // 16-31 hold 21 (noisy -19); three octaves at 2^56-2^59 are noise at 2.3σ, 2.9σ and
+        // 1.3σ. Their sum, 247, matches the 390 rows missing better than 143 does: without
+        // the prior on distance they were taken and the column written at 10^11-10^16.
+        let sigma = 38.0;
+        let support = Support::for_noise(true, sigma, Some(602));
+        let cells = octave_cells(support);
+        let zero = support.zero();
+        let mut counts = vec![0.0; support.len()];
+        // A cell's noisy sum, spread over its buckets.
+        let mut put = |cell: (usize, usize), sum: f64| {
+            let w = (cell.1 - cell.0 + 1) as f64;
+            for c in &mut counts[cell.0..=cell.1] {
+                *c = sum / w;
+            }
+        };
+        let cell_of = |v: f64| {
+            let b = support.bucket(v);
+            *cells.iter().find(|c| c.0 <= b && b <= c.1).unwrap()
+        };
+        put((zero + 7, zero + 7), 218.0);
+        put(cell_of(8.0), 143.0);
+        put(cell_of(16.0), -19.0);
+        for (k, sum) in [(56, 89.0), (57, 109.0), (58, 49.0)] {
+            put(cell_of(2f64.powi(k)), sum);
+        }
+        let expected = Expected {
+            rows: 608.0,
+            variance: 50.0 * 50.0 + sigma * sigma,
+        };
+        let (a, b) = missing_run(&counts, &cells, (zero + 7, zero + 7), expected, sigma).unwrap();
+        let (lo, hi) = (support.edges(a).0, support.edges(b).1);
+        assert!(lo > 7.0 && hi < 64.0, "[{lo}, {hi}]");
+        // A range that holds the rows it should: nothing is looked for.
+        let (a, b) = (support.bucket(7.0), support.bucket(31.0));
+        let held: f64 = counts[a..=b].iter().sum();
+        let whole = Expected {
+            rows: held + 60.0,
+            ..expected
+        };
+        assert_eq!(missing_run(&counts, &cells, (a, b), whole, sigma), None);
+    }
+
+    #[test]
     fn a_few_rows_beside_a_point_mass_never_stretch_its_range_far() {
         // caravan's tractor policies at ε = 3 (σ = 39): 4,547 zeros and 111 rows of 3-6,
         // fewer than the noise can tell from none. Whether or not the range takes them in,
