@@ -1357,9 +1357,6 @@ impl Expected {
 /// missed one run in four).
 const MISSING_Z: f64 = 3.0;
 
-/// How many runs [`missing_run`] may add to a range (a bulk on each side of a point mass).
-const MISSING_LOOKS: usize = 2;
-
 /// The run of octave cells (`cells`, see [`octave_cells`]) outside the range [a, b] (bucket
 /// indices) that most likely holds the rows the range leaves out, where those are
 /// significant: the column has `expected` rows with a value and the range's noisy counts
@@ -1919,15 +1916,14 @@ fn read_support(
         // strong value (psid1976 at ε = 1, σ = 38: 263 zero hours and 339 hours of work
         // over six octaves; mothers' schooling 7 in 249 rows and 353 rows at 8-17). The
         // rows it holds, against the rows the column has, say so (see [`missing_run`]).
-        if let (Some(expected), Some((a, b, false))) = (expected, found) {
-            let mut range = (a, b);
-            for _ in 0..MISSING_LOOKS {
-                match missing_run(noisy_counts, cells, range, expected, sigma) {
-                    Some((x, y)) => range = (range.0.min(x), range.1.max(y)),
-                    None => break,
-                }
-            }
-            found = Some((range.0, range.1, false));
+        // One look: the range it widens holds the noise of every bucket between the run
+        // and the range, so its sum is no test of what is still missing (a second look took
+        // the far negative side of psid1976's hours, -262,143 to -1, for the noise of the
+        // 31 exact buckets it had crossed to reach the hours).
+        if let (Some(expected), Some((a, b, false))) = (expected, found)
+            && let Some((x, y)) = missing_run(noisy_counts, cells, (a, b), expected, sigma)
+        {
+            found = Some((a.min(x), b.max(y), false));
         }
     }
     let (range, coarse) = match found {
