@@ -65,7 +65,11 @@ impl ModelSpec {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         {
-            return Err(format!("model: '{kind}' is not a model's name"));
+            // A value is echoed escaped: the message stays one line whatever it holds.
+            return Err(format!(
+                "model: '{}' is not a model's name",
+                kind.escape_debug()
+            ));
         }
         if let Self::Table(t) = self {
             if t.len() > Self::MAX_SETTINGS {
@@ -85,7 +89,8 @@ impl ModelSpec {
                 };
                 if k.len() > 64 || !flat {
                     return Err(format!(
-                        "model: setting '{k}' must be a number, a boolean or a short string"
+                        "model: setting '{}' must be a number, a boolean or a short string",
+                        k.escape_debug()
                     ));
                 }
             }
@@ -446,7 +451,10 @@ impl JobSpec {
             return fail("statistics_share must be in (0, 1)".into());
         }
         if self.format != "csv" && self.format != "parquet" {
-            return fail(format!("format '{}': use csv or parquet", self.format));
+            return fail(format!(
+                "format '{}': use csv or parquet",
+                self.format.escape_debug()
+            ));
         }
         if self.recipients.is_empty() || self.recipients.len() > 64 {
             return fail("name 1-64 recipients: the artifact is always encrypted".into());

@@ -22,6 +22,25 @@ recipients = ["k"]
 parameters = 1000
 "#;
 
+/// A value that holds an escaped newline (`"\n"` in the TOML) is echoed escaped: the
+/// error stays one line (the property below found `model = "\ntvae"`).
+#[test]
+fn a_newline_inside_a_value_stays_out_of_the_errors_line() {
+    let edits = [
+        VALID.replace("model = \"tvae\"", "model = \"\\ntvae\""),
+        VALID.replace(
+            "model = \"tvae\"",
+            "model = { kind = \"tvae\", \"a\\nb\" = [1] }",
+        ),
+        format!("{VALID}secure_aggregation = \"none\"\nformat = \"c\\nsv\"\n"),
+    ];
+    for text in edits {
+        let e = JobSpec::from_toml(&text).expect_err(&text);
+        assert!(e.starts_with("job spec:") && e.lines().count() == 1, "{e}");
+        assert!(e.contains("\\n"), "{e}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
