@@ -1374,10 +1374,11 @@ const MISSING_Z: f64 = 3.0;
 /// gains S²/(2wσ²) over an empty cell (S its noisy sum over w buckets) and pays an Occam
 /// factor ln(R/(√(2πw)σ)) for a free count in [0, R] (R the rows left out); and the run's sum
 /// must match R, (S − R)²/(2(wσ² + v)) with v the variance of R. Leaving them unexplained
-/// costs R²/(2v). So a run of noise far off (an empty octave whose count is a spike) neither
-/// matches R nor clears its Occam factor, while a thin bulk spread over six octaves, none of
-/// them significant, matches R: the choice uses the magnitude of the rows missing, which no
-/// bucket's own significance sees.
+/// costs R²/(2v). A prior ∝ 1/(1 + gap)² on the run's distance from the range (in cells)
+/// keeps a spike of noise far off from matching R better than a bulk next to the range, and
+/// the run must beat the other side's best by [`SIDE_EVIDENCE`]. So a thin bulk spread over
+/// six octaves, none of them significant, is found by the magnitude of the rows missing,
+/// which no bucket's own significance sees.
 fn missing_run(
     counts: &[f64],
     cells: &[(usize, usize)],
@@ -1529,7 +1530,7 @@ fn private_support(
         &noisy_counts,
         release.noise().sigma,
         support.len(),
-        expected.filter(|_| integer),
+        expected,
     ))
 }
 
