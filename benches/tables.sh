@@ -18,6 +18,9 @@
 #   FEDSYNTH_ARGS="--model ctgan" bash benches/tables.sh 1 3   (extra flags for every run)
 #   WITH_TARGET=1 bash benches/tables.sh 1 3   (each run told its table's utility target,
 #                                               --target: calibrated to its two-way margins)
+#   DATA=dir TABLES="a b" TARGETS="a=label b=class" bash benches/tables.sh 3
+#                                              (other tables: DATA/a.csv, scored on its label;
+#                                               see benches/unseen_tables.sh)
 #
 # Needs ../shared beside the repository and the evaluator's environment
 # (bash ../shared/eval/setup.sh).
@@ -40,11 +43,15 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 declare -A target=([diamonds]=cut [wage]=jobclass [psid1976]=participation [caravan]=Purchase
   [flights]=origin [nmes1988]=insurance)
+for pair in ${TARGETS:-}; do
+  target[${pair%%=*}]=${pair#*=}
+done
+data=${DATA:-$shared/data}
 echo "machine: $(nproc) cores, $(git rev-parse --short HEAD)"
 echo "| table | ε | fit + sample | peak RSS | shapes | pairs | 3-way err (holdout / independent) | TSTR HGB (TRTR) | duplicates (real) | plan |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 for t in "${tables[@]}"; do
-  "$py" "$shared/eval/split.py" "$shared/data/$t.csv" --out-dir "$work" > /dev/null
+  "$py" "$shared/eval/split.py" "$data/$t.csv" --out-dir "$work" > /dev/null
   for eps in "${epsilons[@]}"; do
     out="$work/${t}_eps$eps.csv"
     start=$(date +%s.%N)
