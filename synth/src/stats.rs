@@ -2386,7 +2386,9 @@ fn private_bins(
             (noisy_counts[j], sd(j))
         }
     };
-    // (A wider range gets one bin per integer only within an octave: see `per_integer_max`.)
+    // Only a grid of one bin per integer that a range within an octave was given beyond
+    // `fine` (or FINE_BINS) bins is crowded: a range of up to `per_integer_max` integers
+    // is the support's own, with no empty octave around its values.
     let (range_lo, range_hi) = ranges[chosen];
     let crowded = (per_integer && one_octave(range_lo, range_hi) && k > fine.max(FINE_BINS))
         .then(|| hull(&noisy_counts, strong, noise.sigma, None))
