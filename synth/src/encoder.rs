@@ -376,7 +376,7 @@ fn root(part: &mut [usize], mut x: usize) -> usize {
 
 /// How many noise standard deviations of rows each group of a two-way margin's other
 /// column holds per cell it is split into, at least (see [`pair_groups`] and
-/// `Encoder::cells_against`): a cell then holds on average twice its noise, and the prior
+/// [`cells_against`]): a cell then holds on average twice its noise, and the prior
 /// that [`crate::calibrate::pair_shares`] spreads (σ per cell) pulls it at most half way to
 /// independence. Coarser groups (four times the noise) lost the finer links a classifier
 /// reads: nmes1988 at ε = 1, three runs each, train-on-synthetic AUC 0.66–0.71 against
@@ -397,7 +397,7 @@ struct Grouping {
 /// The groups of a column's `slots` (its first `bins` the bins of a numeric column) that a
 /// two-way margin measures at noise `sigma` when each group is split into `cells` cells by
 /// the other column (its count of groups, or for scoring the inverse of its smallest
-/// group's share, see `Encoder::cells_against`): each group holds at least
+/// group's share, see [`cells_against`]): each group holds at least
 /// [`PAIR_Z`]` · σ · cells` rows by the column's released `shares` (see
 /// [`Encoder::slot_frequencies`]) of the table's noisy count of `rows`, so that a cell holds,
 /// on average, several times the noise on its count.
@@ -472,6 +472,29 @@ fn pair_groups(
         of,
         width: groups,
         held,
+    }
+}
+
+/// How many cells each group of a pair's other column is split into, for [`pair_groups`]'
+/// floor, when its rarest cells must clear the noise (the coarser grouping
+/// [`Encoder::select_pairs`] also scores a pair on), where the first column's groups hold
+/// `shares` of the rows by its released frequencies, `held` of them some: the inverse of the
+/// smallest share a held group has, so that the cell of the rarest group holds on average
+/// [`PAIR_Z`]` · σ` rows. For groups of equal shares that is their count. ISLR's `Default`
+/// (8,000 rows, 3.3% defaults) at ε = 3: `balance` beside `default` in 21 groups (as
+/// measured) held about 13 rows of defaults a cell at σ = 39, and the pair scored −435,
+/// below the stop; on 2 groups it scores 170. Without shares, the count of held groups.
+fn cells_against(shares: &[f64], held: usize) -> f64 {
+    let held = held as f64;
+    let total: f64 = shares.iter().sum();
+    let smallest = shares
+        .iter()
+        .filter(|&&s| s > 0.0)
+        .fold(f64::INFINITY, |m, &s| m.min(s / total));
+    if smallest.is_finite() {
+        held.max(1.0 / smallest)
+    } else {
+        held
     }
 }
 
@@ -897,7 +920,7 @@ impl Encoder {
     /// column of 21 groups), they may each sit under the noise while together they hold a
     /// strong link: such a pair scores the better of that distance and the same distance on
     /// the other column's groups coarse enough that the rarer group's cells clear the noise
-    /// ([`Encoder::cells_against`]); it is still measured on its finer groups. Wage at
+    /// ([`cells_against`]); it is still measured on its finer groups. Wage at
     /// ε = 3, three noise seeds, TSTR 0.620 → 0.597 on their mean with this rule, and 0.567
     /// where it applied to every first side of unequal groups (`race` and `maritl`, with
     /// groups of 1-2% among five). One row moves one cell's count by one on either grouping,
@@ -959,17 +982,26 @@ impl Encoder {
                 }
                 let (oa, ob) = (self.columns[*a].onehot, self.columns[*b].onehot);
                 let sa = group_shares(pa, ga);
+                // The exact counts of `a`'s groups by `b`'s slots, once: any grouping of
+                // `b` sums them.
+                let slots_b = gb.of.len();
+                let mut by_slot = vec![0.0; ga.width * slots_b];
+                for r in 0..data.rows() {
+                    let ka = ga.of.get(data.hot(r, *a) - oa).copied();
+                    let slot = data.hot(r, *b) - ob;
+                    if let Some(ka) = ka
+                        && slot < slots_b
+                    {
+                        by_slot[ka * slots_b + slot] += 1.0;
+                    }
+                }
                 // The pair's dependence beyond sampling and noise on `b`'s groups `gb`.
                 let score_on = |gb: &Grouping| -> f64 {
                     let (wa, wb) = (ga.width, gb.width);
                     let sb = group_shares(pb, gb);
                     let mut counts = vec![0.0; wa * wb];
-                    for r in 0..data.rows() {
-                        let ka = ga.of.get(data.hot(r, *a) - oa).copied();
-                        let kb = gb.of.get(data.hot(r, *b) - ob).copied();
-                        if let (Some(ka), Some(kb)) = (ka, kb) {
-                            counts[ka * wb + kb] += 1.0;
-                        }
+                    for (k, &count) in by_slot.iter().enumerate() {
+                        counts[(k / slots_b) * wb + gb.of[k % slots_b]] += count;
                     }
                     counts
                         .iter()
@@ -986,9 +1018,9 @@ impl Encoder {
                 };
                 // Where `a` is a class of two groups whose rarer one's cells hold less than
                 // the floor on average, also on groups of `b` coarse enough that they clear
-                // it (see `Encoder::cells_against`): the better of the two.
+                // it (see [`cells_against`]): the better of the two.
                 let mut score = score_on(&gb);
-                let cells = (ga.held == 2).then(|| self.cells_against(*a, ga));
+                let cells = (ga.held == 2).then(|| cells_against(&sa, ga.held));
                 if let Some(cells) = cells
                     && n / (cells * gb.width as f64) < PAIR_Z * sigma
                 {
@@ -1057,37 +1089,6 @@ impl Encoder {
             }
         }
         shares
-    }
-
-    /// How many cells each group of a pair's other column is split into, for
-    /// [`pair_groups`]' floor, when its rarest cells must clear the noise (the coarser
-    /// grouping [`Encoder::select_pairs`] also scores a pair on), where column `a` is
-    /// grouped as `grouping`: the inverse of the smallest share of rows one of its held
-    /// groups has by its released frequencies, so that the cell of `a`'s rarest group holds
-    /// on average [`PAIR_Z`]` · σ` rows. For groups of equal shares that is their count. ISLR's
-    /// `Default` (8,000 rows, 3.3% defaults) at ε = 3: `balance` beside `default` in 21
-    /// groups (as measured) held about 13 rows of defaults a cell at σ = 39, and the pair
-    /// scored −435, below the stop; on 2 groups it scores 170. Without released
-    /// frequencies, the count of held groups.
-    fn cells_against(&self, a: usize, grouping: &Grouping) -> f64 {
-        let held = grouping.held as f64;
-        let Some((_, p)) = self.frequencies_of(a) else {
-            return held;
-        };
-        let mut shares = vec![0.0; grouping.width];
-        for (slot, &g) in grouping.of.iter().enumerate() {
-            shares[g] += p.get(slot).copied().unwrap_or(0.0);
-        }
-        let total: f64 = shares.iter().sum();
-        let smallest = shares
-            .iter()
-            .filter(|&&s| s > 0.0)
-            .fold(f64::INFINITY, |m, &s| m.min(s / total));
-        if smallest.is_finite() {
-            held.max(1.0 / smallest)
-        } else {
-            held
-        }
     }
 
     /// Column `c`'s groups of slots in a two-way margin (see [`pair_groups`]), from its
