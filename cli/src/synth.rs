@@ -514,6 +514,15 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                         stats_plan.discoveries, privacy.preprocess.sigma_categories
                     ));
                 }
+                if stats_plan.points > 0 {
+                    parts.push(format!(
+                        "{} point-mass discoveries at σ = {:.1} (values held by about {:.0} \
+                         rows or more are generated exactly)",
+                        stats_plan.points,
+                        privacy.preprocess.sigma_points,
+                        privacy.preprocess.threshold_points()
+                    ));
+                }
                 if stats_plan.wide > 0 {
                     parts.push(format!(
                         "{} of a column of many rare values at σ = {:.1} (values seen about \

@@ -7,8 +7,9 @@
 //! **transcript**: the waves of sums (and unions) the coordinator has published so far. A
 //! count the transcript does not answer yet becomes a request of the next wave and the
 //! column stops there; every column's next request goes into the same wave, so a schema
-//! takes as many waves as its deepest column needs (a numeric column without bounds: two,
-//! its support then its bins; a category discovery: two, the union of names then their
+//! takes as many waves as its deepest column needs (a numeric column without bounds: four,
+//! its support, its bins, then its point masses' union and their counts; a category
+//! discovery: two, the union of names then their
 //! counts; the null patterns after every column's nullability: two more). What every holder
 //! reads from a transcript is a function of the transcript and the public partial schema
 //! only, so all holders complete the same schema, and the coordinator checks they did.
@@ -30,6 +31,10 @@
 //!   same release (names it did not select take their noisy value from the same histogram),
 //!   summed under masks: post-processing, no further charge; their noise is the holders'
 //!   together (σ·√n).
+//! - **Point-mass discovery** of a numeric column whose bins are wider than a value: a
+//!   category discovery of its exact values (each one's shortest text), each holder's own at
+//!   the points' noise and threshold ([`Noise::sigma_points`]), the union's counts summed
+//!   as above.
 //! - **Distinct counts** (`id` columns' pseudonym pools): each holder's Gaussian count,
 //!   summed (values held by several holders count once per holder: the pool is an upper
 //!   bound). A column whose kind the holders decided and read as text releases one after
@@ -51,7 +56,7 @@ use crate::error::{Result, SynthError};
 use crate::schema::Schema;
 use crate::stats::{
     Completed, Discovered, Ids, Noise, Release, TYPE_BUCKETS, complete_schema_with, kind_specs,
-    type_counts,
+    point_key, type_counts,
 };
 use crate::table::{RawTable, Table};
 
@@ -215,11 +220,57 @@ impl Release for Replay<'_> {
         nulls: Option<usize>,
         _wide: bool,
     ) -> Result<Discovered> {
+        let (sd, threshold) = (self.noise.sigma_categories, self.noise.threshold());
+        self.discovery(values, nulls, sd, threshold)
+    }
+
+    fn distinct(&mut self, values: &[String]) -> Result<f64> {
+        let key = self.take();
+        if let Some(v) = self.sum_answer(&key, 1)? {
+            return Ok(v[0]);
+        }
+        let distinct = values
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len() as f64;
+        let z: f64 = self.rng.sample(StandardNormal);
+        self.parts.push(Part::Sum {
+            key: key.0,
+            slot: key.1,
+            values: vec![distinct + self.noise.sigma_distinct * z],
+            distributed: false,
+        });
+        Err(SynthError::Pending)
+    }
+
+    /// A point-mass discovery is a discovery of the values' keys ([`point_key`]) at the
+    /// points' noise and threshold: each holder's own, their union summed.
+    fn points(&mut self, values: &[f64]) -> Result<Vec<(f64, f64)>> {
+        let keys: Vec<String> = values.iter().map(|&v| point_key(v)).collect();
+        let (sd, threshold) = (self.noise.sigma_points, self.noise.threshold_points());
+        let found = self.discovery(&keys, None, sd, threshold)?;
+        Ok(found
+            .categories
+            .into_iter()
+            .filter_map(|(k, c)| Some((k.parse().ok()?, c)))
+            .collect())
+    }
+}
+
+impl Replay<'_> {
+    /// A discovery over `values` with noise `sd` on each holder's counts and release
+    /// threshold `threshold`: each holder's names above it, then the sums of every
+    /// holder's noisy counts of their union.
+    fn discovery(
+        &mut self,
+        values: &[String],
+        nulls: Option<usize>,
+        sd: f64,
+        threshold: f64,
+    ) -> Result<Discovered> {
         let set_key = self.take();
         let sum_key = self.take();
         let memo_key = format!("{}#{}", set_key.0, set_key.1);
-        let sd = self.noise.sigma_categories;
-        let threshold = self.noise.threshold();
         let union = match self.answers.get(&set_key) {
             Some(Answer::Set(names)) => names.clone(),
             Some(Answer::Sum(_)) => return Err(mismatch(&set_key.0)),
@@ -296,25 +347,6 @@ impl Release for Replay<'_> {
             key: sum_key.0,
             slot: sum_key.1,
             values: counts,
-            distributed: false,
-        });
-        Err(SynthError::Pending)
-    }
-
-    fn distinct(&mut self, values: &[String]) -> Result<f64> {
-        let key = self.take();
-        if let Some(v) = self.sum_answer(&key, 1)? {
-            return Ok(v[0]);
-        }
-        let distinct = values
-            .iter()
-            .collect::<std::collections::HashSet<_>>()
-            .len() as f64;
-        let z: f64 = self.rng.sample(StandardNormal);
-        self.parts.push(Part::Sum {
-            key: key.0,
-            slot: key.1,
-            values: vec![distinct + self.noise.sigma_distinct * z],
             distributed: false,
         });
         Err(SynthError::Pending)
@@ -712,6 +744,7 @@ mod tests {
             threshold_delta: 1e-7,
             sigma_distinct: 20.0 * DISTINCT_NOISE,
             sigma_wide: 10.0,
+            sigma_points: 20.0 * crate::stats::POINT_NOISE,
         }
     }
 
@@ -731,7 +764,8 @@ mod tests {
         // Every holder read the same schema from the same transcript.
         let text = schemas[0].to_toml();
         assert!(schemas.iter().all(|s| s.to_toml() == text), "{text}");
-        assert!(waves <= 3, "{waves} waves");
+        // The rows, the support and bins, the point masses' discovery and their sums.
+        assert!(waves <= 5, "{waves} waves");
         assert!((rows - 12_000.0).abs() < 1.0, "{rows}");
         let col = |name: &str| schemas[0].columns.iter().find(|c| c.name == name).unwrap();
         // The category held by one holder only is found, with about its share (3%).
@@ -833,7 +867,7 @@ mod tests {
         let (schemas, rows, waves) = run(&raw, &schema, noise);
         let text = schemas[0].to_toml();
         assert!(schemas.iter().all(|s| s.to_toml() == text), "{text}");
-        assert!(waves <= 5, "{waves} waves");
+        assert!(waves <= 7, "{waves} waves");
         assert!((rows - 12_000.0).abs() < 1.0, "{rows}");
         let col = |name: &str| schemas[0].columns.iter().find(|c| c.name == name).unwrap();
         // The identifier is read as one: its values are rare (none released), and its

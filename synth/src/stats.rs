@@ -83,7 +83,26 @@ pub struct Plan {
     /// [`crate::encoder::Encoder::select_pairs`]): each one exponential mechanism of
     /// sensitivity 1 at ε₀ = [`selection_epsilon`]`(σ)`, charged as an ε₀-DP release.
     pub selections: u64,
+    /// Point-mass discoveries: per numeric column without public edges or points, the
+    /// values that hold a mass of their own (a cap, a round amount, a rate's tiers), found
+    /// as categories are, at noise [`POINT_NOISE`] times a histogram's (see
+    /// [`Noise::sigma_points`]) plus a δ-only event for its threshold.
+    pub points: u64,
 }
+
+/// How much noisier a point-mass discovery's counts are than a numeric histogram's: it
+/// only needs to find masses of many rows (a percentage capped at 100 for half the rows, a
+/// loan amount of 10,000 for a tenth), so it costs a quarter of a histogram's ρ, and a
+/// value passes its threshold at about 10σ rows (σ the histograms' noise).
+pub const POINT_NOISE: f64 = 2.0;
+
+/// The smallest share of a column's rows a released point mass is kept for: a point below
+/// it moves the column's distribution by less than the noise of its bins, and each costs
+/// the model a slot.
+pub const POINT_SHARE_MIN: f64 = 0.01;
+
+/// The most point masses a column keeps (the fullest ones).
+pub const POINTS_MAX: usize = 16;
 
 /// The ε₀ of one pick of a two-way margin (see [`Plan::selections`]) at the numeric
 /// histograms' noise σ: 1/(2σ), so that a pick costs about a quarter of a Gaussian release
@@ -218,6 +237,7 @@ impl Plan {
                         (None, Some(_)) => 1,
                         (None, None) => 2,
                     };
+                    plan.points += u64::from(seeks_points(c));
                 }
                 // A kind left to a federated job's holders: its type histogram, then the
                 // statistics of either reading, numeric (support and bins) and categorical
@@ -228,6 +248,7 @@ impl Plan {
                     plan.releases += 3;
                     plan.discoveries += 1;
                     plan.distinct += 1;
+                    plan.points += 1;
                 }
                 ColumnKind::Categorical | ColumnKind::Id => {
                     match (&c.categories, c.wide) {
@@ -267,7 +288,18 @@ impl Plan {
             && self.wide == 0
             && self.pairs == 0
             && self.selections == 0
+            && self.points == 0
     }
+}
+
+/// Whether a column's completion discovers its point masses (see [`Plan::points`]): a
+/// numeric column, not a datetime, whose schema gives neither its edges nor its points.
+fn seeks_points(c: &ColumnSpec) -> bool {
+    matches!(
+        c.kind,
+        ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number | ColumnKind::Auto
+    ) && c.edges.is_none()
+        && c.points.is_none()
 }
 
 /// Noise settings of the preprocessing releases.
@@ -285,6 +317,11 @@ pub struct Noise {
     /// (see [`Plan::wide`]); its threshold has the same δ as the others'.
     #[serde(default)]
     pub sigma_wide: f64,
+    /// Standard deviation of the Gaussian noise on each count of a point-mass discovery
+    /// ([`POINT_NOISE`] times `sigma`, see [`Plan::points`]); its threshold has the same δ
+    /// as the others'.
+    #[serde(default)]
+    pub sigma_points: f64,
 }
 
 impl Noise {
@@ -296,6 +333,7 @@ impl Noise {
             threshold_delta: 0.5,
             sigma_distinct: 0.0,
             sigma_wide: 0.0,
+            sigma_points: 0.0,
         }
     }
 
@@ -316,6 +354,7 @@ impl Noise {
             threshold_delta,
             sigma_distinct: sigma * DISTINCT_NOISE,
             sigma_wide: sigma / weight.sqrt(),
+            sigma_points: sigma * POINT_NOISE,
         }
     }
 
@@ -335,6 +374,12 @@ impl Noise {
             return base;
         }
         base.max(RARE_COUNT - 1.0 + RARE_Z * self.sigma_wide)
+    }
+
+    /// The threshold of a point-mass discovery (see [`Plan::points`]): a value seen once
+    /// passes with probability at most `threshold_delta`.
+    pub fn threshold_points(&self) -> f64 {
+        self.threshold_at(self.sigma_points)
     }
 
     fn threshold_at(&self, sigma: f64) -> f64 {
@@ -400,6 +445,16 @@ impl Noise {
                 DpEvent::approx_dp(0.0, self.threshold_delta, plan.wide)?,
             ));
         }
+        if plan.points > 0 {
+            events.push((
+                "numeric point-mass discoveries (counts)",
+                DpEvent::gaussian(1.0, self.sigma_points, plan.points)?,
+            ));
+            events.push((
+                "numeric point-mass discoveries (threshold's δ)",
+                DpEvent::approx_dp(0.0, self.threshold_delta, plan.points)?,
+            ));
+        }
         Ok(events)
     }
 
@@ -432,7 +487,8 @@ impl Noise {
         delta: Delta,
         events: &dyn Fn(&Self, Plan) -> Result<Vec<DpEvent>>,
     ) -> Result<Self> {
-        let threshold_delta = delta.get() / 10.0 / (plan.discoveries + plan.wide).max(1) as f64;
+        let threshold_delta =
+            delta.get() / 10.0 / (plan.discoveries + plan.wide + plan.points).max(1) as f64;
         // Wide discoveries have noise of their own, set by the caller (see `wide_noise`)
         // and charged beside this share: they do not weigh on the others' noise.
         let plan = Plan { wide: 0, ..plan };
@@ -493,6 +549,16 @@ pub trait Release {
     /// The count of distinct `values`, with noise `noise().sigma_distinct` (one row adds at
     /// most one value).
     fn distinct(&mut self, values: &[String]) -> Result<f64>;
+    /// A point-mass discovery over a numeric column's `values` (one per row counted): the
+    /// values whose count with noise `noise().sigma_points` clears
+    /// [`Noise::threshold_points`], with those noisy counts, most frequent first.
+    fn points(&mut self, values: &[f64]) -> Result<Vec<(f64, f64)>>;
+}
+
+/// A number as the key of a point-mass discovery: its shortest text that reads back to the
+/// same value.
+pub fn point_key(v: f64) -> String {
+    format!("{v:?}")
 }
 
 /// What a category discovery released.
@@ -556,6 +622,20 @@ impl Release for LocalRelease<'_> {
 
     fn distinct(&mut self, values: &[String]) -> Result<f64> {
         Ok(noisy_distinct(values, &self.noise, self.rng))
+    }
+
+    fn points(&mut self, values: &[f64]) -> Result<Vec<(f64, f64)>> {
+        let keys: Vec<String> = values.iter().map(|&v| point_key(v)).collect();
+        let found = private_categories(
+            &keys,
+            self.noise.sigma_points,
+            self.noise.threshold_points(),
+            self.rng,
+        );
+        Ok(found
+            .into_iter()
+            .filter_map(|(k, c)| Some((k.parse().ok()?, c)))
+            .collect())
     }
 }
 
@@ -2196,6 +2276,11 @@ struct NumericFacts {
 /// A point mass at zero (`support.zero_mass`, or this release's own zero count when there
 /// was no support release) becomes a point of the schema; its share averages the two noisy
 /// zero counts, as the exact integer counts of the support average into per-value bins.
+/// With `seek`, a point-mass discovery follows ([`private_points`]): where the bins are
+/// wider than one value, each value it releases inside the range becomes a point of the
+/// schema with the discovery's count, taken out of the count of the fine bin that holds it
+/// (post-processing of the two releases); where every value has a bin of its own, none is
+/// needed.
 /// Where the support guessed the range among several runs (never a datetime's, whose
 /// support reads calendar years), the values outside the kept run are counted too: a count
 /// clear of the noise widens the range by the octave beyond that end ([`beyond`]), as one
@@ -2206,6 +2291,7 @@ fn private_bins(
     integer: bool,
     bins: usize,
     support: Option<&SupportFacts>,
+    seek: bool,
     rows: Option<usize>,
     release: &mut dyn Release,
 ) -> Result<NumericFacts> {
@@ -2329,6 +2415,7 @@ fn private_bins(
         // Zeros counted apart for another run: the chosen one holds them in its bin nearest 0.
         noisy_counts[bin_of(&grid, 0.0)] += zero_count;
     }
+
     // Per-value bins inside the support's exact buckets (-e ..= e): average the two noisy
     // counts.
     let exact = support
@@ -2434,7 +2521,21 @@ fn private_bins(
         Vec::new()
     };
     let sub = &grid[first..=last + 1];
-    let sub_counts = &noisy_counts[first..=last];
+    let mut sub_counts = noisy_counts[first..=last].to_vec();
+    // The point masses, where bins are wider than a value: each released value inside the
+    // kept range leaves its fine bin's count for a point of its own.
+    let points = if seek && !per_integer {
+        private_points(values, rows, release)?
+            .into_iter()
+            .filter(|&(p, _)| sub[0] <= p && p < sub[sub.len() - 1])
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for &(p, count) in &points {
+        sub_counts[bin_of(sub, p)] -= count;
+    }
+    let sub_counts = &sub_counts[..];
     let (edges, frequencies) = if per_value {
         (
             sub.to_vec(),
@@ -2492,6 +2593,10 @@ fn private_bins(
         };
         facts.points = vec![0.0];
         facts.point_frequencies = vec![share.max(0.0)];
+    }
+    for (p, count) in points {
+        facts.points.push(p);
+        facts.point_frequencies.push(count);
     }
     Ok(facts)
 }
@@ -3063,6 +3168,31 @@ fn complete_column(
     Ok(())
 }
 
+/// A numeric column's point masses (see [`Plan::points`]): its values other than zero (a
+/// point of its own, found with the support) that a point-mass discovery releases, kept
+/// where their noisy count holds at least [`POINT_SHARE_MIN`] of the table's `rows` (the
+/// noisy count; the column's own values where statistics are exact), the [`POINTS_MAX`]
+/// fullest, with those counts. Which values are released is the discovery's (a value of one
+/// row passes its threshold with probability δ at most); the rest reads released counts.
+fn private_points(
+    values: &[f64],
+    rows: Option<usize>,
+    release: &mut dyn Release,
+) -> Result<Vec<(f64, f64)>> {
+    let nonzero: Vec<f64> = values.iter().copied().filter(|&v| v != 0.0).collect();
+    let found = release.points(&nonzero)?;
+    let n = match rows {
+        Some(n) => n as f64,
+        None if release.noise().sigma == 0.0 => values.len() as f64,
+        None => 0.0,
+    };
+    Ok(found
+        .into_iter()
+        .filter(|&(_, c)| c >= POINT_SHARE_MIN * n)
+        .take(POINTS_MAX)
+        .collect())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn complete_numeric(
     spec: &mut ColumnSpec,
@@ -3085,6 +3215,7 @@ fn complete_numeric(
     }
     let values: Vec<f64> = (0..data.len()).filter_map(|i| data.number(i)).collect();
     need("estimating numeric bins")?;
+    let seek = seeks_points(spec);
     let expected = Expected::of(rows, null_count);
     let support = match (spec.min, spec.max, spec.kind) {
         (Some(_), Some(_), _) => None,
@@ -3155,6 +3286,7 @@ fn complete_numeric(
                 true,
                 DEFAULT_BINS,
                 grid_support.as_ref(),
+                seek,
                 rows,
                 release,
             )?;
@@ -3170,6 +3302,7 @@ fn complete_numeric(
             integer,
             DEFAULT_BINS,
             support.as_ref(),
+            seek,
             rows,
             release,
         )?,
@@ -3353,6 +3486,7 @@ mod tests {
             threshold_delta: 1e-8,
             sigma_distinct: sigma * DISTINCT_NOISE,
             sigma_wide: sigma / 2.0,
+            sigma_points: sigma * POINT_NOISE,
         }
     }
 
@@ -3490,6 +3624,125 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Incomes top-coded at 100,000 (10% of the rows) and rates on three tiers (70% of the
+    /// rows, the rest spread over 0.05-0.12): each mass is a point generated exactly with
+    /// its share, the rest binned apart (before, the cap was spread over the top bin, half
+    /// of it above 100,000, and the tiers over their bins: loans' `account_never_delinq_percent`,
+    /// 100 for 57% of the rows, came out 100 for 3% and up to 101.2).
+    #[test]
+    fn a_cap_and_the_tiers_of_a_rate_are_point_masses_with_their_shares() {
+        let n = 10_000;
+        let mut rng = SecureRng::from_seed(9);
+        let incomes: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 10 == 0 {
+                    100_000.0
+                } else {
+                    (2000.0 + 90_000.0 * rng.random::<f64>().powi(2)).round()
+                }
+            })
+            .collect();
+        let tiers = [(0.0725, 0.35), (0.0815, 0.23), (0.0925, 0.12)];
+        let rates: Vec<f64> = (0..n)
+            .map(|i| {
+                let u = (i % 100) as f64 / 100.0;
+                let mut at = 0.0;
+                for &(rate, share) in &tiers {
+                    at += share;
+                    if u < at {
+                        return rate;
+                    }
+                }
+                0.05 + 0.07 * rng.random::<f64>()
+            })
+            .collect();
+        for sigma in [0.0, 20.0] {
+            for seed in 0..4 {
+                for integer in [false, true] {
+                    let spec = complete_one(incomes.clone(), integer, sigma, seed);
+                    let share = share_at(&spec, 100_000.0);
+                    assert!(
+                        spec.points.iter().flatten().any(|&p| p == 100_000.0)
+                            && (share - 0.1).abs() < 0.01,
+                        "{integer} σ={sigma}: {share} in {spec:?}"
+                    );
+                }
+                let spec = complete_one(rates.clone(), false, sigma, seed);
+                for &(rate, want) in &tiers {
+                    let got = share_at(&spec, rate);
+                    assert!(
+                        spec.points.iter().flatten().any(|&p| p == rate)
+                            && (got - want).abs() < 0.015,
+                        "σ={sigma} {rate}: {got} against {want}"
+                    );
+                }
+                let points = spec.points.as_ref().map_or(0, Vec::len);
+                assert_eq!(points, tiers.len(), "σ={sigma}: {:?}", spec.points);
+            }
+        }
+    }
+
+    /// A point mass is a released value: one held by a few rows never passes the
+    /// discovery's threshold under noise, and at no noise a value under
+    /// [`POINT_SHARE_MIN`] of the rows is not kept (a column of distinct values has none).
+    /// A 0/1 flag, one bin per value anyway, keeps its values as bins.
+    #[test]
+    fn rare_values_are_never_points_and_bins_of_one_value_need_none() {
+        let n = 5_000;
+        let values: Vec<f64> = (0..n)
+            .map(|i| if i < 3 { 77.7 } else { 10.0 + i as f64 / 7.0 })
+            .collect();
+        for seed in 0..20 {
+            let spec = complete_one(values.clone(), false, 10.0, seed);
+            assert_eq!(spec.points, None, "seed {seed}");
+        }
+        assert_eq!(complete_one(values, false, 0.0, 0).points, None);
+        let flags: Vec<f64> = (0..n).map(|i| f64::from(i % 3 == 0)).collect();
+        for sigma in [0.0, 20.0] {
+            let spec = complete_one(flags.clone(), true, sigma, 1);
+            assert_eq!(spec.points, None, "σ={sigma}");
+            assert!((share_at(&spec, 1.0) - 1.0 / 3.0).abs() < 0.02);
+        }
+    }
+
+    /// Every numeric column whose edges and points the schema leaves open plans one
+    /// point-mass discovery, charged at its own noise with its threshold's δ; a datetime
+    /// or a column with public edges or points plans none.
+    #[test]
+    fn point_mass_discoveries_are_planned_and_charged() {
+        let table = Table {
+            names: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            columns: (0..4)
+                .map(|_| ColumnData::Float((0..100).map(|i| Some(i as f64)).collect()))
+                .collect(),
+        };
+        let mut schema = Schema::infer(&table);
+        schema.columns[1].edges = Some(vec![0.0, 50.0, 100.0]);
+        schema.columns[2].points = Some(vec![0.0]);
+        schema.columns[3].kind = ColumnKind::Datetime;
+        let plan = Plan::for_schema(&schema);
+        assert_eq!(plan.points, 1, "{plan:?}");
+        let delta = Delta::new(1e-6).unwrap();
+        let noise = Noise::calibrate(plan, Epsilon::new(1.0).unwrap(), delta).unwrap();
+        assert_eq!(noise.sigma_points, POINT_NOISE * noise.sigma);
+        let labelled = noise.labelled_events(plan).unwrap();
+        assert!(labelled.contains(&(
+            "numeric point-mass discoveries (counts)",
+            DpEvent::gaussian(1.0, noise.sigma_points, 1).unwrap()
+        )));
+        assert!(labelled.contains(&(
+            "numeric point-mass discoveries (threshold's δ)",
+            DpEvent::approx_dp(0.0, noise.threshold_delta, 1).unwrap()
+        )));
+        let without = Plan { points: 0, ..plan };
+        let cost = |p: Plan| {
+            AccountantKind::Pld
+                .epsilon(&noise.events(p).unwrap(), delta)
+                .unwrap()
+        };
+        assert!(cost(plan) > cost(without));
     }
 
     #[test]
@@ -5029,6 +5282,7 @@ mod tests {
             Plan {
                 releases: 3,
                 discoveries: 1,
+                points: 1,
                 ..Plan::default()
             }
         );
@@ -5038,6 +5292,7 @@ mod tests {
             threshold_delta: 1e-8,
             sigma_distinct: 80.0,
             sigma_wide: 10.0,
+            sigma_points: 40.0,
         };
         for seed in 0..20 {
             let done = complete_schema(
@@ -5066,6 +5321,7 @@ mod tests {
             Plan {
                 releases: 3,
                 discoveries: 1,
+                points: 1,
                 ..Plan::default()
             }
         );
@@ -5075,6 +5331,7 @@ mod tests {
             Plan {
                 releases: 2,
                 discoveries: 1,
+                points: 1,
                 ..Plan::default()
             }
         );
