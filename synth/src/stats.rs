@@ -2279,12 +2279,13 @@ struct NumericFacts {
 /// With `seek`, a point-mass discovery follows ([`private_points`]): where the bins are
 /// wider than one value, each value it releases inside the range becomes a point of the
 /// schema with the discovery's count, taken out of the count of the fine bin that holds it
-/// (post-processing of the two releases); where every value has a bin of its own, none is
-/// needed.
+/// (post-processing of the two releases), and one in an outer bin ends the range there;
+/// where every value has a bin of its own, none is needed.
 /// Where the support guessed the range among several runs (never a datetime's, whose
 /// support reads calendar years), the values outside the kept run are counted too: a count
 /// clear of the noise widens the range by the octave beyond that end ([`beyond`]), as one
 /// bin.
+#[allow(clippy::too_many_arguments)]
 fn private_bins(
     values: &[f64],
     (lo, hi): (f64, f64),
@@ -2535,7 +2536,29 @@ fn private_bins(
     for &(p, count) in &points {
         sub_counts[bin_of(sub, p)] -= count;
     }
-    let sub_counts = &sub_counts[..];
+    // A point beyond which the range's bins hold no mass clear of their noise is its end
+    // (a cap, a floor): its own bin's other rows lie on the inner side of it. Fine bins
+    // are wide where values are sparse, and a percentage capped at 100 for half its rows
+    // (its bins up to 511.6, kept for that mass) had a twentieth of its rows drawn above
+    // 100 once the cap was a point.
+    let mut sub = sub.to_vec();
+    let half = if integer { 0.5 } else { 0.0 };
+    for &(p, _) in &points {
+        if p < sub[0] || p >= sub[sub.len() - 1] {
+            continue; // beyond an end another point set
+        }
+        let j = bin_of(&sub, p);
+        if sub[j] < p - half && !sum_clears(&sub_counts[j + 1..], EXTEND_Z, noise.sigma) {
+            sub.truncate(j + 2);
+            sub_counts.truncate(j + 1);
+            sub[j + 1] = p - half;
+        } else if p + half < sub[j + 1] && !sum_clears(&sub_counts[..j], EXTEND_Z, noise.sigma) {
+            sub.drain(..j);
+            sub_counts.drain(..j);
+            sub[0] = p + half;
+        }
+    }
+    let (sub, sub_counts) = (&sub[..], &sub_counts[..]);
     let (edges, frequencies) = if per_value {
         (
             sub.to_vec(),
@@ -3667,6 +3690,12 @@ mod tests {
                         spec.points.iter().flatten().any(|&p| p == 100_000.0)
                             && (share - 0.1).abs() < 0.01,
                         "{integer} σ={sigma}: {share} in {spec:?}"
+                    );
+                    // The cap ends the range: no bin reaches beyond it.
+                    let edges = spec.edges.as_ref().unwrap();
+                    assert!(
+                        edges[edges.len() - 1] <= 100_000.0,
+                        "{integer} σ={sigma}: {edges:?}"
                     );
                 }
                 let spec = complete_one(rates.clone(), false, sigma, seed);
