@@ -293,13 +293,18 @@ impl Plan {
 }
 
 /// Whether a column's completion discovers its point masses (see [`Plan::points`]): a
-/// numeric column, not a datetime, whose schema gives neither its edges nor its points.
+/// numeric column, not a datetime, whose schema gives neither its edges nor its points,
+/// unless it is an integer column whose public bounds hold at most [`FINE_BINS`] values
+/// (a datetime's hour or second), each of which gets a bin of its own.
 fn seeks_points(c: &ColumnSpec) -> bool {
+    let narrow = c.kind == ColumnKind::Integer
+        && matches!((c.min, c.max), (Some(lo), Some(hi)) if hi - lo <= FINE_BINS as f64);
     matches!(
         c.kind,
         ColumnKind::Continuous | ColumnKind::Integer | ColumnKind::Number | ColumnKind::Auto
     ) && c.edges.is_none()
         && c.points.is_none()
+        && !narrow
 }
 
 /// Noise settings of the preprocessing releases.
