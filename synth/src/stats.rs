@@ -2421,7 +2421,6 @@ fn private_bins(
         // Zeros counted apart for another run: the chosen one holds them in its bin nearest 0.
         noisy_counts[bin_of(&grid, 0.0)] += zero_count;
     }
-
     // Per-value bins inside the support's exact buckets (-e ..= e): average the two noisy
     // counts.
     let exact = support
