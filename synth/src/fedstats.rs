@@ -750,7 +750,22 @@ mod tests {
 
     #[test]
     fn holders_complete_one_schema_from_summed_statistics() {
-        let holders = shards();
+        // And a fee capped at 1,000: a fifth of each holder's rows, the rest below it.
+        let mut holders = shards();
+        let mut rng = SecureRng::from_seed(8);
+        for t in &mut holders {
+            let fees = (0..t.rows())
+                .map(|i| {
+                    Some(if i % 5 == 0 {
+                        1000.0
+                    } else {
+                        1000.0 * rng.random::<f64>()
+                    })
+                })
+                .collect();
+            t.names.push("fee".into());
+            t.columns.push(ColumnData::Float(fees));
+        }
         let mut schema = Schema::infer(&holders[0]);
         for c in &mut schema.columns {
             c.nullable = None;
@@ -788,6 +803,14 @@ mod tests {
         assert!((share - 0.5).abs() < 0.03, "{share}");
         let age = col("age").edges.as_ref().unwrap();
         assert!(age[0] <= 20.0 && age[age.len() - 1] >= 64.0, "{age:?}");
+        // The cap is a point mass the holders found together, with its share; it ends
+        // the fee's range.
+        let fee = col("fee");
+        assert_eq!(fee.points, Some(vec![1000.0]), "{text}");
+        let f = fee.frequencies.as_ref().unwrap();
+        let share = f[f.len() - 1] / f.iter().sum::<f64>();
+        assert!((share - 0.2).abs() < 0.03, "{share}");
+        assert!(fee.max.unwrap() <= 1000.0, "{text}");
     }
 
     #[test]
