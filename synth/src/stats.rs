@@ -3333,8 +3333,16 @@ fn complete_numeric(
                 rows,
                 release,
             )?;
-            for e in facts.edges.iter_mut().chain(facts.points.iter_mut()) {
+            for e in &mut facts.edges {
                 *e *= step;
+            }
+            // A point is a value as the input spells it: a multiple of the step written
+            // to the step's decimals (3 × 0.1 is 0.30000000000000004, not the 0.3 a row
+            // holds, which the encoder would then bin instead of the point).
+            let decimals = (-step.log10()).ceil().max(0.0) as usize;
+            for p in &mut facts.points {
+                let v = *p * step;
+                *p = format!("{v:.decimals$}").parse().unwrap_or(v);
             }
             facts.per_value = None;
             facts
@@ -3731,6 +3739,32 @@ mod tests {
                 let points = spec.points.as_ref().map_or(0, Vec::len);
                 assert_eq!(points, tiers.len(), "σ={sigma}: {:?}", spec.points);
             }
+        }
+    }
+
+    /// A point on a column's grid is the value its rows hold (0.3, not 3 × 0.1), so the
+    /// encoder puts those rows on it: a price on tenths over 0-100, 30% of it at 0.3.
+    #[test]
+    fn a_point_on_a_grid_is_the_value_its_rows_hold() {
+        let values: Vec<f64> = (0..10_000)
+            .map(|i| {
+                if i % 10 < 3 {
+                    0.3
+                } else {
+                    ((i * 7) % 1000) as f64 / 10.0
+                }
+            })
+            .collect();
+        for sigma in [0.0, 20.0] {
+            let spec = complete_number(&values, sigma, 3);
+            assert_eq!(spec.step, Some(0.1), "σ={sigma}");
+            // Without noise every tenth has a bin of its own and needs no point.
+            assert!(
+                sigma == 0.0 || spec.points.iter().flatten().any(|&p| p == 0.3),
+                "σ={sigma}: {:?}",
+                spec.points
+            );
+            assert!((share_at(&spec, 0.3) - 0.3).abs() < 0.02, "σ={sigma}");
         }
     }
 
