@@ -3222,6 +3222,16 @@ fn private_points(
     rows: Option<usize>,
     release: &mut dyn Release,
 ) -> Result<Vec<(f64, f64)>> {
+    // Noise settings without the points' noise (a federated job planned before point masses
+    // were released) would release every value exactly: refused, never read as exact.
+    let noise = release.noise();
+    if noise.sigma > 0.0 && noise.sigma_points <= 0.0 {
+        return Err(SynthError::Schema(
+            "the statistics' noise settings have no noise for point masses (a job planned by \
+             an older fedsynth); plan the job again"
+                .into(),
+        ));
+    }
     let nonzero: Vec<f64> = values.iter().copied().filter(|&v| v != 0.0).collect();
     let found = release.points(&nonzero)?;
     let n = match rows {
@@ -3789,6 +3799,39 @@ mod tests {
             assert_eq!(spec.points, None, "σ={sigma}");
             assert!((share_at(&spec, 1.0) - 1.0 / 3.0).abs() < 0.02);
         }
+    }
+
+    /// Noise settings that give the histograms noise and the point masses none (a job
+    /// planned before they were released: the field reads as 0) are refused, not read as
+    /// exact statistics that would release every value.
+    #[test]
+    fn noise_without_the_points_noise_is_refused() {
+        let table = Table {
+            names: vec!["x".into()],
+            columns: vec![ColumnData::Float(
+                (0..2000).map(|i| Some(i as f64)).collect(),
+            )],
+        };
+        let mut schema = Schema::infer(&table);
+        schema.columns[0].nullable = Some(false);
+        let old = Noise {
+            sigma_points: 0.0,
+            ..noise(20.0)
+        };
+        let got = complete_schema(&table, &schema, Some(old), &mut SecureRng::from_seed(1));
+        assert!(
+            matches!(&got, Err(SynthError::Schema(m)) if m.contains("point masses")),
+            "{got:?}"
+        );
+        assert!(
+            complete_schema(
+                &table,
+                &schema,
+                Some(noise(20.0)),
+                &mut SecureRng::from_seed(1)
+            )
+            .is_ok()
+        );
     }
 
     /// Every numeric column whose edges and points the schema leaves open plans one
