@@ -365,5 +365,6 @@ fn propose(
             out.swap(i, j);
         }
     }
+    encoder.apply_null_patterns(&mut out);
     out
 }
