@@ -2103,16 +2103,7 @@ mod tests {
         // Independent proposals raked to it: 30% "yes", mostly with "b".
         let proposals = independent_proposals(2, 2);
         let (weights, _) = encoder.calibrate(&proposals, 20.0);
-        let all: f64 = weights.iter().sum();
-        let share = |f: &dyn Fn(&Vec<Choice>) -> bool| {
-            proposals
-                .iter()
-                .zip(&weights)
-                .filter(|(r, _)| f(r))
-                .map(|(_, w)| w)
-                .sum::<f64>()
-                / all
-        };
+        let share = |f: &dyn Fn(&Vec<Choice>) -> bool| weighted_share(&proposals, &weights, f);
         let yes = share(&|r| r[0].slot() == 1);
         assert!((yes - 0.3).abs() < 0.01, "weighted share of yes: {yes}");
         let yes_b = share(&|r| r[0].slot() == 1 && r[1].slot() == 1);
@@ -2165,16 +2156,7 @@ mod tests {
                 .all(|r| (r[1].slot() == 2) == (r[0].slot() == 1))
         );
         let (weights, _) = encoder.calibrate(&proposals, 20.0);
-        let all: f64 = weights.iter().sum();
-        let share = |f: &dyn Fn(&Vec<Choice>) -> bool| {
-            proposals
-                .iter()
-                .zip(&weights)
-                .filter(|(r, _)| f(r))
-                .map(|(_, w)| w)
-                .sum::<f64>()
-                / all
-        };
+        let share = |f: &dyn Fn(&Vec<Choice>) -> bool| weighted_share(&proposals, &weights, f);
         let login = share(&|r| r[0].slot() == 1);
         assert!(
             (login - 0.3).abs() < 0.01,
@@ -2308,6 +2290,21 @@ mod tests {
             .unwrap();
         assert_eq!(measured, Some(vec!["x".to_string()]));
         encoder
+    }
+
+    /// The share of `weights` held by the `rows` where `f` holds.
+    fn weighted_share(
+        rows: &[Vec<Choice>],
+        weights: &[f64],
+        f: &dyn Fn(&Vec<Choice>) -> bool,
+    ) -> f64 {
+        let all: f64 = weights.iter().sum();
+        rows.iter()
+            .zip(weights)
+            .filter(|(r, _)| f(r))
+            .map(|(_, w)| w)
+            .sum::<f64>()
+            / all
     }
 
     /// 20,000 generated rows of `columns` columns, each slot drawn uniformly from `slots`.
