@@ -1157,23 +1157,7 @@ impl Encoder {
     /// [`Encoder::slot_frequencies`], with the null slot's share from the null pattern where
     /// that gives its nulls (see [`Encoder::margin_target`]).
     fn margin_frequencies(&self, c: usize) -> Option<Vec<f64>> {
-        if self.null_masks[c].is_none() {
-            return self.frequencies_of(c).map(|(_, p)| p);
-        }
-        let sampleable = self.spans_of_columns()[c];
-        let target = self.margin_target(c)?;
-        let mut p: Vec<f64> = (0..self.columns[c].slots())
-            .map(|k| match target.get(k) {
-                Some(&f) if k < sampleable && f.is_finite() && f > 0.0 => f,
-                _ => 0.0,
-            })
-            .collect();
-        let total: f64 = p.iter().sum();
-        if !(total > 0.0) {
-            return None;
-        }
-        p.iter_mut().for_each(|x| *x /= total);
-        Some(p)
+        self.distribution(c, &self.margin_target(c)?, None)
     }
 
     /// Per column, the slot of its one-hot block that sampling must not produce: the null
@@ -1276,10 +1260,16 @@ impl Encoder {
     /// [`Encoder::slot_frequencies`]).
     fn frequencies_of(&self, c: usize) -> Option<(usize, Vec<f64>)> {
         let col = &self.columns[c];
+        let p = self.distribution(c, col.target.as_ref()?, self.null_masks[c])?;
+        Some((col.onehot, p))
+    }
+
+    /// Counts `target` of column `c`'s slots as a distribution over its block: 0 for a slot
+    /// never sampled, the `mask`ed one, and one without a positive finite count; `None`
+    /// where nothing is left.
+    fn distribution(&self, c: usize, target: &[f64], mask: Option<usize>) -> Option<Vec<f64>> {
         let sampleable = self.spans_of_columns()[c];
-        let mask = self.null_masks[c];
-        let target = col.target.as_ref()?;
-        let mut p: Vec<f64> = (0..col.slots())
+        let mut p: Vec<f64> = (0..self.columns[c].slots())
             .map(|k| {
                 let f = target.get(k).copied().unwrap_or(0.0);
                 if k < sampleable && Some(k) != mask && f.is_finite() && f > 0.0 {
@@ -1294,7 +1284,7 @@ impl Encoder {
             return None;
         }
         p.iter_mut().for_each(|x| *x /= total);
-        Some((col.onehot, p))
+        Some(p)
     }
 
     /// The sampleable slots of each column's one-hot block.
