@@ -870,8 +870,29 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     // The report compares the modelled columns (a datetime's day and parts apart), so it
     // keeps the whole output; without one, memory holds a block of 65,536 rows at a time,
     // sampled, serialised (and sealed) as it goes.
+    let sampling = Instant::now();
+    let bar = sampling_bar(n_out);
+    let mut sampled = 0;
+    let mut progress = |rows: usize| {
+        sampled += rows;
+        bar.inc(rows as u64);
+        // Without a terminal, a line per block where there are several.
+        if bar.is_hidden() && (sampled < n_out || rows < sampled) {
+            eprintln!(
+                "sampling: {sampled} of {n_out} rows ({:.1} s)",
+                sampling.elapsed().as_secs_f64()
+            );
+        }
+    };
     let modelled = if args.report.is_some() {
-        let synthetic = sample::sample(&*model, &encoder, n_out, &device, &mut rng);
+        let synthetic = sample::sample_with_progress(
+            &*model,
+            &encoder,
+            n_out,
+            &device,
+            &mut rng,
+            &mut progress,
+        );
         let bytes = table_bytes_typed(&encoder.finish(synthetic.clone()), format, temporal)?;
         envelope::try_write_atomically(&args.out, |w| {
             if recipients.is_empty() {
@@ -901,6 +922,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
                 w,
                 (format, temporal),
                 &recipients,
+                &mut progress,
             )
             .map_err(|e| EnvelopeError::Io {
                 context: format!("writing {}", args.out.display()),
@@ -909,6 +931,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         })?;
         None
     };
+    bar.finish_and_clear();
+    let sampling_secs = sampling.elapsed().as_secs_f64();
     if let (Some(dir), Some(synthetic), Some(table)) = (&args.report, &modelled, &table) {
         // The holdout goes through the input's typing and null pattern, like the input.
         let holdout = holdout_raw
@@ -960,7 +984,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         ),
     };
     eprintln!(
-        "wrote {n_out} rows to {}{} and the schema to {}; {privacy_line}; {:.1} s",
+        "wrote {n_out} rows to {}{} and the schema to {}; {privacy_line}; {:.1} s (sampling \
+         {sampling_secs:.1} s)",
         args.out.display(),
         if recipients.is_empty() {
             String::new()
@@ -971,4 +996,17 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The sampling's progress, in rows: a bar on a terminal (hidden elsewhere, where
+/// [`run`] prints a line per block instead).
+fn sampling_bar(rows: usize) -> ProgressBar {
+    let bar = ProgressBar::new(rows as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} rows ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("sampling");
+    bar
 }

@@ -1249,3 +1249,42 @@ fn without_a_target_the_strongest_links_are_picked_measured_and_kept() {
     let o = run(&["--dataset", "both", "--no-pairs", "--target", "label"]);
     assert!(!o.status.success());
 }
+
+/// Sampling more rows than one block reports its progress without a terminal, a line per
+/// block, and the output holds every row; one block prints no such line.
+#[test]
+fn a_large_output_reports_sampling_progress_per_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("large.csv");
+    let o = synth(
+        &wage(),
+        &out,
+        &d.join("l.db"),
+        &["--epsilon", "inf", "--rows", "70000"],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("sampling: "))
+        .collect();
+    assert!(lines.len() >= 2, "{err}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("sampling: 70000 of 70000 rows"),
+        "{err}"
+    );
+    assert!(err.contains("(sampling "), "{err}");
+    assert_eq!(read_table(&out).unwrap().rows(), 70_000);
+    let small = synth(
+        &wage(),
+        &d.join("small.csv"),
+        &d.join("l2.db"),
+        &["--epsilon", "inf", "--rows", "100"],
+    );
+    assert!(small.status.success(), "{}", stderr(&small));
+    assert!(!stderr(&small).contains("sampling: "), "{}", stderr(&small));
+}

@@ -95,9 +95,23 @@ pub fn sample(
     device: &Device,
     rng: &mut SecureRng,
 ) -> Table {
+    sample_with_progress(model, encoder, rows, device, rng, &mut |_| {})
+}
+
+/// [`sample`], calling `progress` with the number of rows of each block as it is calibrated
+/// (a large table's sampling takes a minute: flights' 269,379 rows are eight blocks).
+pub fn sample_with_progress(
+    model: &dyn Generator,
+    encoder: &Encoder,
+    rows: usize,
+    device: &Device,
+    rng: &mut SecureRng,
+    progress: &mut dyn FnMut(usize),
+) -> Table {
     let mut out: Vec<Vec<Choice>> = Vec::with_capacity(rows);
     let done: Result<(), std::convert::Infallible> =
         for_each_block(model, encoder, rows, device, rng, |block| {
+            progress(block.len());
             out.extend(block);
             Ok(())
         });
@@ -127,7 +141,8 @@ pub fn sample_blocks<E>(
 /// [`envelope::encrypt`] seals for them on another thread (keys and nonces from the
 /// operating system, never from `rng`). Memory holds a block and an envelope chunk whatever
 /// `rows` is. On an error the output is incomplete: write it to a file that is renamed into
-/// place only on success ([`envelope::try_write_atomically`]).
+/// place only on success ([`envelope::try_write_atomically`]). `progress` is called with
+/// the number of rows of each block once it is written.
 #[allow(clippy::too_many_arguments)]
 pub fn write_blocks(
     model: &dyn Generator,
@@ -138,11 +153,15 @@ pub fn write_blocks(
     out: &mut (dyn std::io::Write + Send),
     (format, temporal): (Format, Vec<(String, DataType)>),
     recipients: &[PublicKey],
+    progress: &mut dyn FnMut(usize),
 ) -> Result<()> {
     let write = |to: &mut dyn std::io::Write, rng: &mut SecureRng| {
         let mut blocks = BlockWriter::new(to, format).with_temporal(temporal);
         sample_blocks(model, encoder, rows, device, rng, |block| {
-            blocks.write(&encoder.finish(block))
+            let n = block.rows();
+            blocks.write(&encoder.finish(block))?;
+            progress(n);
+            Ok::<(), SynthError>(())
         })?;
         blocks.finish()
     };

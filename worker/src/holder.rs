@@ -702,6 +702,7 @@ impl Holder {
             &mut sink,
             (format, temporal),
             &recipients,
+            &mut |_| {},
         )
         .map_err(WorkerError::from);
         let flushed = outcome.and_then(|_| {
