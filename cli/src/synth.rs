@@ -867,9 +867,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     // Datetimes go back to a Parquet file as dates or timestamps: the input's own types
     // where it declared them (Parquet), else the type their pattern reads as.
     let temporal = output_temporal(&schema, &declared);
-    // The report compares the modelled columns (a datetime's day and parts apart), so it
-    // keeps the whole output; without one, memory holds a block of 65,536 rows at a time,
-    // sampled, serialised (and sealed) as it goes.
+    // The sampling's progress, a block at a time; its seconds include writing the output.
     let sampling = Instant::now();
     let bar = sampling_bar(n_out);
     let mut sampled = 0;
@@ -884,6 +882,9 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             );
         }
     };
+    // The report compares the modelled columns (a datetime's day and parts apart), so it
+    // keeps the whole output; without one, memory holds a block of 65,536 rows at a time,
+    // sampled, serialised (and sealed) as it goes.
     let modelled = if args.report.is_some() {
         let synthetic = sample::sample_with_progress(
             &*model,
@@ -985,7 +986,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     };
     eprintln!(
         "wrote {n_out} rows to {}{} and the schema to {}; {privacy_line}; {:.1} s (sampling \
-         {sampling_secs:.1} s)",
+         and writing {sampling_secs:.1} s)",
         args.out.display(),
         if recipients.is_empty() {
             String::new()

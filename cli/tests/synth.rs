@@ -1277,7 +1277,7 @@ fn a_large_output_reports_sampling_progress_per_block() {
             .starts_with("sampling: 70000 of 70000 rows"),
         "{err}"
     );
-    assert!(err.contains("(sampling "), "{err}");
+    assert!(err.contains("(sampling and writing "), "{err}");
     assert_eq!(read_table(&out).unwrap().rows(), 70_000);
     let small = synth(
         &wage(),

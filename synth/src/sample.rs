@@ -98,8 +98,9 @@ pub fn sample(
     sample_with_progress(model, encoder, rows, device, rng, &mut |_| {})
 }
 
-/// [`sample`], calling `progress` with the number of rows of each block as it is calibrated
-/// (a large table's sampling takes a minute: flights' 269,379 rows are eight blocks).
+/// [`sample`], calling `progress` with the number of rows of each block once it is
+/// calibrated (a large table's sampling takes a minute: flights' 269,379 rows are five to
+/// eight blocks, as the proposals per kept row grow).
 pub fn sample_with_progress(
     model: &dyn Generator,
     encoder: &Encoder,
