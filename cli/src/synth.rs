@@ -870,10 +870,9 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     // The sampling's progress, a block at a time; its seconds include writing the output.
     let sampling = Instant::now();
     let bar = sampling_bar(n_out);
-    let mut sampled = 0;
     let mut progress = |rows: usize| {
-        sampled += rows;
         bar.inc(rows as u64);
+        let sampled = bar.position() as usize;
         // Without a terminal, a line per block where there are several.
         if bar.is_hidden() && (sampled < n_out || rows < sampled) {
             eprintln!(
